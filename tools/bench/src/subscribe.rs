@@ -1,0 +1,445 @@
+//! The `subscribe` scenario: M UDP push subscribers and one writer.
+//!
+//! Each subscriber binds a UDP socket on 127.0.0.1 and subscribes with
+//! `GET instance/list?udpPort=<port>&clientIP=127.0.0.1` (refreshed every
+//! `resubscribe`, since Nacos forgets clients idle for 10 s). The writer
+//! registers marker instances `MARKER_IP:<MARKER_BASE_PORT + seq>` at a fixed
+//! rate; every datagram is acked with
+//! `{"type":"push-ack","lastRefTime":"<n>","data":""}` and its instance list
+//! is scanned for the highest marker `seq`. Push latency for write `seq` is
+//! the time from the writer reading that write's `ok` to a subscriber
+//! receiving the first datagram that contains it (one sample per write per
+//! subscriber). Writes a subscriber never saw within `grace` after the last
+//! write are counted as `push_missing`.
+
+use std::borrow::Cow;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+
+use crate::engine::{check_response, Check, Progress};
+use crate::http::Conn;
+use crate::scenario::Naming;
+use crate::stats::{ErrorKind, OpStats};
+
+/// IP of the marker instances the writer registers.
+pub const MARKER_IP: &str = "10.254.0.1";
+/// Port of marker `seq` is `MARKER_BASE_PORT + seq` (seq starts at 1).
+pub const MARKER_BASE_PORT: u64 = 10000;
+/// Most writes one run performs (ports stay below 65536).
+pub const MAX_WRITES: u64 = 55_000;
+
+const NOT_OK: u64 = u64::MAX;
+
+/// Parameters of a subscribe run.
+#[derive(Clone, Debug)]
+pub struct SubscribeConfig {
+    /// Request builder; `prefix` names the watched service `<prefix>-push`.
+    pub naming: Naming,
+    /// Number of UDP subscribers.
+    pub subscribers: usize,
+    /// Writes per second.
+    pub write_rate: f64,
+    /// Time between subscribing and the first write.
+    pub warmup: Duration,
+    /// How long writes go on.
+    pub duration: Duration,
+    /// How long subscribers keep listening after the last write.
+    pub grace: Duration,
+    /// Interval between subscription refreshes (each subscriber).
+    pub resubscribe: Duration,
+    /// HTTP request timeout.
+    pub timeout: Duration,
+    /// Live counters (writes).
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// Outcome of a subscribe run.
+#[derive(Clone, Debug)]
+pub struct SubscribeResult {
+    /// Marker writes (register), latency from intended send time.
+    pub writes: OpStats,
+    /// Subscription queries (`instance/list` with `udpPort`).
+    pub queries: OpStats,
+    /// Push latency samples (ns) and push errors.
+    pub push: OpStats,
+    /// Datagrams received over all subscribers.
+    pub datagrams: u64,
+    /// Datagrams that arrived before the writer had read the write's `ok`
+    /// (recorded as ~0 latency).
+    pub early: u64,
+    /// Length of the write window.
+    pub measured: Duration,
+}
+
+/// A decoded push packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Push {
+    /// `type` field (`dom` for instance lists).
+    pub kind: String,
+    /// `lastRefTime` exactly as sent (number or string), for the ack.
+    pub last_ref_time: String,
+    /// `data`: the instance-list JSON as a string.
+    pub data: String,
+}
+
+/// Decodes a push datagram, gunzipping it when it starts with `1f 8b`.
+pub fn decode_push(pkt: &[u8]) -> Result<Push, String> {
+    let raw: Cow<[u8]> = if pkt.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(pkt.len() * 4);
+        flate2::read::GzDecoder::new(pkt)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gunzip: {e}"))?;
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(pkt)
+    };
+    let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("json: {e}"))?;
+    let kind = v
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("")
+        .to_string();
+    let last_ref_time = match v.get("lastRefTime") {
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => return Err("no lastRefTime".into()),
+    };
+    let data = v
+        .get("data")
+        .and_then(|d| d.as_str())
+        .unwrap_or("")
+        .to_string();
+    Ok(Push {
+        kind,
+        last_ref_time,
+        data,
+    })
+}
+
+/// The ack a Java client sends for a push.
+pub fn ack(last_ref_time: &str) -> Vec<u8> {
+    format!(r#"{{"type":"push-ack","lastRefTime":"{last_ref_time}","data":""}}"#).into_bytes()
+}
+
+/// Highest marker `seq` among the `hosts` of an instance-list JSON.
+pub fn max_marker_seq(data: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    v.get("hosts")?
+        .as_array()?
+        .iter()
+        .filter(|h| h.get("ip").and_then(|i| i.as_str()) == Some(MARKER_IP))
+        .filter_map(|h| h.get("port")?.as_u64())
+        .filter(|&p| p > MARKER_BASE_PORT)
+        .map(|p| p - MARKER_BASE_PORT)
+        .max()
+}
+
+struct Shared {
+    t0: Instant,
+    /// `ok_ns[seq]`: ns after `t0` when write `seq`'s `ok` was read, or NOT_OK.
+    ok_ns: Vec<AtomicU64>,
+}
+
+/// Runs the scenario. Setup (registering the watched service) must be done
+/// by the caller; see [`setup`].
+pub fn run(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run_async(cfg))
+}
+
+/// Setup requests: one plain instance so the watched service exists.
+pub fn setup(n: &Naming) -> Vec<(Vec<u8>, Check)> {
+    vec![(n.register(&service(n), MARKER_IP, 9), Check::Ok)]
+}
+
+/// The watched service.
+pub fn service(n: &Naming) -> String {
+    format!("{}-push", n.prefix)
+}
+
+async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
+    let n = &cfg.naming;
+    let svc = service(n);
+    let addr = n.target.addr;
+    let writes_planned =
+        ((cfg.write_rate * cfg.duration.as_secs_f64()).ceil() as u64).clamp(1, MAX_WRITES);
+    let t0 = Instant::now();
+    let shared = Arc::new(Shared {
+        t0,
+        ok_ns: (0..=writes_planned)
+            .map(|_| AtomicU64::new(NOT_OK))
+            .collect(),
+    });
+    let write_start = t0 + cfg.warmup;
+    let write_end = write_start + cfg.duration;
+    let listen_end = write_end + cfg.grace;
+
+    let mut sockets = Vec::with_capacity(cfg.subscribers);
+    let mut ports = Vec::with_capacity(cfg.subscribers);
+    for _ in 0..cfg.subscribers {
+        let s = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("udp bind: {e}"))?;
+        ports.push(s.local_addr().map_err(|e| e.to_string())?.port());
+        sockets.push(s);
+    }
+
+    // Subscription refresher: one keep-alive connection, all subscribers in turn.
+    let sub_reqs: Vec<Vec<u8>> = ports.iter().map(|&p| n.subscribe(&svc, p)).collect();
+    let (resub, timeout) = (cfg.resubscribe, cfg.timeout);
+    let refresher = tokio::spawn(async move {
+        let mut st = OpStats::default();
+        let mut conn: Option<Conn> = None;
+        let mut round = Instant::now();
+        while round < listen_end {
+            for req in &sub_reqs {
+                let t = Instant::now();
+                let r = tokio::time::timeout(timeout, query(&mut conn, addr, timeout, req)).await;
+                match r {
+                    Ok(Ok(())) => st.record_ok(t.elapsed().as_nanos() as u64),
+                    Ok(Err(k)) => st.record_err(k, 1),
+                    Err(_) => {
+                        conn = None;
+                        st.record_err(ErrorKind::Timeout, 1)
+                    }
+                }
+            }
+            round += resub;
+            tokio::time::sleep_until(round.min(listen_end).into()).await;
+        }
+        st
+    });
+
+    let subs: Vec<_> = sockets
+        .into_iter()
+        .map(|s| tokio::spawn(subscriber(s, shared.clone(), listen_end)))
+        .collect();
+
+    // Writer: open loop at write_rate, latency from intended send time.
+    let writer = {
+        let shared = shared.clone();
+        let n = n.clone();
+        let progress = cfg.progress.clone();
+        let interval = Duration::from_secs_f64(1.0 / cfg.write_rate.max(1e-6));
+        tokio::spawn(async move {
+            let mut st = OpStats::default();
+            let mut conn: Option<Conn> = None;
+            let mut prev_done = t0;
+            for seq in 1..=writes_planned {
+                let intended = write_start + interval * (seq - 1) as u32;
+                if intended >= write_end {
+                    break;
+                }
+                tokio::time::sleep_until(intended.into()).await;
+                // As in the engine: intended time unless the writer was idle then.
+                let sent = Instant::now();
+                let origin = if prev_done <= intended {
+                    sent.max(intended)
+                } else {
+                    intended
+                };
+                let req = n.register(&svc, MARKER_IP, (MARKER_BASE_PORT + seq) as u16);
+                let r = tokio::time::timeout(
+                    timeout,
+                    query_check(&mut conn, addr, timeout, &req, Check::Ok),
+                )
+                .await;
+                let done = Instant::now();
+                prev_done = done;
+                match r {
+                    Ok(Ok(())) => {
+                        shared.ok_ns[seq as usize]
+                            .store((done - shared.t0).as_nanos() as u64, Ordering::Release);
+                        st.record_ok((done - origin).as_nanos() as u64);
+                        if let Some(p) = &progress {
+                            p.ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    other => {
+                        let kind = match other {
+                            Ok(Err(k)) => k,
+                            _ => {
+                                conn = None;
+                                ErrorKind::Timeout
+                            }
+                        };
+                        st.record_err(kind, 1);
+                        if let Some(p) = &progress {
+                            p.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            st
+        })
+    };
+
+    let writes = writer.await.map_err(|e| format!("writer: {e}"))?;
+    let mut push = OpStats::default();
+    let (mut datagrams, mut early) = (0, 0);
+    let max_ok = (1..=writes_planned as usize)
+        .filter(|&s| shared.ok_ns[s].load(Ordering::Acquire) != NOT_OK)
+        .collect::<Vec<_>>();
+    for s in subs {
+        let r = s.await.map_err(|e| format!("subscriber: {e}"))?;
+        push.merge(&r.stats);
+        datagrams += r.datagrams;
+        early += r.early;
+        let missing = max_ok
+            .iter()
+            .filter(|&&seq| seq as u64 > r.last_seen)
+            .count() as u64;
+        push.record_err(ErrorKind::PushMissing, missing);
+    }
+    let queries = refresher.await.map_err(|e| format!("refresher: {e}"))?;
+    Ok(SubscribeResult {
+        writes,
+        queries,
+        push,
+        datagrams,
+        early,
+        measured: cfg.duration,
+    })
+}
+
+async fn query(
+    conn: &mut Option<Conn>,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    req: &[u8],
+) -> Result<(), ErrorKind> {
+    query_check(conn, addr, timeout, req, Check::Hosts).await
+}
+
+async fn query_check(
+    conn: &mut Option<Conn>,
+    addr: std::net::SocketAddr,
+    timeout: Duration,
+    req: &[u8],
+    check: Check,
+) -> Result<(), ErrorKind> {
+    if conn.is_none() {
+        *conn = Some(
+            Conn::connect(addr, timeout)
+                .await
+                .map_err(|_| ErrorKind::Connect)?,
+        );
+    }
+    let c = conn.as_mut().expect("connected");
+    match c.exchange(req).await {
+        Ok(h) => {
+            let r = check_response(check, h.status, c.body());
+            if !h.keep_alive {
+                *conn = None;
+            }
+            r
+        }
+        Err(_) => {
+            *conn = None;
+            Err(ErrorKind::Io)
+        }
+    }
+}
+
+struct SubResult {
+    stats: OpStats,
+    datagrams: u64,
+    early: u64,
+    last_seen: u64,
+}
+
+async fn subscriber(sock: UdpSocket, shared: Arc<Shared>, until: Instant) -> SubResult {
+    let mut r = SubResult {
+        stats: OpStats::default(),
+        datagrams: 0,
+        early: 0,
+        last_seen: 0,
+    };
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let got = tokio::time::timeout_at(until.into(), sock.recv_from(&mut buf)).await;
+        let (len, from) = match got {
+            Err(_) => break,
+            Ok(Err(_)) => continue,
+            Ok(Ok(x)) => x,
+        };
+        let now_ns = shared.t0.elapsed().as_nanos() as u64;
+        r.datagrams += 1;
+        let push = match decode_push(&buf[..len]) {
+            Ok(p) => p,
+            Err(_) => {
+                r.stats.record_err(ErrorKind::PushDecode, 1);
+                continue;
+            }
+        };
+        let _ = sock.send_to(&ack(&push.last_ref_time), from).await;
+        if push.kind != "dom" {
+            continue;
+        }
+        let Some(max) = max_marker_seq(&push.data) else {
+            continue;
+        };
+        let max = max.min(shared.ok_ns.len() as u64 - 1);
+        for seq in r.last_seen + 1..=max {
+            match shared.ok_ns[seq as usize].load(Ordering::Acquire) {
+                // The write failed or has not been read back yet: a datagram
+                // that beats the HTTP response counts as ~0 latency.
+                NOT_OK => {
+                    r.early += 1;
+                    r.stats.record_ok(1);
+                }
+                ok => r.stats.record_ok(now_ns.saturating_sub(ok)),
+            }
+        }
+        r.last_seen = r.last_seen.max(max);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn packet(data: &str) -> Vec<u8> {
+        serde_json::json!({"type":"dom","data":data,"lastRefTime":912345678901234567u64})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn decodes_plain_and_gzip() {
+        let data = format!(
+            r#"{{"hosts":[{{"ip":"{MARKER_IP}","port":10003}},{{"ip":"{MARKER_IP}","port":10007}},{{"ip":"10.0.0.1","port":10009}},{{"ip":"{MARKER_IP}","port":9}}],"name":"x"}}"#
+        );
+        let plain = packet(&data);
+        let p = decode_push(&plain).unwrap();
+        assert_eq!(p.kind, "dom");
+        assert_eq!(p.last_ref_time, "912345678901234567");
+        assert_eq!(max_marker_seq(&p.data), Some(7));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let gz = gz.finish().unwrap();
+        assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+        assert_eq!(decode_push(&gz).unwrap(), p);
+        assert!(decode_push(b"\x1f\x8bgarbage").is_err());
+        assert_eq!(max_marker_seq(r#"{"hosts":[]}"#), None);
+    }
+
+    #[test]
+    fn ack_format() {
+        assert_eq!(
+            String::from_utf8(ack("42")).unwrap(),
+            r#"{"type":"push-ack","lastRefTime":"42","data":""}"#
+        );
+        let p = decode_push(br#"{"type":"dom","data":"{}","lastRefTime":"7"}"#).unwrap();
+        assert_eq!(p.last_ref_time, "7");
+    }
+}
