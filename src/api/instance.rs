@@ -1,0 +1,410 @@
+//! Instance endpoints: register, deregister, update, patch, detail, list, beat, metadata batch
+//! and manual health (`InstanceController`, `HealthController`).
+
+use bytes::{Bytes, BytesMut};
+
+use super::{Answer, Ctx};
+use crate::clock::wall_ms;
+use crate::command::{Command, Patch, Reply, Target};
+use crate::error::{ApiError, ApiResult};
+use crate::instance::{check_ip, parse_port, InstanceSpec};
+use crate::params::{parse_int, to_boolean};
+use crate::registry::BEAT_OK;
+use crate::service::{
+    check_instance_params, check_metadata, check_service_name_chars, parse_metadata, ServiceKey,
+    DEFAULT_CLUSTER,
+};
+use crate::view::{render_missing, ListQuery};
+
+/// `cacheMillis` for clients that are not push targets (Nacos `defaultCacheMillis`).
+pub const CACHE_MILLIS: u64 = 3000;
+
+fn persistent_not_supported() -> ApiError {
+    ApiError::bad_request(
+        "persistent instances (ephemeral=false) are not supported by this Muster build yet; \
+         register with ephemeral=true",
+    )
+}
+
+/// `clusterName`, else `cluster`, else `DEFAULT`.
+fn cluster_param<'a>(ctx: &'a Ctx<'_>) -> &'a str {
+    ctx.params
+        .optional("clusterName")
+        .or_else(|| ctx.params.optional("cluster"))
+        .unwrap_or(DEFAULT_CLUSTER)
+}
+
+/// `parseInstance`: ip, port, cluster, weight, healthy, enabled|enable, ephemeral, metadata, app.
+fn instance_spec(ctx: &Ctx<'_>, key: &ServiceKey) -> ApiResult<InstanceSpec> {
+    let p = &ctx.params;
+    let ip = p.required("ip")?;
+    let port = parse_port(p.required("port")?)?;
+    let cluster = cluster_param(ctx);
+    let enabled = match p.optional("enabled") {
+        Some(v) => to_boolean(v),
+        None => p.lenient_bool("enable", true),
+    };
+    let metadata = match p.optional("metadata") {
+        Some(m) => parse_metadata(m)?,
+        None => Default::default(),
+    };
+    let spec = InstanceSpec {
+        ip: ip.to_string(),
+        port,
+        cluster: cluster.to_string(),
+        weight: p.f64_or("weight", 1.0)?,
+        healthy: p.lenient_bool("healthy", true),
+        enabled,
+        ephemeral: p.lenient_bool("ephemeral", true),
+        metadata,
+        app: p.optional_or("app", "DEFAULT").to_string(),
+    };
+    check_spec(key, &spec)?;
+    Ok(spec)
+}
+
+/// Validation shared by every write that carries a whole instance.
+fn check_spec(key: &ServiceKey, spec: &InstanceSpec) -> ApiResult<()> {
+    check_instance_params(&key.grouped, &spec.cluster)?;
+    check_service_name_chars(&key.grouped)?;
+    spec.validate()?;
+    if !spec.ephemeral {
+        return Err(persistent_not_supported());
+    }
+    Ok(())
+}
+
+/// `POST /nacos/v1/ns/instance` → `ok`.
+pub async fn register(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let key = ctx.service_key()?;
+    let spec = instance_spec(ctx, &key)?;
+    ctx.shard.execute(key, Command::Register(spec)).await?;
+    Ok(Answer::ok())
+}
+
+/// `DELETE /nacos/v1/ns/instance` → `ok`, even when nothing matches.
+pub async fn deregister(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let ip = p.required("ip")?;
+    let port = parse_port(p.required("port")?)?;
+    let key = ctx.service_key()?;
+    let cluster = cluster_param(ctx);
+    let ephemeral = p.lenient_bool("ephemeral", true);
+    ctx.shard
+        .execute(
+            key,
+            Command::Deregister {
+                ip: ip.to_string(),
+                port,
+                cluster: cluster.to_string(),
+                ephemeral,
+            },
+        )
+        .await?;
+    Ok(Answer::ok())
+}
+
+/// `PUT /nacos/v1/ns/instance`: strict update for Java ≥ 1.0.0, upsert for everyone else.
+pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let key = ctx.service_key()?;
+    let spec = instance_spec(ctx, &key)?;
+    let strict = ctx.java_1x();
+    ctx.shard
+        .execute(key, Command::Update { spec, strict })
+        .await?;
+    Ok(Answer::ok())
+}
+
+/// `PATCH /nacos/v1/ns/instance`: metadata, app, weight, enabled of an existing instance.
+pub async fn patch(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let key = ctx.service_key()?;
+    let ip = p.required("ip")?;
+    let port = parse_port(p.required("port")?)?;
+    let cluster = cluster_param(ctx);
+    let metadata = match p.optional("metadata") {
+        Some(m) => Some(parse_metadata(m)?),
+        None => None,
+    };
+    let weight = match p.optional("weight") {
+        Some(w) => Some(crate::params::parse_f64(w)?),
+        None => None,
+    };
+    let patch = Patch {
+        ip: ip.to_string(),
+        port,
+        cluster: cluster.to_string(),
+        metadata,
+        app: p.optional("app").map(str::to_string),
+        weight,
+        enabled: p.optional("enabled").map(to_boolean),
+    };
+    ctx.shard.execute(key, Command::Patch(patch)).await?;
+    Ok(Answer::ok())
+}
+
+/// `GET /nacos/v1/ns/instance`: one instance's details (the `cluster` param is not read).
+pub fn detail(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let key = ctx.service_key()?;
+    let cluster = p.optional_or("clusterName", DEFAULT_CLUSTER);
+    let ip = p.required("ip")?;
+    let port = parse_port(p.required("port")?)?;
+    let Some(view) = ctx.shard.shared.view.get(key.as_ref()) else {
+        return Err(ApiError::server(format!("no service {} found!", key.grouped)));
+    };
+    let in_cluster: Vec<_> = view
+        .instances
+        .iter()
+        .filter(|i| *i.key.cluster == *cluster)
+        .collect();
+    if in_cluster.is_empty() {
+        return Err(ApiError::server(format!(
+            "no ips found for cluster {cluster} in service {}",
+            key.grouped
+        )));
+    }
+    let Some(inst) = in_cluster
+        .iter()
+        .find(|i| *i.key.ip == *ip && i.key.port == port)
+    else {
+        return Err(ApiError::server("no matched ip found!"));
+    };
+    Ok(Answer::json(&inst.detail_json(&key.grouped)))
+}
+
+/// `GET /nacos/v1/ns/instance/list` (and legacy `srvIPXT`, whose `dom` is pre-grouped).
+pub fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let key = match legacy_grouped {
+        Some(g) => ServiceKey::new(ctx.namespace()?, &g),
+        None => ctx.service_key()?,
+    };
+    let clusters_raw = p.optional_or("clusters", "");
+    let udp_port = p.int_or("udpPort", 0)?;
+    if udp_port < 0 || udp_port > 65535 {
+        return Err(ApiError::bad_request(format!(
+            "Param 'udpPort' is illegal: {udp_port} is not in 0-65535"
+        )));
+    }
+    let q = ListQuery {
+        clusters_raw,
+        clusters: clusters_raw
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect(),
+        healthy_only: p.strict_bool("healthyOnly", false),
+        grouped: ctx.java_1x(),
+        cache_millis: CACHE_MILLIS,
+        env: p.optional_or("env", ""),
+        is_check: p.strict_bool("isCheck", false),
+        now_wall_ms: wall_ms(),
+    };
+    let body = match ctx.shard.shared.view.get(key.as_ref()) {
+        None => render_missing(&key.grouped, &q),
+        Some(view) => {
+            let chunks = view.render_list(&q)?;
+            let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+            for c in &chunks {
+                out.extend_from_slice(c);
+            }
+            out.freeze()
+        }
+    };
+    Ok(Answer::json_bytes(body))
+}
+
+/// The RsInfo beat JSON, read leniently (numbers may arrive as strings).
+struct BeatInfo {
+    ip: Option<String>,
+    port: Option<u16>,
+    cluster: Option<String>,
+    weight: f64,
+    ephemeral: bool,
+    metadata: crate::service::Metadata,
+}
+
+fn parse_beat(raw: &str) -> ApiResult<BeatInfo> {
+    let v: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| ApiError::bad_request(format!("Param 'beat' is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("Param 'beat' must be a JSON object"));
+    }
+    let text = |k: &str| match v.get(k) {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+        _ => None,
+    };
+    let port = match text("port") {
+        Some(p) => Some(parse_port(&p)?),
+        None => None,
+    };
+    let weight = match text("weight") {
+        Some(w) => crate::params::parse_f64(&w)?,
+        None => 1.0,
+    };
+    let metadata = match v.get("metadata") {
+        None | Some(serde_json::Value::Null) => Default::default(),
+        Some(m) => parse_metadata(&m.to_string())?,
+    };
+    Ok(BeatInfo {
+        ip: text("ip"),
+        port,
+        cluster: text("cluster").filter(|c| !c.trim().is_empty()),
+        weight,
+        ephemeral: text("ephemeral").map(|e| to_boolean(&e)).unwrap_or(true),
+        metadata,
+    })
+}
+
+/// `PUT /nacos/v1/ns/instance/beat` (and legacy `clientBeat`, whose `dom` is pre-grouped).
+pub async fn beat(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let info = match p.optional("beat") {
+        Some(raw) => Some(parse_beat(raw)?),
+        None => None,
+    };
+    let mut cluster = p.optional_or("clusterName", DEFAULT_CLUSTER).to_string();
+    let mut ip = p.optional_or("ip", "").to_string();
+    let mut port = parse_port(p.optional_or("port", "0"))?;
+    let key = match legacy_grouped {
+        Some(g) => ServiceKey::new(ctx.namespace()?, &g),
+        None => ctx.service_key()?,
+    };
+    let register = match info {
+        None => None,
+        Some(b) => {
+            if let Some(c) = b.cluster {
+                cluster = c;
+            }
+            ip = b.ip.unwrap_or_default();
+            port = b.port.unwrap_or(0);
+            let spec = InstanceSpec {
+                ip: ip.clone(),
+                port,
+                cluster: cluster.clone(),
+                weight: b.weight,
+                healthy: true,
+                enabled: true,
+                ephemeral: b.ephemeral,
+                metadata: b.metadata,
+                app: "DEFAULT".into(),
+            };
+            check_spec(&key, &spec)?;
+            Some(spec)
+        }
+    };
+    if register.is_none() {
+        check_ip(&ip)?;
+    }
+    let reply = ctx
+        .shard
+        .execute(
+            key,
+            Command::Beat {
+                ip,
+                port,
+                cluster,
+                register,
+            },
+        )
+        .await?;
+    let Reply::Beat { code, interval_ms } = reply else {
+        return Err(ApiError::server("beat produced an unexpected reply"));
+    };
+    let body = if code == BEAT_OK {
+        format!("{{\"clientBeatInterval\":{interval_ms},\"code\":{code},\"lightBeatEnabled\":true}}")
+    } else {
+        format!("{{\"clientBeatInterval\":{interval_ms},\"code\":{code}}}")
+    };
+    Ok(Answer::json_bytes(Bytes::from(body)))
+}
+
+/// `PUT|DELETE /nacos/v1/ns/instance/metadata/batch` → `{"updated":[...]}`.
+pub async fn metadata_batch(ctx: &Ctx<'_>, delete: bool) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let key = ctx.service_key()?;
+    let metadata = parse_metadata(p.required("metadata")?)?;
+    check_metadata(&metadata)?;
+    let consistency = p.optional_or("consistencyType", "");
+    let (targets, ephemeral) = match consistency {
+        "ephemeral" => (None, true),
+        "persist" => (None, false),
+        _ => (Some(parse_targets(p.optional_or("instances", "[]"))?), true),
+    };
+    let reply = ctx
+        .shard
+        .execute(
+            key,
+            Command::BatchMetadata {
+                targets,
+                ephemeral,
+                metadata,
+                delete,
+            },
+        )
+        .await?;
+    let updated = match reply {
+        Reply::Updated(u) => u,
+        _ => Vec::new(),
+    };
+    Ok(Answer::json(&serde_json::json!({ "updated": updated })))
+}
+
+/// The `instances` parameter: a JSON array of `{ip, port, ephemeral, clusterName}`.
+fn parse_targets(raw: &str) -> ApiResult<Vec<Target>> {
+    let v: Vec<serde_json::Value> = serde_json::from_str(raw).map_err(|e| {
+        ApiError::bad_request(format!("Param 'instances' is not a JSON array: {e}"))
+    })?;
+    let mut out = Vec::with_capacity(v.len());
+    for item in v {
+        let s = |k: &str| match item.get(k) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
+            _ => None,
+        };
+        let ip = s("ip").ok_or_else(|| ApiError::bad_request("Param 'instances': an entry has no ip"))?;
+        let port = parse_port(&s("port").unwrap_or_default())?;
+        out.push(Target {
+            ip,
+            port,
+            cluster: Some(
+                s("clusterName")
+                    .filter(|c| !c.trim().is_empty())
+                    .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
+            ),
+            ephemeral: s("ephemeral").map(|e| to_boolean(&e)).unwrap_or(true),
+        });
+    }
+    Ok(out)
+}
+
+/// `PUT /nacos/v1/ns/health[/instance]`: set health by hand; the cluster's checker must be NONE.
+pub async fn set_health(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let healthy = match p.optional("healthy").or_else(|| p.optional("valid")) {
+        Some(v) => to_boolean(v),
+        None => return Err(ApiError::required("healthy")),
+    };
+    let key = ctx.service_key()?;
+    let ip = p.required("ip")?;
+    let port = parse_int(p.required("port")?)?;
+    let port = u16::try_from(port)
+        .map_err(|_| ApiError::bad_request(format!("Param 'port' is illegal: {port}")))?;
+    let cluster = p.optional_or("clusterName", DEFAULT_CLUSTER);
+    ctx.shard
+        .execute(
+            key,
+            Command::SetHealth {
+                ip: ip.to_string(),
+                port,
+                cluster: cluster.to_string(),
+                healthy,
+            },
+        )
+        .await?;
+    Ok(Answer::ok())
+}

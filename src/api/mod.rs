@@ -1,0 +1,469 @@
+//! The Nacos 1.x HTTP API: routing, request decoding and answers.
+//!
+//! [`handle`] reads the body under the configured cap, merges query and form parameters, routes
+//! to a handler and turns its result into a response. Handlers live in one module per resource:
+//! [`instance`], [`service`], [`operator`]. No handler panic reaches a client: a panic answers
+//! 500 and the connection carries on.
+
+pub mod instance;
+pub mod operator;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::FutureExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response};
+
+use crate::error::{ApiError, ApiResult};
+use crate::params::Params;
+use crate::service::{
+    check_namespace, check_service_name_format, grouped_name, ServiceKey, DEFAULT_NAMESPACE,
+};
+use crate::shard::Shard;
+
+/// `application/json;charset=UTF-8`
+pub const JSON: &str = "application/json;charset=UTF-8";
+/// `text/plain;charset=UTF-8`
+pub const TEXT: &str = "text/plain;charset=UTF-8";
+
+macro_rules! endpoints {
+    ($($variant:ident => $name:literal,)*) => {
+        /// Every endpoint Muster answers, for routing and metrics.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[repr(usize)]
+        pub enum Endpoint { $($variant,)* }
+        impl Endpoint {
+            /// All endpoints, in declaration order (`ALL[e as usize] == e`).
+            pub const ALL: &'static [Endpoint] = &[$(Endpoint::$variant,)*];
+            /// The metrics label.
+            pub fn name(self) -> &'static str {
+                match self { $(Endpoint::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+endpoints! {
+    InstanceRegister => "instance_register",
+    InstanceDeregister => "instance_deregister",
+    InstanceUpdate => "instance_update",
+    InstancePatch => "instance_patch",
+    InstanceDetail => "instance_detail",
+    InstanceList => "instance_list",
+    InstanceBeat => "instance_beat",
+    MetadataBatchUpdate => "metadata_batch_update",
+    MetadataBatchDelete => "metadata_batch_delete",
+    ServiceCreate => "service_create",
+    ServiceDelete => "service_delete",
+    ServiceUpdate => "service_update",
+    ServiceDetail => "service_detail",
+    ServiceList => "service_list",
+    ServiceNames => "service_names",
+    CatalogServices => "catalog_services",
+    CatalogInstances => "catalog_instances",
+    CatalogService => "catalog_service",
+    ClusterUpdate => "cluster_update",
+    HealthUpdate => "health_update",
+    HealthServer => "health_server",
+    OperatorMetrics => "operator_metrics",
+    OperatorServers => "operator_servers",
+    OperatorSwitches => "operator_switches",
+    Raft => "raft",
+    LegacyList => "legacy_srv_ipxt",
+    LegacyBeat => "legacy_client_beat",
+    LegacyAllDomNames => "legacy_all_dom_names",
+    Liveness => "console_liveness",
+    Readiness => "console_readiness",
+    Metrics => "metrics",
+    NoSuchApi => "no_such_api",
+    NotFound => "not_found",
+}
+
+/// Maps a method and path to an endpoint. `/nacos/v1/ns/api/*` mirrors the instance API (the
+/// legacy `ApiController` extends `InstanceController`); `/operator` is also `/ops`.
+pub fn route(method: &Method, path: &str) -> Endpoint {
+    use Endpoint::*;
+    let path = if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    };
+    if path == "/metrics" && method == Method::GET {
+        return Metrics;
+    }
+    if let Some(rest) = path.strip_prefix("/nacos/v1/console/health/") {
+        return match (method, rest) {
+            (&Method::GET, "liveness") => Liveness,
+            (&Method::GET, "readiness") => Readiness,
+            _ => NotFound,
+        };
+    }
+    let Some(rest) = path.strip_prefix("/nacos/v1/ns") else {
+        return NotFound;
+    };
+    let m = method;
+    let instance_like = |rest: &str| -> Option<Endpoint> {
+        Some(match (m, rest) {
+            (&Method::POST, "") => InstanceRegister,
+            (&Method::DELETE, "") => InstanceDeregister,
+            (&Method::PUT, "") => InstanceUpdate,
+            (&Method::PATCH, "") => InstancePatch,
+            (&Method::GET, "") => InstanceDetail,
+            (&Method::GET, "/list") => InstanceList,
+            (&Method::PUT, "/beat") => InstanceBeat,
+            (&Method::PUT, "/metadata/batch") => MetadataBatchUpdate,
+            (&Method::DELETE, "/metadata/batch") => MetadataBatchDelete,
+            _ => return None,
+        })
+    };
+    if let Some(r) = rest.strip_prefix("/instance") {
+        return instance_like(r).unwrap_or(NoSuchApi);
+    }
+    if let Some(r) = rest.strip_prefix("/api") {
+        return match (m, r) {
+            (&Method::GET, "/srvIPXT") => LegacyList,
+            (_, "/clientBeat") => LegacyBeat,
+            (&Method::GET, "/allDomNames") => LegacyAllDomNames,
+            _ => instance_like(r).unwrap_or(NoSuchApi),
+        };
+    }
+    let r = rest;
+    match (m, r) {
+        (&Method::POST, "/service") => ServiceCreate,
+        (&Method::DELETE, "/service") => ServiceDelete,
+        (&Method::PUT, "/service") => ServiceUpdate,
+        (&Method::GET, "/service") => ServiceDetail,
+        (&Method::GET, "/service/list") => ServiceList,
+        (&Method::GET, "/service/names") => ServiceNames,
+        (&Method::GET, "/catalog/services") => CatalogServices,
+        (&Method::GET, "/catalog/instances") => CatalogInstances,
+        (&Method::GET, "/catalog/service") => CatalogService,
+        (&Method::PUT, "/cluster") => ClusterUpdate,
+        (&Method::PUT, "/health") | (&Method::PUT, "/health/instance") => HealthUpdate,
+        (&Method::GET, "/health/server") => HealthServer,
+        (&Method::GET, "/operator/metrics") | (&Method::GET, "/ops/metrics") => OperatorMetrics,
+        (&Method::GET, "/operator/servers") | (&Method::GET, "/ops/servers") => OperatorServers,
+        (&Method::GET, "/operator/switches") | (&Method::GET, "/ops/switches") => {
+            OperatorSwitches
+        }
+        (_, r) if r.starts_with("/raft/") => Raft,
+        _ => NoSuchApi,
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status (200 unless a handler says otherwise).
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// 200 with a JSON body.
+    pub fn json(v: &serde_json::Value) -> Answer {
+        Answer {
+            status: 200,
+            content_type: JSON,
+            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+        }
+    }
+
+    /// 200 with already-rendered JSON.
+    pub fn json_bytes(body: Bytes) -> Answer {
+        Answer {
+            status: 200,
+            content_type: JSON,
+            body,
+        }
+    }
+
+    /// 200 `ok`.
+    pub fn ok() -> Answer {
+        Answer::text("ok")
+    }
+
+    /// 200 with a text body.
+    pub fn text(s: &'static str) -> Answer {
+        Answer {
+            status: 200,
+            content_type: TEXT,
+            body: Bytes::from_static(s.as_bytes()),
+        }
+    }
+}
+
+/// What a handler sees of a request.
+pub struct Ctx<'a> {
+    /// The shard serving the request.
+    pub shard: &'a Rc<Shard>,
+    /// Merged parameters.
+    pub params: Params<'a>,
+    /// `User-Agent`, falling back to `Client-Version`.
+    pub agent: &'a str,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    /// The raw body.
+    pub body: &'a [u8],
+}
+
+impl Ctx<'_> {
+    /// Namespace (`namespaceId`, default `public`), checked against Nacos's rule.
+    pub fn namespace(&self) -> ApiResult<&str> {
+        let ns = self
+            .params
+            .optional("namespaceId")
+            .unwrap_or(DEFAULT_NAMESPACE);
+        check_namespace(ns)?;
+        Ok(ns)
+    }
+
+    /// The service key: `serviceName` (or legacy `dom`) grouped with `groupName`, validated
+    /// with `NamingUtils.checkServiceNameFormat`.
+    pub fn service_key(&self) -> ApiResult<ServiceKey> {
+        let ns = self.namespace()?;
+        let raw = match self.params.get("serviceName") {
+            Some(v) if !v.is_empty() => v,
+            _ => match self.params.get("dom") {
+                Some(v) if !v.is_empty() => v,
+                _ => return Err(ApiError::required("serviceName")),
+            },
+        };
+        let grouped = grouped_name(raw, self.params.optional("groupName"));
+        check_service_name_format(&grouped)?;
+        Ok(ServiceKey::new(ns, &grouped))
+    }
+
+    /// Whether the client is a Java client ≥ 1.0.0 (grouped names, strict update).
+    pub fn java_1x(&self) -> bool {
+        client_is_java_1x(self.agent)
+    }
+}
+
+/// Nacos's `ClientInfo`: `Nacos-Java-Client:v<version>` with version ≥ 1.0.0.
+pub fn client_is_java_1x(agent: &str) -> bool {
+    let Some(v) = agent.strip_prefix("Nacos-Java-Client:v") else {
+        return false;
+    };
+    let major: u64 = v
+        .split(['.', '-'])
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    major >= 1
+}
+
+fn is_form(req: &Request<Incoming>) -> bool {
+    match req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(ct) => {
+            let ct = ct.trim_start().to_ascii_lowercase();
+            ct.starts_with("application/x-www-form-urlencoded") || ct.starts_with("text/plain")
+        }
+    }
+}
+
+/// Reads the body under the cap: 413 above it, 400 on a broken body (bad chunking, reset).
+async fn read_body(req: Request<Incoming>, limit: usize) -> ApiResult<Bytes> {
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(ApiError::too_large(limit));
+        }
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                Err(ApiError::too_large(limit))
+            } else {
+                Err(ApiError::bad_request(format!("cannot read request body: {e}")))
+            }
+        }
+    }
+}
+
+/// Answers one request. Never panics outward: a handler panic becomes a 500.
+pub async fn handle(
+    shard: &Rc<Shard>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Response<Full<Bytes>> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let ep = route(&method, &path);
+    let result = AssertUnwindSafe(dispatch(shard, req, ep, peer, local))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            tracing::error!(%method, %path, "handler panicked; answering 500");
+            Err(ApiError::server("internal error while handling the request"))
+        });
+    let (status, ctype, body) = match result {
+        Ok(a) => (a.status, a.content_type, a.body),
+        Err(e) => {
+            let ctype = if e.kind == crate::error::ErrorKind::Servlet {
+                JSON
+            } else {
+                TEXT
+            };
+            if e.status >= 500 {
+                tracing::debug!(%method, %path, status = e.status, msg = %e.msg, "request failed");
+            }
+            (e.status, ctype, Bytes::from(e.body(&path)))
+        }
+    };
+    shard
+        .metrics()
+        .record(ep, status, start.elapsed().as_micros() as u64);
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if status == 503 {
+        resp.headers_mut()
+            .insert("Retry-After", HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+async fn dispatch(
+    shard: &Rc<Shard>,
+    req: Request<Incoming>,
+    ep: Endpoint,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> ApiResult<Answer> {
+    use Endpoint::*;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(|q| q.to_string());
+    let agent = req
+        .headers()
+        .get(hyper::header::USER_AGENT)
+        .or_else(|| req.headers().get("Client-Version"))
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let form = is_form(&req);
+    let body = read_body(req, shard.shared.config.max_body_bytes).await?;
+    if ep == NotFound {
+        return Err(ApiError {
+            status: 404,
+            msg: "Not Found".into(),
+            kind: crate::error::ErrorKind::Servlet,
+        });
+    }
+    if ep == NoSuchApi {
+        return Err(ApiError::no_such_api(method.as_str(), &path));
+    }
+    let params = Params::parse(
+        query.as_deref().map(str::as_bytes),
+        if form && !body.is_empty() {
+            Some(&body[..])
+        } else {
+            None
+        },
+    )?;
+    let ctx = Ctx {
+        shard,
+        params,
+        agent: &agent,
+        peer,
+        local,
+        body: &body,
+    };
+    match ep {
+        InstanceRegister => instance::register(&ctx).await,
+        InstanceDeregister => instance::deregister(&ctx).await,
+        InstanceUpdate => instance::update(&ctx).await,
+        InstancePatch => instance::patch(&ctx).await,
+        InstanceDetail => instance::detail(&ctx),
+        InstanceList => instance::list(&ctx, None),
+        InstanceBeat => instance::beat(&ctx, None).await,
+        MetadataBatchUpdate => instance::metadata_batch(&ctx, false).await,
+        MetadataBatchDelete => instance::metadata_batch(&ctx, true).await,
+        LegacyList => {
+            let dom = ctx.params.required("dom")?;
+            instance::list(&ctx, Some(format!("DEFAULT_GROUP@@{dom}")))
+        }
+        LegacyBeat => {
+            let dom = ctx.params.required("dom")?;
+            instance::beat(&ctx, Some(format!("DEFAULT_GROUP@@{dom}"))).await
+        }
+        ServiceCreate => service::create(&ctx).await,
+        ServiceDelete => service::delete(&ctx).await,
+        ServiceUpdate => service::update(&ctx).await,
+        ServiceDetail => service::detail(&ctx),
+        ServiceList => service::list(&ctx),
+        ServiceNames => service::names(&ctx),
+        LegacyAllDomNames => service::all_dom_names(&ctx),
+        CatalogServices => service::catalog_services(&ctx),
+        CatalogInstances => service::catalog_instances(&ctx),
+        CatalogService => service::catalog_service(&ctx),
+        ClusterUpdate => service::update_cluster(&ctx).await,
+        HealthUpdate => instance::set_health(&ctx).await,
+        HealthServer => operator::health_server(&ctx),
+        OperatorMetrics => operator::metrics(&ctx),
+        OperatorServers => operator::servers(&ctx),
+        OperatorSwitches => operator::switches(&ctx),
+        Raft => Err(ApiError::server("old raft protocol already stop")),
+        Liveness => Ok(Answer::text("OK")),
+        Readiness => operator::readiness(&ctx),
+        Metrics => Ok(Answer {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: Bytes::from(shard.shared.metrics.render()),
+        }),
+        NoSuchApi | NotFound => unreachable!("answered above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_cover_the_instance_api_and_its_legacy_mirror() {
+        assert_eq!(route(&Method::POST, "/nacos/v1/ns/instance"), Endpoint::InstanceRegister);
+        assert_eq!(route(&Method::POST, "/nacos/v1/ns/instance/"), Endpoint::InstanceRegister);
+        assert_eq!(route(&Method::GET, "/nacos/v1/ns/instance/list"), Endpoint::InstanceList);
+        assert_eq!(route(&Method::PUT, "/nacos/v1/ns/api/beat"), Endpoint::InstanceBeat);
+        assert_eq!(route(&Method::GET, "/nacos/v1/ns/api/srvIPXT"), Endpoint::LegacyList);
+        assert_eq!(route(&Method::POST, "/nacos/v1/ns/instance/list"), Endpoint::NoSuchApi);
+        assert_eq!(route(&Method::GET, "/nacos/v1/ns/nope"), Endpoint::NoSuchApi);
+        assert_eq!(route(&Method::GET, "/elsewhere"), Endpoint::NotFound);
+        assert_eq!(route(&Method::GET, "/nacos/v1/ns/ops/metrics"), Endpoint::OperatorMetrics);
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
+        }
+    }
+
+    #[test]
+    fn java_client_version_gate() {
+        assert!(client_is_java_1x("Nacos-Java-Client:v1.4.6"));
+        assert!(client_is_java_1x("Nacos-Java-Client:v1.0.0"));
+        assert!(!client_is_java_1x("Nacos-Java-Client:v0.9.0"));
+        assert!(!client_is_java_1x("Nacos-Python-Client:v0.1.16"));
+        assert!(!client_is_java_1x(""));
+    }
+}

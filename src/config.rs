@@ -1,0 +1,308 @@
+//! Configuration: CLI flags, a TOML file and `MUSTER_*` environment variables.
+//!
+//! Precedence, highest first: command-line flag, then the `--config` TOML file, then the
+//! `MUSTER_<NAME>` environment variable (name upper-cased, `-` → `_`), then the built-in default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::instance::Timing;
+use crate::registry::Lifecycle;
+
+/// Command-line interface of the `muster` server.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "muster",
+    version,
+    about = "Muster: a Nacos 1.x compatible service registry on a thread-per-core io_uring runtime",
+    long_about = "Muster speaks the Nacos 1.x naming HTTP API, so stock Nacos clients (Java, Spring \
+Cloud Alibaba, Go, Python, Node) work unchanged.\n\nEvery option can also be set in the TOML file \
+given to --config (same name, with '_' instead of '-') or with a MUSTER_<NAME> environment variable \
+(e.g. MUSTER_LISTEN). Precedence: flag > file > environment > default.",
+    after_help = "Examples:\n  muster                                   # 0.0.0.0:8848, one shard per core, ./muster-data\n  muster --listen 127.0.0.1:8848 --shards 2\n  muster --config /etc/muster/muster.toml"
+)]
+pub struct Cli {
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to serve HTTP on. Port 0 picks a free port. [default: 0.0.0.0:8848]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory. [default: ./muster-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shards (one pinned thread each). [default: available cores]
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+    /// Beat interval told to clients, in ms. [default: 5000]
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// No beat for this long marks an ephemeral instance unhealthy, in ms. [default: 15000]
+    #[arg(long, value_name = "MS")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// No beat for this long removes an ephemeral instance, in ms. [default: 30000]
+    #[arg(long, value_name = "MS")]
+    pub ip_delete_timeout_ms: Option<u64>,
+    /// Remove instances whose beats stopped (Nacos expireInstance). [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub expire_instances: Option<bool>,
+    /// Delete a service after it has been empty this long, in ms; 0 keeps empty services. [default: 120000]
+    #[arg(long, value_name = "MS")]
+    pub empty_service_ttl_ms: Option<u64>,
+    /// Most open client connections per process; more are closed at accept. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest request body accepted, in bytes; larger gets 413. [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Largest request head (request line + headers), in bytes; larger gets 431. [default: 16384]
+    #[arg(long, value_name = "BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Close a connection idle (no bytes received) this long, in ms. [default: 60000]
+    #[arg(long, value_name = "MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// Capacity of each shard's cross-shard inbox; a full inbox answers 503. [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub inbox_capacity: Option<usize>,
+    /// How long shutdown waits for in-flight requests, in ms. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Pin each shard to a CPU. [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub pin: Option<bool>,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `muster=debug`. [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The same settings as they appear in the TOML file (all optional).
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    shards: Option<usize>,
+    heartbeat_interval_ms: Option<u64>,
+    heartbeat_timeout_ms: Option<u64>,
+    ip_delete_timeout_ms: Option<u64>,
+    expire_instances: Option<bool>,
+    empty_service_ttl_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    inbox_capacity: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
+    pin: Option<bool>,
+    log: Option<String>,
+}
+
+/// Resolved server settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address. Default `0.0.0.0:8848`.
+    pub listen: SocketAddr,
+    /// Data directory. Default `./muster-data`.
+    pub data_dir: PathBuf,
+    /// Shard count, ≥ 1. Default: available cores.
+    pub shards: usize,
+    /// Ephemeral lifecycle (timeouts 5 s / 15 s / 30 s by default).
+    pub lifecycle: Lifecycle,
+    /// Connection cap per process. Default 10 000.
+    pub max_connections: usize,
+    /// Request body cap in bytes. Default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Request head cap in bytes (≥ 8192, hyper's floor). Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Idle connection timeout in ms. Default 60 000.
+    pub idle_timeout_ms: u64,
+    /// Cross-shard inbox capacity per shard. Default 4096.
+    pub inbox_capacity: usize,
+    /// Shutdown grace period in ms. Default 10 000.
+    pub shutdown_grace_ms: u64,
+    /// Pin shards to CPUs. Default true.
+    pub pin: bool,
+    /// Log filter. Default `info`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:8848".parse().expect("valid default address"),
+            data_dir: PathBuf::from("./muster-data"),
+            shards: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            lifecycle: Lifecycle::default(),
+            max_connections: 10_000,
+            max_body_bytes: 1 << 20,
+            max_header_bytes: 16 << 10,
+            idle_timeout_ms: 60_000,
+            inbox_capacity: 4096,
+            shutdown_grace_ms: 10_000,
+            pin: true,
+            log: "info".into(),
+        }
+    }
+}
+
+/// Reads `MUSTER_<NAME>` and parses it; an unparsable value is an error naming the variable.
+fn env_var<T: std::str::FromStr>(
+    name: &str,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let key = format!("MUSTER_{}", name.to_ascii_uppercase());
+    match get(&key) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<T>()
+            .map(Some)
+            .map_err(|e| format!("environment variable {key}={v:?} is invalid: {e}")),
+    }
+}
+
+impl Config {
+    /// Resolves the configuration from the process's CLI and environment.
+    pub fn load() -> Result<Config, String> {
+        Self::resolve(Cli::parse(), &|k| std::env::var(k).ok())
+    }
+
+    /// Resolves from parsed flags and an environment lookup (tests pass their own).
+    pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+        let file = match &cli.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str(&text)
+                    .map_err(|e| format!("config file {} is invalid: {e}", path.display()))?
+            }
+        };
+        let d = Config::default();
+        macro_rules! pick {
+            ($field:ident) => {
+                match cli.$field.clone().or(file.$field.clone()) {
+                    Some(v) => Some(v),
+                    None => env_var(stringify!($field), env)?,
+                }
+            };
+        }
+        let timing = Timing {
+            interval_ms: pick!(heartbeat_interval_ms).unwrap_or(d.lifecycle.timing.interval_ms),
+            timeout_ms: pick!(heartbeat_timeout_ms).unwrap_or(d.lifecycle.timing.timeout_ms),
+            delete_ms: pick!(ip_delete_timeout_ms).unwrap_or(d.lifecycle.timing.delete_ms),
+        };
+        let lifecycle = Lifecycle {
+            timing,
+            expire: pick!(expire_instances).unwrap_or(d.lifecycle.expire),
+            empty_service_ms: pick!(empty_service_ttl_ms).unwrap_or(d.lifecycle.empty_service_ms),
+            slot_ms: d.lifecycle.slot_ms,
+        };
+        let cfg = Config {
+            listen: pick!(listen).unwrap_or(d.listen),
+            data_dir: pick!(data_dir).unwrap_or(d.data_dir),
+            shards: pick!(shards).unwrap_or(d.shards),
+            lifecycle,
+            max_connections: pick!(max_connections).unwrap_or(d.max_connections),
+            max_body_bytes: pick!(max_body_bytes).unwrap_or(d.max_body_bytes),
+            max_header_bytes: pick!(max_header_bytes).unwrap_or(d.max_header_bytes),
+            idle_timeout_ms: pick!(idle_timeout_ms).unwrap_or(d.idle_timeout_ms),
+            inbox_capacity: pick!(inbox_capacity).unwrap_or(d.inbox_capacity),
+            shutdown_grace_ms: pick!(shutdown_grace_ms).unwrap_or(d.shutdown_grace_ms),
+            pin: pick!(pin).unwrap_or(d.pin),
+            log: pick!(log).unwrap_or(d.log),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.shards == 0 || self.shards > 1024 {
+            return Err(format!("shards must be 1..=1024, got {}", self.shards));
+        }
+        let t = self.lifecycle.timing;
+        if t.timeout_ms == 0 || t.delete_ms < t.timeout_ms {
+            return Err(format!(
+                "need 0 < heartbeat_timeout_ms ({}) <= ip_delete_timeout_ms ({})",
+                t.timeout_ms, t.delete_ms
+            ));
+        }
+        if self.max_connections == 0 || self.inbox_capacity == 0 {
+            return Err("max_connections and inbox_capacity must be at least 1".into());
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(format!(
+                "max_header_bytes must be at least 8192, got {}",
+                self.max_header_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let c = Config::resolve(Cli::default(), &env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8848");
+        assert_eq!(c.data_dir, PathBuf::from("./muster-data"));
+        assert!(c.shards >= 1);
+        assert_eq!(c.lifecycle.timing, Timing::default());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "shards = 3\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let cli = Cli {
+            config: Some(path.clone()),
+            shards: Some(5),
+            ..Cli::default()
+        };
+        let e = env(&[
+            ("MUSTER_SHARDS", "7"),
+            ("MUSTER_LISTEN", "127.0.0.1:1"),
+            ("MUSTER_HEARTBEAT_TIMEOUT_MS", "2000"),
+        ]);
+        let c = Config::resolve(cli, &e).unwrap();
+        assert_eq!(c.shards, 5);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.lifecycle.timing.timeout_ms, 2000);
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let e = env(&[("MUSTER_SHARDS", "many")]);
+        let err = Config::resolve(Cli::default(), &e).unwrap_err();
+        assert!(err.contains("MUSTER_SHARDS"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "shardz = 3\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        let err = Config::resolve(cli, &env(&[])).unwrap_err();
+        assert!(err.contains("invalid"), "{err}");
+    }
+}

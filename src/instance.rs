@@ -1,0 +1,423 @@
+//! Instances: identity, settings, and their pre-rendered JSON.
+//!
+//! An [`Instance`] is immutable once built; a change builds a new one. Each carries the bytes of
+//! its `instance/list` host object (everything except `valid`, `healthy` and the trailing
+//! `serviceName` value, which depend on the request), so a list is assembled by copying bytes.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use crate::error::{ApiError, ApiResult};
+use crate::service::{name_of, Metadata};
+
+/// Smallest accepted weight.
+pub const MIN_WEIGHT: f64 = 0.0;
+/// Largest accepted weight.
+pub const MAX_WEIGHT: f64 = 10000.0;
+/// Metadata key overriding the beat interval (ms, digits only).
+pub const HEART_BEAT_INTERVAL: &str = "preserved.heart.beat.interval";
+/// Metadata key overriding the unhealthy timeout (ms, digits only).
+pub const HEART_BEAT_TIMEOUT: &str = "preserved.heart.beat.timeout";
+/// Metadata key overriding the removal timeout (ms, digits only).
+pub const IP_DELETE_TIMEOUT: &str = "preserved.ip.delete.timeout";
+/// Metadata key choosing the instance id generator (`simple` or `snowflake`).
+pub const INSTANCE_ID_GENERATOR: &str = "preserved.instance.id.generator";
+/// Longest accepted `ip` value (IPv6 text or a host name).
+pub const MAX_IP_LEN: usize = 128;
+
+/// Lease timings of one instance, in milliseconds.
+///
+/// Defaults: 5000 / 15000 / 30000, overridable per instance with `preserved.*` metadata.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// How often the client should beat (`clientBeatInterval`).
+    pub interval_ms: u64,
+    /// No beat for this long → unhealthy.
+    pub timeout_ms: u64,
+    /// No beat for this long → removed.
+    pub delete_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            interval_ms: 5_000,
+            timeout_ms: 15_000,
+            delete_ms: 30_000,
+        }
+    }
+}
+
+impl Timing {
+    /// Applies `preserved.*` overrides (digits only; anything else is ignored, as in Nacos).
+    pub fn with_overrides(mut self, metadata: &Metadata) -> Self {
+        let get = |k: &str| {
+            metadata
+                .get(k)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        if let Some(v) = get(HEART_BEAT_INTERVAL) {
+            self.interval_ms = v;
+        }
+        if let Some(v) = get(HEART_BEAT_TIMEOUT) {
+            self.timeout_ms = v;
+        }
+        if let Some(v) = get(IP_DELETE_TIMEOUT) {
+            self.delete_ms = v;
+        }
+        self
+    }
+}
+
+/// An instance's identity inside a service: `(ip, port, cluster)` (Nacos's datumKey), plus
+/// whether it is ephemeral, since the same ip:port may be both.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceKey {
+    /// IP address or host name, as registered.
+    pub ip: Arc<str>,
+    /// Port.
+    pub port: u16,
+    /// Cluster name.
+    pub cluster: Arc<str>,
+    /// Ephemeral (AP) or persistent (CP).
+    pub ephemeral: bool,
+}
+
+/// What a client asked for when registering or updating an instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceSpec {
+    /// IP address or host name.
+    pub ip: String,
+    /// Port, 0–65535.
+    pub port: u16,
+    /// Cluster name (validated).
+    pub cluster: String,
+    /// Weight, 0–10000.
+    pub weight: f64,
+    /// Requested health; an existing instance keeps its own (Nacos's `updateIps`).
+    pub healthy: bool,
+    /// Whether it is served in lists.
+    pub enabled: bool,
+    /// Ephemeral (AP) or persistent (CP).
+    pub ephemeral: bool,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// `app` (default `DEFAULT`).
+    pub app: String,
+}
+
+impl InstanceSpec {
+    /// `Instance.validate`: weight range; plus the ip rule (non-empty, bounded, no spaces).
+    pub fn validate(&self) -> ApiResult<()> {
+        if !(MIN_WEIGHT..=MAX_WEIGHT).contains(&self.weight) {
+            return Err(ApiError::bad_request(format!(
+                "instance format invalid: The weights range from {MIN_WEIGHT:?} to {MAX_WEIGHT:?}"
+            )));
+        }
+        check_ip(&self.ip)
+    }
+}
+
+/// Rejects an empty, overlong or whitespace/control-laden `ip`.
+pub fn check_ip(ip: &str) -> ApiResult<()> {
+    if ip.is_empty()
+        || ip.len() > MAX_IP_LEN
+        || ip.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::bad_request(format!(
+            "Param 'ip' is illegal: '{ip}' is not an IP address or host name"
+        )));
+    }
+    Ok(())
+}
+
+/// Parses a port like `Integer.parseInt` and bounds it to 0–65535.
+pub fn parse_port(raw: &str) -> ApiResult<u16> {
+    let p = crate::params::parse_int(raw)?;
+    u16::try_from(p).map_err(|_| {
+        ApiError::bad_request(format!("Param 'port' is illegal: {p} is not in 0-65535"))
+    })
+}
+
+/// A registered instance. Immutable: every change builds a new one.
+#[derive(Debug)]
+pub struct Instance {
+    /// Identity within the service.
+    pub key: InstanceKey,
+    /// Weight, 0–10000.
+    pub weight: f64,
+    /// Health as last decided by beats or probes.
+    pub healthy: bool,
+    /// Whether lists serve it.
+    pub enabled: bool,
+    /// Health was set by hand and is not changed by beats.
+    pub marked: bool,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// `ip#port#cluster#group@@name`, or a small integer with the snowflake generator.
+    pub instance_id: Box<str>,
+    /// `app`.
+    pub app: Box<str>,
+    /// Lease timings.
+    pub timing: Timing,
+    /// Pre-rendered host JSON: from `"ip"` through `"serviceName":"` (value excluded).
+    rendered: Box<[u8]>,
+}
+
+impl Instance {
+    /// Builds an instance and renders its host JSON.
+    pub fn build(
+        spec: &InstanceSpec,
+        cluster: Arc<str>,
+        ip: Arc<str>,
+        instance_id: Box<str>,
+        healthy: bool,
+        base: Timing,
+    ) -> Instance {
+        let mut inst = Instance {
+            key: InstanceKey {
+                ip,
+                port: spec.port,
+                cluster,
+                ephemeral: spec.ephemeral,
+            },
+            weight: spec.weight,
+            healthy,
+            enabled: spec.enabled,
+            marked: false,
+            metadata: spec.metadata.clone(),
+            instance_id,
+            app: spec.app.as_str().into(),
+            timing: base.with_overrides(&spec.metadata),
+            rendered: Box::default(),
+        };
+        inst.rendered = inst.render();
+        inst
+    }
+
+    /// A copy with a different health flag.
+    pub fn with_health(&self, healthy: bool) -> Instance {
+        Instance {
+            key: self.key.clone(),
+            weight: self.weight,
+            healthy,
+            enabled: self.enabled,
+            marked: self.marked,
+            metadata: self.metadata.clone(),
+            instance_id: self.instance_id.clone(),
+            app: self.app.clone(),
+            timing: self.timing,
+            rendered: self.rendered.clone(),
+        }
+    }
+
+    /// The default id: `ip#port#cluster#group@@name`.
+    pub fn simple_id(ip: &str, port: u16, cluster: &str, grouped: &str) -> String {
+        format!("{ip}#{port}#{cluster}#{grouped}")
+    }
+
+    /// Whether the snowflake id generator is requested by metadata.
+    pub fn wants_snowflake_id(metadata: &Metadata) -> bool {
+        metadata.get(INSTANCE_ID_GENERATOR).map(String::as_str) == Some("snowflake")
+    }
+
+    /// Nacos's `toString`: `ip:port:unknown:cluster_weight_healthy_marked_cluster`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}:{}:unknown:{}_{}_{}_{}_{}",
+            self.key.ip,
+            self.key.port,
+            self.key.cluster,
+            java_double(self.weight),
+            self.healthy,
+            self.marked,
+            self.key.cluster
+        )
+    }
+
+    fn render(&self) -> Box<[u8]> {
+        let mut s = String::with_capacity(192);
+        s.push_str("\"ip\":");
+        push_json_str(&mut s, &self.key.ip);
+        let _ = write!(s, ",\"port\":{}", self.key.port);
+        let _ = write!(s, ",\"marked\":{}", self.marked);
+        s.push_str(",\"instanceId\":");
+        push_json_str(&mut s, &self.instance_id);
+        s.push_str(",\"metadata\":");
+        s.push_str(&serde_json::to_string(&self.metadata).unwrap_or_else(|_| "{}".into()));
+        let _ = write!(s, ",\"enabled\":{}", self.enabled);
+        s.push_str(",\"weight\":");
+        s.push_str(&java_double(self.weight));
+        s.push_str(",\"clusterName\":");
+        push_json_str(&mut s, &self.key.cluster);
+        let _ = write!(s, ",\"ephemeral\":{}", self.key.ephemeral);
+        s.push_str(",\"serviceName\":\"");
+        s.into_bytes().into_boxed_slice()
+    }
+
+    /// Appends this instance's host object to `out`.
+    ///
+    /// `healthy` is the group the instance is served in (protect threshold may force it true);
+    /// `service_json` is the already-escaped serviceName value.
+    pub fn write_host(&self, out: &mut Vec<u8>, healthy: bool, service_json: &[u8]) {
+        out.extend_from_slice(if healthy {
+            b"{\"valid\":true,\"healthy\":true,"
+        } else {
+            b"{\"valid\":false,\"healthy\":false,"
+        });
+        out.extend_from_slice(&self.rendered);
+        out.extend_from_slice(service_json);
+        out.extend_from_slice(b"\"}");
+    }
+
+    /// The JSON body of `GET /nacos/v1/ns/instance`.
+    pub fn detail_json(&self, grouped: &str) -> serde_json::Value {
+        serde_json::json!({
+            "service": grouped,
+            "ip": &*self.key.ip,
+            "port": self.key.port,
+            "clusterName": &*self.key.cluster,
+            "weight": self.weight,
+            "healthy": self.healthy,
+            "instanceId": &*self.instance_id,
+            "metadata": self.metadata,
+        })
+    }
+
+    /// The full Nacos instance JSON (used by catalog views). `lastBeat` is omitted: leases are
+    /// kept on the monotonic clock, which has no wall-clock meaning.
+    pub fn full_json(&self, grouped: &str) -> serde_json::Value {
+        serde_json::json!({
+            "instanceId": &*self.instance_id,
+            "ip": &*self.key.ip,
+            "port": self.key.port,
+            "weight": self.weight,
+            "healthy": self.healthy,
+            "enabled": self.enabled,
+            "ephemeral": self.key.ephemeral,
+            "clusterName": &*self.key.cluster,
+            "serviceName": grouped,
+            "metadata": self.metadata,
+            "marked": self.marked,
+            "app": &*self.app,
+            "instanceHeartBeatInterval": self.timing.interval_ms,
+            "instanceHeartBeatTimeOut": self.timing.timeout_ms,
+            "ipDeleteTimeout": self.timing.delete_ms,
+            "instanceIdGenerator": if Instance::wants_snowflake_id(&self.metadata) { "snowflake" } else { "simple" },
+        })
+    }
+
+    /// The service-name value to render for a client: grouped for Java ≥ 1.0.0, else stripped.
+    pub fn service_name_for(grouped: &str, grouped_ok: bool) -> &str {
+        if grouped_ok {
+            grouped
+        } else {
+            name_of(grouped)
+        }
+    }
+}
+
+/// Appends `v` as a JSON string literal.
+pub fn push_json_str(s: &mut String, v: &str) {
+    // serde_json escapes exactly as JSON requires; strings here are short.
+    s.push_str(&serde_json::to_string(v).unwrap_or_else(|_| "\"\"".into()));
+}
+
+/// Formats a double like Java's `Double.toString` for the range weights use (`1.0`, `0.5`).
+pub fn java_double(v: f64) -> String {
+    let mut b = ryu::Buffer::new();
+    b.format(v).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            ip: "10.0.0.5".into(),
+            port: 8080,
+            cluster: "DEFAULT".into(),
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            ephemeral: true,
+            metadata: Metadata::new(),
+            app: "DEFAULT".into(),
+        }
+    }
+
+    fn build(s: &InstanceSpec) -> Instance {
+        Instance::build(
+            s,
+            Arc::from(s.cluster.as_str()),
+            Arc::from(s.ip.as_str()),
+            Instance::simple_id(&s.ip, s.port, &s.cluster, "DEFAULT_GROUP@@orders").into(),
+            true,
+            Timing::default(),
+        )
+    }
+
+    #[test]
+    fn host_json_is_valid_and_complete() {
+        let i = build(&spec());
+        let mut out = Vec::new();
+        i.write_host(&mut out, true, b"DEFAULT_GROUP@@orders");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["ip"], "10.0.0.5");
+        assert_eq!(v["port"], 8080);
+        assert_eq!(v["valid"], true);
+        assert_eq!(v["healthy"], true);
+        assert_eq!(v["marked"], false);
+        assert_eq!(v["instanceId"], "10.0.0.5#8080#DEFAULT#DEFAULT_GROUP@@orders");
+        assert_eq!(v["weight"], 1.0);
+        assert_eq!(v["clusterName"], "DEFAULT");
+        assert_eq!(v["serviceName"], "DEFAULT_GROUP@@orders");
+        assert_eq!(v["ephemeral"], true);
+        assert!(String::from_utf8(out).unwrap().contains("\"weight\":1.0"));
+    }
+
+    #[test]
+    fn metadata_with_quotes_is_escaped() {
+        let mut s = spec();
+        s.metadata.insert("k\"".into(), "v\\\n".into());
+        let mut out = Vec::new();
+        build(&s).write_host(&mut out, false, b"x");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["metadata"]["k\""], "v\\\n");
+        assert_eq!(v["healthy"], false);
+    }
+
+    #[test]
+    fn timing_overrides_need_digits() {
+        let mut m = Metadata::new();
+        m.insert(HEART_BEAT_TIMEOUT.into(), "1000".into());
+        m.insert(IP_DELETE_TIMEOUT.into(), "2s".into());
+        let t = Timing::default().with_overrides(&m);
+        assert_eq!(t.timeout_ms, 1000);
+        assert_eq!(t.delete_ms, 30_000);
+    }
+
+    #[test]
+    fn weight_range_and_ports() {
+        let mut s = spec();
+        s.weight = 10000.5;
+        assert_eq!(
+            s.validate().unwrap_err().msg,
+            "instance format invalid: The weights range from 0.0 to 10000.0"
+        );
+        assert_eq!(parse_port("8080"), Ok(8080));
+        assert!(parse_port("65536").is_err());
+        assert!(parse_port("-1").is_err());
+        assert!(parse_port("x").is_err());
+    }
+
+    #[test]
+    fn describe_matches_nacos_to_string() {
+        assert_eq!(
+            build(&spec()).describe(),
+            "10.0.0.5:8080:unknown:DEFAULT_1.0_true_false_DEFAULT"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! Muster: a Nacos 1.x compatible service registry on a thread-per-core io_uring runtime.
+//!
+//! Reading order:
+//! - [`server`]: process lifecycle — shards, accept loops, graceful shutdown.
+//! - [`shard`]: one pinned glommio executor owning a disjoint set of services; cross-shard writes.
+//! - [`http`]: hyper on glommio sockets.
+//! - [`api`]: the Nacos 1.x HTTP surface, one module per resource.
+//! - [`registry`]: a shard's services, instances and leases; [`wheel`] keeps lease deadlines.
+//! - [`view`]: immutable published services that every shard reads without a hop.
+//! - [`service`], [`instance`], [`command`]: the data model and the writes.
+//! - [`params`], [`error`]: request decoding and Nacos-style errors.
+//! - [`config`], [`clock`], [`hash`], [`metrics`]: settings, time, ownership, observability.
+
+pub mod api;
+pub mod clock;
+pub mod command;
+pub mod config;
+pub mod error;
+pub mod hash;
+pub mod http;
+pub mod instance;
+pub mod metrics;
+pub mod params;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod shard;
+pub mod view;
+pub mod wheel;

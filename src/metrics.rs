@@ -1,0 +1,230 @@
+//! Prometheus metrics.
+//!
+//! Each shard writes only its own block of relaxed atomics (no shared cache lines on the hot
+//! path); `/metrics` sums nothing and labels every series by shard or endpoint. The text
+//! exposition format is simple enough that writing it here beats pulling in a registry crate
+//! whose global locks would sit on the request path.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::api::Endpoint;
+use crate::registry::Stats;
+
+/// Status codes tracked individually; anything else counts as `other`.
+const STATUSES: [u16; 11] = [200, 304, 400, 403, 404, 413, 431, 500, 501, 503, 0];
+/// Latency bucket upper bounds in microseconds.
+const BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+fn status_index(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len() - 1)
+}
+
+/// One shard's counters.
+#[derive(Debug)]
+pub struct ShardMetrics {
+    requests: Vec<AtomicU64>,
+    latency: Vec<AtomicU64>,
+    latency_sum_us: Vec<AtomicU64>,
+    /// Connections currently open.
+    pub connections_open: AtomicU64,
+    /// Connections closed at accept because of the cap.
+    pub connections_rejected: AtomicU64,
+    /// Writes sent to another shard.
+    pub cross_shard_sent: AtomicU64,
+    /// Writes refused because the owner's inbox stayed full.
+    pub cross_shard_rejected: AtomicU64,
+    services: AtomicU64,
+    healthy: AtomicU64,
+    unhealthy: AtomicU64,
+    expired: AtomicU64,
+    beat_timeouts: AtomicU64,
+    empty_removed: AtomicU64,
+    /// Current depth of this shard's inbox.
+    pub inbox_depth: AtomicU64,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        let n = Endpoint::ALL.len();
+        let zeros = |k: usize| (0..k).map(|_| AtomicU64::new(0)).collect();
+        ShardMetrics {
+            requests: zeros(n * STATUSES.len()),
+            latency: zeros(n * (BUCKETS_US.len() + 1)),
+            latency_sum_us: zeros(n),
+            connections_open: AtomicU64::new(0),
+            connections_rejected: AtomicU64::new(0),
+            cross_shard_sent: AtomicU64::new(0),
+            cross_shard_rejected: AtomicU64::new(0),
+            services: AtomicU64::new(0),
+            healthy: AtomicU64::new(0),
+            unhealthy: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            beat_timeouts: AtomicU64::new(0),
+            empty_removed: AtomicU64::new(0),
+            inbox_depth: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ShardMetrics {
+    /// Records one answered request.
+    pub fn record(&self, ep: Endpoint, status: u16, micros: u64) {
+        let e = ep as usize;
+        self.requests[e * STATUSES.len() + status_index(status)].fetch_add(1, Relaxed);
+        let b = BUCKETS_US
+            .iter()
+            .position(|&ub| micros <= ub)
+            .unwrap_or(BUCKETS_US.len());
+        self.latency[e * (BUCKETS_US.len() + 1) + b].fetch_add(1, Relaxed);
+        self.latency_sum_us[e].fetch_add(micros, Relaxed);
+    }
+
+    /// Copies the registry's counters.
+    pub fn set_registry(&self, s: Stats) {
+        self.services.store(s.services, Relaxed);
+        self.healthy.store(s.healthy, Relaxed);
+        self.unhealthy.store(s.unhealthy, Relaxed);
+        self.expired.store(s.expired, Relaxed);
+        self.beat_timeouts.store(s.beat_timeouts, Relaxed);
+        self.empty_removed.store(s.empty_services_removed, Relaxed);
+    }
+
+    /// Registry counters as last copied.
+    pub fn registry(&self) -> Stats {
+        Stats {
+            services: self.services.load(Relaxed),
+            healthy: self.healthy.load(Relaxed),
+            unhealthy: self.unhealthy.load(Relaxed),
+            expired: self.expired.load(Relaxed),
+            beat_timeouts: self.beat_timeouts.load(Relaxed),
+            empty_services_removed: self.empty_removed.load(Relaxed),
+        }
+    }
+}
+
+/// All shards' metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Indexed by shard id.
+    pub shards: Vec<ShardMetrics>,
+}
+
+impl Metrics {
+    /// Metrics for `n` shards.
+    pub fn new(n: usize) -> Self {
+        Metrics {
+            shards: (0..n).map(|_| ShardMetrics::default()).collect(),
+        }
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(16 * 1024);
+        s.push_str("# HELP muster_http_requests_total HTTP requests answered, by endpoint and status.\n# TYPE muster_http_requests_total counter\n");
+        for &ep in Endpoint::ALL {
+            for (si, st) in STATUSES.iter().enumerate() {
+                let n: u64 = self
+                    .shards
+                    .iter()
+                    .map(|m| m.requests[ep as usize * STATUSES.len() + si].load(Relaxed))
+                    .sum();
+                if n > 0 {
+                    let st = if *st == 0 {
+                        "other".to_string()
+                    } else {
+                        st.to_string()
+                    };
+                    let _ = writeln!(
+                        s,
+                        "muster_http_requests_total{{endpoint=\"{}\",status=\"{st}\"}} {n}",
+                        ep.name()
+                    );
+                }
+            }
+        }
+        s.push_str("# HELP muster_http_request_duration_seconds Time from request head to response, by endpoint.\n# TYPE muster_http_request_duration_seconds histogram\n");
+        let nb = BUCKETS_US.len() + 1;
+        for &ep in Endpoint::ALL {
+            let e = ep as usize;
+            let counts: Vec<u64> = (0..nb)
+                .map(|b| {
+                    self.shards
+                        .iter()
+                        .map(|m| m.latency[e * nb + b].load(Relaxed))
+                        .sum()
+                })
+                .collect();
+            let total: u64 = counts.iter().sum();
+            if total == 0 {
+                continue;
+            }
+            let mut cum = 0;
+            for (b, ub) in BUCKETS_US.iter().enumerate() {
+                cum += counts[b];
+                let _ = writeln!(
+                    s,
+                    "muster_http_request_duration_seconds_bucket{{endpoint=\"{}\",le=\"{}\"}} {cum}",
+                    ep.name(),
+                    *ub as f64 / 1e6
+                );
+            }
+            let sum: u64 = self
+                .shards
+                .iter()
+                .map(|m| m.latency_sum_us[e].load(Relaxed))
+                .sum();
+            let _ = writeln!(
+                s,
+                "muster_http_request_duration_seconds_bucket{{endpoint=\"{0}\",le=\"+Inf\"}} {total}\nmuster_http_request_duration_seconds_sum{{endpoint=\"{0}\"}} {1}\nmuster_http_request_duration_seconds_count{{endpoint=\"{0}\"}} {total}",
+                ep.name(),
+                sum as f64 / 1e6
+            );
+        }
+        type Getter = fn(&ShardMetrics) -> u64;
+        let per_shard: [(&str, &str, &str, Getter); 10] = [
+            ("muster_services", "gauge", "Services owned by the shard.", |m| m.services.load(Relaxed)),
+            ("muster_instances_healthy", "gauge", "Healthy instances owned by the shard.", |m| m.healthy.load(Relaxed)),
+            ("muster_instances_unhealthy", "gauge", "Unhealthy instances owned by the shard.", |m| m.unhealthy.load(Relaxed)),
+            ("muster_instance_expirations_total", "counter", "Instances removed because their beats stopped.", |m| m.expired.load(Relaxed)),
+            ("muster_instance_beat_timeouts_total", "counter", "Instances marked unhealthy because a beat was missed.", |m| m.beat_timeouts.load(Relaxed)),
+            ("muster_empty_services_removed_total", "counter", "Services removed after staying empty.", |m| m.empty_removed.load(Relaxed)),
+            ("muster_cross_shard_queue_depth", "gauge", "Writes waiting in the shard's cross-shard inbox.", |m| m.inbox_depth.load(Relaxed)),
+            ("muster_cross_shard_sent_total", "counter", "Writes forwarded to the owning shard.", |m| m.cross_shard_sent.load(Relaxed)),
+            ("muster_connections_open", "gauge", "Open client connections.", |m| m.connections_open.load(Relaxed)),
+            ("muster_connections_rejected_total", "counter", "Connections closed at accept because of the connection cap.", |m| m.connections_rejected.load(Relaxed)),
+        ];
+        for (name, kind, help, get) in per_shard {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (i, m) in self.shards.iter().enumerate() {
+                let _ = writeln!(s, "{name}{{shard=\"{i}\"}} {}", get(m));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::new(2);
+        m.shards[0].record(Endpoint::InstanceList, 200, 120);
+        m.shards[1].record(Endpoint::InstanceList, 200, 3_000_000);
+        m.shards[1].record(Endpoint::InstanceRegister, 400, 10);
+        let t = m.render();
+        assert!(t.contains("muster_http_requests_total{endpoint=\"instance_list\",status=\"200\"} 2"));
+        assert!(t.contains("muster_http_requests_total{endpoint=\"instance_register\",status=\"400\"} 1"));
+        assert!(t.contains("muster_http_request_duration_seconds_bucket{endpoint=\"instance_list\",le=\"0.00025\"} 1"));
+        assert!(t.contains("muster_http_request_duration_seconds_count{endpoint=\"instance_list\"} 2"));
+        assert!(t.contains("muster_services{shard=\"1\"} 0"));
+    }
+}

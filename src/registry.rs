@@ -1,0 +1,690 @@
+//! A shard's registry: the services it owns, their instances and leases.
+//!
+//! The owner shard is the only writer of a service. Every applied change bumps the service's
+//! revision and marks it dirty; [`Registry::flush`] publishes dirty services to the shared
+//! [`ReadView`]. Leases live in a [`Wheel`]: a beat only stamps `last_beat`, and each instance
+//! is looked at when its next deadline comes due.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
+
+use crate::command::{Command, Patch, Reply, ServiceSettings, Target};
+use crate::error::{ApiError, ApiResult};
+use crate::instance::{Instance, InstanceKey, InstanceSpec, Timing};
+use crate::service::{check_cluster_name, ClusterMeta, Metadata, ServiceKey, ServiceMeta};
+use crate::view::{ReadView, ServiceView};
+use crate::wheel::Wheel;
+
+/// Beat answer code: OK.
+pub const BEAT_OK: u32 = 10200;
+/// Beat answer code: instance unknown, re-register.
+pub const BEAT_NOT_FOUND: u32 = 20404;
+
+/// Lifecycle settings for ephemeral instances.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// Default timings (5 s / 15 s / 30 s).
+    pub timing: Timing,
+    /// Remove instances after the delete timeout (Nacos `expireInstance`, default true).
+    pub expire: bool,
+    /// Delete a service once it has been empty this long (ms). 0 disables. Default 120 000.
+    pub empty_service_ms: u64,
+    /// Wheel slot width (ms). Default 250.
+    pub slot_ms: u64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Lifecycle {
+            timing: Timing::default(),
+            expire: true,
+            empty_service_ms: 120_000,
+            slot_ms: 250,
+        }
+    }
+}
+
+/// Counters a shard exports.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Services owned.
+    pub services: u64,
+    /// Healthy instances owned.
+    pub healthy: u64,
+    /// Unhealthy instances owned.
+    pub unhealthy: u64,
+    /// Instances removed by lease expiry.
+    pub expired: u64,
+    /// Instances turned unhealthy by a missed beat.
+    pub beat_timeouts: u64,
+    /// Empty services removed.
+    pub empty_services_removed: u64,
+}
+
+#[derive(Debug)]
+struct Slot {
+    inst: Arc<Instance>,
+    /// Monotonic ms of the last beat or registration.
+    last_beat: u64,
+    /// Generation of the wheel entry that is current for this instance.
+    gen: u32,
+}
+
+#[derive(Debug)]
+struct ServiceState {
+    meta: Arc<ServiceMeta>,
+    instances: BTreeMap<InstanceKey, Slot>,
+    revision: u64,
+    /// Counts last reported into `Stats`.
+    counted: (u64, u64),
+    empty_since: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Lease {
+    Instance {
+        service: ServiceKey,
+        key: InstanceKey,
+        gen: u32,
+    },
+    EmptyService {
+        service: ServiceKey,
+    },
+}
+
+/// The services one shard owns.
+pub struct Registry {
+    life: Lifecycle,
+    services: HashMap<ServiceKey, ServiceState>,
+    wheel: Wheel<Lease>,
+    view: Arc<ReadView>,
+    clusters: HashMap<Arc<str>, ()>,
+    dirty: HashSet<ServiceKey>,
+    deleted: Vec<ServiceKey>,
+    next_gen: u32,
+    revisions: u64,
+    stats: Stats,
+    due: Vec<Lease>,
+}
+
+impl Registry {
+    /// An empty registry publishing into `view`, with its wheel starting at `now` (ms).
+    pub fn new(life: Lifecycle, view: Arc<ReadView>, now: u64) -> Self {
+        Registry {
+            life,
+            services: HashMap::new(),
+            wheel: Wheel::new(life.slot_ms, 512, now),
+            view,
+            clusters: HashMap::new(),
+            dirty: HashSet::new(),
+            deleted: Vec::new(),
+            next_gen: 0,
+            revisions: 0,
+            stats: Stats::default(),
+            due: Vec::new(),
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of wheel entries (≈ live leases plus stale ones not yet visited).
+    pub fn lease_count(&self) -> usize {
+        self.wheel.len()
+    }
+
+    /// Applies one command at monotonic time `now` (ms). Changes become visible to readers at
+    /// the next [`Registry::flush`]. An error changes nothing.
+    pub fn apply(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
+        match cmd {
+            Command::Register(spec) => {
+                self.upsert(key, spec, now);
+                Ok(Reply::Ok)
+            }
+            Command::Update { spec, strict } => {
+                if strict {
+                    let Some(svc) = self.services.get(key) else {
+                        return Err(ApiError::server(format!(
+                            "service not found, namespace: {}, service: {}",
+                            key.namespace, key.grouped
+                        )));
+                    };
+                    let exists = svc.instances.keys().any(|k| {
+                        *k.ip == *spec.ip && k.port == spec.port && k.ephemeral == spec.ephemeral
+                    });
+                    if !exists {
+                        return Err(ApiError::server(format!(
+                            "instance not exist: {}:{}:unknown:{}_{}_{}_false_{}",
+                            spec.ip,
+                            spec.port,
+                            spec.cluster,
+                            crate::instance::java_double(spec.weight),
+                            spec.healthy,
+                            spec.cluster
+                        )));
+                    }
+                }
+                self.upsert(key, spec, now);
+                Ok(Reply::Ok)
+            }
+            Command::Deregister {
+                ip,
+                port,
+                cluster,
+                ephemeral,
+            } => {
+                let ik = self.instance_key(&ip, port, &cluster, ephemeral);
+                if let Some(svc) = self.services.get_mut(key) {
+                    if svc.instances.remove(&ik).is_some() {
+                        Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                    }
+                }
+                Ok(Reply::Ok)
+            }
+            Command::Patch(p) => self.patch(key, p, now),
+            Command::Beat {
+                ip,
+                port,
+                cluster,
+                register,
+            } => Ok(self.beat(key, &ip, port, &cluster, register, now)),
+            Command::CreateService(s) => {
+                if self.services.contains_key(key) {
+                    return Err(ApiError::bad_request(format!(
+                        "specified service already exists, serviceName : {}",
+                        key.grouped
+                    )));
+                }
+                let svc = service_entry(&mut self.services, key);
+                let meta = Arc::make_mut(&mut svc.meta);
+                apply_settings(meta, s);
+                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                Ok(Reply::Ok)
+            }
+            Command::UpdateService(s) => {
+                let Some(svc) = self.services.get_mut(key) else {
+                    return Err(ApiError::server(format!(
+                        "service {} not found!",
+                        key.grouped
+                    )));
+                };
+                apply_settings(Arc::make_mut(&mut svc.meta), s);
+                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                Ok(Reply::Ok)
+            }
+            Command::DeleteService => {
+                if self.services.remove(key).is_none() {
+                    return Err(ApiError::bad_request(format!(
+                        "specified service not exist, serviceName : {}",
+                        key.grouped
+                    )));
+                }
+                self.dirty.remove(key);
+                self.deleted.push(key.clone());
+                Ok(Reply::Ok)
+            }
+            Command::UpdateCluster { cluster, meta } => {
+                check_cluster_name(&cluster)?;
+                let Some(svc) = self.services.get_mut(key) else {
+                    return Err(ApiError::server(format!(
+                        "service not found:{}",
+                        key.grouped
+                    )));
+                };
+                let name = intern(&mut self.clusters, &cluster);
+                Arc::make_mut(&mut svc.meta).clusters.insert(name, meta);
+                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                Ok(Reply::Ok)
+            }
+            Command::SetHealth {
+                ip,
+                port,
+                cluster,
+                healthy,
+            } => {
+                let Some(svc) = self.services.get_mut(key) else {
+                    return Err(ApiError::bad_request(format!(
+                        "service not found: {}",
+                        key.grouped
+                    )));
+                };
+                let checker = svc
+                    .meta
+                    .clusters
+                    .get(cluster.as_str())
+                    .map(|c| c.checker_type().to_string())
+                    .unwrap_or_else(|| "TCP".into());
+                if checker != "NONE" {
+                    return Err(ApiError::bad_request(format!(
+                        "health check is still working, service: {}",
+                        key.grouped
+                    )));
+                }
+                let mut changed = false;
+                for (k, slot) in svc.instances.iter_mut() {
+                    if *k.ip == *ip && k.port == port && *k.cluster == *cluster {
+                        if slot.inst.healthy != healthy {
+                            slot.inst = Arc::new(slot.inst.with_health(healthy));
+                            changed = true;
+                        }
+                    }
+                }
+                if changed {
+                    Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                }
+                Ok(Reply::Ok)
+            }
+            Command::BatchMetadata {
+                targets,
+                ephemeral,
+                metadata,
+                delete,
+            } => Ok(self.batch_metadata(key, targets, ephemeral, metadata, delete)),
+        }
+    }
+
+    /// Publishes every service changed since the last flush, at monotonic time `now` (ms), and
+    /// starts the empty-service clock of services that became empty. Returns how many were
+    /// published.
+    pub fn flush(&mut self, now: u64) -> usize {
+        let mut n = 0;
+        for key in self.deleted.drain(..) {
+            if !self.services.contains_key(&key) {
+                self.view.remove(&key);
+            }
+        }
+        for key in std::mem::take(&mut self.dirty) {
+            let Some(svc) = self.services.get_mut(&key) else {
+                continue;
+            };
+            let instances: Vec<Arc<Instance>> =
+                svc.instances.values().map(|s| s.inst.clone()).collect();
+            let healthy = instances.iter().filter(|i| i.healthy).count() as u64;
+            let unhealthy = instances.len() as u64 - healthy;
+            self.stats.healthy = self.stats.healthy + healthy - svc.counted.0;
+            self.stats.unhealthy = self.stats.unhealthy + unhealthy - svc.counted.1;
+            svc.counted = (healthy, unhealthy);
+            if !svc.instances.is_empty() {
+                svc.empty_since = None;
+            } else if svc.empty_since.is_none() {
+                svc.empty_since = Some(now);
+                if self.life.empty_service_ms > 0 {
+                    self.wheel.schedule(
+                        now + self.life.empty_service_ms,
+                        Lease::EmptyService {
+                            service: key.clone(),
+                        },
+                    );
+                }
+            }
+            self.view.publish(Arc::new(ServiceView::new(
+                key,
+                svc.revision,
+                svc.meta.clone(),
+                instances,
+            )));
+            n += 1;
+        }
+        self.stats.services = self.services.len() as u64;
+        n
+    }
+
+    /// Runs lease deadlines up to `now` (ms): instances without a beat for their timeout turn
+    /// unhealthy, and after their delete timeout are removed; long-empty services are removed.
+    pub fn tick(&mut self, now: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now, &mut due);
+        for lease in due.drain(..) {
+            match lease {
+                Lease::Instance { service, key, gen } => self.check_lease(service, key, gen, now),
+                Lease::EmptyService { service } => self.check_empty(service, now),
+            }
+        }
+        self.due = due;
+    }
+
+    fn check_lease(&mut self, service: ServiceKey, key: InstanceKey, gen: u32, now: u64) {
+        let expire = self.life.expire;
+        let Some(svc) = self.services.get_mut(&service) else {
+            return;
+        };
+        let Some(slot) = svc.instances.get_mut(&key) else {
+            return;
+        };
+        if slot.gen != gen {
+            return;
+        }
+        let t = slot.inst.timing;
+        let idle = now.saturating_sub(slot.last_beat);
+        let next;
+        if expire && idle > t.delete_ms {
+            svc.instances.remove(&key);
+            self.stats.expired += 1;
+            Self::touch(&mut self.revisions, &mut self.dirty, &service, svc);
+            return;
+        } else if idle > t.timeout_ms && slot.inst.healthy && !slot.inst.marked {
+            slot.inst = Arc::new(slot.inst.with_health(false));
+            self.stats.beat_timeouts += 1;
+            next = slot.last_beat + t.delete_ms + 1;
+            Self::touch(&mut self.revisions, &mut self.dirty, &service, svc);
+        } else if slot.inst.healthy || !expire {
+            next = (slot.last_beat + t.timeout_ms + 1).max(now + t.timeout_ms.max(1) * u64::from(!slot.inst.healthy));
+        } else {
+            next = slot.last_beat + t.delete_ms + 1;
+        }
+        self.wheel.schedule(
+            next,
+            Lease::Instance {
+                service,
+                key,
+                gen,
+            },
+        );
+    }
+
+    fn check_empty(&mut self, service: ServiceKey, now: u64) {
+        let limit = self.life.empty_service_ms;
+        let Some(svc) = self.services.get(&service) else {
+            return;
+        };
+        match svc.empty_since {
+            Some(since) if svc.instances.is_empty() && now.saturating_sub(since) >= limit => {
+                self.services.remove(&service);
+                self.dirty.remove(&service);
+                self.deleted.push(service);
+                self.stats.empty_services_removed += 1;
+            }
+            Some(since) if svc.instances.is_empty() => {
+                self.wheel
+                    .schedule(since + limit, Lease::EmptyService { service });
+            }
+            _ => {}
+        }
+    }
+
+    fn upsert(&mut self, key: &ServiceKey, spec: InstanceSpec, now: u64) {
+        let ik = self.instance_key(&spec.ip, spec.port, &spec.cluster, spec.ephemeral);
+        let base = self.life.timing;
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let gen = self.next_gen;
+        let cluster = ik.cluster.clone();
+        let svc = service_entry(&mut self.services, key);
+        if !svc.meta.clusters.contains_key(&cluster) {
+            Arc::make_mut(&mut svc.meta)
+                .clusters
+                .insert(cluster.clone(), ClusterMeta::default());
+        }
+        let (id, healthy, marked) = match svc.instances.get(&ik) {
+            Some(old) => (
+                old.inst.instance_id.clone(),
+                if old.inst.marked {
+                    spec.healthy
+                } else {
+                    old.inst.healthy
+                },
+                old.inst.marked,
+            ),
+            None => {
+                let id = if Instance::wants_snowflake_id(&spec.metadata) {
+                    smallest_unused_id(svc.instances.values().map(|s| &*s.inst.instance_id))
+                } else {
+                    Instance::simple_id(&spec.ip, spec.port, &spec.cluster, &key.grouped)
+                };
+                (id.into_boxed_str(), spec.healthy, false)
+            }
+        };
+        let mut inst = Instance::build(&spec, cluster, ik.ip.clone(), id, healthy, base);
+        inst.marked = marked;
+        let delete_deadline = now + inst.timing.timeout_ms + 1;
+        svc.instances.insert(
+            ik.clone(),
+            Slot {
+                inst: Arc::new(inst),
+                last_beat: now,
+                gen,
+            },
+        );
+        Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+        if spec.ephemeral {
+            self.wheel.schedule(
+                delete_deadline,
+                Lease::Instance {
+                    service: key.clone(),
+                    key: ik,
+                    gen,
+                },
+            );
+        }
+    }
+
+    fn patch(&mut self, key: &ServiceKey, p: Patch, now: u64) -> ApiResult<Reply> {
+        let svc = self.services.get(key);
+        let found = svc.and_then(|svc| {
+            svc.instances
+                .iter()
+                .find(|(k, _)| *k.ip == *p.ip && k.port == p.port && *k.cluster == *p.cluster)
+                .map(|(_, s)| s.inst.clone())
+        });
+        let Some(old) = found else {
+            return Err(ApiError::bad_request("instance not found"));
+        };
+        let spec = InstanceSpec {
+            ip: p.ip,
+            port: p.port,
+            cluster: p.cluster,
+            weight: p.weight.unwrap_or(old.weight),
+            healthy: old.healthy,
+            enabled: p.enabled.unwrap_or(old.enabled),
+            ephemeral: old.key.ephemeral,
+            metadata: p.metadata.unwrap_or_else(|| old.metadata.clone()),
+            app: p.app.unwrap_or_else(|| old.app.to_string()),
+        };
+        spec.validate()?;
+        self.upsert(key, spec, now);
+        Ok(Reply::Ok)
+    }
+
+    fn beat(
+        &mut self,
+        key: &ServiceKey,
+        ip: &str,
+        port: u16,
+        cluster: &str,
+        register: Option<InstanceSpec>,
+        now: u64,
+    ) -> Reply {
+        let default_interval = self.life.timing.interval_ms;
+        let found = self.services.get_mut(key).and_then(|svc| {
+            svc.instances
+                .iter_mut()
+                .find(|(k, _)| *k.ip == *ip && k.port == port && *k.cluster == *cluster)
+                .map(|(_, s)| s)
+        });
+        let interval = match found {
+            Some(slot) => {
+                let interval = interval_of(&slot.inst, default_interval);
+                if slot.inst.key.ephemeral {
+                    slot.last_beat = now;
+                    if !slot.inst.healthy && !slot.inst.marked {
+                        slot.inst = Arc::new(slot.inst.with_health(true));
+                        let svc = self.services.get_mut(key).expect("service just found");
+                        Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                    }
+                }
+                interval
+            }
+            None => match register {
+                None => {
+                    return Reply::Beat {
+                        code: BEAT_NOT_FOUND,
+                        interval_ms: default_interval,
+                    }
+                }
+                Some(spec) => {
+                    let interval = self
+                        .life
+                        .timing
+                        .with_overrides(&spec.metadata)
+                        .interval_ms;
+                    let explicit = spec
+                        .metadata
+                        .contains_key(crate::instance::HEART_BEAT_INTERVAL);
+                    self.upsert(key, spec, now);
+                    if explicit {
+                        interval
+                    } else {
+                        default_interval
+                    }
+                }
+            },
+        };
+        Reply::Beat {
+            code: BEAT_OK,
+            interval_ms: interval,
+        }
+    }
+
+    fn batch_metadata(
+        &mut self,
+        key: &ServiceKey,
+        targets: Option<Vec<Target>>,
+        ephemeral: bool,
+        metadata: Metadata,
+        delete: bool,
+    ) -> Reply {
+        let Some(svc) = self.services.get_mut(key) else {
+            return Reply::Updated(Vec::new());
+        };
+        let mut updated = Vec::new();
+        for (k, slot) in svc.instances.iter_mut() {
+            let hit = match &targets {
+                None => k.ephemeral == ephemeral,
+                Some(ts) => ts.iter().any(|t| {
+                    *t.ip == *k.ip
+                        && t.port == k.port
+                        && t.ephemeral == k.ephemeral
+                        && t.cluster.as_deref().is_none_or(|c| *c == *k.cluster)
+                }),
+            };
+            if !hit {
+                continue;
+            }
+            let mut md = slot.inst.metadata.clone();
+            for (mk, mv) in &metadata {
+                if delete {
+                    md.remove(mk);
+                } else {
+                    md.insert(mk.clone(), mv.clone());
+                }
+            }
+            let old = &slot.inst;
+            let spec = InstanceSpec {
+                ip: old.key.ip.to_string(),
+                port: old.key.port,
+                cluster: old.key.cluster.to_string(),
+                weight: old.weight,
+                healthy: old.healthy,
+                enabled: old.enabled,
+                ephemeral: old.key.ephemeral,
+                metadata: md,
+                app: old.app.to_string(),
+            };
+            let mut inst = Instance::build(
+                &spec,
+                old.key.cluster.clone(),
+                old.key.ip.clone(),
+                old.instance_id.clone(),
+                old.healthy,
+                self.life.timing,
+            );
+            inst.marked = old.marked;
+            updated.push(format!(
+                "{}:{}:unknown:{}:{}",
+                k.ip,
+                k.port,
+                k.cluster,
+                if k.ephemeral { "ephemeral" } else { "persist" }
+            ));
+            slot.inst = Arc::new(inst);
+        }
+        if !updated.is_empty() {
+            Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+        }
+        Reply::Updated(updated)
+    }
+
+    fn instance_key(&mut self, ip: &str, port: u16, cluster: &str, ephemeral: bool) -> InstanceKey {
+        InstanceKey {
+            ip: Arc::from(ip),
+            port,
+            cluster: intern(&mut self.clusters, cluster),
+            ephemeral,
+        }
+    }
+
+    /// Records a change: next revision, dirty for the next flush; tracks emptiness.
+    fn touch(
+        revisions: &mut u64,
+        dirty: &mut HashSet<ServiceKey>,
+        key: &ServiceKey,
+        svc: &mut ServiceState,
+    ) {
+        *revisions += 1;
+        svc.revision = *revisions;
+        if !dirty.contains(key) {
+            dirty.insert(key.clone());
+        }
+    }
+}
+
+/// The state of `key`, created empty if absent.
+fn service_entry<'a>(
+    services: &'a mut HashMap<ServiceKey, ServiceState>,
+    key: &ServiceKey,
+) -> &'a mut ServiceState {
+    services
+        .entry_ref(key)
+        .or_insert_with(|| ServiceState {
+            meta: Arc::new(ServiceMeta::default()),
+            instances: BTreeMap::new(),
+            revision: 0,
+            counted: (0, 0),
+            empty_since: None,
+        })
+}
+
+fn apply_settings(meta: &mut ServiceMeta, s: ServiceSettings) {
+    meta.protect_threshold = s.protect_threshold;
+    meta.metadata = s.metadata;
+    meta.selector = s.selector;
+}
+
+fn intern(pool: &mut HashMap<Arc<str>, ()>, s: &str) -> Arc<str> {
+    if let Some((k, _)) = pool.get_key_value(s) {
+        return k.clone();
+    }
+    let a: Arc<str> = Arc::from(s);
+    pool.insert(a.clone(), ());
+    a
+}
+
+fn interval_of(inst: &Instance, default: u64) -> u64 {
+    if inst
+        .metadata
+        .contains_key(crate::instance::HEART_BEAT_INTERVAL)
+    {
+        inst.timing.interval_ms
+    } else {
+        default
+    }
+}
+
+/// The smallest non-negative integer not used as an instance id (snowflake generator).
+fn smallest_unused_id<'a>(ids: impl Iterator<Item = &'a str>) -> String {
+    let used: std::collections::HashSet<u64> = ids.filter_map(|s| s.parse().ok()).collect();
+    (0..).find(|n| !used.contains(n)).unwrap_or(0).to_string()
+}

@@ -1,0 +1,248 @@
+//! Process lifecycle: start the shards, accept connections everywhere, shut down gracefully.
+//!
+//! Startup binds the listen address once to resolve port 0, then every shard binds the same
+//! address with `SO_REUSEPORT` so the kernel spreads connections across shards. When every
+//! shard is accepting, `muster listening on ADDR` is printed on stdout. SIGTERM or SIGINT stops
+//! accepting, lets in-flight requests finish (bounded by the grace period), and returns.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::shard::{Shard, Shared};
+use crate::view::ReadView;
+
+/// Raises `RLIMIT_MEMLOCK` as far as allowed: io_uring needs locked memory for its rings.
+fn raise_memlock() {
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) == 0 {
+            let want = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) != 0 {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+            }
+        }
+    }
+}
+
+/// Binds `addr` with `SO_REUSEPORT` to resolve port 0 before the shards bind it.
+fn reserve(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), String> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)
+        .map_err(|e| format!("cannot create a socket for {addr}: {e}"))?;
+    sock.set_reuse_port(true)
+        .and_then(|_| sock.set_reuse_address(true))
+        .map_err(|e| format!("cannot set SO_REUSEPORT on {addr}: {e}"))?;
+    sock.bind(&addr.into())
+        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let bound = sock
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| format!("cannot read the bound address of {addr}"))?;
+    Ok((sock, bound))
+}
+
+/// CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills a local cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    vec![0]
+}
+
+/// Runs the server until SIGTERM or SIGINT. Returns an error if startup fails.
+pub fn run(config: Config) -> Result<(), String> {
+    raise_memlock();
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!(
+            "cannot create data dir {}: {e}",
+            config.data_dir.display()
+        )
+    })?;
+    let (reservation, listen) = reserve(config.listen)?;
+    let n = config.shards;
+    let mut inboxes = Vec::with_capacity(n);
+    let mut receivers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = flume::bounded(config.inbox_capacity);
+        inboxes.push(tx);
+        receivers.push(rx);
+    }
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        listen,
+        view: Arc::new(ReadView::default()),
+        metrics: Arc::new(Metrics::new(n)),
+        inboxes,
+        ready: AtomicBool::new(false),
+        connections: AtomicUsize::new(0),
+        draining: AtomicUsize::new(n),
+    });
+    let (shutdown_tx, shutdown_rx) = flume::bounded::<()>(1);
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
+    let cpus = allowed_cpus();
+    let clock = SystemClock::new();
+    let mut handles = Vec::with_capacity(n);
+    for (id, inbox) in receivers.into_iter().enumerate() {
+        let shared = shared.clone();
+        let shutdown = shutdown_rx.clone();
+        let bound_tx = bound_tx.clone();
+        let placement = if config.pin {
+            Placement::Fixed(cpus[id % cpus.len()])
+        } else {
+            Placement::Unbound
+        };
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("muster-shard-{id}"))
+            .io_memory(1 << 20)
+            .preempt_timer(Duration::from_millis(10));
+        let handle = builder
+            .spawn(move || async move {
+                run_shard(id, shared, inbox, shutdown, bound_tx, clock).await;
+            })
+            .map_err(|e| format!("cannot start shard {id}: {e}"))?;
+        handles.push(handle);
+    }
+    drop(bound_tx);
+    for _ in 0..n {
+        match bound_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err("a shard did not start within 30 s".into()),
+        }
+    }
+    drop(reservation);
+    shared.ready.store(true, Ordering::SeqCst);
+    tracing::info!(%listen, shards = n, data_dir = %config.data_dir.display(), "muster is ready");
+    println!("muster listening on {listen}");
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down: no new connections, finishing in-flight requests");
+    }
+    shared.ready.store(false, Ordering::SeqCst);
+    drop(shutdown_tx);
+    for h in handles {
+        let _ = h.join();
+    }
+    tracing::info!("muster stopped");
+    Ok(())
+}
+
+async fn run_shard(
+    id: usize,
+    shared: Arc<Shared>,
+    inbox: flume::Receiver<crate::command::Envelope>,
+    shutdown: flume::Receiver<()>,
+    bound: mpsc::Sender<Result<usize, String>>,
+    clock: SystemClock,
+) {
+    let listener = match glommio::net::TcpListener::bind(shared.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = bound.send(Err(format!(
+                "shard {id} cannot bind {}: {e}",
+                shared.listen
+            )));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(id, shared.clone(), clock));
+    let stop_ticks = Rc::new(Cell::new(false));
+    glommio::spawn_local(shard.clone().run_inbox(inbox)).detach();
+    glommio::spawn_local(shard.clone().run_ticks(stop_ticks.clone())).detach();
+    let _ = bound.send(Ok(id));
+
+    let open = Rc::new(Cell::new(0usize));
+    let max = shared.config.max_connections;
+    loop {
+        let accepted = {
+            let mut accept = std::pin::pin!(listener.accept());
+            let mut stop = std::pin::pin!(shutdown.recv_async());
+            std::future::poll_fn(|cx| {
+                use std::future::Future;
+                if let std::task::Poll::Ready(r) = accept.as_mut().poll(cx) {
+                    return std::task::Poll::Ready(Some(r));
+                }
+                if stop.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(None);
+                }
+                std::task::Poll::Pending
+            })
+            .await
+        };
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let m = shard.metrics();
+        if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
+            shared.connections.fetch_sub(1, Ordering::Relaxed);
+            m.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        m.connections_open.fetch_add(1, Ordering::Relaxed);
+        open.set(open.get() + 1);
+        let (shard2, open2, shutdown2, shared2) =
+            (shard.clone(), open.clone(), shutdown.clone(), shared.clone());
+        glommio::spawn_local(async move {
+            crate::http::serve(shard2.clone(), stream, shutdown2).await;
+            open2.set(open2.get() - 1);
+            shared2.connections.fetch_sub(1, Ordering::Relaxed);
+            shard2
+                .metrics()
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+        })
+        .detach();
+    }
+    drop(listener);
+    // Drain: wait for this shard's connections, then for every other shard, while the inbox
+    // keeps serving cross-shard writes from their in-flight requests.
+    let grace = Duration::from_millis(shared.config.shutdown_grace_ms);
+    let start = std::time::Instant::now();
+    while open.get() > 0 && start.elapsed() < grace {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shared.draining.fetch_sub(1, Ordering::SeqCst);
+    while shared.draining.load(Ordering::SeqCst) > 0 && start.elapsed() < grace * 2 {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    stop_ticks.set(true);
+}

@@ -1,0 +1,298 @@
+//! The read view: what every shard serves reads from, without a cross-shard hop.
+//!
+//! The owner shard of a service publishes an immutable [`ServiceView`] (instances, settings,
+//! revision) after every change. Readers on any shard look it up under a striped read lock and
+//! render `instance/list` from the instances' pre-rendered bytes; the most common variants
+//! (all clusters, with or without `healthyOnly`, grouped or not) are rendered once per revision
+//! and then served as shared [`Bytes`].
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use md5::{Digest, Md5};
+
+use crate::error::{ApiError, ApiResult};
+use crate::hash::stable_hash;
+use crate::instance::Instance;
+use crate::service::{name_of, KeyRef, ServiceKey, ServiceMeta};
+
+/// Number of lock stripes in the read view.
+const STRIPES: usize = 64;
+
+/// A published, immutable snapshot of one service.
+#[derive(Debug)]
+pub struct ServiceView {
+    /// The service.
+    pub key: ServiceKey,
+    /// Revision of the last applied change. Invariant: strictly increases per service.
+    pub revision: u64,
+    /// Settings and clusters.
+    pub meta: Arc<ServiceMeta>,
+    /// Instances in a stable order (by identity).
+    pub instances: Vec<Arc<Instance>>,
+    /// Host arrays for "all clusters", indexed by `healthy_only as usize * 2 + grouped as usize`.
+    hosts_cache: [OnceLock<Bytes>; 4],
+    checksum: OnceLock<String>,
+    metadata_json: OnceLock<Bytes>,
+}
+
+/// What an `instance/list` request asks for.
+#[derive(Debug, Clone)]
+pub struct ListQuery<'a> {
+    /// The `clusters` parameter exactly as sent (echoed back).
+    pub clusters_raw: &'a str,
+    /// Parsed cluster filter; empty means all clusters.
+    pub clusters: Vec<&'a str>,
+    /// `healthyOnly`.
+    pub healthy_only: bool,
+    /// The client may see grouped names (Java UA ≥ 1.0.0).
+    pub grouped: bool,
+    /// `cacheMillis` to report.
+    pub cache_millis: u64,
+    /// `env`, echoed.
+    pub env: &'a str,
+    /// `isCheck`.
+    pub is_check: bool,
+    /// Wall-clock ms for `lastRefTime`.
+    pub now_wall_ms: u64,
+}
+
+impl ServiceView {
+    /// A new view.
+    pub fn new(
+        key: ServiceKey,
+        revision: u64,
+        meta: Arc<ServiceMeta>,
+        instances: Vec<Arc<Instance>>,
+    ) -> Self {
+        ServiceView {
+            key,
+            revision,
+            meta,
+            instances,
+            hosts_cache: Default::default(),
+            checksum: OnceLock::new(),
+            metadata_json: OnceLock::new(),
+        }
+    }
+
+    /// Number of healthy instances.
+    pub fn healthy_count(&self) -> usize {
+        self.instances.iter().filter(|i| i.healthy).count()
+    }
+
+    /// Lowercase hex MD5 over every instance's identity, weight, health, flags and metadata.
+    pub fn checksum(&self) -> &str {
+        self.checksum.get_or_init(|| {
+            let mut h = Md5::new();
+            for i in &self.instances {
+                h.update(i.describe().as_bytes());
+                h.update(if i.enabled { &b"_true_"[..] } else { &b"_false_"[..] });
+                for (k, v) in &i.metadata {
+                    h.update(k.as_bytes());
+                    h.update(b":");
+                    h.update(v.as_bytes());
+                    h.update(b",");
+                }
+                h.update(b",");
+            }
+            format!("{:x}", h.finalize())
+        })
+    }
+
+    fn metadata_json(&self) -> &Bytes {
+        self.metadata_json.get_or_init(|| {
+            Bytes::from(serde_json::to_vec(&self.meta.metadata).unwrap_or_else(|_| b"{}".to_vec()))
+        })
+    }
+
+    /// Renders the `instance/list` body as a sequence of chunks (written with one `writev`).
+    ///
+    /// Follows Nacos's `doSrvIpxt`: a disabled service is a 500; the protect threshold serves
+    /// every instance as healthy when `healthy / total <= threshold`; healthy hosts come first;
+    /// disabled instances are dropped after counting; `isCheck` with instances answers `{}`.
+    pub fn render_list(&self, q: &ListQuery<'_>) -> ApiResult<Vec<Bytes>> {
+        if !self.meta.enabled {
+            return Err(ApiError::server("service is disabled now."));
+        }
+        let selected = |i: &&Arc<Instance>| {
+            q.clusters.is_empty() || q.clusters.iter().any(|c| **c == *i.key.cluster)
+        };
+        let total = self.instances.iter().filter(selected).count();
+        if total > 0 && q.is_check {
+            return Ok(vec![Bytes::from_static(b"{}")]);
+        }
+        let service_name = Instance::service_name_for(&self.key.grouped, q.grouped);
+        let service_json = json_str(service_name);
+        let hosts = if total == 0 {
+            Bytes::new()
+        } else if q.clusters.is_empty() {
+            let slot = q.healthy_only as usize * 2 + q.grouped as usize;
+            self.hosts_cache[slot]
+                .get_or_init(|| {
+                    Bytes::from(self.render_hosts(
+                        self.instances.iter(),
+                        total,
+                        q.healthy_only,
+                        &service_json[1..service_json.len() - 1],
+                    ))
+                })
+                .clone()
+        } else {
+            Bytes::from(self.render_hosts(
+                self.instances.iter().filter(selected),
+                total,
+                q.healthy_only,
+                &service_json[1..service_json.len() - 1],
+            ))
+        };
+        let mut head = Vec::with_capacity(16);
+        head.extend_from_slice(b"{\"hosts\":[");
+        let mut tail = Vec::with_capacity(256);
+        tail.extend_from_slice(b"],\"dom\":");
+        tail.extend_from_slice(service_json.as_bytes());
+        tail.extend_from_slice(b",\"name\":");
+        tail.extend_from_slice(json_str(&self.key.grouped).as_bytes());
+        tail.extend_from_slice(b",\"cacheMillis\":");
+        tail.extend_from_slice(itoa::Buffer::new().format(q.cache_millis).as_bytes());
+        tail.extend_from_slice(b",\"lastRefTime\":");
+        tail.extend_from_slice(itoa::Buffer::new().format(q.now_wall_ms).as_bytes());
+        tail.extend_from_slice(b",\"checksum\":\"");
+        tail.extend_from_slice(self.checksum().as_bytes());
+        tail.extend_from_slice(b"\",\"useSpecifiedURL\":false,\"clusters\":");
+        tail.extend_from_slice(json_str(q.clusters_raw).as_bytes());
+        tail.extend_from_slice(b",\"env\":");
+        tail.extend_from_slice(json_str(q.env).as_bytes());
+        tail.extend_from_slice(b",\"metadata\":");
+        let meta = self.metadata_json().clone();
+        Ok(vec![
+            Bytes::from(head),
+            hosts,
+            Bytes::from(tail),
+            meta,
+            Bytes::from_static(b"}"),
+        ])
+    }
+
+    fn render_hosts<'a>(
+        &self,
+        selected: impl Iterator<Item = &'a Arc<Instance>> + Clone,
+        total: usize,
+        healthy_only: bool,
+        service_json: &str,
+    ) -> Vec<u8> {
+        let healthy = selected.clone().filter(|i| i.healthy).count();
+        let protect = (healthy as f32 / total as f32) <= self.meta.protect_threshold;
+        let mut out = Vec::with_capacity(total * 300);
+        let mut first = true;
+        let mut emit = |i: &Instance, as_healthy: bool, out: &mut Vec<u8>| {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            i.write_host(out, as_healthy, service_json.as_bytes());
+        };
+        for i in selected.clone().filter(|i| protect || i.healthy) {
+            if i.enabled {
+                emit(i, true, &mut out);
+            }
+        }
+        if !protect && !healthy_only {
+            for i in selected.filter(|i| !i.healthy) {
+                if i.enabled {
+                    emit(i, false, &mut out);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The body for a service that does not exist: `{"name","clusters","cacheMillis","hosts":[]}`.
+pub fn render_missing(grouped: &str, q: &ListQuery<'_>) -> Bytes {
+    let mut s = String::with_capacity(96);
+    s.push_str("{\"name\":");
+    s.push_str(&json_str(grouped));
+    s.push_str(",\"clusters\":");
+    s.push_str(&json_str(q.clusters_raw));
+    s.push_str(",\"cacheMillis\":");
+    s.push_str(itoa::Buffer::new().format(q.cache_millis));
+    s.push_str(",\"hosts\":[]}");
+    Bytes::from(s)
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// Every shard's published services, readable from any shard.
+#[derive(Debug)]
+pub struct ReadView {
+    stripes: Box<[RwLock<HashMap<ServiceKey, Arc<ServiceView>>>]>,
+}
+
+impl Default for ReadView {
+    fn default() -> Self {
+        ReadView {
+            stripes: (0..STRIPES).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+impl ReadView {
+    fn stripe(key: KeyRef<'_>) -> usize {
+        // High bits: the low bits already pick the owner shard.
+        (stable_hash(key.namespace, key.grouped) >> 40) as usize % STRIPES
+    }
+
+    /// The published view of a service, if it exists.
+    pub fn get(&self, key: KeyRef<'_>) -> Option<Arc<ServiceView>> {
+        let map = self.stripes[Self::stripe(key)]
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(&key).cloned()
+    }
+
+    /// Publishes (or replaces) a service's view. Only the owner shard calls this.
+    pub fn publish(&self, view: Arc<ServiceView>) {
+        let mut map = self.stripes[Self::stripe(view.key.as_ref())]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert(view.key.clone(), view);
+    }
+
+    /// Removes a deleted service. Only the owner shard calls this.
+    pub fn remove(&self, key: &ServiceKey) {
+        let mut map = self.stripes[Self::stripe(key.as_ref())]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
+    }
+
+    /// Every published service, in no particular order.
+    pub fn all(&self) -> Vec<Arc<ServiceView>> {
+        let mut out = Vec::new();
+        for s in self.stripes.iter() {
+            let map = s.read().unwrap_or_else(|e| e.into_inner());
+            out.extend(map.values().cloned());
+        }
+        out
+    }
+
+    /// Services of one namespace, sorted by grouped name.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<ServiceView>> {
+        let mut v: Vec<_> = self
+            .all()
+            .into_iter()
+            .filter(|s| &*s.key.namespace == namespace)
+            .collect();
+        v.sort_by(|a, b| a.key.grouped.cmp(&b.key.grouped));
+        v
+    }
+}
+
+/// The ungrouped name of a view, for service lists.
+pub fn display_name(view: &ServiceView) -> &str {
+    name_of(&view.key.grouped)
+}

@@ -1,0 +1,146 @@
+//! A hashed timing wheel for lease deadlines.
+//!
+//! Each entry is visited when its slot comes due, not on every tick, so a tick costs
+//! O(entries due + slots passed), never O(all instances). Deadlines past the wheel's horizon
+//! are parked in the farthest slot and re-parked when visited (lazy re-check). Callers are
+//! expected to re-check the real state of what an entry points at, so stale entries are cheap.
+
+/// A timing wheel of `T` entries keyed by millisecond deadlines.
+///
+/// Invariant: every stored entry sits in the slot of `min(deadline, horizon)` relative to
+/// `cursor`, and `cursor` is slot-aligned and only moves forward.
+#[derive(Debug)]
+pub struct Wheel<T> {
+    slot_ms: u64,
+    slots: Vec<Vec<(u64, T)>>,
+    /// Start time (ms) of the next slot to process.
+    cursor: u64,
+    len: usize,
+}
+
+impl<T> Wheel<T> {
+    /// A wheel of `slots` slots of `slot_ms` each (horizon = `slot_ms * slots`), starting at `now`.
+    ///
+    /// `slot_ms` and `slots` must be at least 1.
+    pub fn new(slot_ms: u64, slots: usize, now: u64) -> Self {
+        let slot_ms = slot_ms.max(1);
+        Wheel {
+            slot_ms,
+            slots: (0..slots.max(2)).map(|_| Vec::new()).collect(),
+            cursor: now - now % slot_ms,
+            len: 0,
+        }
+    }
+
+    /// Number of stored entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the wheel is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Stores `item` to come due at `deadline` (ms). A past deadline comes due at the next tick.
+    pub fn schedule(&mut self, deadline: u64, item: T) {
+        let horizon = self.cursor + self.slot_ms * (self.slots.len() as u64 - 1);
+        let at = deadline.clamp(self.cursor, horizon);
+        let idx = ((at / self.slot_ms) % self.slots.len() as u64) as usize;
+        self.slots[idx].push((deadline, item));
+        self.len += 1;
+    }
+
+    /// Moves the wheel to `now` and appends every entry whose deadline is `<= now` to `due`.
+    ///
+    /// Processes at most one full turn of slots per call, whatever the gap since the last call.
+    pub fn advance(&mut self, now: u64, due: &mut Vec<T>) {
+        let n = self.slots.len() as u64;
+        let mut steps = 0;
+        while self.cursor + self.slot_ms <= now + 1 && steps < n {
+            let idx = ((self.cursor / self.slot_ms) % n) as usize;
+            let entries = std::mem::take(&mut self.slots[idx]);
+            self.len -= entries.len();
+            self.cursor += self.slot_ms;
+            steps += 1;
+            for (deadline, item) in entries {
+                if deadline <= now {
+                    due.push(item);
+                } else {
+                    self.schedule(deadline, item);
+                }
+            }
+        }
+        if steps == n && self.cursor + self.slot_ms <= now + 1 {
+            // A gap longer than one turn: everything left is visited once more from `now`.
+            let rest: Vec<(u64, T)> = self.slots.iter_mut().flat_map(std::mem::take).collect();
+            self.len = 0;
+            self.cursor = now - now % self.slot_ms;
+            for (deadline, item) in rest {
+                if deadline <= now {
+                    due.push(item);
+                } else {
+                    self.schedule(deadline, item);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_at_deadline_not_before() {
+        let mut w = Wheel::new(100, 16, 0);
+        w.schedule(1_000, "a");
+        w.schedule(250, "b");
+        let mut due = Vec::new();
+        w.advance(200, &mut due);
+        assert!(due.is_empty());
+        w.advance(299, &mut due);
+        assert_eq!(due, vec!["b"]);
+        due.clear();
+        w.advance(999, &mut due);
+        assert!(due.is_empty());
+        w.advance(1_100, &mut due);
+        assert_eq!(due, vec!["a"]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn deadlines_past_the_horizon_are_reparked() {
+        let mut w = Wheel::new(10, 8, 0); // horizon 80 ms
+        w.schedule(1_000, 1u32);
+        let mut due = Vec::new();
+        for t in (0..1_000).step_by(10) {
+            w.advance(t, &mut due);
+            assert!(due.is_empty(), "fired early at {t}");
+        }
+        w.advance(1_010, &mut due);
+        assert_eq!(due, vec![1]);
+    }
+
+    #[test]
+    fn a_long_gap_still_fires_everything_due() {
+        let mut w = Wheel::new(10, 8, 0);
+        for i in 0..100u64 {
+            w.schedule(i * 7, i);
+        }
+        w.schedule(100_000, 999);
+        let mut due = Vec::new();
+        w.advance(50_000, &mut due);
+        assert_eq!(due.len(), 100);
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn past_deadlines_fire_on_next_advance() {
+        let mut w = Wheel::new(100, 16, 1_000);
+        w.schedule(5, 'x');
+        let mut due = Vec::new();
+        w.advance(1_100, &mut due);
+        assert_eq!(due, vec!['x']);
+    }
+}

@@ -1,0 +1,1 @@
+//! Muster storage: the WAL and snapshot crate. The format and code land with the durability issue.

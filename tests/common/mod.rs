@@ -1,0 +1,165 @@
+//! Test harness: starts the real `muster` binary on loopback with an ephemeral port and a
+//! temporary data dir, and talks to it over real sockets.
+//!
+//! Every wait here is bounded: a server that does not print its listening line within
+//! `START_TIMEOUT` fails the test instead of hanging it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to print `muster listening on ADDR`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Socket timeout for every request the harness makes.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `muster` process, killed on drop.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `muster --listen 127.0.0.1:0 --data-dir <tmp>` plus `extra` arguments.
+    pub fn start(extra: &[&str]) -> Server {
+        let data_dir = tempfile::tempdir().expect("create temp data dir");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn muster binary");
+        let stdout = child.stdout.take().expect("child stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut sent = false;
+            while let Some(Ok(line)) = lines.next() {
+                if !sent {
+                    if let Some(rest) = line.strip_prefix("muster listening on ") {
+                        let _ = tx.send(rest.trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(a) => a.parse().expect("listening address parses"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("muster did not report its listening address within {START_TIMEOUT:?}");
+            }
+        };
+        Server { addr, child, data_dir }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends one HTTP/1.1 request (Connection: close) and returns (status, body).
+    pub fn request(&self, method: &str, path_and_query: &str, body: &str) -> (u16, String) {
+        self.request_with(method, path_and_query, &[], body)
+    }
+
+    /// Like [`Server::request`] with extra headers.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        let mut raw = format!("{method} {path_and_query} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        for (k, v) in headers {
+            raw.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            raw.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        }
+        raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        let (status, body) = self.raw(raw.as_bytes());
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Writes `bytes` on a fresh connection and reads the whole reply until the server closes.
+    /// Returns (status, body); status 0 means the server closed without a status line.
+    pub fn raw(&self, bytes: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).expect("connect to muster");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        parse_response(&out)
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
+        }
+        for _ in 0..200 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Splits a raw HTTP/1.1 response into (status, body), de-chunking if needed.
+pub fn parse_response(out: &[u8]) -> (u16, Vec<u8>) {
+    let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return (0, out.to_vec());
+    };
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut body = out[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    (status, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..100_000 {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 || b.len() < eol + 2 + n {
+            break;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[(eol + 2 + n + 2).min(b.len())..];
+    }
+    out
+}
