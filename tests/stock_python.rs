@@ -1,0 +1,145 @@
+//! The stock Nacos Python client (nacos-sdk-python, pinned below) against a real `muster`.
+//!
+//! Runs `tests/clients/python_client.py --server 127.0.0.1:PORT` with the interpreter named by
+//! `$MUSTER_TEST_PYTHON` (`.ci/run` sets it to a venv with the pinned package). Without that
+//! variable it tries `/work/venv/bin/python`, then `python3`. A missing `nacos` module is a
+//! failure, never a skip: the point of the test is that a real third-party client works.
+
+mod common;
+
+use common::Server;
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PINNED: &str = "0.1.17";
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/clients/python_client.py"
+);
+/// The script bounds itself (every wait, plus a 100 s watchdog); this is the outer bound.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn python() -> String {
+    if let Ok(p) = std::env::var("MUSTER_TEST_PYTHON") {
+        if !p.trim().is_empty() {
+            return p;
+        }
+    }
+    if Path::new("/work/venv/bin/python").exists() {
+        return "/work/venv/bin/python".to_string();
+    }
+    "python3".to_string()
+}
+
+fn install_hint() -> String {
+    format!(
+        "run `.ci/run` (it creates a venv with the pinned client and exports MUSTER_TEST_PYTHON), or \
+         `pip install nacos-sdk-python=={PINNED}` into an interpreter and point MUSTER_TEST_PYTHON at it"
+    )
+}
+
+/// A command with loopback-safe, quiet Python settings: no proxy may capture 127.0.0.1 traffic.
+fn py_command(python: &str, cwd: &Path) -> Command {
+    let mut cmd = Command::new(python);
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env("PYTHONUNBUFFERED", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(cwd)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to completion or kills it after `timeout`. Returns (exit code, stdout, stderr, timed out).
+fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<i32>, String, String, bool) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}. {}", install_hint()));
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    });
+    let start = Instant::now();
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for python") {
+            break Some(st);
+        }
+        if start.elapsed() >= timeout {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out_t.join().unwrap_or_default();
+    let stderr = err_t.join().unwrap_or_default();
+    (status.and_then(|s| s.code()), stdout, stderr, timed_out)
+}
+
+#[test]
+fn stock_python_client() {
+    let python = python();
+    let work = tempfile::tempdir().expect("temp dir for the python client");
+
+    // The client must be installed, at the pinned version: otherwise fail loudly.
+    let mut probe = py_command(&python, work.path());
+    probe.args(["-c", "import nacos.client; print(nacos.client.VERSION)"]);
+    let (code, out, err, _) = run_bounded(probe, Duration::from_secs(30));
+    assert!(
+        code == Some(0),
+        "python module `nacos` is not importable with {python:?} (exit {code:?}): {}\n{}\n{}",
+        install_hint(),
+        out.trim(),
+        err.trim()
+    );
+    assert_eq!(
+        out.trim(),
+        PINNED,
+        "{python:?} has nacos-sdk-python {}, the test needs {PINNED}: {}",
+        out.trim(),
+        install_hint()
+    );
+
+    let server = Server::start(&["--shards", "2"]);
+    let addr = server.addr.to_string();
+    let mut cmd = py_command(&python, work.path());
+    cmd.arg(SCRIPT).arg("--server").arg(&addr);
+    let (code, out, err, timed_out) = run_bounded(cmd, SCRIPT_TIMEOUT);
+    println!("--- python_client.py stdout ---\n{out}--- python_client.py stderr ---\n{err}");
+    assert!(
+        !timed_out,
+        "python_client.py --server {addr} was killed after {SCRIPT_TIMEOUT:?}\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        code == Some(0),
+        "python_client.py --server {addr} exited with {code:?} (1: a check failed, 3: client missing, 4: watchdog)\n\
+         stdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        out.contains(" passed, 0 failed"),
+        "python_client.py exited 0 without a clean summary\nstdout:\n{out}\nstderr:\n{err}"
+    );
+}
