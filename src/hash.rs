@@ -37,7 +37,10 @@ mod tests {
     fn hash_is_stable_across_versions() {
         // Golden values: changing them reshuffles every deployed cluster.
         assert_eq!(stable_hash("", ""), 0xaf63_bd4c_8601_b7df);
-        assert_eq!(stable_hash("public", "DEFAULT_GROUP@@orders"), stable_hash("public", "DEFAULT_GROUP@@orders"));
+        assert_eq!(
+            stable_hash("public", "DEFAULT_GROUP@@orders"),
+            stable_hash("public", "DEFAULT_GROUP@@orders")
+        );
         assert_ne!(stable_hash("public", "a"), stable_hash("publica", ""));
     }
 

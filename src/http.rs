@@ -92,7 +92,9 @@ pub async fn serve(
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let shard = svc_shard.clone();
         async move {
-            Ok::<Response<Full<Bytes>>, Infallible>(crate::api::handle(&shard, req, peer, local).await)
+            Ok::<Response<Full<Bytes>>, Infallible>(
+                crate::api::handle(&shard, req, peer, local).await,
+            )
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()

@@ -370,7 +370,10 @@ mod tests {
         assert_eq!(v["valid"], true);
         assert_eq!(v["healthy"], true);
         assert_eq!(v["marked"], false);
-        assert_eq!(v["instanceId"], "10.0.0.5#8080#DEFAULT#DEFAULT_GROUP@@orders");
+        assert_eq!(
+            v["instanceId"],
+            "10.0.0.5#8080#DEFAULT#DEFAULT_GROUP@@orders"
+        );
         assert_eq!(v["weight"], 1.0);
         assert_eq!(v["clusterName"], "DEFAULT");
         assert_eq!(v["serviceName"], "DEFAULT_GROUP@@orders");

@@ -189,16 +189,66 @@ impl Metrics {
         }
         type Getter = fn(&ShardMetrics) -> u64;
         let per_shard: [(&str, &str, &str, Getter); 10] = [
-            ("muster_services", "gauge", "Services owned by the shard.", |m| m.services.load(Relaxed)),
-            ("muster_instances_healthy", "gauge", "Healthy instances owned by the shard.", |m| m.healthy.load(Relaxed)),
-            ("muster_instances_unhealthy", "gauge", "Unhealthy instances owned by the shard.", |m| m.unhealthy.load(Relaxed)),
-            ("muster_instance_expirations_total", "counter", "Instances removed because their beats stopped.", |m| m.expired.load(Relaxed)),
-            ("muster_instance_beat_timeouts_total", "counter", "Instances marked unhealthy because a beat was missed.", |m| m.beat_timeouts.load(Relaxed)),
-            ("muster_empty_services_removed_total", "counter", "Services removed after staying empty.", |m| m.empty_removed.load(Relaxed)),
-            ("muster_cross_shard_queue_depth", "gauge", "Writes waiting in the shard's cross-shard inbox.", |m| m.inbox_depth.load(Relaxed)),
-            ("muster_cross_shard_sent_total", "counter", "Writes forwarded to the owning shard.", |m| m.cross_shard_sent.load(Relaxed)),
-            ("muster_connections_open", "gauge", "Open client connections.", |m| m.connections_open.load(Relaxed)),
-            ("muster_connections_rejected_total", "counter", "Connections closed at accept because of the connection cap.", |m| m.connections_rejected.load(Relaxed)),
+            (
+                "muster_services",
+                "gauge",
+                "Services owned by the shard.",
+                |m| m.services.load(Relaxed),
+            ),
+            (
+                "muster_instances_healthy",
+                "gauge",
+                "Healthy instances owned by the shard.",
+                |m| m.healthy.load(Relaxed),
+            ),
+            (
+                "muster_instances_unhealthy",
+                "gauge",
+                "Unhealthy instances owned by the shard.",
+                |m| m.unhealthy.load(Relaxed),
+            ),
+            (
+                "muster_instance_expirations_total",
+                "counter",
+                "Instances removed because their beats stopped.",
+                |m| m.expired.load(Relaxed),
+            ),
+            (
+                "muster_instance_beat_timeouts_total",
+                "counter",
+                "Instances marked unhealthy because a beat was missed.",
+                |m| m.beat_timeouts.load(Relaxed),
+            ),
+            (
+                "muster_empty_services_removed_total",
+                "counter",
+                "Services removed after staying empty.",
+                |m| m.empty_removed.load(Relaxed),
+            ),
+            (
+                "muster_cross_shard_queue_depth",
+                "gauge",
+                "Writes waiting in the shard's cross-shard inbox.",
+                |m| m.inbox_depth.load(Relaxed),
+            ),
+            (
+                "muster_cross_shard_sent_total",
+                "counter",
+                "Writes forwarded to the owning shard.",
+                |m| m.cross_shard_sent.load(Relaxed),
+            ),
+            (
+                "muster_connections_open",
+                "gauge",
+                "Open client connections.",
+                |m| m.connections_open.load(Relaxed),
+            ),
+            (
+                "muster_connections_rejected_total",
+                "counter",
+                "Connections closed at accept because of the connection cap.",
+                |m| m.connections_rejected.load(Relaxed),
+            ),
         ];
         for (name, kind, help, get) in per_shard {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -221,10 +271,16 @@ mod tests {
         m.shards[1].record(Endpoint::InstanceList, 200, 3_000_000);
         m.shards[1].record(Endpoint::InstanceRegister, 400, 10);
         let t = m.render();
-        assert!(t.contains("muster_http_requests_total{endpoint=\"instance_list\",status=\"200\"} 2"));
-        assert!(t.contains("muster_http_requests_total{endpoint=\"instance_register\",status=\"400\"} 1"));
+        assert!(
+            t.contains("muster_http_requests_total{endpoint=\"instance_list\",status=\"200\"} 2")
+        );
+        assert!(t.contains(
+            "muster_http_requests_total{endpoint=\"instance_register\",status=\"400\"} 1"
+        ));
         assert!(t.contains("muster_http_request_duration_seconds_bucket{endpoint=\"instance_list\",le=\"0.00025\"} 1"));
-        assert!(t.contains("muster_http_request_duration_seconds_count{endpoint=\"instance_list\"} 2"));
+        assert!(
+            t.contains("muster_http_request_duration_seconds_count{endpoint=\"instance_list\"} 2")
+        );
         assert!(t.contains("muster_services{shard=\"1\"} 0"));
     }
 }

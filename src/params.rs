@@ -248,13 +248,22 @@ mod tests {
     #[test]
     fn rejects_nul_and_bad_utf8() {
         assert_eq!(Params::parse(Some(b"a=%00"), None).unwrap_err().status, 400);
-        assert_eq!(Params::parse(Some(b"a=%ff%fe"), None).unwrap_err().status, 400);
-        assert_eq!(Params::parse(Some(b"a=\xff"), None).unwrap_err().status, 400);
+        assert_eq!(
+            Params::parse(Some(b"a=%ff%fe"), None).unwrap_err().status,
+            400
+        );
+        assert_eq!(
+            Params::parse(Some(b"a=\xff"), None).unwrap_err().status,
+            400
+        );
     }
 
     #[test]
     fn caps_the_number_of_pairs() {
         let q = "a=1&".repeat(MAX_PARAMS + 1);
-        assert_eq!(Params::parse(Some(q.as_bytes()), None).unwrap_err().status, 400);
+        assert_eq!(
+            Params::parse(Some(q.as_bytes()), None).unwrap_err().status,
+            400
+        );
     }
 }

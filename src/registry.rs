@@ -372,18 +372,13 @@ impl Registry {
             next = slot.last_beat + t.delete_ms + 1;
             Self::touch(&mut self.revisions, &mut self.dirty, &service, svc);
         } else if slot.inst.healthy || !expire {
-            next = (slot.last_beat + t.timeout_ms + 1).max(now + t.timeout_ms.max(1) * u64::from(!slot.inst.healthy));
+            next = (slot.last_beat + t.timeout_ms + 1)
+                .max(now + t.timeout_ms.max(1) * u64::from(!slot.inst.healthy));
         } else {
             next = slot.last_beat + t.delete_ms + 1;
         }
-        self.wheel.schedule(
-            next,
-            Lease::Instance {
-                service,
-                key,
-                gen,
-            },
-        );
+        self.wheel
+            .schedule(next, Lease::Instance { service, key, gen });
     }
 
     fn check_empty(&mut self, service: ServiceKey, now: u64) {
@@ -525,11 +520,7 @@ impl Registry {
                     }
                 }
                 Some(spec) => {
-                    let interval = self
-                        .life
-                        .timing
-                        .with_overrides(&spec.metadata)
-                        .interval_ms;
+                    let interval = self.life.timing.with_overrides(&spec.metadata).interval_ms;
                     let explicit = spec
                         .metadata
                         .contains_key(crate::instance::HEART_BEAT_INTERVAL);
@@ -646,15 +637,13 @@ fn service_entry<'a>(
     services: &'a mut HashMap<ServiceKey, ServiceState>,
     key: &ServiceKey,
 ) -> &'a mut ServiceState {
-    services
-        .entry_ref(key)
-        .or_insert_with(|| ServiceState {
-            meta: Arc::new(ServiceMeta::default()),
-            instances: BTreeMap::new(),
-            revision: 0,
-            counted: (0, 0),
-            empty_since: None,
-        })
+    services.entry_ref(key).or_insert_with(|| ServiceState {
+        meta: Arc::new(ServiceMeta::default()),
+        instances: BTreeMap::new(),
+        revision: 0,
+        counted: (0, 0),
+        empty_since: None,
+    })
 }
 
 fn apply_settings(meta: &mut ServiceMeta, s: ServiceSettings) {
@@ -687,4 +676,370 @@ fn interval_of(inst: &Instance, default: u64) -> u64 {
 fn smallest_unused_id<'a>(ids: impl Iterator<Item = &'a str>) -> String {
     let used: std::collections::HashSet<u64> = ids.filter_map(|s| s.parse().ok()).collect();
     (0..).find(|n| !used.contains(n)).unwrap_or(0).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::view::ListQuery;
+
+    fn spec(ip: &str, port: u16) -> InstanceSpec {
+        InstanceSpec {
+            ip: ip.into(),
+            port,
+            cluster: "DEFAULT".into(),
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            ephemeral: true,
+            metadata: Metadata::new(),
+            app: "DEFAULT".into(),
+        }
+    }
+
+    struct Fixture {
+        clock: ManualClock,
+        view: Arc<ReadView>,
+        reg: Registry,
+        key: ServiceKey,
+    }
+
+    impl Fixture {
+        fn new(life: Lifecycle) -> Self {
+            let clock = ManualClock::new(1_000);
+            let view = Arc::new(ReadView::default());
+            let reg = Registry::new(life, view.clone(), clock.now_ms());
+            Fixture {
+                clock,
+                view,
+                reg,
+                key: ServiceKey::new("public", "DEFAULT_GROUP@@orders"),
+            }
+        }
+
+        fn apply(&mut self, cmd: Command) -> ApiResult<Reply> {
+            let now = self.clock.now_ms();
+            let r = self.reg.apply(&self.key, cmd, now);
+            self.reg.flush(now);
+            r
+        }
+
+        /// Moves time forward in 100 ms steps, ticking like a shard does.
+        fn run_for(&mut self, ms: u64) {
+            for _ in 0..ms / 100 {
+                self.clock.advance(100);
+                let now = self.clock.now_ms();
+                self.reg.tick(now);
+                self.reg.flush(now);
+            }
+        }
+
+        fn health(&self) -> Option<bool> {
+            let v = self.view.get(self.key.as_ref())?;
+            v.instances.first().map(|i| i.healthy)
+        }
+    }
+
+    #[test]
+    fn register_publishes_with_increasing_revisions() {
+        let mut f = Fixture::new(Lifecycle::default());
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
+        f.apply(Command::Register(spec("10.0.0.2", 80))).unwrap();
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert!(v.revision > r1);
+        assert_eq!(v.instances.len(), 2);
+        assert_eq!(f.reg.stats().healthy, 2);
+        assert_eq!(f.reg.stats().services, 1);
+    }
+
+    #[test]
+    fn missed_beats_turn_unhealthy_at_15s_and_remove_at_30s() {
+        let mut f = Fixture::new(Lifecycle::default());
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        f.run_for(14_900);
+        assert_eq!(f.health(), Some(true));
+        f.run_for(400);
+        assert_eq!(f.health(), Some(false), "unhealthy just after 15 s");
+        assert_eq!(f.reg.stats().beat_timeouts, 1);
+        // A beat brings it back and restarts the lease.
+        let r = f
+            .apply(Command::Beat {
+                ip: "10.0.0.1".into(),
+                port: 80,
+                cluster: "DEFAULT".into(),
+                register: None,
+            })
+            .unwrap();
+        assert_eq!(
+            r,
+            Reply::Beat {
+                code: BEAT_OK,
+                interval_ms: 5000
+            }
+        );
+        assert_eq!(f.health(), Some(true));
+        f.run_for(29_800);
+        assert_eq!(f.health(), Some(false));
+        f.run_for(500);
+        assert_eq!(f.health(), None, "removed just after 30 s");
+        assert_eq!(f.reg.stats().expired, 1);
+        assert_eq!(f.reg.stats().healthy + f.reg.stats().unhealthy, 0);
+    }
+
+    #[test]
+    fn preserved_metadata_overrides_timeouts_and_interval() {
+        let mut f = Fixture::new(Lifecycle::default());
+        let mut s = spec("10.0.0.1", 80);
+        s.metadata
+            .insert(crate::instance::HEART_BEAT_TIMEOUT.into(), "1000".into());
+        s.metadata
+            .insert(crate::instance::IP_DELETE_TIMEOUT.into(), "2000".into());
+        s.metadata
+            .insert(crate::instance::HEART_BEAT_INTERVAL.into(), "500".into());
+        f.apply(Command::Register(s)).unwrap();
+        let r = f
+            .apply(Command::Beat {
+                ip: "10.0.0.1".into(),
+                port: 80,
+                cluster: "DEFAULT".into(),
+                register: None,
+            })
+            .unwrap();
+        assert_eq!(
+            r,
+            Reply::Beat {
+                code: BEAT_OK,
+                interval_ms: 500
+            }
+        );
+        f.run_for(1_300);
+        assert_eq!(f.health(), Some(false));
+        f.run_for(1_000);
+        assert_eq!(f.health(), None);
+    }
+
+    #[test]
+    fn expire_off_keeps_unhealthy_instances() {
+        let life = Lifecycle {
+            expire: false,
+            ..Lifecycle::default()
+        };
+        let mut f = Fixture::new(life);
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        f.run_for(60_000);
+        assert_eq!(f.health(), Some(false));
+    }
+
+    #[test]
+    fn beats_for_unknown_instances() {
+        let mut f = Fixture::new(Lifecycle::default());
+        let unknown = Command::Beat {
+            ip: "10.0.0.9".into(),
+            port: 80,
+            cluster: "DEFAULT".into(),
+            register: None,
+        };
+        assert_eq!(
+            f.apply(unknown).unwrap(),
+            Reply::Beat {
+                code: BEAT_NOT_FOUND,
+                interval_ms: 5000
+            }
+        );
+        assert!(
+            f.view.get(f.key.as_ref()).is_none(),
+            "a 20404 beat changes nothing"
+        );
+        let with_json = Command::Beat {
+            ip: "10.0.0.9".into(),
+            port: 80,
+            cluster: "DEFAULT".into(),
+            register: Some(spec("10.0.0.9", 80)),
+        };
+        assert_eq!(
+            f.apply(with_json).unwrap(),
+            Reply::Beat {
+                code: BEAT_OK,
+                interval_ms: 5000
+            }
+        );
+        assert_eq!(f.view.get(f.key.as_ref()).unwrap().instances.len(), 1);
+    }
+
+    #[test]
+    fn strict_update_and_patch_errors_change_nothing() {
+        let mut f = Fixture::new(Lifecycle::default());
+        let e = f
+            .apply(Command::Update {
+                spec: spec("10.0.0.1", 80),
+                strict: true,
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.msg,
+            "service not found, namespace: public, service: DEFAULT_GROUP@@orders"
+        );
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        let rev = f.view.get(f.key.as_ref()).unwrap().revision;
+        let e = f
+            .apply(Command::Update {
+                spec: spec("10.0.0.2", 80),
+                strict: true,
+            })
+            .unwrap_err();
+        assert_eq!(
+            e.msg,
+            "instance not exist: 10.0.0.2:80:unknown:DEFAULT_1.0_true_false_DEFAULT"
+        );
+        let e = f
+            .apply(Command::Patch(Patch {
+                ip: "10.0.0.3".into(),
+                port: 80,
+                cluster: "DEFAULT".into(),
+                ..Patch::default()
+            }))
+            .unwrap_err();
+        assert_eq!((e.status, e.msg.as_str()), (400, "instance not found"));
+        assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, rev);
+        // A strict update of an existing instance keeps its health and id, changes weight.
+        let mut s = spec("10.0.0.1", 80);
+        s.weight = 3.0;
+        s.healthy = false;
+        f.apply(Command::Update {
+            spec: s,
+            strict: true,
+        })
+        .unwrap();
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(v.instances[0].weight, 3.0);
+        assert!(v.instances[0].healthy);
+    }
+
+    #[test]
+    fn service_lifecycle_errors() {
+        let mut f = Fixture::new(Lifecycle::default());
+        let settings = ServiceSettings {
+            protect_threshold: 0.5,
+            metadata: Metadata::new(),
+            selector: serde_json::json!({"type": "none"}),
+        };
+        assert_eq!(
+            f.apply(Command::UpdateService(settings.clone()))
+                .unwrap_err()
+                .msg,
+            "service DEFAULT_GROUP@@orders not found!"
+        );
+        f.apply(Command::CreateService(settings.clone())).unwrap();
+        let e = f.apply(Command::CreateService(settings)).unwrap_err();
+        assert_eq!(
+            (e.status, e.msg.as_str()),
+            (
+                400,
+                "specified service already exists, serviceName : DEFAULT_GROUP@@orders"
+            )
+        );
+        assert_eq!(
+            f.view.get(f.key.as_ref()).unwrap().meta.protect_threshold,
+            0.5
+        );
+        f.apply(Command::DeleteService).unwrap();
+        assert!(f.view.get(f.key.as_ref()).is_none());
+        let e = f.apply(Command::DeleteService).unwrap_err();
+        assert_eq!(
+            e.msg,
+            "specified service not exist, serviceName : DEFAULT_GROUP@@orders"
+        );
+    }
+
+    #[test]
+    fn empty_services_are_removed_after_their_ttl() {
+        let life = Lifecycle {
+            empty_service_ms: 5_000,
+            ..Lifecycle::default()
+        };
+        let mut f = Fixture::new(life);
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        f.apply(Command::Deregister {
+            ip: "10.0.0.1".into(),
+            port: 80,
+            cluster: "DEFAULT".into(),
+            ephemeral: true,
+        })
+        .unwrap();
+        f.run_for(4_800);
+        assert!(f.view.get(f.key.as_ref()).is_some());
+        f.run_for(400);
+        assert!(f.view.get(f.key.as_ref()).is_none());
+        assert_eq!(f.reg.stats().empty_services_removed, 1);
+    }
+
+    #[test]
+    fn protect_threshold_serves_everyone_as_healthy() {
+        let mut f = Fixture::new(Lifecycle::default());
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        f.run_for(15_500);
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        let q = ListQuery {
+            clusters_raw: "",
+            clusters: vec![],
+            healthy_only: true,
+            grouped: false,
+            cache_millis: 3000,
+            env: "",
+            is_check: false,
+            now_wall_ms: 1,
+        };
+        let body: Vec<u8> = v.render_list(&q).unwrap().concat();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json["hosts"][0]["healthy"], true,
+            "0/1 healthy <= 0.0 threshold"
+        );
+    }
+
+    #[test]
+    fn snowflake_ids_fill_the_smallest_gap() {
+        let mut f = Fixture::new(Lifecycle::default());
+        for i in 1..=3 {
+            let mut s = spec(&format!("10.0.0.{i}"), 80);
+            s.metadata.insert(
+                crate::instance::INSTANCE_ID_GENERATOR.into(),
+                "snowflake".into(),
+            );
+            f.apply(Command::Register(s)).unwrap();
+        }
+        let ids: Vec<String> = f
+            .view
+            .get(f.key.as_ref())
+            .unwrap()
+            .instances
+            .iter()
+            .map(|i| i.instance_id.to_string())
+            .collect();
+        assert_eq!(ids, vec!["0", "1", "2"]);
+    }
+
+    #[test]
+    fn batch_metadata_reports_datum_keys() {
+        let mut f = Fixture::new(Lifecycle::default());
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        let mut md = Metadata::new();
+        md.insert("zone".into(), "a".into());
+        let r = f
+            .apply(Command::BatchMetadata {
+                targets: None,
+                ephemeral: true,
+                metadata: md,
+                delete: false,
+            })
+            .unwrap();
+        assert_eq!(
+            r,
+            Reply::Updated(vec!["10.0.0.1:80:unknown:DEFAULT:ephemeral".into()])
+        );
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(v.instances[0].metadata["zone"], "a");
+    }
 }

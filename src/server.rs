@@ -79,12 +79,8 @@ fn allowed_cpus() -> Vec<usize> {
 /// Runs the server until SIGTERM or SIGINT. Returns an error if startup fails.
 pub fn run(config: Config) -> Result<(), String> {
     raise_memlock();
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        format!(
-            "cannot create data dir {}: {e}",
-            config.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
     let (reservation, listen) = reserve(config.listen)?;
     let n = config.shards;
     let mut inboxes = Vec::with_capacity(n);
@@ -148,7 +144,10 @@ pub fn run(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "shutting down: no new connections, finishing in-flight requests");
+        tracing::info!(
+            signal = sig,
+            "shutting down: no new connections, finishing in-flight requests"
+        );
     }
     shared.ready.store(false, Ordering::SeqCst);
     drop(shutdown_tx);
@@ -219,8 +218,12 @@ async fn run_shard(
         }
         m.connections_open.fetch_add(1, Ordering::Relaxed);
         open.set(open.get() + 1);
-        let (shard2, open2, shutdown2, shared2) =
-            (shard.clone(), open.clone(), shutdown.clone(), shared.clone());
+        let (shard2, open2, shutdown2, shared2) = (
+            shard.clone(),
+            open.clone(),
+            shutdown.clone(),
+            shared.clone(),
+        );
         glommio::spawn_local(async move {
             crate::http::serve(shard2.clone(), stream, shutdown2).await;
             open2.set(open2.get() - 1);

@@ -196,7 +196,11 @@ pub fn check_namespace(ns: &str) -> ApiResult<()> {
     if ns.len() > MAX_NAMESPACE_LEN {
         return Err(too_long("namespaceId/tenant", MAX_NAMESPACE_LEN));
     }
-    if ns.is_empty() || !ns.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if ns.is_empty()
+        || !ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(illegal_chars("namespaceId/tenant"));
     }
     Ok(())
@@ -222,7 +226,9 @@ pub fn check_instance_params(grouped: &str, cluster: &str) -> ApiResult<()> {
     }
     if name.starts_with('@')
         || name.contains(GROUP_SEP)
-        || name.chars().any(|c| c.is_whitespace() || c.is_control() || is_cjk(c))
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_cjk(c))
     {
         return Err(illegal_chars("serviceName"));
     }

@@ -64,11 +64,7 @@ pub struct Shard {
 impl Shard {
     /// A shard with an empty registry.
     pub fn new(id: usize, shared: Arc<Shared>, clock: SystemClock) -> Shard {
-        let registry = Registry::new(
-            shared.config.lifecycle,
-            shared.view.clone(),
-            clock.now_ms(),
-        );
+        let registry = Registry::new(shared.config.lifecycle, shared.view.clone(), clock.now_ms());
         Shard {
             id,
             shared,

@@ -88,7 +88,11 @@ impl ServiceView {
             let mut h = Md5::new();
             for i in &self.instances {
                 h.update(i.describe().as_bytes());
-                h.update(if i.enabled { &b"_true_"[..] } else { &b"_false_"[..] });
+                h.update(if i.enabled {
+                    &b"_true_"[..]
+                } else {
+                    &b"_false_"[..]
+                });
                 for (k, v) in &i.metadata {
                     h.update(k.as_bytes());
                     h.update(b":");

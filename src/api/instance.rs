@@ -151,7 +151,10 @@ pub fn detail(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let ip = p.required("ip")?;
     let port = parse_port(p.required("port")?)?;
     let Some(view) = ctx.shard.shared.view.get(key.as_ref()) else {
-        return Err(ApiError::server(format!("no service {} found!", key.grouped)));
+        return Err(ApiError::server(format!(
+            "no service {} found!",
+            key.grouped
+        )));
     };
     let in_cluster: Vec<_> = view
         .instances
@@ -315,7 +318,9 @@ pub async fn beat(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
         return Err(ApiError::server("beat produced an unexpected reply"));
     };
     let body = if code == BEAT_OK {
-        format!("{{\"clientBeatInterval\":{interval_ms},\"code\":{code},\"lightBeatEnabled\":true}}")
+        format!(
+            "{{\"clientBeatInterval\":{interval_ms},\"code\":{code},\"lightBeatEnabled\":true}}"
+        )
     } else {
         format!("{{\"clientBeatInterval\":{interval_ms},\"code\":{code}}}")
     };
@@ -366,7 +371,8 @@ fn parse_targets(raw: &str) -> ApiResult<Vec<Target>> {
             Some(serde_json::Value::Bool(b)) => Some(b.to_string()),
             _ => None,
         };
-        let ip = s("ip").ok_or_else(|| ApiError::bad_request("Param 'instances': an entry has no ip"))?;
+        let ip = s("ip")
+            .ok_or_else(|| ApiError::bad_request("Param 'instances': an entry has no ip"))?;
         let port = parse_port(&s("port").unwrap_or_default())?;
         out.push(Target {
             ip,

@@ -150,9 +150,7 @@ pub fn route(method: &Method, path: &str) -> Endpoint {
         (&Method::GET, "/health/server") => HealthServer,
         (&Method::GET, "/operator/metrics") | (&Method::GET, "/ops/metrics") => OperatorMetrics,
         (&Method::GET, "/operator/servers") | (&Method::GET, "/ops/servers") => OperatorServers,
-        (&Method::GET, "/operator/switches") | (&Method::GET, "/ops/switches") => {
-            OperatorSwitches
-        }
+        (&Method::GET, "/operator/switches") | (&Method::GET, "/ops/switches") => OperatorSwitches,
         (_, r) if r.starts_with("/raft/") => Raft,
         _ => NoSuchApi,
     }
@@ -266,7 +264,11 @@ pub fn client_is_java_1x(agent: &str) -> bool {
 }
 
 fn is_form(req: &Request<Incoming>) -> bool {
-    match req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    match req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         None => true,
         Some(ct) => {
             let ct = ct.trim_start().to_ascii_lowercase();
@@ -290,10 +292,14 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> ApiResult<Bytes> {
     match Limited::new(req.into_body(), limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 Err(ApiError::too_large(limit))
             } else {
-                Err(ApiError::bad_request(format!("cannot read request body: {e}")))
+                Err(ApiError::bad_request(format!(
+                    "cannot read request body: {e}"
+                )))
             }
         }
     }
@@ -315,7 +321,9 @@ pub async fn handle(
         .await
         .unwrap_or_else(|_| {
             tracing::error!(%method, %path, "handler panicked; answering 500");
-            Err(ApiError::server("internal error while handling the request"))
+            Err(ApiError::server(
+                "internal error while handling the request",
+            ))
         });
     let (status, ctype, body) = match result {
         Ok(a) => (a.status, a.content_type, a.body),
@@ -444,15 +452,39 @@ mod tests {
 
     #[test]
     fn routes_cover_the_instance_api_and_its_legacy_mirror() {
-        assert_eq!(route(&Method::POST, "/nacos/v1/ns/instance"), Endpoint::InstanceRegister);
-        assert_eq!(route(&Method::POST, "/nacos/v1/ns/instance/"), Endpoint::InstanceRegister);
-        assert_eq!(route(&Method::GET, "/nacos/v1/ns/instance/list"), Endpoint::InstanceList);
-        assert_eq!(route(&Method::PUT, "/nacos/v1/ns/api/beat"), Endpoint::InstanceBeat);
-        assert_eq!(route(&Method::GET, "/nacos/v1/ns/api/srvIPXT"), Endpoint::LegacyList);
-        assert_eq!(route(&Method::POST, "/nacos/v1/ns/instance/list"), Endpoint::NoSuchApi);
-        assert_eq!(route(&Method::GET, "/nacos/v1/ns/nope"), Endpoint::NoSuchApi);
+        assert_eq!(
+            route(&Method::POST, "/nacos/v1/ns/instance"),
+            Endpoint::InstanceRegister
+        );
+        assert_eq!(
+            route(&Method::POST, "/nacos/v1/ns/instance/"),
+            Endpoint::InstanceRegister
+        );
+        assert_eq!(
+            route(&Method::GET, "/nacos/v1/ns/instance/list"),
+            Endpoint::InstanceList
+        );
+        assert_eq!(
+            route(&Method::PUT, "/nacos/v1/ns/api/beat"),
+            Endpoint::InstanceBeat
+        );
+        assert_eq!(
+            route(&Method::GET, "/nacos/v1/ns/api/srvIPXT"),
+            Endpoint::LegacyList
+        );
+        assert_eq!(
+            route(&Method::POST, "/nacos/v1/ns/instance/list"),
+            Endpoint::NoSuchApi
+        );
+        assert_eq!(
+            route(&Method::GET, "/nacos/v1/ns/nope"),
+            Endpoint::NoSuchApi
+        );
         assert_eq!(route(&Method::GET, "/elsewhere"), Endpoint::NotFound);
-        assert_eq!(route(&Method::GET, "/nacos/v1/ns/ops/metrics"), Endpoint::OperatorMetrics);
+        assert_eq!(
+            route(&Method::GET, "/nacos/v1/ns/ops/metrics"),
+            Endpoint::OperatorMetrics
+        );
         for (i, e) in Endpoint::ALL.iter().enumerate() {
             assert_eq!(*e as usize, i);
         }

@@ -224,7 +224,9 @@ pub fn catalog_services(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         .view
         .in_namespace(ns)
         .into_iter()
-        .filter(|v| name_of(&v.key.grouped).contains(name_q) && group_of(&v.key.grouped).contains(group_q))
+        .filter(|v| {
+            name_of(&v.key.grouped).contains(name_q) && group_of(&v.key.grouped).contains(group_q)
+        })
         .filter(|v| with_instances || !has_ip_count || !v.instances.is_empty())
         .filter(|v| {
             with_instances
