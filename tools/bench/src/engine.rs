@@ -7,12 +7,11 @@
 //! * **Open loop** (`rate: Some(r)`): requests are *scheduled* at a fixed total
 //!   arrival rate of `r` requests/s, split evenly over the connections
 //!   (connection `i` of `n` sends at `start + i/r + k*n/r`). Latency is measured
-//!   from each request's **intended** send time whenever the connection was
-//!   still busy with an earlier request at that time, so queueing delay caused
-//!   by a slow server is counted (no coordinated omission). When the connection
-//!   was idle, the bench's own timer wake-up jitter (tokio timers have 1 ms
-//!   granularity) is not charged to the server and latency starts at the
-//!   actual send. Requests scheduled inside the measured window that are still
+//!   from each request's **intended** send time, so queueing delay caused by a
+//!   slow server is counted (no coordinated omission). The queueing is
+//!   computed in virtual time ([`VirtualClock`]) so that the bench's own
+//!   timer wake-up jitter (tokio timers have 1 ms granularity) is not charged
+//!   to the server. Requests scheduled inside the measured window that are still
 //!   unsent `timeout` after the window ends are counted as `backlog` errors.
 //!
 //! Only requests whose (intended) start falls inside the measured window
@@ -139,6 +138,39 @@ impl RunResult {
     }
 }
 
+/// Open-loop latency accounting in *virtual time*: the latency of a request
+/// is the time it would have taken had every send happened exactly when the
+/// schedule (or, if the connection was still busy, the completion of the
+/// previous request) allowed it:
+///
+/// `start = max(intended, free)`, `latency = (start - intended) + service`,
+/// `free = start + service`, with `service = done - sent`.
+///
+/// Queueing behind slow responses accumulates through `free` (so a stalled
+/// server is charged for every request scheduled during the stall: no
+/// coordinated omission), while the bench's own lateness in sending (timer
+/// granularity, scheduling) is not charged to the server.
+#[derive(Clone, Copy, Debug)]
+pub struct VirtualClock {
+    free: Instant,
+}
+
+impl VirtualClock {
+    /// A connection that is free from `start` on.
+    pub fn new(start: Instant) -> VirtualClock {
+        VirtualClock { free: start }
+    }
+
+    /// Latency of a request scheduled at `intended`, actually sent at `sent`
+    /// and completed (or failed) at `done`.
+    pub fn latency(&mut self, intended: Instant, sent: Instant, done: Instant) -> Duration {
+        let start = intended.max(self.free);
+        let service = done.saturating_duration_since(sent);
+        self.free = start + service;
+        (start - intended) + service
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Window {
     start: Instant,
@@ -249,7 +281,7 @@ async fn conn_task(
     let mut stats: Vec<OpStats> = vec![OpStats::default(); checks.len()];
     let mut conn: Option<Conn> = None;
     let mut next = w.start + offset;
-    let mut prev_done = w.start;
+    let mut vclock = VirtualClock::new(w.start);
     let mut i = 0usize;
     tokio::time::sleep_until(w.start.into()).await;
     loop {
@@ -286,19 +318,16 @@ async fn conn_task(
             i = 0;
         }
         let sent = Instant::now();
-        // Idle connection at the scheduled time: the only delay is our own timer.
-        let origin = if prev_done <= intended {
-            sent.max(intended)
-        } else {
-            intended
-        };
         let res = tokio::time::timeout(
             w.timeout,
             exchange(&mut conn, addr, w.timeout, &req.bytes, checks[req.op]),
         )
         .await;
         let done = Instant::now();
-        prev_done = done;
+        let latency = match w.interval {
+            Some(_) => vclock.latency(intended, sent, done),
+            None => done - sent,
+        };
         let outcome = match res {
             Ok(r) => r,
             Err(_) => {
@@ -310,7 +339,7 @@ async fn conn_task(
         match outcome {
             Ok(()) => {
                 if measured {
-                    stats[req.op].record_ok(done.duration_since(origin).as_nanos() as u64);
+                    stats[req.op].record_ok(latency.as_nanos() as u64);
                 }
                 if let Some(p) = &progress {
                     p.ok.fetch_add(1, Ordering::Relaxed);
@@ -441,6 +470,31 @@ pub fn fetch(addr: SocketAddr, req: &[u8], timeout: Duration) -> Result<(u16, Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn virtual_clock_counts_queueing_not_timer_slop() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Server takes 50 ms, schedule every 10 ms: queueing grows by 40 ms each.
+        let mut v = VirtualClock::new(t0);
+        let mut sent = t0;
+        for k in 0..5u32 {
+            let intended = t0 + ms(10) * k;
+            sent = sent.max(intended);
+            let done = sent + ms(50);
+            assert_eq!(v.latency(intended, sent, done), ms(40) * k + ms(50));
+            sent = done;
+        }
+        // Fast server (50 us), but every send is 1 ms late because of our timer:
+        // latency stays at the service time.
+        let mut v = VirtualClock::new(t0);
+        for k in 0..5u32 {
+            let intended = t0 + ms(1) * k;
+            let sent = intended + ms(1);
+            let done = sent + Duration::from_micros(50);
+            assert_eq!(v.latency(intended, sent, done), Duration::from_micros(50));
+        }
+    }
 
     #[test]
     fn checks() {

@@ -95,6 +95,7 @@ enum Scenario {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Run options")]
 struct Common {
     /// Server base URL (http only).
     #[arg(short, long, default_value = "http://127.0.0.1:8848")]
@@ -126,6 +127,7 @@ struct Common {
 }
 
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Load model")]
 struct Load {
     /// Keep-alive connections.
     #[arg(short, long, default_value_t = 32)]
@@ -146,10 +148,10 @@ struct PoolArgs {
     #[command(flatten)]
     load: Load,
     /// Number of services the instances are spread over.
-    #[arg(long, default_value_t = 100)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 100)]
     services: usize,
     /// Number of distinct instances (the pool).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 10_000)]
     instances: usize,
 }
 
@@ -170,13 +172,13 @@ struct BeatArgs {
     #[command(flatten)]
     load: Load,
     /// Number of services the instances are spread over.
-    #[arg(long, default_value_t = 10)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 10)]
     services: usize,
     /// Registered instances that receive beats.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 1000)]
     instances: usize,
     /// Which beats to send.
-    #[arg(long, value_enum, default_value_t = BeatFlavor::Mixed)]
+    #[arg(help_heading = "Scenario", long, value_enum, default_value_t = BeatFlavor::Mixed)]
     kind: BeatFlavor,
 }
 
@@ -187,10 +189,10 @@ struct ListArgs {
     #[command(flatten)]
     load: Load,
     /// Instances per service (try 1, 10, 100, 1000).
-    #[arg(long, default_value_t = 10)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 10)]
     instances: usize,
     /// Services listed round-robin.
-    #[arg(long, default_value_t = 1)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 1)]
     services: usize,
 }
 
@@ -201,13 +203,17 @@ struct MixedArgs {
     #[command(flatten)]
     load: Load,
     /// Operation weights, `kind=weight` for list, beat, register, deregister.
-    #[arg(long, default_value = "list=90,beat=8,register=1,deregister=1")]
+    #[arg(
+        help_heading = "Scenario",
+        long,
+        default_value = "list=90,beat=8,register=1,deregister=1"
+    )]
     mix: Mix,
     /// Instances per listed/beaten service.
-    #[arg(long, default_value_t = 10)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 10)]
     instances: usize,
     /// Services with --instances instances each.
-    #[arg(long, default_value_t = 10)]
+    #[arg(help_heading = "Scenario", long, default_value_t = 10)]
     services: usize,
 }
 
@@ -216,16 +222,16 @@ struct SubscribeArgs {
     #[command(flatten)]
     common: Common,
     /// UDP subscribers (each a socket on 127.0.0.1).
-    #[arg(short = 'm', long, default_value_t = 10)]
+    #[arg(help_heading = "Scenario", short = 'm', long, default_value_t = 10)]
     subscribers: usize,
     /// Writes (marker registrations) per second.
-    #[arg(short, long, default_value_t = 2.0)]
+    #[arg(help_heading = "Scenario", short, long, default_value_t = 2.0)]
     rate: f64,
     /// How long subscribers keep listening after the last write.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    #[arg(help_heading = "Scenario", long, default_value = "3s", value_parser = parse_duration)]
     grace: Duration,
     /// Subscription refresh interval (Nacos drops clients idle for 10 s).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = "Scenario", long, default_value = "5s", value_parser = parse_duration)]
     resubscribe: Duration,
 }
 
@@ -236,7 +242,7 @@ struct GetArgs {
     #[command(flatten)]
     load: Load,
     /// Path (and query) to GET.
-    #[arg(long, default_value = "/")]
+    #[arg(help_heading = "Scenario", long, default_value = "/")]
     path: String,
 }
 

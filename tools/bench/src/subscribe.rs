@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use crate::engine::{check_response, Check, Progress};
+use crate::engine::{check_response, Check, Progress, VirtualClock};
 use crate::http::Conn;
 use crate::scenario::Naming;
 use crate::stats::{ErrorKind, OpStats};
@@ -231,33 +231,28 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
         tokio::spawn(async move {
             let mut st = OpStats::default();
             let mut conn: Option<Conn> = None;
-            let mut prev_done = t0;
+            let mut vclock = VirtualClock::new(t0);
             for seq in 1..=writes_planned {
                 let intended = write_start + interval * (seq - 1) as u32;
                 if intended >= write_end {
                     break;
                 }
-                tokio::time::sleep_until(intended.into()).await;
-                // As in the engine: intended time unless the writer was idle then.
-                let sent = Instant::now();
-                let origin = if prev_done <= intended {
-                    sent.max(intended)
-                } else {
-                    intended
-                };
                 let req = n.register(&svc, MARKER_IP, (MARKER_BASE_PORT + seq) as u16);
+                tokio::time::sleep_until(intended.into()).await;
+                let sent = Instant::now();
                 let r = tokio::time::timeout(
                     timeout,
                     query_check(&mut conn, addr, timeout, &req, Check::Ok),
                 )
                 .await;
                 let done = Instant::now();
-                prev_done = done;
+                // As in the engine's open loop: from the intended time, in virtual time.
+                let latency = vclock.latency(intended, sent, done);
                 match r {
                     Ok(Ok(())) => {
                         shared.ok_ns[seq as usize]
                             .store((done - shared.t0).as_nanos() as u64, Ordering::Release);
-                        st.record_ok((done - origin).as_nanos() as u64);
+                        st.record_ok(latency.as_nanos() as u64);
                         if let Some(p) = &progress {
                             p.ok.fetch_add(1, Ordering::Relaxed);
                         }
