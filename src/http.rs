@@ -99,6 +99,9 @@ pub async fn serve(
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
+        // A client may shut its write side after sending a request and still wait for the
+        // answer; without this hyper drops the request when it sees the EOF.
+        .half_close(true)
         .max_buf_size(cfg.max_header_bytes)
         .serve_connection(Io(stream), service);
     let mut conn = pin!(conn);
