@@ -78,6 +78,12 @@ fn allowed_cpus() -> Vec<usize> {
 
 /// Runs the server until SIGTERM or SIGINT. Returns an error if startup fails.
 pub fn run(config: Config) -> Result<(), String> {
+    // Installed first, so a signal that arrives during startup is not fatal.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     raise_memlock();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
@@ -138,11 +144,6 @@ pub fn run(config: Config) -> Result<(), String> {
     tracing::info!(%listen, shards = n, data_dir = %config.data_dir.display(), "muster is ready");
     println!("muster listening on {listen}");
 
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-    ])
-    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     if let Some(sig) = signals.forever().next() {
         tracing::info!(
             signal = sig,

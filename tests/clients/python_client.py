@@ -35,6 +35,11 @@ POLL_INTERVAL = 0.2
 # Expiry budget: per-instance timeouts are 1 s / 2 s; Nacos checks beats every 5 s.
 EXPIRY_TIMEOUT = 10.0
 WATCHDOG_SECONDS = 100.0
+# Period of the client's own HeartbeatTask (add_naming_instance(heartbeat_interval=...)), seconds.
+AUTO_BEAT_INTERVAL = 0.5
+# Where add_naming_instance(cluster_name=None), i.e. `clusterName=None` on the wire, lands.
+# Nacos 1.4.6: a cluster literally named "None"; Muster: DEFAULT (see step_cluster_none_quirk).
+NONE_CLUSTER_STORED_AS = "DEFAULT"
 
 
 class CheckFailed(Exception):
@@ -120,7 +125,8 @@ def check_host(h, inst, service, group, healthy=None, what="host"):
     eq(h.get("ephemeral"), True, what + " ephemeral")
     eq(h.get("metadata"), inst.metadata, what + " metadata")
     # The client's subscribe() keys its cache on hosts[].instanceId.
-    eq(h.get("instanceId"), "%s#%s#%s#%s@@%s" % (inst.ip, inst.port, inst.cluster, group, service), what + " instanceId")
+    eq(h.get("instanceId"), "%s#%s#%s#%s@@%s" % (inst.ip, inst.port, inst.cluster, group, service),
+       what + " instanceId")
     # Non-Java user agents get the group stripped from hosts[].serviceName (spec §3.2).
     eq(h.get("serviceName"), service, what + " serviceName")
 
@@ -158,6 +164,20 @@ class Suite(object):
         ok = client.remove_naming_instance(svc, inst.ip, inst.port, cluster_name=inst.cluster, ephemeral=True,
                                            group_name=group)
         eq(ok, True, "remove_naming_instance(%s, %r) returned (True means the body was exactly 'ok')" % (svc, inst))
+
+    def remove_auto_beating(self, svc, inst, group=GROUP, cluster_name=""):
+        """Deregisters an instance whose client-side beat task runs (add(..., heartbeat_interval)).
+
+        remove_naming_instance only flags the task to stop; a beat already in flight may land after
+        the delete and, carrying its beat JSON, re-register the instance. So: remove, outwait the
+        task's last beat, remove again.
+        """
+        cluster = inst.cluster if cluster_name == "" else cluster_name
+        for _ in range(2):
+            ok = self.c.remove_naming_instance(svc, inst.ip, inst.port, cluster_name=cluster, ephemeral=True,
+                                               group_name=group)
+            eq(ok, True, "remove_naming_instance(%s, %r) returned" % (svc, inst))
+            time.sleep(AUTO_BEAT_INTERVAL + 0.5)
 
     def list(self, svc=None, client=None, **kw):
         kw.setdefault("group_name", GROUP)
@@ -333,16 +353,29 @@ class Suite(object):
 
     # ---- independent steps ----------------------------------------------------------------
     def step_cluster_none_quirk(self):
-        # add_naming_instance(cluster_name=None) sends the literal `clusterName=None`; Nacos 1.4
-        # stores it as a cluster named "None". remove/modify/get without a cluster send none
-        # (=> DEFAULT), so the client must name "None" explicitly to remove it.
-        inst = Inst("10.1.0.6", 6060, "None", 1.0, {"k": "v"})
-        ok = self.c.add_naming_instance(self.none_svc, inst.ip, inst.port, metadata=inst.metadata, group_name=GROUP)
+        # add_naming_instance(cluster_name=None) sends the literal `clusterName=None`, while
+        # remove/get (cluster_name=None) and the client's own beat task send no cluster at all.
+        # Muster reads a literal `None` parameter as absent (src/params.rs), so all of them address
+        # the DEFAULT cluster. Nacos 1.4.6 would instead create a cluster named "None", and the
+        # auto-beat (no cluster => DEFAULT) would register a second copy of the instance there.
+        inst = Inst("10.1.0.6", 6060, NONE_CLUSTER_STORED_AS, 1.0, {"k": "v"})
+        grouped = "%s@@%s" % (GROUP, self.none_svc)
+        ok = self.c.add_naming_instance(self.none_svc, inst.ip, inst.port, metadata=inst.metadata,
+                                        group_name=GROUP, heartbeat_interval=AUTO_BEAT_INTERVAL)
         eq(ok, True, "add_naming_instance(cluster_name=None) returned")
-        _, hosts = self.wait_addrs([inst], svc=self.none_svc, desc="instance added with cluster_name=None listed")
-        check_host(hosts[0], inst, self.none_svc, GROUP, what="cluster_name=None instance")
-        self.remove(self.c, self.none_svc, inst)
-        self.wait_addrs([], svc=self.none_svc, desc="cluster 'None' instance removed")
+        try:
+            _, hosts = self.wait_addrs([inst], svc=self.none_svc, desc="instance added with cluster_name=None listed")
+            check_host(hosts[0], inst, self.none_svc, GROUP, what="cluster_name=None instance")
+            time.sleep(4 * AUTO_BEAT_INTERVAL)  # several auto-beats without a cluster
+            _, hosts = self.list(self.none_svc)
+            eq(addrs(hosts), ["%s:%s" % (inst.ip, inst.port)],
+               "hosts after auto-beats without a cluster (a beat must not create a second copy)")
+            check_host(hosts[0], inst, self.none_svc, GROUP, what="cluster_name=None instance after beats")
+            got = self.c.get_naming_instance(grouped, inst.ip, inst.port)
+            eq(got.get("clusterName"), NONE_CLUSTER_STORED_AS, "get_naming_instance(cluster_name=None) clusterName")
+        finally:
+            self.remove_auto_beating(self.none_svc, inst, cluster_name=None)
+        self.wait_addrs([], svc=self.none_svc, desc="cluster_name=None instance removed without naming a cluster")
 
     def step_subscribe(self):
         from nacos.listener import SubscribeListener
@@ -381,9 +414,9 @@ class Suite(object):
 
     def step_expiry(self):
         svc = self.exp_svc
-        # K beats every 0.5 s via the client's own HeartbeatTask (heartbeat_interval) and must survive
-        # its 3 s / 6 s timeouts; S stops beating and must turn unhealthy but stay (10 min delete);
-        # X never beats and must be deleted after 2 s.
+        # K beats every AUTO_BEAT_INTERVAL s via the client's own HeartbeatTask (heartbeat_interval)
+        # and must survive its 3 s / 6 s timeouts; S never beats and must turn unhealthy but stay
+        # (10 min delete timeout); X never beats and must be deleted after 2 s.
         K = Inst("10.2.0.1", 8080, "c1", 1.0,
                  {"preserved.heart.beat.timeout": "3000", "preserved.ip.delete.timeout": "6000"})
         S = Inst("10.2.0.2", 8080, "c1", 1.0,
@@ -391,7 +424,7 @@ class Suite(object):
         X = Inst("10.2.0.3", 8080, "c1", 1.0,
                  {"preserved.heart.beat.timeout": "1000", "preserved.ip.delete.timeout": "2000"})
         t0 = time.monotonic()
-        self.add(self.c, svc, K, heartbeat_interval=0.5)
+        self.add(self.c, svc, K, heartbeat_interval=AUTO_BEAT_INTERVAL)
         try:
             self.add(self.c, svc, S)
             self.add(self.c, svc, X)
@@ -431,8 +464,8 @@ class Suite(object):
 
             poll("S healthy again after a beat", healed, timeout=1.0, interval=0.05)
         finally:
-            self.remove(self.c, svc, K)  # also stops the client's beat task for K
             self.remove(self.c, svc, S)
+            self.remove_auto_beating(svc, K)
         self.wait_addrs([], svc=svc, desc="expiry service emptied")
 
 

@@ -26,6 +26,11 @@ pub struct Server {
 impl Server {
     /// Starts `muster --listen 127.0.0.1:0 --data-dir <tmp>` plus `extra` arguments.
     pub fn start(extra: &[&str]) -> Server {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables.
+    pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let data_dir = tempfile::tempdir().expect("create temp data dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
             .arg("--listen")
@@ -33,6 +38,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir.path())
             .args(extra)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -59,7 +65,11 @@ impl Server {
                 panic!("muster did not report its listening address within {START_TIMEOUT:?}");
             }
         };
-        Server { addr, child, data_dir }
+        Server {
+            addr,
+            child,
+            data_dir,
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -80,7 +90,10 @@ impl Server {
         headers: &[(&str, &str)],
         body: &str,
     ) -> (u16, String) {
-        let mut raw = format!("{method} {path_and_query} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        let mut raw = format!(
+            "{method} {path_and_query} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
         for (k, v) in headers {
             raw.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -107,8 +120,13 @@ impl Server {
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.signal(15)
+    }
+
+    /// Sends `sig` and waits (at most 10 s) for the exit status.
+    pub fn signal(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
         unsafe {
-            libc_kill(self.child.id() as i32, 15);
+            libc_kill(self.child.id() as i32, sig);
         }
         for _ in 0..200 {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -144,7 +162,10 @@ pub fn parse_response(out: &[u8]) -> (u16, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let mut body = out[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     (status, body)
@@ -153,7 +174,9 @@ pub fn parse_response(out: &[u8]) -> (u16, Vec<u8>) {
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..100_000 {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { break };
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            break;
+        };
         let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
         if n == 0 || b.len() < eol + 2 + n {
             break;
