@@ -107,6 +107,29 @@ fn sigterm_finishes_in_flight_work_and_exits_zero() {
 }
 
 #[test]
+fn sigterm_waits_for_a_request_still_arriving() {
+    use std::io::{Read, Write};
+    let mut s = Server::start(&["--shards", "2"]);
+    let body = "serviceName=late&ip=1.1.1.1&port=1";
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "POST /nacos/v1/ns/instance HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}", body.len(), &body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(s.child.id() as i32, 15) };
+    std::thread::sleep(Duration::from_millis(200));
+    c.write_all(body[10..].as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let (st, b) = common::parse_response(&out);
+    assert_eq!(
+        (st, String::from_utf8_lossy(&b).into_owned()),
+        (200, "ok".to_string())
+    );
+    let status = s.signal(15).expect("muster exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
 fn sigint_exits_zero() {
     let mut s = Server::start(&["--shards", "1"]);
     let status = s.signal(2).expect("muster exits after SIGINT");
