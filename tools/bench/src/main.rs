@@ -523,13 +523,15 @@ fn run_subscribe(a: SubscribeArgs) -> Result<ExitCode, String> {
     let c = a.common;
     let target = Target::parse(&c.url)?;
     let n = naming(&c, &target, false);
-    let st = engine::run_once(target.addr, subscribe::setup(&n), 1, c.timeout);
+    let marker_ip = subscribe::run_marker_ip();
+    let st = engine::run_once(target.addr, subscribe::setup(&n, &marker_ip), 1, c.timeout);
     if st.error_count() > 0 {
         return Err(format!("setup failed: {:?}", st.errors));
     }
     let progress = Arc::new(Progress::default());
     let cfg = SubscribeConfig {
         naming: n,
+        marker_ip,
         subscribers: a.subscribers,
         write_rate: a.rate,
         warmup: c.warmup,
@@ -544,9 +546,10 @@ fn run_subscribe(a: SubscribeArgs) -> Result<ExitCode, String> {
     printer.stop();
     let r = r?;
     let mut notes = vec![format!(
-        "{} subscribers on service {}; push latency is one sample per write per subscriber",
+        "{} subscribers on service {} (markers {}:10001..); push latency is one sample per write per subscriber",
         a.subscribers,
-        subscribe::service(&cfg.naming)
+        subscribe::service(&cfg.naming),
+        cfg.marker_ip
     )];
     if r.early > 0 {
         notes.push(format!(

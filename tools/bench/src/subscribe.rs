@@ -3,7 +3,7 @@
 //! Each subscriber binds a UDP socket on 127.0.0.1 and subscribes with
 //! `GET instance/list?udpPort=<port>&clientIP=127.0.0.1` (refreshed every
 //! `resubscribe`, since Nacos forgets clients idle for 10 s). The writer
-//! registers marker instances `MARKER_IP:<MARKER_BASE_PORT + seq>` at a fixed
+//! registers marker instances `<marker ip>:<MARKER_BASE_PORT + seq>` at a fixed
 //! rate; every datagram is acked with
 //! `{"type":"push-ack","lastRefTime":"<n>","data":""}` and its instance list
 //! is scanned for the highest marker `seq`. Push latency for write `seq` is
@@ -25,8 +25,21 @@ use crate::http::Conn;
 use crate::scenario::Naming;
 use crate::stats::{ErrorKind, OpStats};
 
-/// IP of the marker instances the writer registers.
+/// IP of the marker instances the writer registers unless configured
+/// otherwise (see [`run_marker_ip`]).
 pub const MARKER_IP: &str = "10.254.0.1";
+
+/// A marker IP unique to this run (`10.254.x.y`), so markers left in the
+/// server by an earlier run (ephemeral instances linger for ~30 s) are not
+/// mistaken for this run's writes.
+pub fn run_marker_ip() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64 ^ d.as_secs())
+        .unwrap_or(0);
+    let id = (nanos ^ std::process::id() as u64) % 65_000 + 1;
+    format!("10.254.{}.{}", id >> 8, id & 255)
+}
 /// Port of marker `seq` is `MARKER_BASE_PORT + seq` (seq starts at 1).
 pub const MARKER_BASE_PORT: u64 = 10000;
 /// Most writes one run performs (ports stay below 65536).
@@ -39,6 +52,8 @@ const NOT_OK: u64 = u64::MAX;
 pub struct SubscribeConfig {
     /// Request builder; `prefix` names the watched service `<prefix>-push`.
     pub naming: Naming,
+    /// IP of the marker instances (e.g. [`run_marker_ip`]).
+    pub marker_ip: String,
     /// Number of UDP subscribers.
     pub subscribers: usize,
     /// Writes per second.
@@ -126,12 +141,12 @@ pub fn ack(last_ref_time: &str) -> Vec<u8> {
 }
 
 /// Highest marker `seq` among the `hosts` of an instance-list JSON.
-pub fn max_marker_seq(data: &str) -> Option<u64> {
+pub fn max_marker_seq(data: &str, marker_ip: &str) -> Option<u64> {
     let v: serde_json::Value = serde_json::from_str(data).ok()?;
     v.get("hosts")?
         .as_array()?
         .iter()
-        .filter(|h| h.get("ip").and_then(|i| i.as_str()) == Some(MARKER_IP))
+        .filter(|h| h.get("ip").and_then(|i| i.as_str()) == Some(marker_ip))
         .filter_map(|h| h.get("port")?.as_u64())
         .filter(|&p| p > MARKER_BASE_PORT)
         .map(|p| p - MARKER_BASE_PORT)
@@ -155,8 +170,8 @@ pub fn run(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
 }
 
 /// Setup requests: one plain instance so the watched service exists.
-pub fn setup(n: &Naming) -> Vec<(Vec<u8>, Check)> {
-    vec![(n.register(&service(n), MARKER_IP, 9), Check::Ok)]
+pub fn setup(n: &Naming, marker_ip: &str) -> Vec<(Vec<u8>, Check)> {
+    vec![(n.register(&service(n), marker_ip, 9), Check::Ok)]
 }
 
 /// The watched service.
@@ -219,7 +234,14 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
 
     let subs: Vec<_> = sockets
         .into_iter()
-        .map(|s| tokio::spawn(subscriber(s, shared.clone(), listen_end)))
+        .map(|s| {
+            tokio::spawn(subscriber(
+                s,
+                shared.clone(),
+                cfg.marker_ip.clone(),
+                listen_end,
+            ))
+        })
         .collect();
 
     // Writer: open loop at write_rate, latency from intended send time.
@@ -227,6 +249,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
         let shared = shared.clone();
         let n = n.clone();
         let progress = cfg.progress.clone();
+        let marker = cfg.marker_ip.clone();
         let interval = Duration::from_secs_f64(1.0 / cfg.write_rate.max(1e-6));
         tokio::spawn(async move {
             let mut st = OpStats::default();
@@ -237,7 +260,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
                 if intended >= write_end {
                     break;
                 }
-                let req = n.register(&svc, MARKER_IP, (MARKER_BASE_PORT + seq) as u16);
+                let req = n.register(&svc, &marker, (MARKER_BASE_PORT + seq) as u16);
                 tokio::time::sleep_until(intended.into()).await;
                 let sent = Instant::now();
                 let r = tokio::time::timeout(
@@ -350,7 +373,12 @@ struct SubResult {
     last_seen: u64,
 }
 
-async fn subscriber(sock: UdpSocket, shared: Arc<Shared>, until: Instant) -> SubResult {
+async fn subscriber(
+    sock: UdpSocket,
+    shared: Arc<Shared>,
+    marker_ip: String,
+    until: Instant,
+) -> SubResult {
     let mut r = SubResult {
         stats: OpStats::default(),
         datagrams: 0,
@@ -378,7 +406,7 @@ async fn subscriber(sock: UdpSocket, shared: Arc<Shared>, until: Instant) -> Sub
         if push.kind != "dom" {
             continue;
         }
-        let Some(max) = max_marker_seq(&push.data) else {
+        let Some(max) = max_marker_seq(&push.data, &marker_ip) else {
             continue;
         };
         let max = max.min(shared.ok_ns.len() as u64 - 1);
@@ -418,14 +446,20 @@ mod tests {
         let p = decode_push(&plain).unwrap();
         assert_eq!(p.kind, "dom");
         assert_eq!(p.last_ref_time, "912345678901234567");
-        assert_eq!(max_marker_seq(&p.data), Some(7));
+        assert_eq!(max_marker_seq(&p.data, MARKER_IP), Some(7));
+        assert_eq!(max_marker_seq(&p.data, "10.254.9.9"), None);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(&plain).unwrap();
         let gz = gz.finish().unwrap();
         assert_eq!(&gz[..2], &[0x1f, 0x8b]);
         assert_eq!(decode_push(&gz).unwrap(), p);
         assert!(decode_push(b"\x1f\x8bgarbage").is_err());
-        assert_eq!(max_marker_seq(r#"{"hosts":[]}"#), None);
+        assert_eq!(max_marker_seq(r#"{"hosts":[]}"#, MARKER_IP), None);
+        let ip = run_marker_ip();
+        assert!(
+            ip.starts_with("10.254.") && ip.split('.').count() == 4,
+            "{ip}"
+        );
     }
 
     #[test]

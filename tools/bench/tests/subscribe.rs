@@ -157,6 +157,7 @@ fn subscribe_measures_push_latency_and_acks() {
     };
     let cfg = SubscribeConfig {
         naming,
+        marker_ip: MARKER_IP.into(),
         subscribers: 3,
         write_rate: 20.0,
         warmup: Duration::from_millis(300),
