@@ -635,3 +635,46 @@ impl ProgressPrinter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_scenarios() {
+        let cli = Cli::try_parse_from([
+            "muster-bench",
+            "list",
+            "--url",
+            "http://127.0.0.1:9",
+            "--instances",
+            "100",
+            "--rate",
+            "5000",
+            "-c",
+            "8",
+            "--json",
+        ])
+        .unwrap();
+        match cli.scenario {
+            Scenario::List(a) => {
+                assert_eq!(a.instances, 100);
+                assert_eq!(a.load.rate, Some(5000.0));
+                assert_eq!(a.load.connections, 8);
+                assert!(a.common.json);
+                assert_eq!(a.common.warmup, Duration::from_secs(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["muster-bench", "mixed", "--mix", "list=1,beat=1"]).unwrap();
+        assert!(matches!(cli.scenario, Scenario::Mixed(_)));
+        assert!(Cli::try_parse_from(["muster-bench", "mixed", "--mix", "bogus=1"]).is_err());
+        assert!(Cli::try_parse_from(["muster-bench", "register", "-d", "forever"]).is_err());
+    }
+}
