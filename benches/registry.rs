@@ -1,1 +1,114 @@
-fn main(){}
+//! Hot paths of the registry: applying a register, and rendering `instance/list`, for services
+//! of 1, 10, 100 and 1000 instances.
+//!
+//! Run: `cargo bench --bench registry`. Inputs are deterministic.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use muster::command::Command;
+use muster::instance::InstanceSpec;
+use muster::registry::{Lifecycle, Registry};
+use muster::service::{Metadata, ServiceKey};
+use muster::view::{ListQuery, ReadView};
+
+const SIZES: [usize; 4] = [1, 10, 100, 1000];
+
+fn spec(i: usize) -> InstanceSpec {
+    let mut metadata = Metadata::new();
+    metadata.insert("version".into(), "1.2.3".into());
+    metadata.insert("zone".into(), format!("z{}", i % 3));
+    InstanceSpec {
+        ip: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+        port: 8080,
+        cluster: "DEFAULT".into(),
+        weight: 1.0,
+        healthy: true,
+        enabled: true,
+        ephemeral: true,
+        metadata,
+        app: "DEFAULT".into(),
+    }
+}
+
+/// A registry whose service `orders` holds `n` instances.
+fn filled(n: usize) -> (Registry, Arc<ReadView>, ServiceKey) {
+    let view = Arc::new(ReadView::default());
+    let mut reg = Registry::new(Lifecycle::default(), view.clone(), 0);
+    let key = ServiceKey::new("public", "DEFAULT_GROUP@@orders");
+    for i in 0..n {
+        reg.apply(&key, Command::Register(spec(i)), 0).unwrap();
+    }
+    reg.flush(0);
+    (reg, view, key)
+}
+
+fn query(cache_hit: bool) -> ListQuery<'static> {
+    ListQuery {
+        clusters_raw: if cache_hit { "" } else { "DEFAULT" },
+        clusters: if cache_hit { vec![] } else { vec!["DEFAULT"] },
+        healthy_only: true,
+        grouped: true,
+        cache_millis: 3000,
+        env: "",
+        is_check: false,
+        now_wall_ms: 1_700_000_000_000,
+    }
+}
+
+/// Re-registering one instance of a service of `n` (update + publish), as a beat-less client
+/// refresh or a PUT does: the cost grows with the instances the view must list.
+fn bench_register(c: &mut Criterion) {
+    let mut g = c.benchmark_group("register_apply_publish");
+    for n in SIZES {
+        let (mut reg, _view, key) = filled(n);
+        let s = spec(n / 2);
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut t = 1;
+            b.iter(|| {
+                t += 1;
+                reg.apply(&key, Command::Register(s.clone()), t).unwrap();
+                reg.flush(t)
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Rendering a list: from the per-revision cache (all clusters) and uncached (a cluster filter).
+fn bench_list(c: &mut Criterion) {
+    for (name, cached) in [
+        ("list_render_cached", true),
+        ("list_render_filtered", false),
+    ] {
+        let mut g = c.benchmark_group(name);
+        for n in SIZES {
+            let (_reg, view, key) = filled(n);
+            let v = view.get(key.as_ref()).unwrap();
+            let q = query(cached);
+            let bytes: usize = v.render_list(&q).unwrap().iter().map(|b| b.len()).sum();
+            g.throughput(Throughput::Bytes(bytes as u64));
+            g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+                b.iter(|| {
+                    let chunks = view.get(key.as_ref()).unwrap().render_list(&q).unwrap();
+                    let mut out = Vec::with_capacity(bytes);
+                    for c in &chunks {
+                        out.extend_from_slice(c);
+                    }
+                    out
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = bench_register, bench_list
+}
+criterion_main!(benches);

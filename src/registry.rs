@@ -266,11 +266,13 @@ impl Registry {
                 }
                 let mut changed = false;
                 for (k, slot) in svc.instances.iter_mut() {
-                    if *k.ip == *ip && k.port == port && *k.cluster == *cluster {
-                        if slot.inst.healthy != healthy {
-                            slot.inst = Arc::new(slot.inst.with_health(healthy));
-                            changed = true;
-                        }
+                    if *k.ip == *ip
+                        && k.port == port
+                        && *k.cluster == *cluster
+                        && slot.inst.healthy != healthy
+                    {
+                        slot.inst = Arc::new(slot.inst.with_health(healthy));
+                        changed = true;
                     }
                 }
                 if changed {

@@ -230,10 +230,13 @@ fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
+/// One lock stripe of the read view.
+type Stripe = RwLock<HashMap<ServiceKey, Arc<ServiceView>>>;
+
 /// Every shard's published services, readable from any shard.
 #[derive(Debug)]
 pub struct ReadView {
-    stripes: Box<[RwLock<HashMap<ServiceKey, Arc<ServiceView>>>]>,
+    stripes: Box<[Stripe]>,
 }
 
 impl Default for ReadView {

@@ -17,18 +17,6 @@ fn hosts(s: &Server, svc: &str) -> Vec<serde_json::Value> {
     v["hosts"].as_array().cloned().unwrap_or_default()
 }
 
-/// Polls `f` every 50 ms until it holds or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
 #[test]
 fn instances_expire_when_beats_stop() {
     let s = Server::start(&[
@@ -117,7 +105,7 @@ fn sigterm_waits_for_a_request_still_arriving() {
     std::thread::sleep(Duration::from_millis(200));
     unsafe { libc::kill(s.child.id() as i32, 15) };
     std::thread::sleep(Duration::from_millis(200));
-    c.write_all(body[10..].as_bytes()).unwrap();
+    c.write_all(&body.as_bytes()[10..]).unwrap();
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
     let (st, b) = common::parse_response(&out);

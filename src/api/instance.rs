@@ -185,7 +185,7 @@ pub fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> 
     };
     let clusters_raw = p.optional_or("clusters", "");
     let udp_port = p.int_or("udpPort", 0)?;
-    if udp_port < 0 || udp_port > 65535 {
+    if !(0..=65535).contains(&udp_port) {
         return Err(ApiError::bad_request(format!(
             "Param 'udpPort' is illegal: {udp_port} is not in 0-65535"
         )));
