@@ -1,1 +1,8 @@
-//! Muster storage: the WAL and snapshot crate. The format and code land with the durability issue.
+//! Muster storage (placeholder root; see FORMAT.md).
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod format;
+pub mod record;
+
+pub use error::{Corruption, Error, Position, Result};
