@@ -5,6 +5,7 @@
 
 use crate::error::ApiResult;
 use crate::instance::InstanceSpec;
+use crate::push::Subscription;
 use crate::service::{ClusterMeta, Metadata, ServiceKey};
 
 /// A change to one service.
@@ -67,6 +68,11 @@ pub enum Command {
         /// New health.
         healthy: bool,
     },
+    /// An `instance/list` with `udpPort > 0`: register or refresh a push target. Sent without
+    /// waiting for an answer.
+    Subscribe(Subscription),
+    /// `GET /service/subscribers`: the live push targets.
+    Subscribers,
     /// `PUT|DELETE /instance/metadata/batch`.
     BatchMetadata {
         /// The instances to touch; `None` means all of the given kind.
@@ -135,8 +141,10 @@ pub enum Reply {
         /// Milliseconds until the next beat.
         interval_ms: u64,
     },
-    /// Instances a batch touched, as `ip:port:unknown:cluster`.
+    /// Instances a batch touched, as `ip:port:unknown:cluster:ephemeral|persist`.
     Updated(Vec<String>),
+    /// Live push targets of a service.
+    Subscribers(Vec<Subscription>),
 }
 
 /// A command in flight between shards.
@@ -146,6 +154,6 @@ pub struct Envelope {
     pub key: ServiceKey,
     /// The command.
     pub command: Command,
-    /// Where the owner sends the result.
-    pub reply: flume::Sender<ApiResult<Reply>>,
+    /// Where the owner sends the result; `None` for fire-and-forget commands.
+    pub reply: Option<flume::Sender<ApiResult<Reply>>>,
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::instance::Timing;
+use crate::push::PushConfig;
 use crate::registry::Lifecycle;
 
 /// Command-line interface of the `muster` server.
@@ -73,6 +74,21 @@ pub struct Cli {
     /// Pin each shard to a CPU. [default: true]
     #[arg(long, value_name = "BOOL")]
     pub pin: Option<bool>,
+    /// Push changes over UDP to subscribers that query with udpPort. [default: true]
+    #[arg(long, value_name = "BOOL")]
+    pub push_enabled: Option<bool>,
+    /// A push target expires this long after its last query, in ms. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub push_target_ttl_ms: Option<u64>,
+    /// Re-send an unacked push after this long, give up after twice this, in ms. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub push_ack_timeout_ms: Option<u64>,
+    /// Most push targets per shard. [default: 100000]
+    #[arg(long, value_name = "N")]
+    pub push_max_targets: Option<usize>,
+    /// Fault injection: drop this percentage of outgoing push datagrams (0-100). [default: 0]
+    #[arg(long, value_name = "PERCENT")]
+    pub push_drop_percent: Option<u8>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `muster=debug`. [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -97,6 +113,11 @@ struct FileConfig {
     inbox_capacity: Option<usize>,
     shutdown_grace_ms: Option<u64>,
     pin: Option<bool>,
+    push_enabled: Option<bool>,
+    push_target_ttl_ms: Option<u64>,
+    push_ack_timeout_ms: Option<u64>,
+    push_max_targets: Option<usize>,
+    push_drop_percent: Option<u8>,
     log: Option<String>,
 }
 
@@ -125,6 +146,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Pin shards to CPUs. Default true.
     pub pin: bool,
+    /// UDP push settings.
+    pub push: PushConfig,
     /// Log filter. Default `info`.
     pub log: String,
 }
@@ -145,6 +168,7 @@ impl Default for Config {
             inbox_capacity: 4096,
             shutdown_grace_ms: 10_000,
             pin: true,
+            push: PushConfig::default(),
             log: "info".into(),
         }
     }
@@ -217,6 +241,13 @@ impl Config {
             inbox_capacity: pick!(inbox_capacity).unwrap_or(d.inbox_capacity),
             shutdown_grace_ms: pick!(shutdown_grace_ms).unwrap_or(d.shutdown_grace_ms),
             pin: pick!(pin).unwrap_or(d.pin),
+            push: PushConfig {
+                enabled: pick!(push_enabled).unwrap_or(d.push.enabled),
+                target_ttl_ms: pick!(push_target_ttl_ms).unwrap_or(d.push.target_ttl_ms),
+                ack_timeout_ms: pick!(push_ack_timeout_ms).unwrap_or(d.push.ack_timeout_ms),
+                max_targets: pick!(push_max_targets).unwrap_or(d.push.max_targets),
+                drop_percent: pick!(push_drop_percent).unwrap_or(d.push.drop_percent),
+            },
             log: pick!(log).unwrap_or(d.log),
         };
         cfg.validate()?;
@@ -236,6 +267,12 @@ impl Config {
         }
         if self.max_connections == 0 || self.inbox_capacity == 0 {
             return Err("max_connections and inbox_capacity must be at least 1".into());
+        }
+        if self.push.drop_percent > 100 {
+            return Err(format!(
+                "push_drop_percent must be 0..=100, got {}",
+                self.push.drop_percent
+            ));
         }
         if self.max_header_bytes < 8192 {
             return Err(format!(

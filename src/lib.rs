@@ -7,6 +7,7 @@
 //! - [`api`]: the Nacos 1.x HTTP surface, one module per resource.
 //! - [`registry`]: a shard's services, instances and leases; [`wheel`] keeps lease deadlines.
 //! - [`view`]: immutable published services that every shard reads without a hop.
+//! - [`push`]: UDP push of changes to subscribers, with acks and one re-send.
 //! - [`service`], [`instance`], [`command`]: the data model and the writes.
 //! - [`params`], [`error`]: request decoding and Nacos-style errors.
 //! - [`config`], [`clock`], [`hash`], [`metrics`]: settings, time, ownership, observability.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod instance;
 pub mod metrics;
 pub mod params;
+pub mod push;
 pub mod registry;
 pub mod server;
 pub mod service;

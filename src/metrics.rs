@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::api::Endpoint;
+use crate::push::PushStats;
 use crate::registry::Stats;
 
 /// Status codes tracked individually; anything else counts as `other`.
@@ -48,6 +49,9 @@ pub struct ShardMetrics {
     empty_removed: AtomicU64,
     /// Current depth of this shard's inbox.
     pub inbox_depth: AtomicU64,
+    push: [AtomicU64; 7],
+    push_latency: Vec<AtomicU64>,
+    push_latency_sum_us: AtomicU64,
 }
 
 impl Default for ShardMetrics {
@@ -69,6 +73,9 @@ impl Default for ShardMetrics {
             beat_timeouts: AtomicU64::new(0),
             empty_removed: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
+            push: Default::default(),
+            push_latency: zeros(BUCKETS_US.len() + 1),
+            push_latency_sum_us: AtomicU64::new(0),
         }
     }
 }
@@ -94,6 +101,31 @@ impl ShardMetrics {
         self.expired.store(s.expired, Relaxed);
         self.beat_timeouts.store(s.beat_timeouts, Relaxed);
         self.empty_removed.store(s.empty_services_removed, Relaxed);
+    }
+
+    /// Copies the push counters.
+    pub fn set_push(&self, s: PushStats) {
+        for (slot, v) in self.push.iter().zip([
+            s.sent,
+            s.acked,
+            s.resent,
+            s.failed,
+            s.send_errors,
+            s.junk,
+            s.targets,
+        ]) {
+            slot.store(v, Relaxed);
+        }
+    }
+
+    /// Records one push's time from applying the change to sending the datagram.
+    pub fn record_push_latency(&self, micros: u64) {
+        let b = BUCKETS_US
+            .iter()
+            .position(|&ub| micros <= ub)
+            .unwrap_or(BUCKETS_US.len());
+        self.push_latency[b].fetch_add(1, Relaxed);
+        self.push_latency_sum_us.fetch_add(micros, Relaxed);
     }
 
     /// Registry counters as last copied.
@@ -187,8 +219,37 @@ impl Metrics {
                 sum as f64 / 1e6
             );
         }
+        s.push_str("# HELP muster_push_latency_seconds Time from applying a change to sending its push datagram.\n# TYPE muster_push_latency_seconds histogram\n");
+        let mut cum = 0;
+        for (b, ub) in BUCKETS_US.iter().enumerate() {
+            cum += self
+                .shards
+                .iter()
+                .map(|m| m.push_latency[b].load(Relaxed))
+                .sum::<u64>();
+            let _ = writeln!(
+                s,
+                "muster_push_latency_seconds_bucket{{le=\"{}\"}} {cum}",
+                *ub as f64 / 1e6
+            );
+        }
+        cum += self
+            .shards
+            .iter()
+            .map(|m| m.push_latency[BUCKETS_US.len()].load(Relaxed))
+            .sum::<u64>();
+        let sum: u64 = self
+            .shards
+            .iter()
+            .map(|m| m.push_latency_sum_us.load(Relaxed))
+            .sum();
+        let _ = writeln!(
+            s,
+            "muster_push_latency_seconds_bucket{{le=\"+Inf\"}} {cum}\nmuster_push_latency_seconds_sum {}\nmuster_push_latency_seconds_count {cum}",
+            sum as f64 / 1e6
+        );
         type Getter = fn(&ShardMetrics) -> u64;
-        let per_shard: [(&str, &str, &str, Getter); 10] = [
+        let per_shard: [(&str, &str, &str, Getter); 17] = [
             (
                 "muster_services",
                 "gauge",
@@ -249,6 +310,45 @@ impl Metrics {
                 "Connections closed at accept because of the connection cap.",
                 |m| m.connections_rejected.load(Relaxed),
             ),
+            (
+                "muster_push_sent_total",
+                "counter",
+                "Push datagrams sent (first sends).",
+                |m| m.push[0].load(Relaxed),
+            ),
+            (
+                "muster_push_acked_total",
+                "counter",
+                "Push datagrams acknowledged by the subscriber.",
+                |m| m.push[1].load(Relaxed),
+            ),
+            (
+                "muster_push_resent_total",
+                "counter",
+                "Push datagrams re-sent after the ack timeout.",
+                |m| m.push[2].load(Relaxed),
+            ),
+            (
+                "muster_push_failed_total",
+                "counter",
+                "Pushes given up on after the re-send went unacknowledged.",
+                |m| m.push[3].load(Relaxed),
+            ),
+            (
+                "muster_push_send_errors_total",
+                "counter",
+                "Push datagrams that could not be sent (or were dropped by fault injection).",
+                |m| m.push[4].load(Relaxed),
+            ),
+            (
+                "muster_push_junk_total",
+                "counter",
+                "Datagrams on the push socket that were not a matching ack.",
+                |m| m.push[5].load(Relaxed),
+            ),
+            ("muster_push_targets", "gauge", "Live push targets.", |m| {
+                m.push[6].load(Relaxed)
+            }),
         ];
         for (name, kind, help, get) in per_shard {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");

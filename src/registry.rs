@@ -286,17 +286,21 @@ impl Registry {
                 metadata,
                 delete,
             } => Ok(self.batch_metadata(key, targets, ephemeral, metadata, delete)),
+            Command::Subscribe(_) | Command::Subscribers => Err(ApiError::server(
+                "push commands are handled by the shard's push state, not the registry",
+            )),
         }
     }
 
     /// Publishes every service changed since the last flush, at monotonic time `now` (ms), and
-    /// starts the empty-service clock of services that became empty. Returns how many were
-    /// published.
-    pub fn flush(&mut self, now: u64) -> usize {
-        let mut n = 0;
+    /// starts the empty-service clock of services that became empty. Returns the services that
+    /// were published or removed.
+    pub fn flush(&mut self, now: u64) -> Vec<ServiceKey> {
+        let mut changed = Vec::new();
         for key in self.deleted.drain(..) {
             if !self.services.contains_key(&key) {
                 self.view.remove(&key);
+                changed.push(key);
             }
         }
         for key in std::mem::take(&mut self.dirty) {
@@ -324,15 +328,15 @@ impl Registry {
                 }
             }
             self.view.publish(Arc::new(ServiceView::new(
-                key,
+                key.clone(),
                 svc.revision,
                 svc.meta.clone(),
                 instances,
             )));
-            n += 1;
+            changed.push(key);
         }
         self.stats.services = self.services.len() as u64;
-        n
+        changed
     }
 
     /// Runs lease deadlines up to `now` (ms): instances without a beat for their timeout turn

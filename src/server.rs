@@ -177,7 +177,18 @@ async fn run_shard(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(id, shared.clone(), clock));
+    let udp_addr = std::net::SocketAddr::new(shared.listen.ip(), 0);
+    let udp = match glommio::net::UdpSocket::bind(udp_addr) {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = bound.send(Err(format!(
+                "shard {id} cannot bind its UDP push socket on {udp_addr}: {e}"
+            )));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(id, shared.clone(), clock, udp));
+    glommio::spawn_local(shard.clone().run_acks()).detach();
     let stop_ticks = Rc::new(Cell::new(false));
     glommio::spawn_local(shard.clone().run_inbox(inbox)).detach();
     glommio::spawn_local(shard.clone().run_ticks(stop_ticks.clone())).detach();

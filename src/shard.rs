@@ -9,14 +9,15 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{wall_ms, Clock, SystemClock};
 use crate::command::{Command, Envelope, Reply};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::hash::owner_shard;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::push::{Outgoing, Push, MAX_ACK_BYTES};
 use crate::registry::Registry;
 use crate::service::ServiceKey;
 use crate::view::ReadView;
@@ -27,6 +28,8 @@ const INBOX_BATCH: usize = 256;
 const INBOX_WAIT: Duration = Duration::from_secs(2);
 /// Lease tick period.
 const TICK: Duration = Duration::from_millis(100);
+/// Push upkeep (re-sends, target expiry) runs every this many ticks.
+const PUSH_SWEEP_TICKS: u32 = 5;
 
 /// Process-wide state shared by every shard.
 #[derive(Debug)]
@@ -57,20 +60,131 @@ pub struct Shard {
     pub shared: Arc<Shared>,
     /// Services this shard owns.
     pub registry: RefCell<Registry>,
+    /// Push targets of the services this shard owns.
+    pub push: RefCell<Push>,
+    /// The socket pushes leave from and acks arrive on.
+    pub udp: glommio::net::UdpSocket,
     /// Monotonic clock for leases.
     pub clock: SystemClock,
+    datagrams: std::cell::Cell<u64>,
 }
 
 impl Shard {
-    /// A shard with an empty registry.
-    pub fn new(id: usize, shared: Arc<Shared>, clock: SystemClock) -> Shard {
+    /// A shard with an empty registry, pushing from `udp`.
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        clock: SystemClock,
+        udp: glommio::net::UdpSocket,
+    ) -> Shard {
         let registry = Registry::new(shared.config.lifecycle, shared.view.clone(), clock.now_ms());
+        let push = Push::new(shared.config.push, wall_ms());
         Shard {
             id,
             shared,
             registry: RefCell::new(registry),
+            push: RefCell::new(push),
+            udp,
             clock,
+            datagrams: std::cell::Cell::new(0),
         }
+    }
+
+    /// Applies a command to a service this shard owns (no publish).
+    fn apply_local(&self, key: &ServiceKey, command: Command, now: u64) -> ApiResult<Reply> {
+        match command {
+            Command::Subscribe(sub) => {
+                self.push.borrow_mut().subscribe(key, sub, now);
+                Ok(Reply::Ok)
+            }
+            Command::Subscribers => {
+                Ok(Reply::Subscribers(self.push.borrow().subscribers(key, now)))
+            }
+            other => self.registry.borrow_mut().apply(key, other, now),
+        }
+    }
+
+    /// Publishes what changed and starts push rounds for it.
+    fn flush(self: &Rc<Self>, now: u64) {
+        let changed = self.registry.borrow_mut().flush(now);
+        let at = Instant::now();
+        for key in changed {
+            let start = self.push.borrow_mut().changed(&key, at);
+            if start {
+                glommio::spawn_local(self.clone().push_rounds(key, at)).detach();
+            }
+        }
+        let m = self.metrics();
+        m.set_registry(self.registry.borrow().stats());
+        m.set_push(self.push.borrow().stats());
+    }
+
+    /// Sends rounds for `key` until no change arrived during the last one.
+    async fn push_rounds(self: Rc<Self>, key: ServiceKey, mut changed_at: Instant) {
+        loop {
+            let view = self.shared.view.get(key.as_ref());
+            let out = self.push.borrow_mut().prepare(
+                &key,
+                view.as_deref(),
+                self.clock.now_ms(),
+                wall_ms(),
+            );
+            self.send_all(out, Some(changed_at)).await;
+            let again = self.push.borrow_mut().round_done(&key);
+            match again {
+                Some(t) => changed_at = t,
+                None => break,
+            }
+        }
+        self.metrics().set_push(self.push.borrow().stats());
+    }
+
+    /// Sends datagrams; `changed_at` (for first sends) feeds the apply-to-send histogram.
+    async fn send_all(&self, out: Vec<Outgoing>, changed_at: Option<Instant>) {
+        for o in out {
+            let n = self.datagrams.get().wrapping_add(1);
+            self.datagrams.set(n);
+            let dropped = self.push.borrow().drops(n);
+            let ok = !dropped && self.udp.send_to(&o.packet, o.addr).await.is_ok();
+            self.push.borrow_mut().record_send(ok, o.resend);
+            if let (true, false, Some(at)) = (ok, o.resend, changed_at) {
+                self.metrics()
+                    .record_push_latency(at.elapsed().as_micros() as u64);
+            }
+        }
+    }
+
+    /// Reads acks (and junk) from the push socket forever.
+    pub async fn run_acks(self: Rc<Self>) {
+        let mut buf = vec![0u8; MAX_ACK_BYTES + 1];
+        loop {
+            match self.udp.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    self.push.borrow_mut().ack(from, &buf[..n]);
+                }
+                Err(e) => {
+                    tracing::debug!(shard = self.id, error = %e, "push socket receive failed");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Fire-and-forget: applies `command` on the owner without waiting for it. Dropped if the
+    /// owner's inbox is full (push registration is refreshed by the client's next poll).
+    pub fn submit(self: &Rc<Self>, key: ServiceKey, command: Command) {
+        let owner = self.owner_of(&key);
+        if owner == self.id {
+            let now = self.clock.now_ms();
+            let _ = self.apply_local(&key, command, now);
+            self.metrics().set_push(self.push.borrow().stats());
+            return;
+        }
+        let _ = self.shared.inboxes[owner].try_send(Envelope {
+            key,
+            command,
+            reply: None,
+        });
     }
 
     /// This shard's metrics.
@@ -87,21 +201,19 @@ impl Shard {
     ///
     /// Local writes apply and publish synchronously. Remote writes wait for room in the owner's
     /// inbox for at most [`INBOX_WAIT`], then answer 503.
-    pub async fn execute(&self, key: ServiceKey, command: Command) -> ApiResult<Reply> {
+    pub async fn execute(self: &Rc<Self>, key: ServiceKey, command: Command) -> ApiResult<Reply> {
         let owner = self.owner_of(&key);
         if owner == self.id {
             let now = self.clock.now_ms();
-            let mut reg = self.registry.borrow_mut();
-            let r = reg.apply(&key, command, now);
-            reg.flush(now);
-            self.metrics().set_registry(reg.stats());
+            let r = self.apply_local(&key, command, now);
+            self.flush(now);
             return r;
         }
         let (tx, rx) = flume::bounded(1);
         let env = Envelope {
             key,
             command,
-            reply: tx,
+            reply: Some(tx),
         };
         let inbox = &self.shared.inboxes[owner];
         self.metrics()
@@ -144,19 +256,19 @@ impl Shard {
                 .inbox_depth
                 .store(rx.len() as u64, Ordering::Relaxed);
             let now = self.clock.now_ms();
-            {
-                let mut reg = self.registry.borrow_mut();
-                let mut next = Some(first);
-                while let Some(env) = next.take() {
-                    let r = reg.apply(&env.key, env.command, now);
-                    batch.push((env.reply, r));
-                    if batch.len() < INBOX_BATCH {
-                        next = rx.try_recv().ok();
-                    }
+            let mut next = Some(first);
+            let mut applied = 0;
+            while let Some(env) = next.take() {
+                let r = self.apply_local(&env.key, env.command, now);
+                if let Some(reply) = env.reply {
+                    batch.push((reply, r));
                 }
-                reg.flush(now);
-                self.metrics().set_registry(reg.stats());
+                applied += 1;
+                if applied < INBOX_BATCH {
+                    next = rx.try_recv().ok();
+                }
             }
+            self.flush(now);
             for (reply, r) in batch.drain(..) {
                 let _ = reply.send(r);
             }
@@ -166,13 +278,18 @@ impl Shard {
 
     /// Advances leases every [`TICK`] until `stop` is set.
     pub async fn run_ticks(self: Rc<Self>, stop: Rc<std::cell::Cell<bool>>) {
+        let mut ticks = 0u32;
         while !stop.get() {
             glommio::timer::sleep(TICK).await;
             let now = self.clock.now_ms();
-            let mut reg = self.registry.borrow_mut();
-            reg.tick(now);
-            reg.flush(now);
-            self.metrics().set_registry(reg.stats());
+            self.registry.borrow_mut().tick(now);
+            self.flush(now);
+            ticks = ticks.wrapping_add(1);
+            if ticks.is_multiple_of(PUSH_SWEEP_TICKS) {
+                let resend = self.push.borrow_mut().sweep(now);
+                self.send_all(resend, None).await;
+                self.metrics().set_push(self.push.borrow().stats());
+            }
         }
     }
 }

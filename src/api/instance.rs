@@ -9,6 +9,7 @@ use crate::command::{Command, Patch, Reply, Target};
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{check_ip, parse_port, InstanceSpec};
 use crate::params::{parse_int, to_boolean};
+use crate::push::{agent_can_push, target_addr, Subscription, PUSH_CACHE_MILLIS};
 use crate::registry::BEAT_OK;
 use crate::service::{
     check_instance_params, check_metadata, check_service_name_chars, parse_metadata, ServiceKey,
@@ -190,6 +191,18 @@ pub fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> 
             "Param 'udpPort' is illegal: {udp_port} is not in 0-65535"
         )));
     }
+    let push_cfg = ctx.shard.shared.config.push;
+    let pushed = udp_port > 0 && push_cfg.enabled && agent_can_push(ctx.agent);
+    if pushed {
+        let sub = Subscription {
+            addr: target_addr(p.optional("clientIP"), ctx.peer.ip(), udp_port as u16),
+            clusters: clusters_raw.to_string(),
+            agent: ctx.agent.to_string(),
+            grouped: ctx.java_1x(),
+            app: p.optional_or("app", "").to_string(),
+        };
+        ctx.shard.submit(key.clone(), Command::Subscribe(sub));
+    }
     let q = ListQuery {
         clusters_raw,
         clusters: clusters_raw
@@ -199,7 +212,11 @@ pub fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> 
             .collect(),
         healthy_only: p.strict_bool("healthyOnly", false),
         grouped: ctx.java_1x(),
-        cache_millis: CACHE_MILLIS,
+        cache_millis: if pushed {
+            PUSH_CACHE_MILLIS
+        } else {
+            CACHE_MILLIS
+        },
         env: p.optional_or("env", ""),
         is_check: p.strict_bool("isCheck", false),
         now_wall_ms: wall_ms(),

@@ -131,7 +131,7 @@ pub fn switches(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         "healthCheckEnabled": true,
         "distroEnabled": true,
         "enableStandalone": true,
-        "pushEnabled": false,
+        "pushEnabled": ctx.shard.shared.config.push.enabled,
         "checkTimes": 3,
         "lightBeatEnabled": true,
         "defaultInstanceEphemeral": true,

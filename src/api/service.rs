@@ -365,6 +365,38 @@ pub fn catalog_service(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     })))
 }
 
+/// `GET /nacos/v1/ns/service/subscribers` → `{"subscribers":[...],"count":N}`, paged with
+/// `pageNo` (default 1) and `pageSize` (default 1000).
+pub async fn subscribers(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let p = &ctx.params;
+    let key = ctx.service_key()?;
+    let page_no = crate::params::parse_int(p.optional_or("pageNo", "1"))?.max(1) as usize;
+    let page_size = crate::params::parse_int(p.optional_or("pageSize", "1000"))?.max(0) as usize;
+    let subs = match ctx.shard.execute(key.clone(), Command::Subscribers).await? {
+        crate::command::Reply::Subscribers(s) => s,
+        _ => Vec::new(),
+    };
+    let count = subs.len();
+    let list: Vec<Value> = subs
+        .iter()
+        .skip((page_no - 1) * page_size)
+        .take(page_size)
+        .map(|s| {
+            json!({
+                "addrStr": s.addr.to_string(),
+                "agent": s.agent,
+                "app": s.app,
+                "ip": s.addr.ip().to_string(),
+                "port": s.addr.port(),
+                "namespaceId": &*key.namespace,
+                "serviceName": &*key.grouped,
+                "cluster": s.clusters,
+            })
+        })
+        .collect();
+    Ok(Answer::json(&json!({"subscribers": list, "count": count})))
+}
+
 /// `PUT /nacos/v1/ns/cluster`: a cluster's checker, check port and metadata → `ok`.
 pub async fn update_cluster(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let p = &ctx.params;

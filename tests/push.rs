@@ -1,0 +1,285 @@
+//! UDP push, checked with a raw subscriber socket: packet format and gzip, acks and the single
+//! re-send, revision order under bursts, target expiry, and convergence by pull when every
+//! datagram is lost.
+
+mod common;
+
+use std::io::Read;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::Value;
+
+const JAVA: (&str, &str) = ("User-Agent", "Nacos-Java-Client:v1.4.6");
+
+fn subscriber() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s
+}
+
+/// Subscribes `sock` to `svc` with a list query; returns the list reply.
+fn subscribe(s: &Server, sock: &UdpSocket, svc: &str) -> Value {
+    let port = sock.local_addr().unwrap().port();
+    let (st, b) = s.request_with(
+        "GET",
+        &format!("/nacos/v1/ns/instance/list?serviceName={svc}&udpPort={port}&clientIP=127.0.0.1"),
+        &[JAVA],
+        "",
+    );
+    assert_eq!(st, 200);
+    serde_json::from_str(&b).unwrap()
+}
+
+/// A received packet: (raw bytes, decoded JSON, source).
+fn recv(sock: &UdpSocket, within: Duration) -> Option<(Vec<u8>, Value, std::net::SocketAddr)> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 65536];
+    while start.elapsed() < within {
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let raw = buf[..n].to_vec();
+            let json = if raw.starts_with(&[0x1f, 0x8b]) {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&raw[..])
+                    .read_to_end(&mut out)
+                    .unwrap();
+                out
+            } else {
+                raw.clone()
+            };
+            return Some((raw, serde_json::from_slice(&json).unwrap(), from));
+        }
+    }
+    None
+}
+
+fn data(packet: &Value) -> Value {
+    assert_eq!(packet["type"], "dom");
+    serde_json::from_str(packet["data"].as_str().unwrap()).unwrap()
+}
+
+fn ack(sock: &UdpSocket, to: std::net::SocketAddr, packet: &Value) {
+    let msg = format!(
+        "{{\"type\":\"push-ack\",\"lastRefTime\":\"{}\",\"data\":\"\"}}",
+        packet["lastRefTime"].as_u64().unwrap()
+    );
+    sock.send_to(msg.as_bytes(), to).unwrap();
+}
+
+fn metric(s: &Server, name: &str) -> u64 {
+    let (_, m) = s.request("GET", "/metrics", "");
+    m.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+#[test]
+fn packet_format_gzip_and_cache_millis() {
+    let s = Server::start(&["--shards", "2"]);
+    let sock = subscriber();
+    let reply = subscribe(&s, &sock, "p");
+    assert_eq!(reply["cacheMillis"], 10000, "push targets poll every 10 s");
+    let (st, _) = s.request(
+        "POST",
+        "/nacos/v1/ns/instance?serviceName=p&ip=10.0.0.1&port=80",
+        "",
+    );
+    assert_eq!(st, 200);
+    let (raw, pkt, from) = recv(&sock, Duration::from_secs(5)).expect("a push after the register");
+    assert!(
+        !raw.starts_with(&[0x1f, 0x8b]),
+        "small packets are plain JSON"
+    );
+    let d = data(&pkt);
+    assert_eq!(d["name"], "DEFAULT_GROUP@@p");
+    assert_eq!(
+        d["dom"], "DEFAULT_GROUP@@p",
+        "grouped for a Java ≥ 1.0 subscriber"
+    );
+    assert_eq!(d["cacheMillis"], 10000);
+    assert_eq!(d["hosts"][0]["ip"], "10.0.0.1");
+    let r1 = pkt["lastRefTime"].as_u64().unwrap();
+    assert!(r1 < 1 << 53, "lastRefTime stays below 2^53");
+    ack(&sock, from, &pkt);
+    // Grow the list past 1 KiB: the packet is gzipped.
+    let md = "%7B%22k%22%3A%22".to_string() + &"v".repeat(300) + "%22%7D";
+    let (st, _) = s.request(
+        "POST",
+        &format!("/nacos/v1/ns/instance?serviceName=p&ip=10.0.0.2&port=80&metadata={md}"),
+        "",
+    );
+    assert_eq!(st, 200);
+    let mut last = None;
+    while let Some(p) = recv(&sock, Duration::from_secs(2)) {
+        ack(&sock, p.2, &p.1);
+        let n = data(&p.1)["hosts"].as_array().unwrap().len();
+        last = Some(p);
+        if n == 2 {
+            break;
+        }
+    }
+    let (raw, pkt, _) = last.expect("a push for the second register");
+    assert!(
+        raw.starts_with(&[0x1f, 0x8b]),
+        "≥ 1 KiB is gzipped ({} bytes)",
+        raw.len()
+    );
+    assert!(pkt["lastRefTime"].as_u64().unwrap() > r1);
+    assert_eq!(data(&pkt)["hosts"].as_array().unwrap().len(), 2);
+    // The subscriber is listed.
+    let (_, b) = s.request("GET", "/nacos/v1/ns/service/subscribers?serviceName=p", "");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["count"], 1);
+    assert_eq!(
+        v["subscribers"][0]["addrStr"],
+        sock.local_addr().unwrap().to_string()
+    );
+    assert_eq!(v["subscribers"][0]["agent"], "Nacos-Java-Client:v1.4.6");
+    // Python's client is not a push target (Nacos's UA rule).
+    let py = subscriber();
+    let port = py.local_addr().unwrap().port();
+    let (_, b) = s.request_with(
+        "GET",
+        &format!("/nacos/v1/ns/instance/list?serviceName=p&udpPort={port}&clientIP=127.0.0.1"),
+        &[("User-Agent", "Nacos-Python-Client:v0.1.17")],
+        "",
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["cacheMillis"],
+        3000
+    );
+}
+
+#[test]
+fn unacked_pushes_are_resent_exactly_once() {
+    let s = Server::start(&["--shards", "2", "--push-ack-timeout-ms", "300"]);
+    let quiet = subscriber();
+    let acking = subscriber();
+    subscribe(&s, &quiet, "r");
+    subscribe(&s, &acking, "r");
+    s.request(
+        "POST",
+        "/nacos/v1/ns/instance?serviceName=r&ip=10.0.0.1&port=80",
+        "",
+    );
+    let (_, first, from) =
+        recv(&acking, Duration::from_secs(5)).expect("push to the acking subscriber");
+    ack(&acking, from, &first);
+    let (raw1, p1, _) = recv(&quiet, Duration::from_secs(5)).expect("first send");
+    let (raw2, p2, _) = recv(&quiet, Duration::from_secs(5)).expect("the single re-send");
+    assert_eq!(raw1, raw2, "the re-send is the same packet");
+    assert_eq!(p1["lastRefTime"], p2["lastRefTime"]);
+    assert!(
+        recv(&quiet, Duration::from_millis(1500)).is_none(),
+        "never a third send"
+    );
+    assert!(
+        recv(&acking, Duration::from_millis(300)).is_none(),
+        "acked packets are not re-sent"
+    );
+    assert_eq!(metric(&s, "muster_push_acked_total"), 1);
+    assert_eq!(metric(&s, "muster_push_resent_total"), 1);
+    assert_eq!(metric(&s, "muster_push_failed_total"), 1);
+    assert!(metric(&s, "muster_push_latency_seconds_count") >= 2);
+    // Junk on the push socket is counted and ignored.
+    quiet.send_to(b"\x00garbage", from).unwrap();
+    quiet
+        .send_to(b"{\"type\":\"push-ack\",\"lastRefTime\":\"1\"}", from)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(metric(&s, "muster_push_junk_total") >= 2);
+}
+
+#[test]
+fn bursts_arrive_in_revision_order() {
+    let s = Server::start(&["--shards", "2"]);
+    let sock = subscriber();
+    subscribe(&s, &sock, "burst");
+    const N: usize = 60;
+    std::thread::scope(|scope| {
+        for w in 0..4 {
+            let s = &s;
+            scope.spawn(move || {
+                for i in 0..N / 4 {
+                    let (st, _) = s.request(
+                        "POST",
+                        &format!("/nacos/v1/ns/instance?serviceName=burst&ip=10.1.{w}.{i}&port=80"),
+                        "",
+                    );
+                    assert_eq!(st, 200);
+                }
+            });
+        }
+    });
+    let mut last_ref = 0;
+    let mut last_count = 0;
+    let mut packets = 0;
+    while let Some((_, p, from)) = recv(&sock, Duration::from_millis(1500)) {
+        ack(&sock, from, &p);
+        let r = p["lastRefTime"].as_u64().unwrap();
+        let n = data(&p)["hosts"].as_array().unwrap().len();
+        assert!(r > last_ref, "lastRefTime went backwards");
+        assert!(
+            n >= last_count,
+            "an older revision ({n} hosts) after a newer one ({last_count})"
+        );
+        last_ref = r;
+        last_count = n;
+        packets += 1;
+        if n == N {
+            break;
+        }
+    }
+    assert_eq!(last_count, N, "the last push carries every instance");
+    assert!(
+        packets < N,
+        "bursts are merged: {packets} packets for {N} changes"
+    );
+}
+
+#[test]
+fn targets_expire_after_queries_stop() {
+    let s = Server::start(&["--shards", "2", "--push-target-ttl-ms", "400"]);
+    let sock = subscriber();
+    subscribe(&s, &sock, "x");
+    let (_, b) = s.request("GET", "/nacos/v1/ns/service/subscribers?serviceName=x", "");
+    assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["count"], 1);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, b) = s.request("GET", "/nacos/v1/ns/service/subscribers?serviceName=x", "");
+    assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["count"], 0);
+    s.request(
+        "POST",
+        "/nacos/v1/ns/instance?serviceName=x&ip=10.0.0.1&port=80",
+        "",
+    );
+    assert!(
+        recv(&sock, Duration::from_millis(800)).is_none(),
+        "expired targets get nothing"
+    );
+    assert_eq!(metric(&s, "muster_push_targets"), 0);
+}
+
+#[test]
+fn with_every_datagram_lost_subscribers_converge_by_pull() {
+    let s = Server::start(&["--shards", "2", "--push-drop-percent", "100"]);
+    let sock = subscriber();
+    let before = subscribe(&s, &sock, "lossy");
+    let cache_millis = before["cacheMillis"].as_u64().unwrap();
+    s.request(
+        "POST",
+        "/nacos/v1/ns/instance?serviceName=lossy&ip=10.0.0.1&port=80",
+        "",
+    );
+    assert!(
+        recv(&sock, Duration::from_millis(500)).is_none(),
+        "the push was dropped"
+    );
+    // The client's next poll, due within one cacheMillis, sees the change.
+    let after = subscribe(&s, &sock, "lossy");
+    assert_eq!(after["hosts"].as_array().unwrap().len(), 1);
+    assert_eq!(cache_millis, 10000);
+    assert!(metric(&s, "muster_push_send_errors_total") >= 1);
+}
