@@ -1,0 +1,58 @@
+//! Helpers shared by the storage integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use muster_storage::failpoint::FailPoints;
+use muster_storage::fs::{FileSystem, RealFs};
+use muster_storage::record::{EntryRecord, HardStateRecord, Record};
+use muster_storage::wal::Options;
+
+/// Options with small (4 KiB) segments on `fs` and a private failpoint registry.
+pub fn opts(fs: Arc<dyn FileSystem>) -> Options {
+    Options {
+        segment_size: 4096,
+        fs,
+        failpoints: Arc::new(FailPoints::new()),
+    }
+}
+
+/// Options on the real filesystem.
+pub fn real() -> Options {
+    opts(Arc::new(RealFs))
+}
+
+/// Entry record `index` in `term` with `n` bytes of non-zero data derived from the index.
+pub fn entry(index: u64, term: u64, n: usize) -> Record {
+    Record::Entry(EntryRecord {
+        index,
+        term,
+        entry_type: 0,
+        data: (0..n)
+            .map(|i| (index as u8).wrapping_add(i as u8) | 1)
+            .collect(),
+        context: Vec::new(),
+    })
+}
+
+/// Hard state record.
+pub fn hs(term: u64, vote: u64, commit: u64) -> Record {
+    Record::HardState(HardStateRecord { term, vote, commit })
+}
+
+/// Entry indexes currently in a state.
+pub fn indexes(st: &muster_storage::wal::LogState) -> Vec<u64> {
+    st.entries.iter().map(|e| e.index).collect()
+}
+
+/// Segment file names in `dir`, sorted.
+pub fn segment_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wal"))
+        .collect();
+    v.sort();
+    v
+}

@@ -1,0 +1,271 @@
+//! Recovery from real files: clean reopen, rotation, torn tails cut at every offset, corruption
+//! refused with file and offset, IO errors fatal.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use muster_storage::format::{FrameError, SEGMENT_HEADER_LEN};
+use muster_storage::sim::{Op, SimFs};
+use muster_storage::wal::{Tail, Wal};
+use muster_storage::{Corruption, Error};
+
+/// Appended and synced records come back after reopen, in order, across rotations.
+#[test]
+fn reopen_replays_everything_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(dir.path(), real()).unwrap();
+        for i in 1..=60 {
+            wal.append(&[entry(i, 1, 100)]).unwrap();
+            if i % 10 == 0 {
+                wal.append(&[hs(1, 1, i)]).unwrap();
+                wal.sync().unwrap();
+            }
+        }
+        assert!(wal.segments().len() > 1, "4 KiB segments must rotate");
+    }
+    let wal = Wal::open(dir.path(), real()).unwrap();
+    assert_eq!(indexes(wal.state()), (1..=60).collect::<Vec<_>>());
+    assert_eq!(wal.state().hard_state.commit, 60);
+    assert!(wal.recovery().repaired.is_none());
+    // Sealed segments are truncated to their last record; names carry first indexes.
+    let names = segment_files(dir.path());
+    assert!(names[0].starts_with("0000000000000001-0000000000000001"));
+    let sealed = std::fs::metadata(dir.path().join(&names[0])).unwrap().len();
+    assert!(sealed < 4096);
+}
+
+/// Raft overwrites: an entry at an existing index replaces the tail, also after replay.
+#[test]
+fn conflicting_append_truncates_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(dir.path(), real()).unwrap();
+        wal.append(&[entry(1, 1, 8), entry(2, 1, 8), entry(3, 1, 8)])
+            .unwrap();
+        wal.append(&[entry(2, 2, 8)]).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(indexes(wal.state()), vec![1, 2]);
+        let gap = wal.append(&[entry(9, 2, 8)]).unwrap_err();
+        assert!(matches!(gap, Error::Invalid(_)), "{gap}");
+    }
+    let wal = Wal::open(dir.path(), real()).unwrap();
+    assert_eq!(indexes(wal.state()), vec![1, 2]);
+    assert_eq!(wal.state().entries[1].term, 2);
+}
+
+/// Builds a dir with entries 1..=5 synced, returns (dir, last segment path, offset and size of
+/// the last record).
+fn five_entries() -> (tempfile::TempDir, std::path::PathBuf, usize, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), real()).unwrap();
+    let mut last = 0;
+    let mut end = wal.synced().offset as usize;
+    for i in 1..=5 {
+        last = end;
+        end = wal.append(&[entry(i, 1, 600)]).unwrap().offset as usize;
+    }
+    wal.sync().unwrap();
+    assert_eq!(wal.segments().len(), 1);
+    drop(wal);
+    let seg = dir.path().join(&segment_files(dir.path())[0]);
+    (dir, seg, last, end - last)
+}
+
+/// The tail cut at every offset of the last record (file truncated there, as after a crash
+/// mid-write of a non-preallocated file) is repaired at open: entries 1..=4 survive, a
+/// `.broken` copy is kept, and the log is writable again.
+#[test]
+fn tail_cut_at_every_offset_of_last_record_is_repaired() {
+    let (dir, seg, off, size) = five_entries();
+    let pristine = std::fs::read(&seg).unwrap();
+    for cut in off..off + size {
+        // Reset the directory to the single damaged segment (the previous round may have
+        // rotated into a second one).
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p != seg {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        std::fs::write(&seg, &pristine[..cut]).unwrap();
+        let mut wal = Wal::open(dir.path(), real()).unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+        assert_eq!(indexes(wal.state()), vec![1, 2, 3, 4], "cut {cut}");
+        let repaired = wal.recovery().repaired.clone();
+        if cut == off {
+            assert!(
+                repaired.is_none(),
+                "cut at a record boundary is a clean end"
+            );
+        } else {
+            let (path, at, broken) = repaired.unwrap_or_else(|| panic!("cut {cut} not repaired"));
+            assert_eq!((path, at), (seg.clone(), off as u64));
+            assert_eq!(std::fs::read(&broken).unwrap(), pristine[..cut]);
+        }
+        // Writable again, and the rewritten record survives another reopen.
+        wal.append(&[entry(5, 2, 10)]).unwrap();
+        wal.sync().unwrap();
+        drop(wal);
+        let wal = Wal::open(dir.path(), real()).unwrap();
+        assert_eq!(indexes(wal.state()), vec![1, 2, 3, 4, 5]);
+        assert_eq!(wal.state().entries[4].term, 2);
+    }
+}
+
+/// A torn write in place (the last record's later sectors never reached the disk) is repaired;
+/// the same damage in a sealed segment refuses to open.
+#[test]
+fn zeroed_sector_in_last_record_is_torn() {
+    let (dir, seg, off, size) = five_entries();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let sector = (off / 512 + 1) * 512;
+    assert!(sector < off + size);
+    bytes[sector..(sector + 512).min(off + size)].fill(0);
+    std::fs::write(&seg, &bytes).unwrap();
+    let wal = Wal::open(dir.path(), real()).unwrap();
+    assert_eq!(indexes(wal.state()), vec![1, 2, 3, 4]);
+    assert_eq!(wal.recovery().repaired.as_ref().unwrap().1, off as u64);
+}
+
+/// A flipped bit mid-log refuses to open, naming the file and the record offset; nothing is
+/// changed on disk.
+#[test]
+fn bit_flip_mid_log_refuses_with_file_and_offset() {
+    let (dir, seg, _, _) = five_entries();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Second record: header at 64 + frame(first).
+    let first = muster_storage::format::frame_len(
+        muster_storage::format::decode_frame(1, &bytes[SEGMENT_HEADER_LEN..])
+            .unwrap()
+            .unwrap()
+            .payload
+            .len(),
+    );
+    let second = SEGMENT_HEADER_LEN + first;
+    bytes[second + 100] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = Wal::open(dir.path(), real()).unwrap_err();
+    match &err {
+        Error::Corruption {
+            path,
+            offset,
+            reason: Corruption::Frame(FrameError::Checksum { .. }),
+        } => {
+            assert_eq!(path, &seg);
+            assert_eq!(*offset, second as u64);
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(
+        err.to_string().contains(&format!("at byte {second}")),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "refusal changes nothing"
+    );
+    assert!(!std::path::Path::new(&format!("{}.broken", seg.display())).exists());
+}
+
+/// Damage in a sealed (older) segment is corruption even when it looks torn.
+#[test]
+fn damage_in_sealed_segment_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(dir.path(), real()).unwrap();
+        for i in 1..=30 {
+            wal.append(&[entry(i, 1, 200)]).unwrap();
+        }
+        wal.sync().unwrap();
+    }
+    let names = segment_files(dir.path());
+    assert!(names.len() >= 2);
+    let first = dir.path().join(&names[0]);
+    let mut bytes = std::fs::read(&first).unwrap();
+    let n = bytes.len();
+    bytes.truncate(n - 3);
+    std::fs::write(&first, &bytes).unwrap();
+    let err = Wal::open(dir.path(), real()).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert!(err.to_string().contains(&names[0]), "{err}");
+}
+
+/// A missing middle segment (sequence gap) refuses to open.
+#[test]
+fn sequence_gap_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(dir.path(), real()).unwrap();
+        for i in 1..=60 {
+            wal.append(&[entry(i, 1, 200)]).unwrap();
+        }
+        wal.sync().unwrap();
+    }
+    let names = segment_files(dir.path());
+    assert!(names.len() >= 3);
+    std::fs::remove_file(dir.path().join(&names[1])).unwrap();
+    let err = Wal::open(dir.path(), real()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Corruption {
+                reason: Corruption::SequenceGap {
+                    expected: 2,
+                    found: 3
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+/// An IO error while reading is returned as Io, never treated as a torn tail.
+#[test]
+fn read_error_is_fatal_not_corruption() {
+    let fs = SimFs::new();
+    {
+        let mut wal = Wal::open("/d", opts(Arc::new(fs.clone()))).unwrap();
+        wal.append(&[entry(1, 1, 10)]).unwrap();
+        wal.sync().unwrap();
+    }
+    fs.fail(Op::Read, libc::EIO, 1);
+    let err = Wal::open("/d", opts(Arc::new(fs.clone()))).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Io {
+                op: "read segment",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let wal = Wal::open("/d", opts(Arc::new(fs))).unwrap();
+    assert_eq!(indexes(wal.state()), vec![1]);
+    assert!(wal.recovery().repaired.is_none());
+}
+
+/// A second writer is refused while the first holds the lock.
+#[test]
+fn second_writer_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let _w = Wal::open(dir.path(), real()).unwrap();
+    let err = Wal::open(dir.path(), real()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+}
+
+/// `scan` reports a torn tail without changing anything (the read-only path of muster-wal).
+#[test]
+fn scan_is_read_only() {
+    let (dir, seg, off, size) = five_entries();
+    let bytes = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &bytes[..off + size / 2]).unwrap();
+    let before = std::fs::read(&seg).unwrap();
+    let scan = muster_storage::wal::scan(&muster_storage::fs::RealFs, dir.path()).unwrap();
+    assert!(matches!(scan.segments[0].tail, Tail::Torn { offset, .. } if offset == off as u64));
+    assert_eq!(std::fs::read(&seg).unwrap(), before);
+}
