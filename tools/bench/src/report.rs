@@ -3,7 +3,7 @@
 //! JSON field names are stable: `scenario, url, connections, threads, mode,
 //! rate, warmup_s, duration_s, requests, ok, errors{kind:count}, error_rate,
 //! throughput_rps, latency_us{p50,p90,p99,p999,max,mean}, ops{name:{requests,
-//! ok, errors, throughput_rps, latency_us}}`, and for `subscribe` also
+//! ok, errors, throughput_rps, latency_us}}, notes[]`, and for `subscribe` also
 //! `push_latency_us{...}, pushes, push_errors{...}, datagrams`.
 
 use std::fmt::Write as _;
@@ -38,7 +38,7 @@ pub struct Report {
     pub push: Option<OpStats>,
     /// Subscribe only: datagrams received.
     pub datagrams: u64,
-    /// Free-form notes printed under the table (not in JSON).
+    /// Free-form notes (setup time, pool wrap-around, warnings).
     pub notes: Vec<String>,
 }
 
@@ -100,6 +100,7 @@ impl Report {
             "throughput_rps": round2(self.throughput()),
             "latency_us": latency_json(&self.total.latency()),
             "ops": ops,
+            "notes": self.notes,
         });
         if let Some(p) = &self.push {
             let o = v.as_object_mut().expect("object");
