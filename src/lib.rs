@@ -8,6 +8,7 @@
 //! - [`registry`]: a shard's services, instances and leases; [`wheel`] keeps lease deadlines.
 //! - [`view`]: immutable published services that every shard reads without a hop.
 //! - [`push`]: UDP push of changes to subscribers, with acks and one re-send.
+//! - [`probe`]: TCP and HTTP health probes of persistent instances.
 //! - [`service`], [`instance`], [`command`]: the data model and the writes.
 //! - [`params`], [`error`]: request decoding and Nacos-style errors.
 //! - [`config`], [`clock`], [`hash`], [`metrics`]: settings, time, ownership, observability.
@@ -22,6 +23,7 @@ pub mod http;
 pub mod instance;
 pub mod metrics;
 pub mod params;
+pub mod probe;
 pub mod push;
 pub mod registry;
 pub mod server;

@@ -101,6 +101,8 @@ pub struct Registry {
     wheel: Wheel<Lease>,
     view: Arc<ReadView>,
     clusters: HashMap<Arc<str>, ()>,
+    /// Services that hold at least one persistent instance.
+    persistent: HashSet<ServiceKey>,
     dirty: HashSet<ServiceKey>,
     deleted: Vec<ServiceKey>,
     next_gen: u32,
@@ -118,6 +120,7 @@ impl Registry {
             wheel: Wheel::new(life.slot_ms, 512, now),
             view,
             clusters: HashMap::new(),
+            persistent: HashSet::new(),
             dirty: HashSet::new(),
             deleted: Vec::new(),
             next_gen: 0,
@@ -130,6 +133,68 @@ impl Registry {
     /// Current counters.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Persistent, unmarked instances whose cluster has a TCP or HTTP checker, with the address
+    /// to probe (the instance port, or the cluster's check port). Host names are not probed.
+    pub fn probe_candidates(&self) -> Vec<crate::probe::Probe> {
+        let mut out = Vec::new();
+        for key in &self.persistent {
+            let Some(svc) = self.services.get(key) else {
+                continue;
+            };
+            for (ik, slot) in &svc.instances {
+                if ik.ephemeral || slot.inst.marked {
+                    continue;
+                }
+                let Some(cluster) = svc.meta.clusters.get(&ik.cluster) else {
+                    continue;
+                };
+                let Some(checker) = crate::probe::Checker::from_json(&cluster.health_checker)
+                else {
+                    continue;
+                };
+                let Ok(ip) = ik.ip.parse::<std::net::IpAddr>() else {
+                    continue;
+                };
+                let port = if cluster.use_instance_port {
+                    ik.port
+                } else {
+                    u16::try_from(cluster.check_port).unwrap_or(ik.port)
+                };
+                out.push(crate::probe::Probe {
+                    service: key.clone(),
+                    key: ik.clone(),
+                    addr: std::net::SocketAddr::new(ip, port),
+                    checker,
+                });
+            }
+        }
+        out
+    }
+
+    /// Current health of an instance, if it exists.
+    pub fn health_of(&self, service: &ServiceKey, key: &InstanceKey) -> Option<bool> {
+        self.services
+            .get(service)?
+            .instances
+            .get(key)
+            .map(|s| s.inst.healthy)
+    }
+
+    /// Sets an instance's health from a probe (persistent, unmarked instances only).
+    pub fn set_probe_health(&mut self, service: &ServiceKey, key: &InstanceKey, healthy: bool) {
+        let Some(svc) = self.services.get_mut(service) else {
+            return;
+        };
+        let Some(slot) = svc.instances.get_mut(key) else {
+            return;
+        };
+        if key.ephemeral || slot.inst.marked || slot.inst.healthy == healthy {
+            return;
+        }
+        slot.inst = Arc::new(slot.inst.with_health(healthy));
+        Self::touch(&mut self.revisions, &mut self.dirty, service, svc);
     }
 
     /// Number of wheel entries (≈ live leases plus stale ones not yet visited).
@@ -314,6 +379,11 @@ impl Registry {
             self.stats.healthy = self.stats.healthy + healthy - svc.counted.0;
             self.stats.unhealthy = self.stats.unhealthy + unhealthy - svc.counted.1;
             svc.counted = (healthy, unhealthy);
+            if svc.instances.keys().any(|k| !k.ephemeral) {
+                self.persistent.insert(key.clone());
+            } else {
+                self.persistent.remove(&key);
+            }
             if !svc.instances.is_empty() {
                 svc.empty_since = None;
             } else if svc.empty_since.is_none() {

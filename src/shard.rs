@@ -28,6 +28,8 @@ const INBOX_BATCH: usize = 256;
 const INBOX_WAIT: Duration = Duration::from_secs(2);
 /// Lease tick period.
 const TICK: Duration = Duration::from_millis(100);
+/// Most probes one shard runs at once.
+const MAX_PROBES: usize = 512;
 /// Push upkeep (re-sends, target expiry) runs every this many ticks.
 const PUSH_SWEEP_TICKS: u32 = 5;
 
@@ -66,7 +68,10 @@ pub struct Shard {
     pub udp: glommio::net::UdpSocket,
     /// Monotonic clock for leases.
     pub clock: SystemClock,
+    /// Probe schedules of persistent instances this shard owns.
+    pub prober: RefCell<crate::probe::Prober>,
     datagrams: std::cell::Cell<u64>,
+    probes_running: std::cell::Cell<usize>,
 }
 
 impl Shard {
@@ -86,7 +91,9 @@ impl Shard {
             push: RefCell::new(push),
             udp,
             clock,
+            prober: RefCell::new(crate::probe::Prober::default()),
             datagrams: std::cell::Cell::new(0),
+            probes_running: std::cell::Cell::new(0),
         }
     }
 
@@ -151,6 +158,39 @@ impl Shard {
                 self.metrics()
                     .record_push_latency(at.elapsed().as_micros() as u64);
             }
+        }
+    }
+
+    /// Starts the probes that are due (at most [`MAX_PROBES`] running at once).
+    fn start_probes(self: &Rc<Self>, now: u64) {
+        let candidates = self.registry.borrow().probe_candidates();
+        if candidates.is_empty() {
+            return;
+        }
+        let due = self.prober.borrow_mut().due(candidates, now);
+        for p in due {
+            if self.probes_running.get() >= MAX_PROBES {
+                // Not started: it comes due again on the next tick, streaks untouched.
+                self.prober.borrow_mut().defer(&p);
+                continue;
+            }
+            self.probes_running.set(self.probes_running.get() + 1);
+            let me = self.clone();
+            glommio::spawn_local(async move {
+                let outcome = crate::probe::run(&p).await;
+                me.probes_running.set(me.probes_running.get() - 1);
+                let now = me.clock.now_ms();
+                let Some(healthy) = me.registry.borrow().health_of(&p.service, &p.key) else {
+                    return;
+                };
+                let flip = me.prober.borrow_mut().record(&p, outcome, healthy, now);
+                if let Some(h) = flip {
+                    tracing::info!(service = %p.service.grouped, ip = %p.key.ip, port = p.key.port, healthy = h, ?outcome, "probe flipped instance health");
+                    me.registry.borrow_mut().set_probe_health(&p.service, &p.key, h);
+                    me.flush(now);
+                }
+            })
+            .detach();
         }
     }
 
@@ -284,6 +324,7 @@ impl Shard {
             let now = self.clock.now_ms();
             self.registry.borrow_mut().tick(now);
             self.flush(now);
+            self.start_probes(now);
             ticks = ticks.wrapping_add(1);
             if ticks.is_multiple_of(PUSH_SWEEP_TICKS) {
                 let resend = self.push.borrow_mut().sweep(now);

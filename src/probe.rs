@@ -1,0 +1,368 @@
+//! Server-side health probes for persistent instances (Nacos `HealthCheckTask`).
+//!
+//! The owner shard probes each persistent, unmarked instance of a cluster whose checker is TCP or
+//! HTTP. Outcomes follow Nacos's `HealthCheckCommon` with `checkTimes` 3: three consecutive OKs
+//! make an unhealthy instance healthy, three consecutive failures make a healthy one unhealthy,
+//! and a hard failure (connection refused, an unexpected HTTP status) flips it at once. A flip
+//! changes only `healthy`. The next probe is due after the smoothed response time
+//! (`factor * prev + (1 - factor) * rt`), clamped: TCP 0.75 in [1000, 5000] ms, HTTP 0.85 in
+//! [500, 5000] ms. The first probe comes 2–7 s after an instance appears.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::instance::InstanceKey;
+use crate::service::ServiceKey;
+
+/// Consecutive results needed to flip health.
+pub const CHECK_TIMES: u8 = 3;
+/// Connect and read timeout of one probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What to probe and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checker {
+    /// Connect to the port.
+    Tcp,
+    /// `GET http://ip:port<path>` with `k:v|k:v` headers.
+    Http {
+        /// Request path, e.g. `/health`.
+        path: String,
+        /// Extra headers, `k:v|k:v`.
+        headers: String,
+    },
+}
+
+impl Checker {
+    /// The checker named by a cluster's `healthChecker` JSON; `None` for NONE, MYSQL (not
+    /// probed by Muster) or unknown types.
+    pub fn from_json(v: &serde_json::Value) -> Option<Checker> {
+        match v.get("type").and_then(|t| t.as_str()) {
+            Some("TCP") => Some(Checker::Tcp),
+            Some("HTTP") => Some(Checker::Http {
+                path: v
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("/")
+                    .to_string(),
+                headers: v
+                    .get("headers")
+                    .and_then(|h| h.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+            }),
+            _ => None,
+        }
+    }
+
+    fn params(&self) -> (f64, u64, u64) {
+        match self {
+            Checker::Tcp => (0.75, 1000, 5000),
+            Checker::Http { .. } => (0.85, 500, 5000),
+        }
+    }
+}
+
+/// One probe's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reachable; response time in ms.
+    Ok(u64),
+    /// Failed softly (timeout, 503, 302).
+    Fail,
+    /// Failed hard (refused, other status): flips at once.
+    FailNow,
+}
+
+/// A probe to run.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// Service of the instance.
+    pub service: ServiceKey,
+    /// The instance.
+    pub key: InstanceKey,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// How.
+    pub checker: Checker,
+}
+
+#[derive(Debug)]
+struct State {
+    next_at: u64,
+    rt_ms: u64,
+    ok: u8,
+    fail: u8,
+    running: bool,
+    seen: bool,
+}
+
+/// Probe schedules and streaks of one shard's persistent instances.
+#[derive(Debug, Default)]
+pub struct Prober {
+    states: HashMap<(ServiceKey, InstanceKey), State>,
+    seed: u64,
+}
+
+impl Prober {
+    /// Which of `candidates` are due at monotonic `now` (ms); marks them running. Instances not
+    /// among the candidates any more are forgotten.
+    pub fn due(&mut self, candidates: Vec<Probe>, now: u64) -> Vec<Probe> {
+        for s in self.states.values_mut() {
+            s.seen = false;
+        }
+        let mut out = Vec::new();
+        for p in candidates {
+            let id = (p.service.clone(), p.key.clone());
+            let seed = self.next_rand();
+            let (_, min, _) = p.checker.params();
+            let s = self.states.entry(id).or_insert_with(|| State {
+                // 2000 + rand(0, rand(0, 5000)), as Nacos staggers first probes.
+                next_at: now + 2000 + (seed % 5000) * ((seed >> 32) % 1000) / 1000,
+                rt_ms: min,
+                ok: 0,
+                fail: 0,
+                running: false,
+                seen: true,
+            });
+            s.seen = true;
+            if !s.running && s.next_at <= now {
+                s.running = true;
+                out.push(p);
+            }
+        }
+        self.states.retain(|_, s| s.seen || s.running);
+        out
+    }
+
+    /// Records a finished probe. Returns `Some(new_health)` when the instance must flip.
+    pub fn record(&mut self, p: &Probe, outcome: Outcome, healthy: bool, now: u64) -> Option<bool> {
+        let s = self.states.get_mut(&(p.service.clone(), p.key.clone()))?;
+        s.running = false;
+        let (factor, min, max) = p.checker.params();
+        let rt = match outcome {
+            Outcome::Ok(rt) => rt,
+            _ => PROBE_TIMEOUT.as_millis() as u64,
+        };
+        s.rt_ms = ((factor * s.rt_ms as f64 + (1.0 - factor) * rt as f64) as u64).clamp(min, max);
+        s.next_at = now + s.rt_ms;
+        match outcome {
+            Outcome::Ok(_) => {
+                s.fail = 0;
+                if healthy {
+                    s.ok = 0;
+                    return None;
+                }
+                s.ok += 1;
+                if s.ok >= CHECK_TIMES {
+                    s.ok = 0;
+                    return Some(true);
+                }
+                None
+            }
+            Outcome::Fail => {
+                s.ok = 0;
+                if !healthy {
+                    s.fail = 0;
+                    return None;
+                }
+                s.fail += 1;
+                if s.fail >= CHECK_TIMES {
+                    s.fail = 0;
+                    return Some(false);
+                }
+                None
+            }
+            Outcome::FailNow => {
+                s.ok = 0;
+                s.fail = 0;
+                healthy.then_some(false)
+            }
+        }
+    }
+
+    /// Returns a probe that was handed out by [`Prober::due`] but not run; it is due again at
+    /// once, and its streaks are unchanged.
+    pub fn defer(&mut self, p: &Probe) {
+        if let Some(s) = self.states.get_mut(&(p.service.clone(), p.key.clone())) {
+            s.running = false;
+        }
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // xorshift64*: stable, seedable, good enough to stagger probes.
+        if self.seed == 0 {
+            self.seed = 0x2545_f491_4f6c_dd1d;
+        }
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        self.seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// Runs one probe over real sockets on the current glommio executor.
+pub async fn run(p: &Probe) -> Outcome {
+    let start = Instant::now();
+    let stream = match glommio::net::TcpStream::connect_timeout(p.addr, PROBE_TIMEOUT).await {
+        Ok(s) => s,
+        Err(e) => return connect_failure(&e),
+    };
+    match &p.checker {
+        Checker::Tcp => Outcome::Ok(start.elapsed().as_millis() as u64),
+        Checker::Http { path, headers } => http(stream, p.addr, path, headers, start).await,
+    }
+}
+
+fn connect_failure(e: &glommio::GlommioError<()>) -> Outcome {
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("refused") {
+        Outcome::FailNow
+    } else {
+        Outcome::Fail
+    }
+}
+
+async fn http(
+    mut stream: glommio::net::TcpStream,
+    addr: SocketAddr,
+    path: &str,
+    headers: &str,
+    start: Instant,
+) -> Outcome {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(PROBE_TIMEOUT));
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: Muster-Health-Checker\r\nConnection: close\r\n");
+    for h in headers.split('|') {
+        if let Some((k, v)) = h.split_once(':') {
+            if !k.trim().is_empty() && !k.contains(['\r', '\n']) && !v.contains(['\r', '\n']) {
+                req.push_str(&format!("{}: {}\r\n", k.trim(), v.trim()));
+            }
+        }
+    }
+    req.push_str("\r\n");
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        return Outcome::Fail;
+    }
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < buf.len() {
+        match stream.read(&mut buf[n..]).await {
+            Ok(0) => break,
+            Ok(k) => {
+                n += k;
+                if buf[..n].contains(&b'\n') {
+                    break;
+                }
+            }
+            Err(_) => return Outcome::Fail,
+        }
+    }
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let code: Option<u16> = line.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    match code {
+        Some(200) => Outcome::Ok(start.elapsed().as_millis() as u64),
+        Some(503) | Some(302) => Outcome::Fail,
+        Some(_) => Outcome::FailNow,
+        None => Outcome::Fail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn probe(checker: Checker) -> Probe {
+        Probe {
+            service: ServiceKey::new("public", "DEFAULT_GROUP@@db"),
+            key: InstanceKey {
+                ip: Arc::from("127.0.0.1"),
+                port: 3306,
+                cluster: Arc::from("DEFAULT"),
+                ephemeral: false,
+            },
+            addr: "127.0.0.1:3306".parse().unwrap(),
+            checker,
+        }
+    }
+
+    #[test]
+    fn first_probe_is_staggered_2_to_7_seconds() {
+        let mut pr = Prober::default();
+        let p = probe(Checker::Tcp);
+        assert!(pr.due(vec![p.clone()], 0).is_empty());
+        assert!(pr.due(vec![p.clone()], 1999).is_empty());
+        assert_eq!(pr.due(vec![p.clone()], 7000).len(), 1);
+        assert!(pr.due(vec![p], 7001).is_empty(), "not twice while running");
+    }
+
+    #[test]
+    fn three_strikes_flip_and_fail_now_flips_at_once() {
+        let mut pr = Prober::default();
+        let p = probe(Checker::Tcp);
+        pr.due(vec![p.clone()], 10_000);
+        assert_eq!(pr.record(&p, Outcome::Fail, true, 10_000), None);
+        assert_eq!(pr.record(&p, Outcome::Fail, true, 11_000), None);
+        assert_eq!(pr.record(&p, Outcome::Fail, true, 12_000), Some(false));
+        assert_eq!(pr.record(&p, Outcome::Ok(1), false, 13_000), None);
+        assert_eq!(pr.record(&p, Outcome::Ok(1), false, 14_000), None);
+        assert_eq!(
+            pr.record(&p, Outcome::Fail, false, 15_000),
+            None,
+            "a failure resets the OK streak"
+        );
+        assert_eq!(pr.record(&p, Outcome::Ok(1), false, 16_000), None);
+        assert_eq!(pr.record(&p, Outcome::Ok(1), false, 17_000), None);
+        assert_eq!(pr.record(&p, Outcome::Ok(1), false, 18_000), Some(true));
+        assert_eq!(pr.record(&p, Outcome::FailNow, true, 19_000), Some(false));
+    }
+
+    #[test]
+    fn next_delay_is_smoothed_and_clamped() {
+        let mut pr = Prober::default();
+        let p = probe(Checker::Http {
+            path: "/".into(),
+            headers: String::new(),
+        });
+        pr.due(vec![p.clone()], 10_000);
+        pr.record(&p, Outcome::Ok(1), true, 10_000);
+        assert!(pr.due(vec![p.clone()], 10_499).is_empty());
+        assert_eq!(
+            pr.due(vec![p.clone()], 10_500).len(),
+            1,
+            "HTTP converges to 500 ms"
+        );
+        let t = probe(Checker::Tcp);
+        pr.due(vec![t.clone()], 20_000);
+        pr.record(&t, Outcome::Ok(1), true, 20_000);
+        assert!(pr.due(vec![t.clone()], 20_999).is_empty());
+        assert_eq!(pr.due(vec![t], 21_000).len(), 1, "TCP floors at 1000 ms");
+    }
+
+    #[test]
+    fn checkers_from_cluster_json() {
+        assert_eq!(
+            Checker::from_json(&serde_json::json!({"type":"TCP"})),
+            Some(Checker::Tcp)
+        );
+        assert_eq!(
+            Checker::from_json(&serde_json::json!({"type":"HTTP","path":"/h","headers":"a:b"})),
+            Some(Checker::Http {
+                path: "/h".into(),
+                headers: "a:b".into()
+            })
+        );
+        assert_eq!(
+            Checker::from_json(&serde_json::json!({"type":"NONE"})),
+            None
+        );
+        assert_eq!(
+            Checker::from_json(&serde_json::json!({"type":"MYSQL"})),
+            None
+        );
+    }
+}
