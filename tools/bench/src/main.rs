@@ -491,6 +491,7 @@ fn execute(mut plan: Plan) -> Result<ExitCode, String> {
         total: result.total.clone(),
         ops: ops.into_iter().zip(result.per_op).collect(),
         push: None,
+        push_from_send: None,
         datagrams: 0,
         notes,
     };
@@ -576,6 +577,7 @@ fn run_subscribe(a: SubscribeArgs) -> Result<ExitCode, String> {
             ("subscribe_query".into(), r.queries),
         ],
         push: Some(r.push),
+        push_from_send: Some(r.push_from_send),
         datagrams: r.datagrams,
         notes,
     };

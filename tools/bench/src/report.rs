@@ -4,7 +4,8 @@
 //! rate, warmup_s, duration_s, requests, ok, errors{kind:count}, error_rate,
 //! throughput_rps, latency_us{p50,p90,p99,p999,max,mean}, ops{name:{requests,
 //! ok, errors, throughput_rps, latency_us}}, notes[]`, and for `subscribe` also
-//! `push_latency_us{...}, pushes, push_errors{...}, datagrams`.
+//! `push_latency_us{...}, pushes, push_errors{...}, datagrams,
+//! push_from_send_latency_us{...}`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -34,8 +35,10 @@ pub struct Report {
     pub total: OpStats,
     /// Per operation kind (only kinds that saw requests are shown).
     pub ops: Vec<(String, OpStats)>,
-    /// Subscribe only: push latency samples and push errors.
+    /// Subscribe only: push latency samples (from the write's `ok`) and push errors.
     pub push: Option<OpStats>,
+    /// Subscribe only: push latency samples from the write's send time.
+    pub push_from_send: Option<OpStats>,
     /// Subscribe only: datagrams received.
     pub datagrams: u64,
     /// Free-form notes (setup time, pool wrap-around, warnings).
@@ -108,6 +111,12 @@ impl Report {
             o.insert("pushes".into(), json!(p.ok));
             o.insert("push_errors".into(), errors_json(p));
             o.insert("datagrams".into(), json!(self.datagrams));
+            if let Some(f) = &self.push_from_send {
+                o.insert(
+                    "push_from_send_latency_us".into(),
+                    latency_json(&f.latency()),
+                );
+            }
         }
         v
     }
@@ -165,6 +174,9 @@ impl Report {
         row("all", &self.total, self.throughput());
         if let Some(p) = &self.push {
             row("push (write ok->udp)", p, p.ok as f64 / secs);
+        }
+        if let Some(f) = &self.push_from_send {
+            row("push (write sent->udp)", f, f.ok as f64 / secs);
         }
         let _ = writeln!(
             s,
@@ -235,6 +247,7 @@ mod tests {
             total: a.clone(),
             ops: vec![("register".into(), a)],
             push: None,
+            push_from_send: None,
             datagrams: 0,
             notes: vec![],
         }

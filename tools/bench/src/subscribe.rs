@@ -9,7 +9,8 @@
 //! is scanned for the highest marker `seq`. Push latency for write `seq` is
 //! the time from the writer reading that write's `ok` to a subscriber
 //! receiving the first datagram that contains it (one sample per write per
-//! subscriber). Writes a subscriber never saw within `grace` after the last
+//! subscriber; 0 when the datagram beats the HTTP response). A second
+//! histogram measures from the moment the write was sent. Writes a subscriber never saw within `grace` after the last
 //! write are counted as `push_missing`.
 
 use std::borrow::Cow;
@@ -79,8 +80,11 @@ pub struct SubscribeResult {
     pub writes: OpStats,
     /// Subscription queries (`instance/list` with `udpPort`).
     pub queries: OpStats,
-    /// Push latency samples (ns) and push errors.
+    /// Push latency samples (ns, from the write's `ok`) and push errors.
     pub push: OpStats,
+    /// Push latency samples (ns) from the moment the write was sent; useful
+    /// for servers that push before answering the write.
+    pub push_from_send: OpStats,
     /// Datagrams received over all subscribers.
     pub datagrams: u64,
     /// Datagrams that arrived before the writer had read the write's `ok`
@@ -157,6 +161,8 @@ struct Shared {
     t0: Instant,
     /// `ok_ns[seq]`: ns after `t0` when write `seq`'s `ok` was read, or NOT_OK.
     ok_ns: Vec<AtomicU64>,
+    /// `sent_ns[seq]`: ns after `t0` just before write `seq` was sent, or NOT_OK.
+    sent_ns: Vec<AtomicU64>,
 }
 
 /// Runs the scenario. Setup (registering the watched service) must be done
@@ -189,6 +195,9 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
     let shared = Arc::new(Shared {
         t0,
         ok_ns: (0..=writes_planned)
+            .map(|_| AtomicU64::new(NOT_OK))
+            .collect(),
+        sent_ns: (0..=writes_planned)
             .map(|_| AtomicU64::new(NOT_OK))
             .collect(),
     });
@@ -263,6 +272,8 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
                 let req = n.register(&svc, &marker, (MARKER_BASE_PORT + seq) as u16);
                 tokio::time::sleep_until(intended.into()).await;
                 let sent = Instant::now();
+                shared.sent_ns[seq as usize]
+                    .store((sent - shared.t0).as_nanos() as u64, Ordering::Release);
                 let r = tokio::time::timeout(
                     timeout,
                     query_check(&mut conn, addr, timeout, &req, Check::Ok),
@@ -301,6 +312,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
 
     let writes = writer.await.map_err(|e| format!("writer: {e}"))?;
     let mut push = OpStats::default();
+    let mut push_from_send = OpStats::default();
     let (mut datagrams, mut early) = (0, 0);
     let max_ok = (1..=writes_planned as usize)
         .filter(|&s| shared.ok_ns[s].load(Ordering::Acquire) != NOT_OK)
@@ -308,6 +320,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
     for s in subs {
         let r = s.await.map_err(|e| format!("subscriber: {e}"))?;
         push.merge(&r.stats);
+        push_from_send.merge(&r.from_send);
         datagrams += r.datagrams;
         early += r.early;
         let missing = max_ok
@@ -321,6 +334,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
         writes,
         queries,
         push,
+        push_from_send,
         datagrams,
         early,
         measured: cfg.duration,
@@ -368,6 +382,7 @@ async fn query_check(
 
 struct SubResult {
     stats: OpStats,
+    from_send: OpStats,
     datagrams: u64,
     early: u64,
     last_seen: u64,
@@ -381,6 +396,7 @@ async fn subscriber(
 ) -> SubResult {
     let mut r = SubResult {
         stats: OpStats::default(),
+        from_send: OpStats::default(),
         datagrams: 0,
         early: 0,
         last_seen: 0,
@@ -411,6 +427,10 @@ async fn subscriber(
         };
         let max = max.min(shared.ok_ns.len() as u64 - 1);
         for seq in r.last_seen + 1..=max {
+            let sent = shared.sent_ns[seq as usize].load(Ordering::Acquire);
+            if sent != NOT_OK {
+                r.from_send.record_ok(now_ns.saturating_sub(sent));
+            }
             match shared.ok_ns[seq as usize].load(Ordering::Acquire) {
                 // The write failed or has not been read back yet: a datagram
                 // that beats the HTTP response counts as ~0 latency.

@@ -179,6 +179,8 @@ fn subscribe_measures_push_latency_and_acks() {
     assert!(hosts_json(&state.lock().unwrap()).len() > 1024);
     // The server pushes before answering, so latencies are tiny.
     assert!(r.push.latency().p99 < 100_000.0, "{:?}", r.push.latency());
+    assert_eq!(r.push_from_send.ok, 60);
+    assert!(r.push_from_send.latency().p50 > 0.0);
     ack_thread.join().unwrap();
     assert_eq!(acks.load(Ordering::Relaxed), 60);
     let markers = state
