@@ -49,8 +49,10 @@ fn other(e: Error) -> raft::Error {
 }
 
 fn to_snapshot(s: &SnapshotData) -> Snapshot {
-    let mut snap = Snapshot::default();
-    snap.data = s.data.clone().into();
+    let mut snap = Snapshot {
+        data: s.data.clone().into(),
+        ..Snapshot::default()
+    };
     let meta = snap.mut_metadata();
     meta.index = s.index;
     meta.term = s.term;

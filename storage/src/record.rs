@@ -179,16 +179,18 @@ impl EntryRecord {
     /// Converts to raft's `Entry`. Unknown entry types become `EntryNormal` (they cannot be
     /// written by this crate).
     pub fn to_entry(&self) -> Entry {
-        let mut e = Entry::default();
-        e.index = self.index;
-        e.term = self.term;
+        let mut e = Entry {
+            index: self.index,
+            term: self.term,
+            data: self.data.clone().into(),
+            context: self.context.clone().into(),
+            ..Entry::default()
+        };
         e.set_entry_type(match self.entry_type {
             1 => EntryType::EntryConfChange,
             2 => EntryType::EntryConfChangeV2,
             _ => EntryType::EntryNormal,
         });
-        e.data = self.data.clone().into();
-        e.context = self.context.clone().into();
         e
     }
 }
@@ -206,11 +208,12 @@ impl From<&HardState> for HardStateRecord {
 impl HardStateRecord {
     /// Converts to raft's `HardState`.
     pub fn to_hard_state(&self) -> HardState {
-        let mut h = HardState::default();
-        h.term = self.term;
-        h.vote = self.vote;
-        h.commit = self.commit;
-        h
+        HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.commit,
+            ..HardState::default()
+        }
     }
 }
 
@@ -229,13 +232,14 @@ impl From<&ConfState> for ConfStateRecord {
 impl ConfStateRecord {
     /// Converts to raft's `ConfState`.
     pub fn to_conf_state(&self) -> ConfState {
-        let mut c = ConfState::default();
-        c.voters = self.voters.clone();
-        c.learners = self.learners.clone();
-        c.voters_outgoing = self.voters_outgoing.clone();
-        c.learners_next = self.learners_next.clone();
-        c.auto_leave = self.auto_leave;
-        c
+        ConfState {
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            voters_outgoing: self.voters_outgoing.clone(),
+            learners_next: self.learners_next.clone(),
+            auto_leave: self.auto_leave,
+            ..ConfState::default()
+        }
     }
 }
 
@@ -315,17 +319,21 @@ mod tests {
 
     #[test]
     fn raft_conversions_round_trip() {
-        let mut e = Entry::default();
-        e.index = 9;
-        e.term = 2;
+        let mut e = Entry {
+            index: 9,
+            term: 2,
+            data: b"payload".to_vec().into(),
+            context: b"ctx".to_vec().into(),
+            ..Entry::default()
+        };
         e.set_entry_type(EntryType::EntryConfChangeV2);
-        e.data = b"payload".to_vec().into();
-        e.context = b"ctx".to_vec().into();
         assert_eq!(EntryRecord::from(&e).to_entry(), e);
-        let mut c = ConfState::default();
-        c.voters = vec![1, 2, 3];
-        c.learners = vec![4];
-        c.auto_leave = true;
+        let c = ConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            auto_leave: true,
+            ..ConfState::default()
+        };
         assert_eq!(ConfStateRecord::from(&c).to_conf_state(), c);
     }
 

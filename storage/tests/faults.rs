@@ -95,13 +95,14 @@ fn crash_during_rotation_before_rename() {
     let written = i - 1;
     fp.set(failpoint::ROTATE_BEFORE_RENAME, Action::Error);
     let mut err = None;
-    for j in i..i + 40 {
-        if let Err(e) = wal.append(&[entry(j, 1, 200)]) {
+    let limit = i + 40;
+    while i < limit {
+        if let Err(e) = wal.append(&[entry(i, 1, 200)]) {
             err = Some(e);
             break;
         }
         wal.sync().unwrap();
-        i = j + 1;
+        i += 1;
     }
     assert!(err.is_some(), "rotation must hit the failpoint");
     // The WAL is poisoned after a failure in the middle of rotation.

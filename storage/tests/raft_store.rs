@@ -12,17 +12,19 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{Config, GetEntriesContext, RawNode, Storage, StorageError};
 
 fn ent(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = format!("e{index}").into_bytes().into();
-    e
+    Entry {
+        index,
+        term,
+        data: format!("e{index}").into_bytes().into(),
+        ..Entry::default()
+    }
 }
 
 fn voters(ids: &[u64]) -> ConfState {
-    let mut c = ConfState::default();
-    c.voters = ids.to_vec();
-    c
+    ConfState {
+        voters: ids.to_vec(),
+        ..ConfState::default()
+    }
 }
 
 fn store_err(e: raft::Error) -> StorageError {
@@ -49,10 +51,12 @@ fn storage_error_contract() {
     s.set_conf_state(&voters(&[1])).unwrap();
     let ents: Vec<Entry> = (1..=10).map(|i| ent(i, 1 + i / 5)).collect();
     s.append(&ents).unwrap();
-    let mut hs = HardState::default();
-    hs.term = 3;
-    hs.vote = 1;
-    hs.commit = 8;
+    let hs = HardState {
+        term: 3,
+        vote: 1,
+        commit: 8,
+        ..HardState::default()
+    };
     s.set_hardstate(&hs).unwrap();
     s.sync().unwrap();
 
