@@ -135,6 +135,20 @@ pub fn scan_segment(
     bytes: &[u8],
     is_last: bool,
 ) -> Result<ScannedSegment> {
+    match scan_segment_partial(path, id, bytes, is_last) {
+        (seg, None) => Ok(seg),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Like [`scan_segment`], but on corruption also returns the records that decoded before it
+/// (for `muster-wal dump`, which shows what it can before reporting the damage).
+pub fn scan_segment_partial(
+    path: &Path,
+    id: SegmentId,
+    bytes: &[u8],
+    is_last: bool,
+) -> (ScannedSegment, Option<Error>) {
     let mut seg = ScannedSegment {
         id,
         path: path.to_path_buf(),
@@ -148,23 +162,25 @@ pub fn scan_segment(
         let head = &bytes[..bytes.len().min(SEGMENT_HEADER_LEN)];
         if is_last && head.iter().all(|&b| b == 0) {
             seg.tail = Tail::BadHeader(why);
-            return Ok(seg);
+            return (seg, None);
         }
-        return Err(Error::corrupt(path, 0, Corruption::Header(why)));
+        return (seg, Some(Error::corrupt(path, 0, Corruption::Header(why))));
     }
     let mut off = SEGMENT_HEADER_LEN;
+    let mut err = None;
     loop {
         match decode_frame(id.seq, &bytes[off..]) {
             Ok(None) => {
                 if off < bytes.len() {
                     if !is_last {
-                        return Err(Error::corrupt(
+                        err = Some(Error::corrupt(
                             path,
                             off as u64,
                             Corruption::EarlyEnd {
                                 remaining: (bytes.len() - off) as u64,
                             },
                         ));
+                        break;
                     }
                     seg.dirty_after_end = bytes[off..].iter().any(|&b| b != 0);
                 }
@@ -175,7 +191,10 @@ pub fn scan_segment(
                     seg.records.push((off as u64, rec));
                     off += frame.size;
                 }
-                Err(e) => return Err(Error::corrupt(path, off as u64, e.into())),
+                Err(e) => {
+                    err = Some(Error::corrupt(path, off as u64, e.into()));
+                    break;
+                }
             },
             Err(e) => {
                 if is_last && is_torn(bytes, off, &e) {
@@ -183,14 +202,15 @@ pub fn scan_segment(
                         offset: off as u64,
                         error: e,
                     };
-                    break;
+                } else {
+                    err = Some(Error::corrupt(path, off as u64, e.into()));
                 }
-                return Err(Error::corrupt(path, off as u64, e.into()));
+                break;
             }
         }
     }
     seg.end = off as u64;
-    Ok(seg)
+    (seg, err)
 }
 
 /// The raft state a log replays to: hard state, conf state, the latest snapshot marker and the

@@ -1,0 +1,286 @@
+//! Golden-output tests of `muster-wal` against the fixture `tests/data/wal-v1/`, plus its
+//! read-only promise and `repair`'s refusals. Regenerate the `.out` files (only when the output
+//! format changes on purpose) with `MUSTER_UPDATE_FIXTURES=1 cargo test -p muster-wal`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
+}
+
+fn fixture() -> PathBuf {
+    data().join("wal-v1")
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_muster-wal"))
+        .args(args)
+        .output()
+        .expect("run muster-wal")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs a command on the fixture and compares stdout with `tests/data/wal-v1-out/<name>.out`.
+fn golden(name: &str, args: &[&str]) {
+    let dir = fixture();
+    let mut full: Vec<&str> = vec![args[0], dir.to_str().unwrap()];
+    full.extend_from_slice(&args[1..]);
+    let out = run(&full);
+    assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "",
+        "{name}: no warnings on the clean fixture"
+    );
+    let path = data().join("wal-v1-out").join(format!("{name}.out"));
+    if std::env::var_os("MUSTER_UPDATE_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &out.stdout).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (MUSTER_UPDATE_FIXTURES=1 creates it)",
+            path.display()
+        )
+    });
+    assert_eq!(
+        text(&out.stdout),
+        want,
+        "{name}: output drifted from {}",
+        path.display()
+    );
+}
+
+#[test]
+fn golden_dump() {
+    golden("dump", &["dump"]);
+}
+
+#[test]
+fn golden_dump_json_service() {
+    golden(
+        "dump-json-payments",
+        &["dump", "--json", "--service", "payments"],
+    );
+}
+
+#[test]
+fn golden_dump_index_and_time_range() {
+    golden(
+        "dump-range",
+        &[
+            "dump",
+            "--from",
+            "10",
+            "--to",
+            "20",
+            "--since",
+            "2025-11-13T02:13:40Z",
+            "--until",
+            "1763000028500",
+        ],
+    );
+}
+
+#[test]
+fn golden_stats() {
+    golden("stats", &["stats"]);
+    golden("stats-json", &["stats", "--json"]);
+}
+
+#[test]
+fn golden_verify() {
+    golden("verify", &["verify"]);
+}
+
+#[test]
+fn golden_history() {
+    golden(
+        "history-orders",
+        &["history", "--service", "public##DEFAULT_GROUP@@orders"],
+    );
+    golden(
+        "history-orders-json",
+        &["history", "--json", "--service", "payments"],
+    );
+}
+
+/// A copy of the fixture in a temporary directory.
+fn copy_fixture() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+    }
+    tmp
+}
+
+fn snapshot_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+const SEG1: &str = "0000000000000001-0000000000000001.wal";
+const SEG2: &str = "0000000000000002-0000000000000018.wal";
+
+/// Read-only commands neither lock nor change anything, even on a damaged directory.
+#[test]
+fn read_only_commands_change_nothing() {
+    let tmp = copy_fixture();
+    let d = tmp.path().to_str().unwrap();
+    let seg = tmp.path().join(SEG2);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[end - 40..=end].fill(0); // tear the last record
+    bytes[end - 200] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = snapshot_of(tmp.path());
+    for args in [
+        vec!["dump", d],
+        vec!["dump", d, "--json"],
+        vec!["verify", d],
+        vec!["stats", d],
+        vec!["history", d, "--service", "orders"],
+    ] {
+        let _ = run(&args);
+        assert_eq!(
+            snapshot_of(tmp.path()),
+            before,
+            "{args:?} changed the directory"
+        );
+    }
+    assert!(!tmp.path().join("LOCK").exists());
+}
+
+/// A flipped bit mid-log: verify exits 1 naming the file and offset; repair refuses and
+/// changes nothing; dump shows the records before the damage, then fails.
+#[test]
+fn bit_flip_mid_log_verify_names_file_and_offset_and_repair_refuses() {
+    let tmp = copy_fixture();
+    let d = tmp.path().to_str().unwrap();
+    let seg = tmp.path().join(SEG1);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[224 + 40] ^= 0x10; // inside the payload of the record at offset 224 (index 2)
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let out = run(&["verify", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(SEG1) && err.contains("at byte 224") && err.contains("crc mismatch"),
+        "{err}"
+    );
+
+    let before = snapshot_of(tmp.path());
+    let out = run(&["repair", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("refusing to repair"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut after = snapshot_of(tmp.path());
+    after.retain(|(n, _)| n != "LOCK");
+    assert_eq!(after, before, "refused repair changes nothing");
+
+    let out = run(&["dump", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let dumped = text(&out.stdout);
+    assert_eq!(
+        dumped.lines().count(),
+        3,
+        "records before the damage:\n{dumped}"
+    );
+}
+
+/// A torn tail: verify fails, repair cuts it keeping `.broken`, then verify passes.
+#[test]
+fn torn_tail_is_repaired_keeping_broken_copy() {
+    let tmp = copy_fixture();
+    let d = tmp.path().to_str().unwrap();
+    let seg = tmp.path().join(SEG2);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    // Cut the file inside the last record (the final hard state), as a crash mid-write would.
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes.truncate(end - 20);
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let out = run(&["verify", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("torn tail"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = run(&["repair", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let msg = text(&out.stdout);
+    assert!(
+        msg.starts_with(&format!("repaired: cut {SEG2} at byte ")),
+        "{msg}"
+    );
+    assert!(tmp.path().join(format!("{SEG2}.broken")).exists());
+    assert_eq!(
+        std::fs::read(tmp.path().join(format!("{SEG2}.broken"))).unwrap(),
+        bytes
+    );
+
+    let out = run(&["verify", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("33 records"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["repair", d]);
+    assert_eq!(text(&out.stdout), "nothing to repair: log is clean\n");
+}
+
+/// Repair refuses while a writer holds the directory lock.
+#[test]
+fn repair_refuses_a_locked_directory() {
+    use muster_storage::fs::FileSystem;
+    let tmp = copy_fixture();
+    let _held = muster_storage::fs::RealFs
+        .lock(&tmp.path().join("LOCK"))
+        .unwrap();
+    let out = run(&["repair", tmp.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&[]).status.code(), Some(2));
+    assert_eq!(
+        run(&["history", "/x"]).status.code(),
+        Some(2),
+        "--service is required"
+    );
+    assert_eq!(
+        run(&["dump", "/x", "--since", "yesterday"]).status.code(),
+        Some(2)
+    );
+    let out = run(&["verify", "/nonexistent/muster"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent/muster"));
+}
