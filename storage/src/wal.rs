@@ -312,6 +312,10 @@ impl LogState {
             Record::ConfState(c) => self.conf_state = c,
             Record::Snapshot(s) => {
                 self.started = true;
+                // A snapshot is committed state: the hard state can never lag behind it, even
+                // if the hard state record written after the marker was lost.
+                self.hard_state.commit = self.hard_state.commit.max(s.index);
+                self.hard_state.term = self.hard_state.term.max(s.term);
                 if s.discard_log {
                     self.entries.clear();
                     self.compacted_index = s.index;

@@ -244,3 +244,45 @@ fn apply(entries: Vec<Entry>, applied: &mut Vec<Event>) {
         }
     }
 }
+
+/// A crash right after a leader snapshot's marker became durable, before the hard state
+/// record that follows it: replay raises commit to the snapshot index, so raft-rs accepts the
+/// recovered state (it panics on `commit < snapshot index`).
+#[test]
+fn snapshot_marker_without_following_hard_state_recovers() {
+    use muster_storage::record::ConfStateRecord;
+    use muster_storage::snapshot::SnapshotData;
+    use muster_storage::wal::Wal;
+    let fs = SimFs::new();
+    {
+        let mut wal = Wal::open("/r", common::opts(Arc::new(fs.clone()))).unwrap();
+        wal.append(&[common::entry(1, 1, 8), common::hs(1, 1, 1)])
+            .unwrap();
+        let snap = SnapshotData {
+            index: 50,
+            term: 3,
+            conf_state: ConfStateRecord {
+                voters: vec![1],
+                ..Default::default()
+            },
+            data: b"img".to_vec(),
+        };
+        wal.write_snapshot(&snap, true).unwrap();
+    }
+    let store = RaftStore::open("/r", common::opts(Arc::new(fs.power_loss()))).unwrap();
+    let st = store.initial_state().unwrap();
+    assert_eq!((st.hard_state.commit, st.hard_state.term), (50, 3));
+    assert_eq!(st.conf_state.voters, vec![1]);
+    assert_eq!(
+        (store.first_index().unwrap(), store.last_index().unwrap()),
+        (51, 50)
+    );
+    let logger = slog::Logger::root(slog::Discard, slog::o!());
+    let cfg = Config {
+        id: 1,
+        applied: 50,
+        ..Default::default()
+    };
+    let node = RawNode::new(&cfg, store, &logger).unwrap();
+    assert_eq!(node.raft.raft_log.committed, 50);
+}
