@@ -113,6 +113,14 @@ pub enum Corruption {
         /// Index found.
         found: u64,
     },
+    /// The hard state commits entries the log does not hold.
+    #[error("hard state commit {commit} is beyond the last entry {last}")]
+    CommitBeyondLog {
+        /// Commit index in the hard state.
+        commit: u64,
+        /// Last index in the log.
+        last: u64,
+    },
     /// The segment sequence numbers are not consecutive.
     #[error("segment sequence gap: expected {expected}, found {found}")]
     SequenceGap {

@@ -353,6 +353,17 @@ impl LogState {
                 },
             ));
         }
+        if st.hard_state.commit > st.last_index() {
+            let seg = scan.segments.last().expect("a commit implies a segment");
+            return Err(Error::corrupt(
+                &seg.path,
+                seg.end,
+                Corruption::CommitBeyondLog {
+                    commit: st.hard_state.commit,
+                    last: st.last_index(),
+                },
+            ));
+        }
         Ok(st)
     }
 

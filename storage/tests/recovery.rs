@@ -269,3 +269,27 @@ fn scan_is_read_only() {
     assert!(matches!(scan.segments[0].tail, Tail::Torn { offset, .. } if offset == off as u64));
     assert_eq!(std::fs::read(&seg).unwrap(), before);
 }
+
+/// A hard state committing more than the log holds refuses to open (it would make raft-rs
+/// panic).
+#[test]
+fn commit_beyond_log_refuses() {
+    let fs = SimFs::new();
+    {
+        let mut wal = Wal::open("/d", opts(Arc::new(fs.clone()))).unwrap();
+        wal.append(&[entry(1, 1, 10), entry(2, 1, 10), hs(1, 1, 5)])
+            .unwrap();
+        wal.sync().unwrap();
+    }
+    let err = Wal::open("/d", opts(Arc::new(fs))).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::Corruption {
+                reason: Corruption::CommitBeyondLog { commit: 5, last: 2 },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
