@@ -6,7 +6,7 @@
 use crate::error::ApiResult;
 use crate::instance::InstanceSpec;
 use crate::push::Subscription;
-use crate::service::{ClusterMeta, Metadata, ServiceKey};
+use crate::service::{Metadata, ServiceKey};
 
 /// A change to one service.
 #[derive(Debug, Clone)]
@@ -44,19 +44,6 @@ pub enum Command {
         /// The instance to register if unknown (from the beat JSON).
         register: Option<InstanceSpec>,
     },
-    /// `POST /service`.
-    CreateService(ServiceSettings),
-    /// `PUT /service`.
-    UpdateService(ServiceSettings),
-    /// `DELETE /service`.
-    DeleteService,
-    /// `PUT /cluster`.
-    UpdateCluster {
-        /// Cluster name.
-        cluster: String,
-        /// New settings.
-        meta: ClusterMeta,
-    },
     /// `PUT /health/instance`: allowed only when the cluster's checker is `NONE`.
     SetHealth {
         /// IP or host.
@@ -73,6 +60,10 @@ pub enum Command {
     Subscribe(Subscription),
     /// `GET /service/subscribers`: the live push targets.
     Subscribers,
+    /// A committed persistent change, applied by the owner after raft committed it.
+    Committed(crate::persistent::PersistentOp),
+    /// Answers once everything queued before it on the owner's inbox has been applied.
+    Barrier,
     /// `PUT|DELETE /instance/metadata/batch`.
     BatchMetadata {
         /// The instances to touch; `None` means all of the given kind.
@@ -106,7 +97,7 @@ pub struct Patch {
 }
 
 /// Service settings for create and update.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceSettings {
     /// Protect threshold, 0.0–1.0.
     pub protect_threshold: f32,

@@ -74,6 +74,9 @@ pub struct Cli {
     /// Pin each shard to a CPU. [default: true]
     #[arg(long, value_name = "BOOL")]
     pub pin: Option<bool>,
+    /// Snapshot the persistent state and truncate the WAL every this many raft entries. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub snapshot_entries: Option<u64>,
     /// Push changes over UDP to subscribers that query with udpPort. [default: true]
     #[arg(long, value_name = "BOOL")]
     pub push_enabled: Option<bool>,
@@ -113,6 +116,7 @@ struct FileConfig {
     inbox_capacity: Option<usize>,
     shutdown_grace_ms: Option<u64>,
     pin: Option<bool>,
+    snapshot_entries: Option<u64>,
     push_enabled: Option<bool>,
     push_target_ttl_ms: Option<u64>,
     push_ack_timeout_ms: Option<u64>,
@@ -148,6 +152,8 @@ pub struct Config {
     pub pin: bool,
     /// UDP push settings.
     pub push: PushConfig,
+    /// Raft snapshot period in entries (≥ 1). Default 10 000.
+    pub snapshot_entries: u64,
     /// Log filter. Default `info`.
     pub log: String,
 }
@@ -169,6 +175,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             pin: true,
             push: PushConfig::default(),
+            snapshot_entries: 10_000,
             log: "info".into(),
         }
     }
@@ -248,6 +255,7 @@ impl Config {
                 max_targets: pick!(push_max_targets).unwrap_or(d.push.max_targets),
                 drop_percent: pick!(push_drop_percent).unwrap_or(d.push.drop_percent),
             },
+            snapshot_entries: pick!(snapshot_entries).unwrap_or(d.snapshot_entries).max(1),
             log: pick!(log).unwrap_or(d.log),
         };
         cfg.validate()?;

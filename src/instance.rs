@@ -85,7 +85,7 @@ pub struct InstanceKey {
 }
 
 /// What a client asked for when registering or updating an instance.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceSpec {
     /// IP address or host name.
     pub ip: String,
@@ -209,6 +209,21 @@ impl Instance {
             app: self.app.clone(),
             timing: self.timing,
             rendered: self.rendered.clone(),
+        }
+    }
+
+    /// The settings this instance was built from (health as it is now).
+    pub fn to_spec(&self) -> InstanceSpec {
+        InstanceSpec {
+            ip: self.key.ip.to_string(),
+            port: self.key.port,
+            cluster: self.key.cluster.to_string(),
+            weight: self.weight,
+            healthy: self.healthy,
+            enabled: self.enabled,
+            ephemeral: self.key.ephemeral,
+            metadata: self.metadata.clone(),
+            app: self.app.to_string(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! - [`push`]: UDP push of changes to subscribers, with acks and one re-send.
 //! - [`probe`]: TCP and HTTP health probes of persistent instances.
 //! - [`service`], [`instance`], [`command`]: the data model and the writes.
+//! - [`consensus`], [`persistent`]: the raft group over the WAL and the persistent state it folds.
 //! - [`params`], [`error`]: request decoding and Nacos-style errors.
 //! - [`config`], [`clock`], [`hash`], [`metrics`]: settings, time, ownership, observability.
 
@@ -17,12 +18,14 @@ pub mod api;
 pub mod clock;
 pub mod command;
 pub mod config;
+pub mod consensus;
 pub mod error;
 pub mod hash;
 pub mod http;
 pub mod instance;
 pub mod metrics;
 pub mod params;
+pub mod persistent;
 pub mod probe;
 pub mod push;
 pub mod registry;

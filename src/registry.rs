@@ -13,7 +13,8 @@ use hashbrown::{HashMap, HashSet};
 use crate::command::{Command, Patch, Reply, ServiceSettings, Target};
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{Instance, InstanceKey, InstanceSpec, Timing};
-use crate::service::{check_cluster_name, ClusterMeta, Metadata, ServiceKey, ServiceMeta};
+use crate::persistent::PersistentOp;
+use crate::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
 use crate::view::{ReadView, ServiceView};
 use crate::wheel::Wheel;
 
@@ -80,6 +81,8 @@ struct ServiceState {
     /// Counts last reported into `Stats`.
     counted: (u64, u64),
     empty_since: Option<u64>,
+    /// Created or changed through raft: never removed by the empty-service cleaner.
+    durable: bool,
 }
 
 #[derive(Debug)]
@@ -257,54 +260,6 @@ impl Registry {
                 cluster,
                 register,
             } => Ok(self.beat(key, &ip, port, &cluster, register, now)),
-            Command::CreateService(s) => {
-                if self.services.contains_key(key) {
-                    return Err(ApiError::bad_request(format!(
-                        "specified service already exists, serviceName : {}",
-                        key.grouped
-                    )));
-                }
-                let svc = service_entry(&mut self.services, key);
-                let meta = Arc::make_mut(&mut svc.meta);
-                apply_settings(meta, s);
-                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
-                Ok(Reply::Ok)
-            }
-            Command::UpdateService(s) => {
-                let Some(svc) = self.services.get_mut(key) else {
-                    return Err(ApiError::server(format!(
-                        "service {} not found!",
-                        key.grouped
-                    )));
-                };
-                apply_settings(Arc::make_mut(&mut svc.meta), s);
-                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
-                Ok(Reply::Ok)
-            }
-            Command::DeleteService => {
-                if self.services.remove(key).is_none() {
-                    return Err(ApiError::bad_request(format!(
-                        "specified service not exist, serviceName : {}",
-                        key.grouped
-                    )));
-                }
-                self.dirty.remove(key);
-                self.deleted.push(key.clone());
-                Ok(Reply::Ok)
-            }
-            Command::UpdateCluster { cluster, meta } => {
-                check_cluster_name(&cluster)?;
-                let Some(svc) = self.services.get_mut(key) else {
-                    return Err(ApiError::server(format!(
-                        "service not found:{}",
-                        key.grouped
-                    )));
-                };
-                let name = intern(&mut self.clusters, &cluster);
-                Arc::make_mut(&mut svc.meta).clusters.insert(name, meta);
-                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
-                Ok(Reply::Ok)
-            }
             Command::SetHealth {
                 ip,
                 port,
@@ -351,9 +306,53 @@ impl Registry {
                 metadata,
                 delete,
             } => Ok(self.batch_metadata(key, targets, ephemeral, metadata, delete)),
-            Command::Subscribe(_) | Command::Subscribers => Err(ApiError::server(
-                "push commands are handled by the shard's push state, not the registry",
+            Command::Subscribe(_)
+            | Command::Subscribers
+            | Command::Barrier
+            | Command::Committed(_) => Err(ApiError::server(
+                "this command is handled by the shard, not the registry",
             )),
+        }
+    }
+
+    /// Applies a committed persistent change. Never fails: existence checks were made before
+    /// proposing, and applying is an upsert so replays are idempotent. Services touched here
+    /// are durable: the empty-service cleaner leaves them alone.
+    pub fn apply_committed(&mut self, key: &ServiceKey, op: PersistentOp, now: u64) {
+        match op {
+            PersistentOp::Register { instance } => {
+                self.upsert(key, instance, now);
+            }
+            PersistentOp::Deregister { ip, port, cluster } => {
+                let ik = self.instance_key(&ip, port, &cluster, false);
+                if let Some(svc) = self.services.get_mut(key) {
+                    if svc.instances.remove(&ik).is_some() {
+                        Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                    }
+                }
+                return;
+            }
+            PersistentOp::CreateService { settings } | PersistentOp::UpdateService { settings } => {
+                let svc = service_entry(&mut self.services, key);
+                apply_settings(Arc::make_mut(&mut svc.meta), settings);
+                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+            }
+            PersistentOp::DeleteService => {
+                if self.services.remove(key).is_some() {
+                    self.dirty.remove(key);
+                    self.deleted.push(key.clone());
+                }
+                return;
+            }
+            PersistentOp::UpdateCluster { cluster, meta } => {
+                let name = intern(&mut self.clusters, &cluster);
+                let svc = service_entry(&mut self.services, key);
+                Arc::make_mut(&mut svc.meta).clusters.insert(name, meta);
+                Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+            }
+        }
+        if let Some(svc) = self.services.get_mut(key) {
+            svc.durable = true;
         }
     }
 
@@ -463,6 +462,7 @@ impl Registry {
             return;
         };
         match svc.empty_since {
+            _ if svc.durable => {}
             Some(since) if svc.instances.is_empty() && now.saturating_sub(since) >= limit => {
                 self.services.remove(&service);
                 self.dirty.remove(&service);
@@ -719,6 +719,7 @@ fn service_entry<'a>(
         revision: 0,
         counted: (0, 0),
         empty_since: None,
+        durable: false,
     })
 }
 
@@ -994,39 +995,57 @@ mod tests {
     }
 
     #[test]
-    fn service_lifecycle_errors() {
-        let mut f = Fixture::new(Lifecycle::default());
+    fn committed_ops_upsert_and_mark_services_durable() {
+        let life = Lifecycle {
+            empty_service_ms: 1_000,
+            ..Lifecycle::default()
+        };
+        let mut f = Fixture::new(life);
         let settings = ServiceSettings {
             protect_threshold: 0.5,
             metadata: Metadata::new(),
             selector: serde_json::json!({"type": "none"}),
         };
-        assert_eq!(
-            f.apply(Command::UpdateService(settings.clone()))
-                .unwrap_err()
-                .msg,
-            "service DEFAULT_GROUP@@orders not found!"
+        let now = f.clock.now_ms();
+        f.reg.apply_committed(
+            &f.key,
+            PersistentOp::CreateService {
+                settings: settings.clone(),
+            },
+            now,
         );
-        f.apply(Command::CreateService(settings.clone())).unwrap();
-        let e = f.apply(Command::CreateService(settings)).unwrap_err();
-        assert_eq!(
-            (e.status, e.msg.as_str()),
-            (
-                400,
-                "specified service already exists, serviceName : DEFAULT_GROUP@@orders"
-            )
+        // Replays are idempotent.
+        f.reg
+            .apply_committed(&f.key, PersistentOp::CreateService { settings }, now);
+        let mut db = spec("10.0.0.9", 3306);
+        db.ephemeral = false;
+        f.reg
+            .apply_committed(&f.key, PersistentOp::Register { instance: db }, now);
+        f.reg.flush(now);
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(v.meta.protect_threshold, 0.5);
+        assert!(!v.instances[0].key.ephemeral);
+        // Persistent instances never expire; durable services are never auto-cleaned.
+        f.run_for(40_000);
+        assert_eq!(f.health(), Some(true));
+        f.reg.apply_committed(
+            &f.key,
+            PersistentOp::Deregister {
+                ip: "10.0.0.9".into(),
+                port: 3306,
+                cluster: "DEFAULT".into(),
+            },
+            f.clock.now_ms(),
         );
-        assert_eq!(
-            f.view.get(f.key.as_ref()).unwrap().meta.protect_threshold,
-            0.5
+        f.run_for(5_000);
+        assert!(
+            f.view.get(f.key.as_ref()).is_some(),
+            "a durable empty service stays"
         );
-        f.apply(Command::DeleteService).unwrap();
+        f.reg
+            .apply_committed(&f.key, PersistentOp::DeleteService, f.clock.now_ms());
+        f.reg.flush(f.clock.now_ms());
         assert!(f.view.get(f.key.as_ref()).is_none());
-        let e = f.apply(Command::DeleteService).unwrap_err();
-        assert_eq!(
-            e.msg,
-            "specified service not exist, serviceName : DEFAULT_GROUP@@orders"
-        );
     }
 
     #[test]

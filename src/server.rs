@@ -87,6 +87,8 @@ pub fn run(config: Config) -> Result<(), String> {
     raise_memlock();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    let recovery = crate::consensus::recover(&config.data_dir)?;
+    let (proposals_tx, proposals_rx) = flume::bounded(config.inbox_capacity);
     let (reservation, listen) = reserve(config.listen)?;
     let n = config.shards;
     let mut inboxes = Vec::with_capacity(n);
@@ -103,8 +105,11 @@ pub fn run(config: Config) -> Result<(), String> {
         metrics: Arc::new(Metrics::new(n)),
         inboxes,
         ready: AtomicBool::new(false),
+        recovered: AtomicBool::new(false),
         connections: AtomicUsize::new(0),
         draining: AtomicUsize::new(n),
+        proposals: proposals_tx,
+        stopping: AtomicBool::new(false),
     });
     let (shutdown_tx, shutdown_rx) = flume::bounded::<()>(1);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
@@ -140,9 +145,17 @@ pub fn run(config: Config) -> Result<(), String> {
         }
     }
     drop(reservation);
-    shared.ready.store(true, Ordering::SeqCst);
     tracing::info!(%listen, shards = n, data_dir = %config.data_dir.display(), "muster is ready");
     println!("muster listening on {listen}");
+    let raft = crate::consensus::spawn(
+        recovery,
+        shared.clone(),
+        proposals_rx,
+        crate::consensus::RaftSettings {
+            snapshot_entries: config.snapshot_entries,
+        },
+    )
+    .map_err(|e| format!("cannot start the raft thread: {e}"))?;
 
     if let Some(sig) = signals.forever().next() {
         tracing::info!(
@@ -155,6 +168,9 @@ pub fn run(config: Config) -> Result<(), String> {
     for h in handles {
         let _ = h.join();
     }
+    // Every shard is gone: the raft thread drains what is queued and ends.
+    shared.stopping.store(true, Ordering::SeqCst);
+    let _ = raft.join();
     tracing::info!("muster stopped");
     Ok(())
 }

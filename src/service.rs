@@ -296,7 +296,7 @@ pub fn check_metadata(m: &Metadata) -> ApiResult<()> {
 }
 
 /// A cluster's settings (`Cluster.java`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterMeta {
     /// The health checker as JSON: `{"type":"TCP"}` by default.
     pub health_checker: serde_json::Value,

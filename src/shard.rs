@@ -46,12 +46,18 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Each shard's inbox, indexed by shard id.
     pub inboxes: Vec<flume::Sender<Envelope>>,
-    /// Whether the server is ready to serve (readiness probe).
+    /// Whether the server is ready to serve (readiness probe): recovered and not stopping.
     pub ready: AtomicBool,
+    /// Persistent state has been recovered: the naming API is open (Nacos's status gate).
+    pub recovered: AtomicBool,
     /// Open connections across all shards (for the connection cap).
     pub connections: AtomicUsize,
     /// Shards still draining at shutdown.
     pub draining: AtomicUsize,
+    /// Persistent changes to the raft thread.
+    pub proposals: flume::Sender<crate::consensus::Proposal>,
+    /// Set once every shard has stopped: the raft thread finishes what is queued and ends.
+    pub stopping: AtomicBool,
 }
 
 /// One shard's state. Lives on its executor thread only.
@@ -106,6 +112,11 @@ impl Shard {
             }
             Command::Subscribers => {
                 Ok(Reply::Subscribers(self.push.borrow().subscribers(key, now)))
+            }
+            Command::Barrier => Ok(Reply::Ok),
+            Command::Committed(op) => {
+                self.registry.borrow_mut().apply_committed(key, op, now);
+                Ok(Reply::Ok)
             }
             other => self.registry.borrow_mut().apply(key, other, now),
         }
@@ -208,6 +219,31 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Sends a persistent change through raft; answers after the owner applied the committed
+    /// change. A full proposal queue for 2 s answers 503.
+    pub async fn persist(
+        &self,
+        key: ServiceKey,
+        op: crate::persistent::PersistentOp,
+    ) -> ApiResult<Reply> {
+        let (tx, rx) = flume::bounded(1);
+        let p = crate::consensus::Proposal { key, op, reply: tx };
+        let sent = glommio::timer::timeout(INBOX_WAIT, async {
+            Ok(self.shared.proposals.send_async(p).await.is_ok())
+        })
+        .await;
+        if !matches!(sent, Ok(true)) {
+            return Err(ApiError::unavailable(
+                "server is busy: the raft proposal queue is full, please try again later",
+            ));
+        }
+        rx.recv_async().await.unwrap_or_else(|_| {
+            Err(ApiError::server(
+                "the raft thread stopped before the write was committed",
+            ))
+        })
     }
 
     /// Fire-and-forget: applies `command` on the owner without waiting for it. Dropped if the

@@ -148,7 +148,6 @@ fn instance_write_errors() {
         ("POST", "/nacos/v1/ns/instance?serviceName=%40%40a&ip=1.1.1.1&port=80", 400, "caused: Param 'serviceName' is illegal, groupName can't be empty;"),
         ("POST", "/nacos/v1/ns/instance?serviceName=a&ip=1.1.1.1&port=80&clusterName=c%20d", 400, "caused: Param 'cluster' is illegal, illegal characters should not appear in the param.;"),
         ("POST", "/nacos/v1/ns/instance?serviceName=a&ip=1.1.1.1&port=80&namespaceId=bad%2Fns", 400, "caused: Param 'namespaceId/tenant' is illegal, illegal characters should not appear in the param.;"),
-        ("POST", "/nacos/v1/ns/instance?serviceName=a&ip=1.1.1.1&port=80&ephemeral=false", 400, "caused: persistent instances (ephemeral=false) are not supported by this Muster build yet; register with ephemeral=true;"),
         ("PATCH", "/nacos/v1/ns/instance?serviceName=a&ip=1.1.1.1&port=80", 400, "caused: instance not found;"),
         ("PUT", "/nacos/v1/ns/instance/beat?serviceName=a&beat=%7Bbroken", 400, ""),
     ];

@@ -9,6 +9,7 @@ use crate::command::{Command, Patch, Reply, Target};
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{check_ip, parse_port, InstanceSpec};
 use crate::params::{parse_int, to_boolean};
+use crate::persistent::PersistentOp;
 use crate::push::{agent_can_push, target_addr, Subscription, PUSH_CACHE_MILLIS};
 use crate::registry::BEAT_OK;
 use crate::service::{
@@ -19,13 +20,6 @@ use crate::view::{render_missing, ListQuery};
 
 /// `cacheMillis` for clients that are not push targets (Nacos `defaultCacheMillis`).
 pub const CACHE_MILLIS: u64 = 3000;
-
-fn persistent_not_supported() -> ApiError {
-    ApiError::bad_request(
-        "persistent instances (ephemeral=false) are not supported by this Muster build yet; \
-         register with ephemeral=true",
-    )
-}
 
 /// `clusterName`, else `cluster`, else `DEFAULT`.
 fn cluster_param<'a>(ctx: &'a Ctx<'_>) -> &'a str {
@@ -68,19 +62,42 @@ fn instance_spec(ctx: &Ctx<'_>, key: &ServiceKey) -> ApiResult<InstanceSpec> {
 fn check_spec(key: &ServiceKey, spec: &InstanceSpec) -> ApiResult<()> {
     check_instance_params(&key.grouped, &spec.cluster)?;
     check_service_name_chars(&key.grouped)?;
-    spec.validate()?;
-    if !spec.ephemeral {
-        return Err(persistent_not_supported());
-    }
-    Ok(())
+    spec.validate()
 }
 
 /// `POST /nacos/v1/ns/instance` → `ok`.
 pub async fn register(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     let spec = instance_spec(ctx, &key)?;
-    ctx.shard.execute(key, Command::Register(spec)).await?;
+    if spec.ephemeral {
+        ctx.shard.execute(key, Command::Register(spec)).await?;
+    } else {
+        ctx.shard
+            .persist(key, PersistentOp::Register { instance: spec })
+            .await?;
+    }
     Ok(Answer::ok())
+}
+
+/// The instance `ip:port` in `cluster` of the given kind, as currently published.
+fn published(
+    ctx: &Ctx<'_>,
+    key: &ServiceKey,
+    ip: &str,
+    port: u16,
+    cluster: Option<&str>,
+    ephemeral: Option<bool>,
+) -> Option<std::sync::Arc<crate::instance::Instance>> {
+    let view = ctx.shard.shared.view.get(key.as_ref())?;
+    view.instances
+        .iter()
+        .find(|i| {
+            *i.key.ip == *ip
+                && i.key.port == port
+                && cluster.is_none_or(|c| *i.key.cluster == *c)
+                && ephemeral.is_none_or(|e| i.key.ephemeral == e)
+        })
+        .cloned()
 }
 
 /// `DELETE /nacos/v1/ns/instance` → `ok`, even when nothing matches.
@@ -91,6 +108,22 @@ pub async fn deregister(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     let cluster = cluster_param(ctx);
     let ephemeral = p.lenient_bool("ephemeral", true);
+    if !ephemeral {
+        // Nothing to remove: answer ok without writing a log entry.
+        if published(ctx, &key, ip, port, Some(cluster), Some(false)).is_some() {
+            ctx.shard
+                .persist(
+                    key,
+                    PersistentOp::Deregister {
+                        ip: ip.to_string(),
+                        port,
+                        cluster: cluster.to_string(),
+                    },
+                )
+                .await?;
+        }
+        return Ok(Answer::ok());
+    }
     ctx.shard
         .execute(
             key,
@@ -110,8 +143,33 @@ pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     let spec = instance_spec(ctx, &key)?;
     let strict = ctx.java_1x();
+    if spec.ephemeral {
+        ctx.shard
+            .execute(key, Command::Update { spec, strict })
+            .await?;
+        return Ok(Answer::ok());
+    }
+    if strict {
+        if ctx.shard.shared.view.get(key.as_ref()).is_none() {
+            return Err(ApiError::server(format!(
+                "service not found, namespace: {}, service: {}",
+                key.namespace, key.grouped
+            )));
+        }
+        if published(ctx, &key, &spec.ip, spec.port, None, Some(false)).is_none() {
+            return Err(ApiError::server(format!(
+                "instance not exist: {}:{}:unknown:{}_{}_{}_false_{}",
+                spec.ip,
+                spec.port,
+                spec.cluster,
+                crate::instance::java_double(spec.weight),
+                spec.healthy,
+                spec.cluster
+            )));
+        }
+    }
     ctx.shard
-        .execute(key, Command::Update { spec, strict })
+        .persist(key, PersistentOp::Register { instance: spec })
         .await?;
     Ok(Answer::ok())
 }
@@ -140,6 +198,27 @@ pub async fn patch(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         weight,
         enabled: p.optional("enabled").map(to_boolean),
     };
+    let current = published(ctx, &key, ip, port, Some(cluster), None);
+    if let Some(old) = current.filter(|i| !i.key.ephemeral) {
+        let mut spec = old.to_spec();
+        if let Some(m) = patch.metadata {
+            spec.metadata = m;
+        }
+        if let Some(a) = patch.app {
+            spec.app = a;
+        }
+        if let Some(w) = patch.weight {
+            spec.weight = w;
+        }
+        if let Some(e) = patch.enabled {
+            spec.enabled = e;
+        }
+        spec.validate()?;
+        ctx.shard
+            .persist(key, PersistentOp::Register { instance: spec })
+            .await?;
+        return Ok(Answer::ok());
+    }
     ctx.shard.execute(key, Command::Patch(patch)).await?;
     Ok(Answer::ok())
 }
@@ -316,6 +395,19 @@ pub async fn beat(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
             Some(spec)
         }
     };
+    // A beat registering a persistent instance goes through raft first; the beat itself is
+    // then a no-op (persistent instances are not kept alive by beats).
+    let register = match register {
+        Some(spec) if !spec.ephemeral => {
+            if published(ctx, &key, &ip, port, Some(&cluster), None).is_none() {
+                ctx.shard
+                    .persist(key.clone(), PersistentOp::Register { instance: spec })
+                    .await?;
+            }
+            None
+        }
+        other => other,
+    };
     if register.is_none() {
         check_ip(&ip)?;
     }
@@ -356,22 +448,69 @@ pub async fn metadata_batch(ctx: &Ctx<'_>, delete: bool) -> ApiResult<Answer> {
         "persist" => (None, false),
         _ => (Some(parse_targets(p.optional_or("instances", "[]"))?), true),
     };
-    let reply = ctx
-        .shard
-        .execute(
-            key,
-            Command::BatchMetadata {
-                targets,
-                ephemeral,
-                metadata,
-                delete,
-            },
-        )
-        .await?;
-    let updated = match reply {
-        Reply::Updated(u) => u,
-        _ => Vec::new(),
+    let mut updated = Vec::new();
+    // Persistent instances change through raft, one durable re-register each.
+    let wants_persistent = match &targets {
+        None => !ephemeral,
+        Some(ts) => ts.iter().any(|t| !t.ephemeral),
     };
+    if wants_persistent {
+        let view = ctx.shard.shared.view.get(key.as_ref());
+        let hits: Vec<_> = view
+            .iter()
+            .flat_map(|v| v.instances.iter())
+            .filter(|i| !i.key.ephemeral)
+            .filter(|i| match &targets {
+                None => true,
+                Some(ts) => ts.iter().any(|t| {
+                    !t.ephemeral
+                        && *t.ip == *i.key.ip
+                        && t.port == i.key.port
+                        && t.cluster.as_deref().is_none_or(|c| *c == *i.key.cluster)
+                }),
+            })
+            .cloned()
+            .collect();
+        for inst in hits {
+            let mut spec = inst.to_spec();
+            for (k, v) in &metadata {
+                if delete {
+                    spec.metadata.remove(k);
+                } else {
+                    spec.metadata.insert(k.clone(), v.clone());
+                }
+            }
+            check_metadata(&spec.metadata)?;
+            ctx.shard
+                .persist(key.clone(), PersistentOp::Register { instance: spec })
+                .await?;
+            updated.push(format!(
+                "{}:{}:unknown:{}:persist",
+                inst.key.ip, inst.key.port, inst.key.cluster
+            ));
+        }
+    }
+    let wants_ephemeral = match &targets {
+        None => ephemeral,
+        Some(ts) => ts.iter().any(|t| t.ephemeral),
+    };
+    if wants_ephemeral {
+        let reply = ctx
+            .shard
+            .execute(
+                key,
+                Command::BatchMetadata {
+                    targets: targets.map(|ts| ts.into_iter().filter(|t| t.ephemeral).collect()),
+                    ephemeral: true,
+                    metadata,
+                    delete,
+                },
+            )
+            .await?;
+        if let Reply::Updated(u) = reply {
+            updated.extend(u);
+        }
+    }
     Ok(Answer::json(&serde_json::json!({ "updated": updated })))
 }
 

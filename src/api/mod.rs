@@ -386,6 +386,19 @@ async fn dispatch(
     if ep == NoSuchApi {
         return Err(ApiError::no_such_api(method.as_str(), &path));
     }
+    // Nacos's status gate: naming answers 503 until persistent state is recovered (and again
+    // while shutting down). Status endpoints stay open so probes can see why.
+    if path.starts_with("/nacos/v1/ns")
+        && !matches!(ep, OperatorMetrics | OperatorServers | HealthServer)
+        && !shard
+            .shared
+            .recovered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return Err(ApiError::unavailable(
+            "server is STARTINGnow, please try again later!",
+        ));
+    }
     let params = Params::parse(
         query.as_deref().map(str::as_bytes),
         if form && !body.is_empty() {

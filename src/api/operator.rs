@@ -86,7 +86,7 @@ pub fn metrics(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let (services, instances) = totals(ctx);
     let ready = ctx.shard.shared.ready.load(Ordering::Relaxed);
     Ok(Answer::json(&json!({
-        "status": if ready { "UP" } else { "DOWN" },
+        "status": if ready { "UP" } else { "STARTING" },
         "serviceCount": services,
         "instanceCount": instances,
         "raftNotifyTaskCount": 0,

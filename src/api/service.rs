@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use super::{Answer, Ctx};
 use crate::command::{Command, ServiceSettings};
 use crate::error::{ApiError, ApiResult};
+use crate::persistent::PersistentOp;
 use crate::service::{
     check_service_name_chars, group_of, name_of, parse_metadata, parse_selector, ClusterMeta,
     Metadata, DEFAULT_GROUP,
@@ -43,23 +44,45 @@ fn settings(ctx: &Ctx<'_>, threshold_required: bool) -> ApiResult<ServiceSetting
 pub async fn create(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     check_service_name_chars(&key.grouped)?;
-    let s = settings(ctx, false)?;
-    ctx.shard.execute(key, Command::CreateService(s)).await?;
+    let settings = settings(ctx, false)?;
+    if ctx.shard.shared.view.get(key.as_ref()).is_some() {
+        return Err(ApiError::bad_request(format!(
+            "specified service already exists, serviceName : {}",
+            key.grouped
+        )));
+    }
+    ctx.shard
+        .persist(key, PersistentOp::CreateService { settings })
+        .await?;
     Ok(Answer::ok())
 }
 
 /// `DELETE /nacos/v1/ns/service` → `ok`; a missing service is a 400. Instances go with it.
 pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
-    ctx.shard.execute(key, Command::DeleteService).await?;
+    if ctx.shard.shared.view.get(key.as_ref()).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "specified service not exist, serviceName : {}",
+            key.grouped
+        )));
+    }
+    ctx.shard.persist(key, PersistentOp::DeleteService).await?;
     Ok(Answer::ok())
 }
 
 /// `PUT /nacos/v1/ns/service`: replaces threshold, metadata and selector → `ok`.
 pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
-    let s = settings(ctx, true)?;
-    ctx.shard.execute(key, Command::UpdateService(s)).await?;
+    let settings = settings(ctx, true)?;
+    if ctx.shard.shared.view.get(key.as_ref()).is_none() {
+        return Err(ApiError::server(format!(
+            "service {} not found!",
+            key.grouped
+        )));
+    }
+    ctx.shard
+        .persist(key, PersistentOp::UpdateService { settings })
+        .await?;
     Ok(Answer::ok())
 }
 
@@ -85,12 +108,23 @@ pub fn detail(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     Ok(Answer::json(&json!({
         "name": key.name(),
         "namespaceId": &*key.namespace,
-        "protectThreshold": view.meta.protect_threshold,
+        "protectThreshold": float_json(view.meta.protect_threshold),
         "metadata": view.meta.metadata,
         "selector": view.meta.selector,
         "groupName": key.group(),
         "clusters": clusters_json(&view),
     })))
+}
+
+/// A Java `float` as Jackson prints it: the shortest decimal that reads back as the same f32
+/// (`0.3`, not `0.30000001192092896`).
+fn float_json(f: f32) -> Value {
+    f.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 /// `NumberUtils.toInt`: a bad number is 0.
@@ -356,7 +390,7 @@ pub fn catalog_service(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     Ok(Answer::json(&json!({
         "service": {
             "name": &*key.grouped,
-            "protectThreshold": view.meta.protect_threshold,
+            "protectThreshold": float_json(view.meta.protect_threshold),
             "groupName": key.group(),
             "selector": view.meta.selector,
             "metadata": view.meta.metadata,
@@ -426,10 +460,17 @@ pub async fn update_cluster(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         use_instance_port,
         metadata,
     };
+    crate::service::check_cluster_name(cluster)?;
+    if ctx.shard.shared.view.get(key.as_ref()).is_none() {
+        return Err(ApiError::server(format!(
+            "service not found:{}",
+            key.grouped
+        )));
+    }
     ctx.shard
-        .execute(
+        .persist(
             key,
-            Command::UpdateCluster {
+            PersistentOp::UpdateCluster {
                 cluster: cluster.to_string(),
                 meta,
             },

@@ -32,16 +32,13 @@ impl Server {
     /// Like [`Server::start`] with extra environment variables.
     pub fn start_with_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let data_dir = tempfile::tempdir().expect("create temp data dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_muster"))
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(extra)
-            .envs(envs.iter().copied())
-            .env("RUST_LOG", "warn")
+        Self::launch(data_dir, extra, envs)
+    }
+
+    /// Starts `muster` on an existing data dir and waits until it is ready.
+    pub fn launch(data_dir: tempfile::TempDir, extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut child = command(data_dir.path(), extra, envs)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn muster binary");
         let stdout = child.stdout.take().expect("child stdout");
@@ -65,11 +62,47 @@ impl Server {
                 panic!("muster did not report its listening address within {START_TIMEOUT:?}");
             }
         };
-        Server {
+        let s = Server {
             addr,
             child,
             data_dir,
+        };
+        s.wait_ready();
+        s
+    }
+
+    /// Stops this server with SIGKILL and starts a new one on the same data dir.
+    pub fn kill_and_restart(mut self, extra: &[&str]) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::launch(dir, extra, &[])
+    }
+
+    /// Stops this server with SIGTERM (exit 0 expected) and starts a new one on the same dir.
+    pub fn restart(mut self, extra: &[&str]) -> Server {
+        let st = self.terminate().expect("muster exits after SIGTERM");
+        assert!(st.success(), "exit status {st:?}");
+        let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::launch(dir, extra, &[])
+    }
+
+    /// Waits (at most [`START_TIMEOUT`]) until readiness answers 200.
+    pub fn wait_ready(&self) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < START_TIMEOUT {
+            if self
+                .request("GET", "/nacos/v1/console/health/readiness", "")
+                .0
+                == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        panic!("muster did not become ready within {START_TIMEOUT:?}");
     }
 
     /// `http://127.0.0.1:PORT`
@@ -136,6 +169,20 @@ impl Server {
         }
         None
     }
+}
+
+/// The `muster` command on `data_dir` (listening on 127.0.0.1:0), stderr inherited.
+pub fn command(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
+    c.arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .envs(envs.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit());
+    c
 }
 
 extern "C" {

@@ -1,0 +1,468 @@
+//! The CP group: a raft node (raft-rs) over the WAL, driven on its own thread.
+//!
+//! Persistent writes go propose → persist → commit → apply → answer: a shard sends a
+//! [`Proposal`]; this thread proposes it, appends and fdatasyncs the Ready's entries (one sync
+//! per Ready: group commit), and once raft commits the entry it folds the op into [`Durable`]
+//! and hands it to the owner shard, which applies it to the registry and answers the client.
+//! The thread follows raft-rs's Ready order (messages, snapshot, committed entries, append,
+//! hard state, sync, persisted messages, advance, light ready, advance_apply). Only this thread
+//! touches the WAL, so no shard ever waits on its IO.
+//!
+//! Standalone Muster runs a one-member group (node id 1). A storage failure fails every
+//! pending proposal with 500 and reopens the store from disk, so nothing unsynced is ever
+//! acknowledged and writes resume once the cause (e.g. a full disk) is gone.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use muster_storage::event::Event;
+use muster_storage::raft_store::RaftStore;
+use muster_storage::wal::Options;
+use raft::eraftpb::{ConfState, Entry, EntryType};
+use raft::{RawNode, StateRole};
+
+use crate::clock::wall_ms;
+use crate::command::{Command, Envelope, Reply};
+use crate::error::{ApiError, ApiResult};
+use crate::hash::owner_shard;
+use crate::persistent::{event_key, parse_event_key, Durable, PersistentOp};
+use crate::service::ServiceKey;
+use crate::shard::Shared;
+
+/// Raft tick period.
+const TICK: Duration = Duration::from_millis(100);
+/// Most proposals taken into one Ready (one fdatasync).
+const MAX_BATCH: usize = 4096;
+
+/// A persistent change waiting for consensus.
+#[derive(Debug)]
+pub struct Proposal {
+    /// The service.
+    pub key: ServiceKey,
+    /// The change.
+    pub op: PersistentOp,
+    /// Answered by the owner shard after it applied the committed change.
+    pub reply: flume::Sender<ApiResult<Reply>>,
+}
+
+/// The opened log and the state recovered from it.
+pub struct Recovery {
+    store: RaftStore,
+    durable: Durable,
+    dir: PathBuf,
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+/// Opens the WAL under `data_dir/raft` and rebuilds persistent state from the snapshot and
+/// committed entries. Corruption refuses to start, naming the file and offset.
+pub fn recover(data_dir: &Path) -> Result<Recovery, String> {
+    let dir = data_dir.join("raft");
+    let mut store = RaftStore::open(&dir, Options::default())
+        .map_err(|e| format!("cannot open the write-ahead log in {}: {e}", dir.display()))?;
+    let rec = store.recovered().map_err(|e| {
+        format!(
+            "cannot recover the write-ahead log in {}: {e}",
+            dir.display()
+        )
+    })?;
+    if rec.conf_state.voters.is_empty() {
+        let cs = ConfState {
+            voters: vec![1],
+            ..Default::default()
+        };
+        store
+            .set_conf_state(&cs)
+            .and_then(|_| store.sync())
+            .map_err(|e| format!("cannot initialise the raft group in {}: {e}", dir.display()))?;
+    }
+    let mut durable = match &rec.snapshot {
+        Some(s) => {
+            let mut d = Durable::decode(s.get_data()).map_err(|e| {
+                format!(
+                    "snapshot in {} at index {}: {e}",
+                    dir.display(),
+                    s.get_metadata().index
+                )
+            })?;
+            d.applied = s.get_metadata().index;
+            d
+        }
+        None => Durable::default(),
+    };
+    let commit = rec.hard_state.commit;
+    for e in &rec.entries {
+        if e.index <= durable.applied || e.index > commit {
+            continue;
+        }
+        fold(&mut durable, e)
+            .map_err(|m| format!("entry {} in {}: {m}", e.index, dir.display()))?;
+    }
+    Ok(Recovery {
+        store,
+        durable,
+        dir,
+    })
+}
+
+/// Folds one committed entry into `durable`; returns the service and op it carried, if any.
+fn fold(durable: &mut Durable, e: &Entry) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
+    durable.applied = durable.applied.max(e.index);
+    if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+        return Ok(None);
+    }
+    let ev = match Event::decode(&e.data) {
+        None => return Ok(None),
+        Some(r) => r?,
+    };
+    let key = parse_event_key(&ev.service_key)
+        .ok_or_else(|| format!("bad service key {:?}", ev.service_key))?;
+    let op: PersistentOp =
+        serde_json::from_slice(&ev.body).map_err(|e| format!("bad op body: {e}"))?;
+    durable.apply(&key, &op);
+    Ok(Some((key, op)))
+}
+
+/// Settings of the raft thread.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftSettings {
+    /// Take a snapshot (and truncate the log behind it) every this many applied entries.
+    pub snapshot_entries: u64,
+}
+
+/// Starts the raft thread: replays recovered state to the owner shards, marks the server
+/// ready once they applied it, then serves proposals until every sender is gone.
+pub fn spawn(
+    rec: Recovery,
+    shared: Arc<Shared>,
+    proposals: flume::Receiver<Proposal>,
+    settings: RaftSettings,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("muster-raft".into())
+        .spawn(move || run(rec, shared, proposals, settings))
+}
+
+fn dispatch(
+    shared: &Shared,
+    key: ServiceKey,
+    command: Command,
+    reply: Option<flume::Sender<ApiResult<Reply>>>,
+) {
+    let owner = owner_shard(&key.namespace, &key.grouped, shared.inboxes.len());
+    let env = Envelope {
+        key,
+        command,
+        reply,
+    };
+    if let Err(e) = shared.inboxes[owner].send(env) {
+        if let Some(r) = e.into_inner().reply {
+            let _ = r.send(Err(ApiError::unavailable("shutting down")));
+        }
+    }
+}
+
+fn run(
+    rec: Recovery,
+    shared: Arc<Shared>,
+    proposals: flume::Receiver<Proposal>,
+    settings: RaftSettings,
+) {
+    let Recovery {
+        store,
+        mut durable,
+        dir,
+    } = rec;
+    // Rebuild the owners' registries, then wait until every shard has applied it.
+    let replay = durable.replay();
+    tracing::info!(
+        services = durable.services.len(),
+        instances = durable.instance_count(),
+        applied = durable.applied,
+        "recovered persistent state"
+    );
+    for (key, op) in replay {
+        dispatch(&shared, key, Command::Committed(op), None);
+    }
+    let mut barriers = Vec::new();
+    for shard in 0..shared.inboxes.len() {
+        let (tx, rx) = flume::bounded(1);
+        let _ = shared.inboxes[shard].send(Envelope {
+            key: ServiceKey::new("", ""),
+            command: Command::Barrier,
+            reply: Some(tx),
+        });
+        barriers.push(rx);
+    }
+    for b in barriers {
+        let _ = b.recv();
+    }
+    let mut node = match new_node(store, durable.applied) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("cannot start the raft node: {e}");
+            return;
+        }
+    };
+    shared.recovered.store(true, Ordering::SeqCst);
+    shared.ready.store(true, Ordering::SeqCst);
+    tracing::info!("persistent state is ready");
+
+    let mut pending: HashMap<u64, (ServiceKey, flume::Sender<ApiResult<Reply>>)> = HashMap::new();
+    let mut next_id: u64 = 1;
+    let mut last_tick = Instant::now();
+    let mut since_snapshot = 0u64;
+    let mut batch = Vec::new();
+    loop {
+        let wait = TICK.saturating_sub(last_tick.elapsed());
+        match proposals.recv_timeout(wait) {
+            Ok(p) => {
+                batch.push(p);
+                while batch.len() < MAX_BATCH {
+                    match proposals.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Err(flume::RecvTimeoutError::Timeout) => {
+                if shared.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            Err(flume::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_tick.elapsed() >= TICK {
+            node.tick();
+            last_tick = Instant::now();
+        }
+        for p in batch.drain(..) {
+            if node.raft.state != StateRole::Leader {
+                let _ = p.reply.send(Err(ApiError::unavailable(
+                    "the raft group has no leader yet, please try again later",
+                )));
+                continue;
+            }
+            let ev = Event {
+                service_key: event_key(&p.key),
+                kind: p.op.kind().to_string(),
+                time_ms: wall_ms(),
+                body: serde_json::to_vec(&p.op).unwrap_or_default(),
+            };
+            let id = next_id;
+            next_id += 1;
+            match node.propose(id.to_le_bytes().to_vec(), ev.encode()) {
+                Ok(()) => {
+                    pending.insert(id, (p.key, p.reply));
+                }
+                Err(e) => {
+                    let _ = p.reply.send(Err(ApiError::server(format!(
+                        "raft rejected the proposal: {e}"
+                    ))));
+                }
+            }
+        }
+        match on_ready(
+            &mut node,
+            &shared,
+            &mut durable,
+            &mut pending,
+            &mut since_snapshot,
+            settings,
+        ) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), "write-ahead log failed: {e}; failing pending writes and reopening");
+                for (_, (_, reply)) in pending.drain() {
+                    let _ = reply.send(Err(ApiError::server(format!(
+                        "the write was not persisted: {e}"
+                    ))));
+                }
+                match reopen(&dir, &mut durable, &shared) {
+                    Ok(n) => node = n,
+                    Err(e) => {
+                        tracing::error!(
+                            "cannot reopen the write-ahead log: {e}; persistent writes stop"
+                        );
+                        shared.ready.store(false, Ordering::SeqCst);
+                        fail_forever(&proposals, &e);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers every further proposal with 500 after an unrecoverable storage failure.
+fn fail_forever(proposals: &flume::Receiver<Proposal>, why: &str) {
+    while let Ok(p) = proposals.recv() {
+        let _ = p.reply.send(Err(ApiError::server(format!(
+            "persistent storage is unavailable: {why}"
+        ))));
+    }
+}
+
+fn new_node(store: RaftStore, applied: u64) -> Result<RawNode<RaftStore>, String> {
+    let cfg = raft::Config {
+        id: 1,
+        election_tick: 10,
+        heartbeat_tick: 3,
+        applied,
+        max_size_per_msg: 1 << 20,
+        max_inflight_msgs: 256,
+        ..Default::default()
+    };
+    let mut node = RawNode::new(&cfg, store, &logger()).map_err(|e| e.to_string())?;
+    node.campaign().map_err(|e| e.to_string())?;
+    Ok(node)
+}
+
+/// Reopens the store after a failure: unsynced bytes are dropped by recovery, and entries that
+/// are committed on disk but not yet folded are applied now.
+fn reopen(
+    dir: &Path,
+    durable: &mut Durable,
+    shared: &Shared,
+) -> Result<RawNode<RaftStore>, String> {
+    let store = RaftStore::open(dir, Options::default()).map_err(|e| e.to_string())?;
+    let rec = store.recovered().map_err(|e| e.to_string())?;
+    for e in &rec.entries {
+        if e.index > durable.applied && e.index <= rec.hard_state.commit {
+            if let Some((key, op)) = fold(durable, e)? {
+                dispatch(shared, key, Command::Committed(op), None);
+            }
+        }
+    }
+    new_node(store, durable.applied)
+}
+
+type Pending = HashMap<u64, (ServiceKey, flume::Sender<ApiResult<Reply>>)>;
+
+fn apply_entries(
+    entries: Vec<Entry>,
+    shared: &Shared,
+    durable: &mut Durable,
+    pending: &mut Pending,
+    since_snapshot: &mut u64,
+) -> Result<(), String> {
+    for e in entries {
+        let id = (e.context.len() == 8).then(|| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&e.context);
+            u64::from_le_bytes(b)
+        });
+        let reply = id.and_then(|id| pending.remove(&id)).map(|(_, r)| r);
+        *since_snapshot += 1;
+        match fold(durable, &e) {
+            Ok(Some((key, op))) => dispatch(shared, key, Command::Committed(op), reply),
+            Ok(None) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Ok(Reply::Ok));
+                }
+            }
+            Err(m) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(ApiError::server(format!(
+                        "committed entry {} is unreadable: {m}",
+                        e.index
+                    ))));
+                }
+                return Err(format!("committed entry {} is unreadable: {m}", e.index));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn on_ready(
+    node: &mut RawNode<RaftStore>,
+    shared: &Shared,
+    durable: &mut Durable,
+    pending: &mut Pending,
+    since_snapshot: &mut u64,
+    settings: RaftSettings,
+) -> Result<(), String> {
+    if !node.has_ready() {
+        return Ok(());
+    }
+    let mut ready = node.ready();
+    // 1. messages: none in a one-member group.
+    // 2. snapshot from a leader: none in a one-member group.
+    if !ready.snapshot().is_empty() {
+        node.mut_store()
+            .apply_snapshot(ready.snapshot())
+            .map_err(|e| e.to_string())?;
+    }
+    // 3. committed entries.
+    apply_entries(
+        ready.take_committed_entries(),
+        shared,
+        durable,
+        pending,
+        since_snapshot,
+    )?;
+    // 4–6. append entries, hard state, then one fdatasync for the whole Ready.
+    let wrote = !ready.entries().is_empty() || ready.hs().is_some();
+    if !ready.entries().is_empty() {
+        node.mut_store()
+            .append(ready.entries())
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(hs) = ready.hs() {
+        node.mut_store()
+            .set_hardstate(hs)
+            .map_err(|e| e.to_string())?;
+    }
+    if wrote {
+        node.mut_store().sync().map_err(|e| e.to_string())?;
+    }
+    // 7. persisted messages: none. 8. advance.
+    let mut light = node.advance(ready);
+    if let Some(commit) = light.commit_index() {
+        node.mut_store()
+            .set_commit(commit)
+            .map_err(|e| e.to_string())?;
+    }
+    apply_entries(
+        light.take_committed_entries(),
+        shared,
+        durable,
+        pending,
+        since_snapshot,
+    )?;
+    node.advance_apply();
+    if *since_snapshot >= settings.snapshot_entries.max(1) {
+        *since_snapshot = 0;
+        let applied = durable.applied;
+        let cs = node.raft.prs().conf().to_conf_state();
+        node.mut_store().sync().map_err(|e| e.to_string())?;
+        match node
+            .mut_store()
+            .create_snapshot(applied, &cs, durable.encode())
+        {
+            Ok(()) => {
+                let removed = node
+                    .mut_store()
+                    .compact(applied)
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(
+                    index = applied,
+                    segments_removed = removed,
+                    "snapshot taken"
+                );
+            }
+            Err(e) => tracing::warn!("snapshot at {applied} skipped: {e}"),
+        }
+    }
+    // A one-member group may produce another Ready right away (commit after persist).
+    if node.has_ready() {
+        return on_ready(node, shared, durable, pending, since_snapshot, settings);
+    }
+    Ok(())
+}
