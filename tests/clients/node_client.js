@@ -291,7 +291,7 @@ async function alignToPoll() {
   const seen = events.polls.length;
   if (MODE === 'push') {
     if (last() && last().at + pollInterval - now() >= pollInterval / 2) return;
-  } else if (last() && now() - last().at < 100) {
+  } else if (last() && now() - last().at < pollInterval / 10) {
     return;
   }
   await waitFor('the client\'s next poll', () => events.polls.length > seen, Math.ceil(pollInterval * 1.5));
