@@ -77,6 +77,9 @@ pub struct Cli {
     /// Snapshot the persistent state and truncate the WAL every this many raft entries. [default: 10000]
     #[arg(long, value_name = "N")]
     pub snapshot_entries: Option<u64>,
+    /// Size of each preallocated WAL segment, in bytes (min 65536). [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub wal_segment_bytes: Option<u64>,
     /// Push changes over UDP to subscribers that query with udpPort. [default: true]
     #[arg(long, value_name = "BOOL")]
     pub push_enabled: Option<bool>,
@@ -117,6 +120,7 @@ struct FileConfig {
     shutdown_grace_ms: Option<u64>,
     pin: Option<bool>,
     snapshot_entries: Option<u64>,
+    wal_segment_bytes: Option<u64>,
     push_enabled: Option<bool>,
     push_target_ttl_ms: Option<u64>,
     push_ack_timeout_ms: Option<u64>,
@@ -154,6 +158,8 @@ pub struct Config {
     pub push: PushConfig,
     /// Raft snapshot period in entries (≥ 1). Default 10 000.
     pub snapshot_entries: u64,
+    /// WAL segment size in bytes (≥ 64 KiB). Default 64 MiB.
+    pub wal_segment_bytes: u64,
     /// Log filter. Default `info`.
     pub log: String,
 }
@@ -176,6 +182,7 @@ impl Default for Config {
             pin: true,
             push: PushConfig::default(),
             snapshot_entries: 10_000,
+            wal_segment_bytes: 64 << 20,
             log: "info".into(),
         }
     }
@@ -256,6 +263,9 @@ impl Config {
                 drop_percent: pick!(push_drop_percent).unwrap_or(d.push.drop_percent),
             },
             snapshot_entries: pick!(snapshot_entries).unwrap_or(d.snapshot_entries).max(1),
+            wal_segment_bytes: pick!(wal_segment_bytes)
+                .unwrap_or(d.wal_segment_bytes)
+                .max(64 << 10),
             log: pick!(log).unwrap_or(d.log),
         };
         cfg.validate()?;

@@ -53,6 +53,7 @@ pub struct Recovery {
     store: RaftStore,
     durable: Durable,
     dir: PathBuf,
+    segment_bytes: u64,
 }
 
 fn logger() -> slog::Logger {
@@ -61,9 +62,13 @@ fn logger() -> slog::Logger {
 
 /// Opens the WAL under `data_dir/raft` and rebuilds persistent state from the snapshot and
 /// committed entries. Corruption refuses to start, naming the file and offset.
-pub fn recover(data_dir: &Path) -> Result<Recovery, String> {
+pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> {
     let dir = data_dir.join("raft");
-    let mut store = RaftStore::open(&dir, Options::default())
+    let opts = Options {
+        segment_size: segment_bytes,
+        ..Options::default()
+    };
+    let mut store = RaftStore::open(&dir, opts)
         .map_err(|e| format!("cannot open the write-ahead log in {}: {e}", dir.display()))?;
     let rec = store.recovered().map_err(|e| {
         format!(
@@ -95,7 +100,19 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, String> {
         }
         None => Durable::default(),
     };
-    let commit = rec.hard_state.commit;
+    // In a one-member group every persisted entry is committed (the quorum is this node), but
+    // the commit index in the hard state may lag the entries synced with it. Raise it so that
+    // everything acknowledged is folded in before the server reports ready.
+    let mut commit = rec.hard_state.commit;
+    let last = rec.entries.last().map(|e| e.index).unwrap_or(0);
+    let single = rec.conf_state.voters.len() <= 1 && rec.conf_state.learners.is_empty();
+    if single && last > commit {
+        store
+            .set_commit(last)
+            .and_then(|_| store.sync())
+            .map_err(|e| format!("cannot record the commit index in {}: {e}", dir.display()))?;
+        commit = last;
+    }
     for e in &rec.entries {
         if e.index <= durable.applied || e.index > commit {
             continue;
@@ -107,6 +124,7 @@ pub fn recover(data_dir: &Path) -> Result<Recovery, String> {
         store,
         durable,
         dir,
+        segment_bytes,
     })
 }
 
@@ -177,6 +195,7 @@ fn run(
         store,
         mut durable,
         dir,
+        segment_bytes,
     } = rec;
     // Rebuild the owners' registries, then wait until every shard has applied it.
     let replay = durable.replay();
@@ -283,7 +302,10 @@ fn run(
                         "the write was not persisted: {e}"
                     ))));
                 }
-                match reopen(&dir, &mut durable, &shared) {
+                // The old store holds the directory lock: drop it before reopening.
+                let old = node;
+                drop(old);
+                match reopen(&dir, segment_bytes, &mut durable, &shared) {
                     Ok(n) => node = n,
                     Err(e) => {
                         tracing::error!(
@@ -327,10 +349,15 @@ fn new_node(store: RaftStore, applied: u64) -> Result<RawNode<RaftStore>, String
 /// are committed on disk but not yet folded are applied now.
 fn reopen(
     dir: &Path,
+    segment_bytes: u64,
     durable: &mut Durable,
     shared: &Shared,
 ) -> Result<RawNode<RaftStore>, String> {
-    let store = RaftStore::open(dir, Options::default()).map_err(|e| e.to_string())?;
+    let opts = Options {
+        segment_size: segment_bytes,
+        ..Options::default()
+    };
+    let store = RaftStore::open(dir, opts).map_err(|e| e.to_string())?;
     let rec = store.recovered().map_err(|e| e.to_string())?;
     for e in &rec.entries {
         if e.index > durable.applied && e.index <= rec.hard_state.commit {

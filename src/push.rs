@@ -316,13 +316,22 @@ impl Push {
             self.stats.junk += 1;
             return false;
         };
-        for list in self.targets.values_mut() {
-            for t in list.iter_mut() {
-                if t.sub.addr == from && t.pending.as_ref().is_some_and(|p| p.ref_time == ref_time)
-                {
-                    t.pending = None;
-                    self.stats.acked += 1;
-                    return true;
+        // Nacos matches ip, port and lastRefTime. A client whose reported `clientIP` is not the
+        // address its ack leaves from (another local interface, NAT) still acks the right
+        // packet: fall back to port and lastRefTime, which is unique per round on this shard.
+        for exact in [true, false] {
+            for list in self.targets.values_mut() {
+                for t in list.iter_mut() {
+                    let addr_ok = if exact {
+                        t.sub.addr == from
+                    } else {
+                        t.sub.addr.port() == from.port()
+                    };
+                    if addr_ok && t.pending.as_ref().is_some_and(|p| p.ref_time == ref_time) {
+                        t.pending = None;
+                        self.stats.acked += 1;
+                        return true;
+                    }
                 }
             }
         }
@@ -584,6 +593,12 @@ mod tests {
             sub(9001).addr,
             format!("{{\"type\":\"push-ack\",\"lastRefTime\":{r}}}").as_bytes()
         ));
+        // An ack from another local address with the target's port still matches.
+        let out = p.prepare(&key(), Some(&view(1, 3)), 400, 1);
+        let r = decode(&out[0].packet)["lastRefTime"].as_u64().unwrap();
+        let other = SocketAddr::from(([192, 0, 2, 7], 9000));
+        let ack = format!("{{\"type\":\"push-ack\",\"lastRefTime\":\"{r}\"}}");
+        assert!(p.ack(other, ack.as_bytes()));
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn run(config: Config) -> Result<(), String> {
     raise_memlock();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let recovery = crate::consensus::recover(&config.data_dir)?;
+    let recovery = crate::consensus::recover(&config.data_dir, config.wal_segment_bytes)?;
     let (proposals_tx, proposals_rx) = flume::bounded(config.inbox_capacity);
     let (reservation, listen) = reserve(config.listen)?;
     let n = config.shards;

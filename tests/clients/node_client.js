@@ -54,18 +54,10 @@ const FIRST_LIST_MS = 5000;
 const METRICS_SETTLE_MS = 3000;
 /**
  * Whether the client's push-ack must be matched (muster_push_acked_total grows) in push mode.
- *
- * false for now because of a server bug: each shard's push socket is bound to the listen IP
- * (src/server.rs: `SocketAddr::new(shared.listen.ip(), 0)`), and acks are matched against the
- * target `clientIP:udpPort` (src/push.rs `PushState::ack`: `t.sub.addr == from`). The Node client
- * reports `clientIP` = its host's first non-loopback IPv4 (npm `address`), so with the server on
- * 127.0.0.1 the push goes to e.g. 192.0.2.2:P, arrives from 127.0.0.1, the ack leaves from
- * 127.0.0.1:P and never equals 192.0.2.2:P: it is counted as junk, the packet is re-sent after
- * the ack timeout and then counted failed. Nacos binds its push socket to the wildcard address,
- * so there the ack's source is the target address. Set this to true once that is fixed.
- * Either way the test requires that the ack reached the server (acked + junk grows).
+ * The server matches an ack by the target's port and `lastRefTime` even when it arrives from
+ * another local address than the `clientIP` the client reported.
  */
-const ACK_MUST_MATCH = false;
+const ACK_MUST_MATCH = true;
 
 // ---------------------------------------------------------------------------------------------
 // Arguments
@@ -100,6 +92,10 @@ let NacosNamingClient;
 let nacosVersion;
 let namingVersion;
 try {
+  // Tests send no traffic off loopback. The client reports `clientIP` from npm `address`
+  // (the first non-internal IPv4), which would make the server push to the host's NIC address;
+  // pin it to 127.0.0.1 before the client module reads it. The client itself is unchanged.
+  require('address').ip = () => '127.0.0.1';
   nacosVersion = require('nacos/package.json').version;
   namingVersion = require('nacos-naming/package.json').version;
   NacosNamingClient = require('nacos').NacosNamingClient;

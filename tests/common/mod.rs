@@ -171,6 +171,30 @@ impl Server {
     }
 }
 
+/// A keep-alive-free client that reports failures instead of panicking (for crash tests).
+pub struct Client {
+    addr: SocketAddr,
+}
+
+impl Client {
+    /// A client of `addr`.
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr }
+    }
+
+    /// One request; `None` if the connection failed or the reply was cut short.
+    pub fn request(&self, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT).ok()?;
+        s.set_read_timeout(Some(IO_TIMEOUT)).ok()?;
+        let raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        s.write_all(raw.as_bytes()).ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).ok()?;
+        let (st, b) = parse_response(&out);
+        (st != 0).then(|| (st, String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
 /// The `muster` command on `data_dir` (listening on 127.0.0.1:0), stderr inherited.
 pub fn command(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));

@@ -147,8 +147,41 @@ fn main() -> ExitCode {
     }
 }
 
+/// The WAL directory of a data dir: `DATA_DIR/raft` (where the server keeps it), or `DATA_DIR`
+/// itself when it holds segments. Anything else is an error, so a wrong path never "verifies".
+fn wal_dir(data_dir: &Path) -> Result<PathBuf, String> {
+    let has_segments = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|it| {
+                it.filter_map(|e| e.ok())
+                    .any(|e| SegmentId::parse(&e.file_name().to_string_lossy()).is_some())
+            })
+            .unwrap_or(false)
+    };
+    let raft = data_dir.join("raft");
+    if raft.is_dir() {
+        return Ok(raft);
+    }
+    if has_segments(data_dir) {
+        return Ok(data_dir.to_path_buf());
+    }
+    Err(format!(
+        "no write-ahead log in {} (expected segments in {}/raft or in the directory itself)",
+        data_dir.display(),
+        data_dir.display()
+    ))
+}
+
 fn run(cli: Cli) -> Result<ExitCode, String> {
-    match cli.cmd {
+    let mut cmd = cli.cmd;
+    match &mut cmd {
+        Cmd::Dump { data_dir, .. }
+        | Cmd::Verify { data_dir }
+        | Cmd::Stats { data_dir, .. }
+        | Cmd::History { data_dir, .. }
+        | Cmd::Repair { data_dir } => *data_dir = wal_dir(data_dir)?,
+    }
+    match cmd {
         Cmd::Dump {
             data_dir,
             json,

@@ -1,0 +1,427 @@
+//! Durability of persistent instances against the real binary: restarts, kill -9 at random
+//! moments, a flipped bit mid-log, a torn tail, and a full disk (a real tmpfs).
+//!
+//! Persistent instances here use 127.0.0.x addresses: the server probes them (TCP), and no
+//! test may send traffic off loopback.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Server;
+use serde_json::Value;
+
+fn hosts(s: &Server, svc: &str) -> Vec<Value> {
+    let (st, b) = s.request(
+        "GET",
+        &format!("/nacos/v1/ns/instance/list?serviceName={svc}"),
+        "",
+    );
+    assert_eq!(st, 200, "{b}");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    v["hosts"].as_array().cloned().unwrap_or_default()
+}
+
+fn ips(s: &Server, svc: &str) -> BTreeSet<String> {
+    hosts(s, svc)
+        .iter()
+        .map(|h| format!("{}:{}", h["ip"].as_str().unwrap(), h["port"]))
+        .collect()
+}
+
+fn register_persistent(s: &Server, svc: &str, ip: &str, port: u16, extra: &str) -> (u16, String) {
+    s.request(
+        "POST",
+        &format!(
+            "/nacos/v1/ns/instance?serviceName={svc}&ip={ip}&port={port}&ephemeral=false{extra}"
+        ),
+        "",
+    )
+}
+
+/// The WAL segments of a data dir, oldest first.
+fn segments(data: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("raft"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Offset just past the last non-zero byte (the end of written records).
+fn data_end(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map(|i| i + 1)
+        .unwrap_or(0)
+}
+
+/// `muster-wal`, built by this workspace next to `muster`.
+fn muster_wal() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_muster"));
+    let path = exe.with_file_name("muster-wal");
+    if !path.exists() {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "muster-wal"])
+            .status()
+            .expect("run cargo build -p muster-wal");
+        assert!(st.success());
+    }
+    path
+}
+
+#[test]
+fn persistent_state_survives_restart_and_ephemeral_does_not() {
+    let s = Server::start(&["--shards", "2"]);
+    for i in 1..=3 {
+        let (st, b) = register_persistent(
+            &s,
+            "mysql",
+            &format!("127.0.0.{i}"),
+            3306,
+            "&metadata=role%3Dprimary",
+        );
+        assert_eq!((st, b.as_str()), (200, "ok"));
+    }
+    assert_eq!(
+        s.request(
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=mysql&ip=127.0.0.1&port=3306",
+            ""
+        )
+        .0,
+        200,
+        "same ip:port may also be ephemeral"
+    );
+    assert_eq!(
+        s.request(
+            "POST",
+            "/nacos/v1/ns/service?serviceName=redis&protectThreshold=0.3&metadata=team%3Dinfra",
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(s.request("PUT", "/nacos/v1/ns/cluster?serviceName=mysql&clusterName=DEFAULT&checkPort=80&useInstancePort4Check=true&healthChecker=%7B%22type%22%3A%22NONE%22%7D", "").0, 200);
+    assert_eq!(
+        s.request(
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=web&ip=10.0.0.1&port=80",
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(hosts(&s, "mysql").len(), 4);
+
+    let s = s.restart(&["--shards", "2"]);
+    let h = hosts(&s, "mysql");
+    assert_eq!(
+        h.len(),
+        3,
+        "persistent instances are back, the ephemeral one is not: {h:?}"
+    );
+    assert!(h
+        .iter()
+        .all(|x| x["ephemeral"] == false && x["metadata"]["role"] == "primary"));
+    assert!(hosts(&s, "web").is_empty());
+    let (_, b) = s.request("GET", "/nacos/v1/ns/service?serviceName=redis", "");
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["protectThreshold"], 0.3);
+    assert_eq!(v["metadata"]["team"], "infra");
+    let (_, b) = s.request("GET", "/nacos/v1/ns/service?serviceName=mysql", "");
+    assert!(b.contains("\"NONE\""), "cluster checker survives: {b}");
+
+    // Deregister and delete are durable too; update of a persistent instance is strict.
+    assert_eq!(
+        s.request(
+            "DELETE",
+            "/nacos/v1/ns/instance?serviceName=mysql&ip=127.0.0.1&port=3306&ephemeral=false",
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        s.request("DELETE", "/nacos/v1/ns/service?serviceName=redis", "")
+            .0,
+        200
+    );
+    assert_eq!(s.request("PUT", "/nacos/v1/ns/instance?serviceName=mysql&ip=127.0.0.2&port=3306&ephemeral=false&weight=5", "").0, 200);
+    let s = s.kill_and_restart(&["--shards", "1"]);
+    let h = hosts(&s, "mysql");
+    assert_eq!(h.len(), 2);
+    assert!(h
+        .iter()
+        .any(|x| x["ip"] == "127.0.0.2" && x["weight"] == 5.0));
+    let (st, _) = s.request("GET", "/nacos/v1/ns/service?serviceName=redis", "");
+    assert_eq!(st, 500, "deleted service stays deleted");
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_acknowledged() {
+    const ROUNDS: usize = 20;
+    const WRITERS: usize = 4;
+    let mut rng: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let acked: Arc<Mutex<BTreeSet<(String, String)>>> = Arc::default();
+    let mut s = Server::start(&["--shards", "2", "--snapshot-entries", "150"]);
+    for round in 0..ROUNDS {
+        let deadline = Instant::now() + Duration::from_millis(50 + next() % 400);
+        std::thread::scope(|scope| {
+            for w in 0..WRITERS {
+                let (addr, acked) = (s.addr, acked.clone());
+                scope.spawn(move || {
+                    let probe = common::Client::new(addr);
+                    // Bounded: at most 2000 writes per writer per round, and only until the kill.
+                    for i in 0..2000u32 {
+                        let svc = format!("crash-{}", i % 5);
+                        let ip = format!("127.0.{}.{}", round, w * 60 + (i as usize % 60));
+                        let port = 1000 + i;
+                        match probe.request("POST", &format!("/nacos/v1/ns/instance?serviceName={svc}&ip={ip}&port={port}&ephemeral=false"), "") {
+                            Some((200, b)) if b == "ok" => {
+                                acked.lock().unwrap().insert((svc, format!("{ip}:{port}")));
+                            }
+                            _ => return,
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            let _ = s.child.kill();
+        });
+        s = s.kill_and_restart(&["--shards", "2", "--snapshot-entries", "150"]);
+        let acked = acked.lock().unwrap();
+        for svc in 0..5 {
+            let svc = format!("crash-{svc}");
+            let have = ips(&s, &svc);
+            for (_, inst) in acked.iter().filter(|(s2, _)| *s2 == svc) {
+                assert!(
+                    have.contains(inst),
+                    "round {round}: acknowledged {svc} {inst} is missing after kill -9"
+                );
+            }
+        }
+    }
+    assert!(
+        acked.lock().unwrap().len() > 100,
+        "the crash test wrote too little to mean anything"
+    );
+    let data = s.data_dir.path().to_path_buf();
+    let st = s.terminate().unwrap();
+    assert!(st.success());
+    let out = std::process::Command::new(muster_wal())
+        .arg("verify")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "muster-wal verify failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_flipped_bit_mid_log_refuses_to_start_and_names_file_and_offset() {
+    let s = Server::start(&["--shards", "1"]);
+    for i in 0..200u16 {
+        assert_eq!(
+            register_persistent(&s, "flip", "127.0.0.1", 2000 + i, "").0,
+            200
+        );
+    }
+    let mut s = s;
+    assert!(s.terminate().unwrap().success());
+    let seg = segments(s.data_dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = data_end(&bytes);
+    let at = end * 2 / 5;
+    bytes[at] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = common::command(s.data_dir.path(), &["--shards", "1"], &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a corrupted log must not start");
+    let name = seg.file_name().unwrap().to_string_lossy();
+    assert!(err.contains(&*name), "error names the file: {err}");
+    let offset = err
+        .split("at byte ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(
+        offset.is_some_and(|o| o <= at),
+        "error names the byte offset of the bad record: {err}"
+    );
+    // muster-wal verify agrees.
+    let v = std::process::Command::new(muster_wal())
+        .arg("verify")
+        .arg(s.data_dir.path())
+        .output()
+        .unwrap();
+    assert!(!v.status.success());
+}
+
+#[test]
+fn a_torn_tail_is_repaired_at_startup() {
+    let s = Server::start(&["--shards", "1"]);
+    for i in 0..50u16 {
+        assert_eq!(
+            register_persistent(&s, "torn", "127.0.0.1", 3000 + i, "").0,
+            200
+        );
+    }
+    let mut s = s;
+    assert!(s.terminate().unwrap().success());
+    let seg = segments(s.data_dir.path()).pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let end = data_end(&bytes);
+    // Zero the last 12 bytes of the last record: a write that never finished.
+    for b in &mut bytes[end - 12..end] {
+        *b = 0;
+    }
+    std::fs::write(&seg, &bytes).unwrap();
+    let dir = std::mem::replace(&mut s.data_dir, tempfile::tempdir().unwrap());
+    drop(s);
+    let s = Server::launch(dir, &["--shards", "1"], &[]);
+    let n = hosts(&s, "torn").len();
+    assert!(n >= 49, "only the torn record may be lost, got {n} of 50");
+    let broken: Vec<_> = std::fs::read_dir(s.data_dir.path().join("raft"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".broken"))
+        .collect();
+    assert_eq!(broken.len(), 1, "the damaged copy is kept as .broken");
+    assert_eq!(
+        register_persistent(&s, "torn", "127.0.0.1", 4000, "").0,
+        200,
+        "writes work after repair"
+    );
+}
+
+/// A tmpfs mounted for one test and unmounted on drop (the temp dir holding the mount point
+/// is removed after the unmount).
+struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .expect("run mount (the disk-full test needs root to mount a small tmpfs)");
+        assert!(
+            st.success(),
+            "mounting a {size} tmpfs failed: the disk-full test needs root"
+        );
+        Tmpfs(mnt, dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_persistent_writes_cleanly_and_they_resume() {
+    let fs = Tmpfs::mount("768k");
+    let args = [
+        "--shards",
+        "2",
+        "--wal-segment-bytes",
+        "131072",
+        "--snapshot-entries",
+        "1000000",
+    ];
+    let data = tempfile::TempDir::new_in(&fs.0).unwrap();
+    let s = Server::launch(data, &args, &[]);
+    let md = format!("&metadata=k%3D{}", "x".repeat(900));
+    let mut acked = BTreeSet::new();
+    let mut failure = None;
+    for i in 0..5000u16 {
+        let (st, b) = register_persistent(&s, "full", "127.0.0.1", 1 + i, &md);
+        if st == 200 {
+            acked.insert(format!("127.0.0.1:{}", 1 + i));
+        } else {
+            failure = Some((st, b));
+            break;
+        }
+    }
+    let (st, b) = failure.expect("the disk never filled up");
+    assert_eq!(st, 500, "{b}");
+    assert!(
+        b.starts_with("caused: ") && b.contains("not persisted"),
+        "a clear error: {b}"
+    );
+    // Ephemeral traffic keeps working, reads too.
+    assert_eq!(
+        s.request(
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=eph&ip=10.0.0.1&port=1",
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        ips(&s, "full"),
+        acked,
+        "exactly the acknowledged writes are visible"
+    );
+    // Space returns: writes resume.
+    fs.resize("16m");
+    let mut resumed = false;
+    for attempt in 0..50u16 {
+        let (st, _) = register_persistent(&s, "full", "127.0.0.2", 1 + attempt, &md);
+        if st == 200 {
+            acked.insert(format!("127.0.0.2:{}", 1 + attempt));
+            resumed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        resumed,
+        "persistent writes did not resume after space returned"
+    );
+    let s = s.kill_and_restart(&args);
+    assert_eq!(
+        ips(&s, "full"),
+        acked,
+        "after a restart: every acknowledged write, nothing else"
+    );
+}
