@@ -99,13 +99,9 @@ fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<i32>, String, Str
     (status.and_then(|s| s.code()), stdout, stderr, timed_out)
 }
 
-#[test]
-fn stock_python_client() {
-    let python = python();
-    let work = tempfile::tempdir().expect("temp dir for the python client");
-
-    // The client must be installed, at the pinned version: otherwise fail loudly.
-    let mut probe = py_command(&python, work.path());
+/// Fails the test unless `python` has the pinned client.
+fn require_client(python: &str, work: &Path) {
+    let mut probe = py_command(python, work);
     probe.args(["-c", "import nacos.client; print(nacos.client.VERSION)"]);
     let (code, out, err, _) = run_bounded(probe, Duration::from_secs(30));
     assert!(
@@ -122,6 +118,56 @@ fn stock_python_client() {
         out.trim(),
         install_hint()
     );
+}
+
+/// Runs `script args...` against `server` and asserts a clean exit and summary.
+fn run_script(python: &str, work: &Path, script: &str, args: &[&str]) {
+    let mut cmd = py_command(python, work);
+    cmd.arg(script).args(args);
+    let (code, out, err, timed_out) = run_bounded(cmd, SCRIPT_TIMEOUT);
+    println!("--- {script} {args:?} stdout ---\n{out}--- stderr ---\n{err}");
+    assert!(
+        !timed_out,
+        "{script} {args:?} was killed after {SCRIPT_TIMEOUT:?}"
+    );
+    assert!(
+        code == Some(0) && out.contains(" passed, 0 failed"),
+        "{script} {args:?} exited {code:?}\nstdout:\n{out}\nstderr:\n{err}"
+    );
+}
+
+/// Persistent instances registered by the stock client are still listed after a restart.
+#[test]
+fn stock_python_client_persistent_instances_survive_restart() {
+    let python = python();
+    let work = tempfile::tempdir().expect("temp dir for the python client");
+    require_client(&python, work.path());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/python_persistent.py"
+    );
+    let server = Server::start(&["--shards", "2"]);
+    run_script(
+        &python,
+        work.path(),
+        script,
+        &["--server", &server.addr.to_string(), "--phase", "write"],
+    );
+    let server = server.restart(&["--shards", "2"]);
+    run_script(
+        &python,
+        work.path(),
+        script,
+        &["--server", &server.addr.to_string(), "--phase", "check"],
+    );
+}
+
+#[test]
+fn stock_python_client() {
+    let python = python();
+    let work = tempfile::tempdir().expect("temp dir for the python client");
+    // The client must be installed, at the pinned version: otherwise fail loudly.
+    require_client(&python, work.path());
 
     let server = Server::start(&["--shards", "2"]);
     let addr = server.addr.to_string();
