@@ -1,7 +1,7 @@
 //! Instance endpoints: register, deregister, update, patch, detail, list, beat, metadata batch
 //! and manual health (`InstanceController`, `HealthController`).
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::{Answer, Ctx};
 use crate::clock::wall_ms;
@@ -300,18 +300,10 @@ pub fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> 
         is_check: p.strict_bool("isCheck", false),
         now_wall_ms: wall_ms(),
     };
-    let body = match ctx.shard.shared.view.get(key.as_ref()) {
-        None => render_missing(&key.grouped, &q),
-        Some(view) => {
-            let chunks = view.render_list(&q)?;
-            let mut out = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-            for c in &chunks {
-                out.extend_from_slice(c);
-            }
-            out.freeze()
-        }
-    };
-    Ok(Answer::json_bytes(body))
+    match ctx.shard.shared.view.get(key.as_ref()) {
+        None => Ok(Answer::json_bytes(render_missing(&key.grouped, &q))),
+        Some(view) => Ok(Answer::json_chunks(view.render_list(&q)?)),
+    }
 }
 
 /// The RsInfo beat JSON, read leniently (numbers may arrive as strings).

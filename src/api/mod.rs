@@ -16,12 +16,13 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_lite::FutureExt;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response};
 
 use crate::error::{ApiError, ApiResult};
+use crate::http::Chunks;
 use crate::params::Params;
 use crate::service::{
     check_namespace, check_service_name_format, grouped_name, ServiceKey, DEFAULT_NAMESPACE,
@@ -166,7 +167,7 @@ pub struct Answer {
     /// Content type.
     pub content_type: &'static str,
     /// Body.
-    pub body: Bytes,
+    pub body: Chunks,
 }
 
 impl Answer {
@@ -175,7 +176,7 @@ impl Answer {
         Answer {
             status: 200,
             content_type: JSON,
-            body: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            body: Chunks::one(Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
         }
     }
 
@@ -184,7 +185,16 @@ impl Answer {
         Answer {
             status: 200,
             content_type: JSON,
-            body,
+            body: Chunks::one(body),
+        }
+    }
+
+    /// 200 with JSON made of chunks (a list answer around a cached host array).
+    pub fn json_chunks(parts: Vec<Bytes>) -> Answer {
+        Answer {
+            status: 200,
+            content_type: JSON,
+            body: Chunks::many(parts),
         }
     }
 
@@ -198,7 +208,7 @@ impl Answer {
         Answer {
             status: 200,
             content_type: TEXT,
-            body: Bytes::from_static(s.as_bytes()),
+            body: Chunks::one(Bytes::from_static(s.as_bytes())),
         }
     }
 }
@@ -313,7 +323,7 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Response<Full<Bytes>> {
+) -> Response<Chunks> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -338,13 +348,13 @@ pub async fn handle(
             if e.status >= 500 {
                 tracing::debug!(%method, %path, status = e.status, msg = %e.msg, "request failed");
             }
-            (e.status, ctype, Bytes::from(e.body(&path)))
+            (e.status, ctype, Chunks::one(Bytes::from(e.body(&path))))
         }
     };
     shard
         .metrics()
         .record(ep, status, start.elapsed().as_micros() as u64);
-    let mut resp = Response::new(Full::new(body));
+    let mut resp = Response::new(body);
     *resp.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut()
@@ -456,7 +466,7 @@ async fn dispatch(
         Metrics => Ok(Answer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: Bytes::from(shard.shared.metrics.render()),
+            body: Chunks::one(Bytes::from(shard.shared.metrics.render())),
         }),
         NoSuchApi | NotFound => unreachable!("answered above"),
     }
