@@ -28,8 +28,101 @@ pub const MAX_CLUSTER_NAME_LEN: usize = 64;
 /// Metadata keys plus values may not exceed this many bytes (Nacos's parameter rule).
 pub const MAX_METADATA_LEN: usize = 1024;
 
-/// String key/value metadata, kept sorted so renders and checksums are deterministic.
-pub type Metadata = BTreeMap<String, String>;
+/// String key/value metadata, kept sorted by key so renders and checksums are deterministic.
+///
+/// A sorted vector rather than a `BTreeMap`: instances carry one each, usually with a handful of
+/// keys, and a map's first node alone costs over 500 bytes. Serializes as a JSON object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metadata(Vec<(String, String)>);
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Metadata(Vec::new())
+    }
+
+    fn find(&self, k: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(key, _)| key.as_str().cmp(k))
+    }
+
+    /// The value of `k`.
+    pub fn get(&self, k: &str) -> Option<&String> {
+        self.find(k).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether `k` is set.
+    pub fn contains_key(&self, k: &str) -> bool {
+        self.find(k).is_ok()
+    }
+
+    /// Sets `k` to `v`, returning the old value.
+    pub fn insert(&mut self, k: String, v: String) -> Option<String> {
+        match self.find(&k) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, v)),
+            Err(i) => {
+                self.0.insert(i, (k, v));
+                None
+            }
+        }
+    }
+
+    /// Removes `k`, returning its value.
+    pub fn remove(&mut self, k: &str) -> Option<String> {
+        self.find(k).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// Pairs in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Drops spare capacity (instances keep theirs for a long time).
+    pub fn shrink(mut self) -> Self {
+        self.0.shrink_to_fit();
+        self
+    }
+}
+
+impl<'a> IntoIterator for &'a Metadata {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::iter::Map<
+        std::slice::Iter<'a, (String, String)>,
+        fn(&'a (String, String)) -> (&'a String, &'a String),
+    >;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+impl std::ops::Index<&str> for Metadata {
+    type Output = String;
+    fn index(&self, k: &str) -> &String {
+        self.get(k).expect("metadata key present")
+    }
+}
+
+impl serde::Serialize for Metadata {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let m = BTreeMap::<String, String>::deserialize(d)?;
+        Ok(Metadata(m.into_iter().collect()))
+    }
+}
 
 /// The identity of a service: namespace and grouped name.
 ///

@@ -31,6 +31,8 @@ pub struct ServiceView {
     pub meta: Arc<ServiceMeta>,
     /// Instances in a stable order (by identity).
     pub instances: Vec<Arc<Instance>>,
+    /// How many of them are healthy.
+    healthy: usize,
     /// Host arrays for "all clusters", indexed by `healthy_only as usize * 2 + grouped as usize`.
     hosts_cache: [OnceLock<Bytes>; 4],
     checksum: OnceLock<String>,
@@ -70,6 +72,7 @@ impl ServiceView {
             key,
             revision,
             meta,
+            healthy: instances.iter().filter(|i| i.healthy).count(),
             instances,
             hosts_cache: Default::default(),
             checksum: OnceLock::new(),
@@ -79,7 +82,7 @@ impl ServiceView {
 
     /// Number of healthy instances.
     pub fn healthy_count(&self) -> usize {
-        self.instances.iter().filter(|i| i.healthy).count()
+        self.healthy
     }
 
     /// Lowercase hex MD5 over every instance's identity, weight, health, flags and metadata.
@@ -132,7 +135,11 @@ impl ServiceView {
         let hosts = if total == 0 {
             Bytes::new()
         } else if q.clusters.is_empty() {
-            let slot = q.healthy_only as usize * 2 + q.grouped as usize;
+            // When every instance is served as healthy (all healthy, or the protect threshold
+            // fires), `healthyOnly` changes nothing: share one cached array for both.
+            let uniform = self.healthy == total
+                || (self.healthy as f32 / total as f32) <= self.meta.protect_threshold;
+            let slot = (q.healthy_only && !uniform) as usize * 2 + q.grouped as usize;
             self.hosts_cache[slot]
                 .get_or_init(|| {
                     Bytes::from(self.render_hosts(
