@@ -19,15 +19,11 @@ fn spec(i: usize) -> InstanceSpec {
     metadata.insert("version".into(), "1.2.3".into());
     metadata.insert("zone".into(), format!("z{}", i % 3));
     InstanceSpec {
-        ip: format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
-        port: 8080,
-        cluster: "DEFAULT".into(),
-        weight: 1.0,
-        healthy: true,
-        enabled: true,
-        ephemeral: true,
         metadata,
-        app: "DEFAULT".into(),
+        ..InstanceSpec::new(
+            &format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+            8080,
+        )
     }
 }
 

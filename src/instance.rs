@@ -119,6 +119,55 @@ impl InstanceSpec {
     }
 }
 
+/// Nacos's `Instance.toString`: `ip:port:unknown:cluster_weight_healthy_marked_cluster`, the
+/// sort key and the text of "instance not exist" errors.
+pub fn nacos_to_string(
+    ip: &str,
+    port: u16,
+    cluster: &str,
+    weight: f64,
+    healthy: bool,
+    marked: bool,
+) -> String {
+    format!(
+        "{ip}:{port}:unknown:{cluster}_{}_{healthy}_{marked}_{cluster}",
+        java_double(weight)
+    )
+}
+
+impl InstanceSpec {
+    /// An ephemeral instance in the `DEFAULT` cluster with Nacos's defaults: weight 1, healthy,
+    /// enabled, no metadata, app `DEFAULT`.
+    pub fn new(ip: &str, port: u16) -> InstanceSpec {
+        InstanceSpec {
+            ip: ip.to_string(),
+            port,
+            cluster: crate::service::DEFAULT_CLUSTER.to_string(),
+            weight: 1.0,
+            healthy: true,
+            enabled: true,
+            ephemeral: true,
+            metadata: Metadata::new(),
+            app: "DEFAULT".to_string(),
+        }
+    }
+
+    /// The 400-class error a strict update gives for a missing instance (Nacos message).
+    pub fn not_exist(&self) -> ApiError {
+        ApiError::server(format!(
+            "instance not exist: {}",
+            nacos_to_string(
+                &self.ip,
+                self.port,
+                &self.cluster,
+                self.weight,
+                self.healthy,
+                false
+            )
+        ))
+    }
+}
+
 /// Rejects an empty, overlong or whitespace/control-laden `ip`.
 pub fn check_ip(ip: &str) -> ApiResult<()> {
     if ip.is_empty()
@@ -239,15 +288,13 @@ impl Instance {
 
     /// Nacos's `toString`: `ip:port:unknown:cluster_weight_healthy_marked_cluster`.
     pub fn describe(&self) -> String {
-        format!(
-            "{}:{}:unknown:{}_{}_{}_{}_{}",
-            self.key.ip,
+        nacos_to_string(
+            &self.key.ip,
             self.key.port,
-            self.key.cluster,
-            java_double(self.weight),
+            &self.key.cluster,
+            self.weight,
             self.healthy,
             self.marked,
-            self.key.cluster
         )
     }
 
@@ -350,17 +397,7 @@ mod tests {
     use super::*;
 
     fn spec() -> InstanceSpec {
-        InstanceSpec {
-            ip: "10.0.0.5".into(),
-            port: 8080,
-            cluster: "DEFAULT".into(),
-            weight: 1.0,
-            healthy: true,
-            enabled: true,
-            ephemeral: true,
-            metadata: Metadata::new(),
-            app: "DEFAULT".into(),
-        }
+        InstanceSpec::new("10.0.0.5", 8080)
     }
 
     fn build(s: &InstanceSpec) -> Instance {

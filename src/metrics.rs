@@ -27,12 +27,80 @@ fn status_index(status: u16) -> usize {
         .unwrap_or(STATUSES.len() - 1)
 }
 
+/// A latency histogram with fixed buckets ([`BUCKETS_US`] plus +Inf) and a sum, in
+/// microseconds. Written by one shard, read by `/metrics`.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..=BUCKETS_US.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one observation of `micros` microseconds.
+    pub fn record(&self, micros: u64) {
+        let b = BUCKETS_US
+            .iter()
+            .position(|&ub| micros <= ub)
+            .unwrap_or(BUCKETS_US.len());
+        self.buckets[b].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(micros, Relaxed);
+    }
+
+    /// Writes the sum of `hists` as one Prometheus histogram series `name{labels}`; writes
+    /// nothing when it is empty.
+    fn write<'a>(
+        out: &mut String,
+        name: &str,
+        labels: &str,
+        hists: impl Iterator<Item = &'a Histogram> + Clone,
+    ) {
+        let count = |b: usize| {
+            hists
+                .clone()
+                .map(|h| h.buckets[b].load(Relaxed))
+                .sum::<u64>()
+        };
+        let counts: Vec<u64> = (0..=BUCKETS_US.len()).map(count).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return;
+        }
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cum = 0;
+        for (b, ub) in BUCKETS_US.iter().enumerate() {
+            cum += counts[b];
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cum}",
+                *ub as f64 / 1e6
+            );
+        }
+        let sum: u64 = hists.map(|h| h.sum_us.load(Relaxed)).sum();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {total}");
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {}", sum as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{braced} {total}");
+    }
+}
+
 /// One shard's counters.
 #[derive(Debug)]
 pub struct ShardMetrics {
     requests: Vec<AtomicU64>,
-    latency: Vec<AtomicU64>,
-    latency_sum_us: Vec<AtomicU64>,
+    latency: Vec<Histogram>,
     /// Connections currently open.
     pub connections_open: AtomicU64,
     /// Connections closed at accept because of the cap.
@@ -50,8 +118,7 @@ pub struct ShardMetrics {
     /// Current depth of this shard's inbox.
     pub inbox_depth: AtomicU64,
     push: [AtomicU64; 7],
-    push_latency: Vec<AtomicU64>,
-    push_latency_sum_us: AtomicU64,
+    push_latency: Histogram,
 }
 
 impl Default for ShardMetrics {
@@ -60,8 +127,7 @@ impl Default for ShardMetrics {
         let zeros = |k: usize| (0..k).map(|_| AtomicU64::new(0)).collect();
         ShardMetrics {
             requests: zeros(n * STATUSES.len()),
-            latency: zeros(n * (BUCKETS_US.len() + 1)),
-            latency_sum_us: zeros(n),
+            latency: (0..n).map(|_| Histogram::default()).collect(),
             connections_open: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
             cross_shard_sent: AtomicU64::new(0),
@@ -74,8 +140,7 @@ impl Default for ShardMetrics {
             empty_removed: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
             push: Default::default(),
-            push_latency: zeros(BUCKETS_US.len() + 1),
-            push_latency_sum_us: AtomicU64::new(0),
+            push_latency: Histogram::default(),
         }
     }
 }
@@ -85,12 +150,7 @@ impl ShardMetrics {
     pub fn record(&self, ep: Endpoint, status: u16, micros: u64) {
         let e = ep as usize;
         self.requests[e * STATUSES.len() + status_index(status)].fetch_add(1, Relaxed);
-        let b = BUCKETS_US
-            .iter()
-            .position(|&ub| micros <= ub)
-            .unwrap_or(BUCKETS_US.len());
-        self.latency[e * (BUCKETS_US.len() + 1) + b].fetch_add(1, Relaxed);
-        self.latency_sum_us[e].fetch_add(micros, Relaxed);
+        self.latency[e].record(micros);
     }
 
     /// Copies the registry's counters.
@@ -120,12 +180,7 @@ impl ShardMetrics {
 
     /// Records one push's time from applying the change to sending the datagram.
     pub fn record_push_latency(&self, micros: u64) {
-        let b = BUCKETS_US
-            .iter()
-            .position(|&ub| micros <= ub)
-            .unwrap_or(BUCKETS_US.len());
-        self.push_latency[b].fetch_add(1, Relaxed);
-        self.push_latency_sum_us.fetch_add(micros, Relaxed);
+        self.push_latency.record(micros);
     }
 
     /// Registry counters as last copied.
@@ -182,72 +237,19 @@ impl Metrics {
             }
         }
         s.push_str("# HELP muster_http_request_duration_seconds Time from request head to response, by endpoint.\n# TYPE muster_http_request_duration_seconds histogram\n");
-        let nb = BUCKETS_US.len() + 1;
         for &ep in Endpoint::ALL {
-            let e = ep as usize;
-            let counts: Vec<u64> = (0..nb)
-                .map(|b| {
-                    self.shards
-                        .iter()
-                        .map(|m| m.latency[e * nb + b].load(Relaxed))
-                        .sum()
-                })
-                .collect();
-            let total: u64 = counts.iter().sum();
-            if total == 0 {
-                continue;
-            }
-            let mut cum = 0;
-            for (b, ub) in BUCKETS_US.iter().enumerate() {
-                cum += counts[b];
-                let _ = writeln!(
-                    s,
-                    "muster_http_request_duration_seconds_bucket{{endpoint=\"{}\",le=\"{}\"}} {cum}",
-                    ep.name(),
-                    *ub as f64 / 1e6
-                );
-            }
-            let sum: u64 = self
-                .shards
-                .iter()
-                .map(|m| m.latency_sum_us[e].load(Relaxed))
-                .sum();
-            let _ = writeln!(
-                s,
-                "muster_http_request_duration_seconds_bucket{{endpoint=\"{0}\",le=\"+Inf\"}} {total}\nmuster_http_request_duration_seconds_sum{{endpoint=\"{0}\"}} {1}\nmuster_http_request_duration_seconds_count{{endpoint=\"{0}\"}} {total}",
-                ep.name(),
-                sum as f64 / 1e6
+            let labels = format!("endpoint=\"{}\"", ep.name());
+            let hists = self.shards.iter().map(|m| &m.latency[ep as usize]);
+            Histogram::write(
+                &mut s,
+                "muster_http_request_duration_seconds",
+                &labels,
+                hists,
             );
         }
         s.push_str("# HELP muster_push_latency_seconds Time from applying a change to sending its push datagram.\n# TYPE muster_push_latency_seconds histogram\n");
-        let mut cum = 0;
-        for (b, ub) in BUCKETS_US.iter().enumerate() {
-            cum += self
-                .shards
-                .iter()
-                .map(|m| m.push_latency[b].load(Relaxed))
-                .sum::<u64>();
-            let _ = writeln!(
-                s,
-                "muster_push_latency_seconds_bucket{{le=\"{}\"}} {cum}",
-                *ub as f64 / 1e6
-            );
-        }
-        cum += self
-            .shards
-            .iter()
-            .map(|m| m.push_latency[BUCKETS_US.len()].load(Relaxed))
-            .sum::<u64>();
-        let sum: u64 = self
-            .shards
-            .iter()
-            .map(|m| m.push_latency_sum_us.load(Relaxed))
-            .sum();
-        let _ = writeln!(
-            s,
-            "muster_push_latency_seconds_bucket{{le=\"+Inf\"}} {cum}\nmuster_push_latency_seconds_sum {}\nmuster_push_latency_seconds_count {cum}",
-            sum as f64 / 1e6
-        );
+        let hists = self.shards.iter().map(|m| &m.push_latency);
+        Histogram::write(&mut s, "muster_push_latency_seconds", "", hists);
         type Getter = fn(&ShardMetrics) -> u64;
         let per_shard: [(&str, &str, &str, Getter); 17] = [
             (

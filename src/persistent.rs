@@ -189,19 +189,11 @@ impl Durable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::service::Metadata;
 
     fn spec(ip: &str) -> InstanceSpec {
         InstanceSpec {
-            ip: ip.into(),
-            port: 3306,
-            cluster: "DEFAULT".into(),
-            weight: 1.0,
-            healthy: true,
-            enabled: true,
             ephemeral: false,
-            metadata: Metadata::new(),
-            app: "DEFAULT".into(),
+            ..InstanceSpec::new(ip, 3306)
         }
     }
 

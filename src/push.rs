@@ -463,7 +463,7 @@ pub fn target_addr(client_ip: Option<&str>, peer: IpAddr, udp_port: u16) -> Sock
 mod tests {
     use super::*;
     use crate::instance::{Instance, InstanceSpec, Timing};
-    use crate::service::{Metadata, ServiceMeta};
+    use crate::service::ServiceMeta;
     use std::io::Read;
     use std::sync::Arc;
 
@@ -484,17 +484,7 @@ mod tests {
     fn view(n: usize, rev: u64) -> ServiceView {
         let inst = (0..n)
             .map(|i| {
-                let s = InstanceSpec {
-                    ip: format!("10.0.{}.{}", i / 256, i % 256),
-                    port: 80,
-                    cluster: "DEFAULT".into(),
-                    weight: 1.0,
-                    healthy: true,
-                    enabled: true,
-                    ephemeral: true,
-                    metadata: Metadata::new(),
-                    app: "DEFAULT".into(),
-                };
+                let s = InstanceSpec::new(&format!("10.0.{}.{}", i / 256, i % 256), 80);
                 Arc::new(Instance::build(
                     &s,
                     "DEFAULT".into(),

@@ -225,15 +225,7 @@ impl Registry {
                         *k.ip == *spec.ip && k.port == spec.port && k.ephemeral == spec.ephemeral
                     });
                     if !exists {
-                        return Err(ApiError::server(format!(
-                            "instance not exist: {}:{}:unknown:{}_{}_{}_false_{}",
-                            spec.ip,
-                            spec.port,
-                            spec.cluster,
-                            crate::instance::java_double(spec.weight),
-                            spec.healthy,
-                            spec.cluster
-                        )));
+                        return Err(spec.not_exist());
                     }
                 }
                 self.upsert(key, spec, now);
@@ -762,17 +754,7 @@ mod tests {
     use crate::view::ListQuery;
 
     fn spec(ip: &str, port: u16) -> InstanceSpec {
-        InstanceSpec {
-            ip: ip.into(),
-            port,
-            cluster: "DEFAULT".into(),
-            weight: 1.0,
-            healthy: true,
-            enabled: true,
-            ephemeral: true,
-            metadata: Metadata::new(),
-            app: "DEFAULT".into(),
-        }
+        InstanceSpec::new(ip, port)
     }
 
     struct Fixture {

@@ -12,10 +12,9 @@
 mod common;
 
 use common::Server;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PINNED: &str = "2.6.3";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/node_client.js");
@@ -57,45 +56,6 @@ fn installed_version(dir: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{}: no version", manifest.display()))
 }
 
-/// Runs `cmd` to completion or kills it after `timeout`. Returns (exit code, stdout, stderr, timed out).
-fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<i32>, String, String, bool) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {cmd:?}: {e}. Is Node.js installed? `.ci/run` installs it")
-        });
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let start = Instant::now();
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for node") {
-            break Some(st);
-        }
-        if start.elapsed() >= timeout {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().ok();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    (status.and_then(|s| s.code()), stdout, stderr, timed_out)
-}
-
 /// Starts a server with `server_args` and runs the script against it in `mode`.
 fn run_mode(mode: &str, server_args: &[&str]) {
     let dir = node_dir();
@@ -134,7 +94,7 @@ fn run_mode(mode: &str, server_args: &[&str]) {
         .stdin(Stdio::null())
         .arg(SCRIPT)
         .args(["--server", &addr, "--mode", mode]);
-    let (code, out, err, timed_out) = run_bounded(cmd, SCRIPT_TIMEOUT);
+    let (code, out, err, timed_out) = common::run_bounded(cmd, SCRIPT_TIMEOUT);
     println!("--- node_client.js --mode {mode} stdout ---\n{out}--- stderr ---\n{err}");
     assert!(
         !timed_out,

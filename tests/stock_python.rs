@@ -8,10 +8,9 @@
 mod common;
 
 use common::Server;
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PINNED: &str = "0.1.17";
 const SCRIPT: &str = concat!(
@@ -62,48 +61,11 @@ fn py_command(python: &str, cwd: &Path) -> Command {
     cmd
 }
 
-/// Runs `cmd` to completion or kills it after `timeout`. Returns (exit code, stdout, stderr, timed out).
-fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<i32>, String, String, bool) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}. {}", install_hint()));
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    });
-    let start = Instant::now();
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for python") {
-            break Some(st);
-        }
-        if start.elapsed() >= timeout {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait().ok();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    (status.and_then(|s| s.code()), stdout, stderr, timed_out)
-}
-
 /// Fails the test unless `python` has the pinned client.
 fn require_client(python: &str, work: &Path) {
     let mut probe = py_command(python, work);
     probe.args(["-c", "import nacos.client; print(nacos.client.VERSION)"]);
-    let (code, out, err, _) = run_bounded(probe, Duration::from_secs(30));
+    let (code, out, err, _) = common::run_bounded(probe, Duration::from_secs(30));
     assert!(
         code == Some(0),
         "python module `nacos` is not importable with {python:?} (exit {code:?}): {}\n{}\n{}",
@@ -124,7 +86,7 @@ fn require_client(python: &str, work: &Path) {
 fn run_script(python: &str, work: &Path, script: &str, args: &[&str]) {
     let mut cmd = py_command(python, work);
     cmd.arg(script).args(args);
-    let (code, out, err, timed_out) = run_bounded(cmd, SCRIPT_TIMEOUT);
+    let (code, out, err, timed_out) = common::run_bounded(cmd, SCRIPT_TIMEOUT);
     println!("--- {script} {args:?} stdout ---\n{out}--- stderr ---\n{err}");
     assert!(
         !timed_out,
@@ -173,7 +135,7 @@ fn stock_python_client() {
     let addr = server.addr.to_string();
     let mut cmd = py_command(&python, work.path());
     cmd.arg(SCRIPT).arg("--server").arg(&addr);
-    let (code, out, err, timed_out) = run_bounded(cmd, SCRIPT_TIMEOUT);
+    let (code, out, err, timed_out) = common::run_bounded(cmd, SCRIPT_TIMEOUT);
     println!("--- python_client.py stdout ---\n{out}--- python_client.py stderr ---\n{err}");
     assert!(
         !timed_out,

@@ -157,15 +157,7 @@ pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
             )));
         }
         if published(ctx, &key, &spec.ip, spec.port, None, Some(false)).is_none() {
-            return Err(ApiError::server(format!(
-                "instance not exist: {}:{}:unknown:{}_{}_{}_false_{}",
-                spec.ip,
-                spec.port,
-                spec.cluster,
-                crate::instance::java_double(spec.weight),
-                spec.healthy,
-                spec.cluster
-            )));
+            return Err(spec.not_exist());
         }
     }
     ctx.shard
