@@ -149,7 +149,8 @@ fn fold(durable: &mut Durable, e: &Entry) -> Result<Option<(ServiceKey, Persiste
 /// Settings of the raft thread.
 #[derive(Debug, Clone, Copy)]
 pub struct RaftSettings {
-    /// Take a snapshot (and truncate the log behind it) every this many applied entries.
+    /// Take a snapshot (and truncate the log behind it) every this many applied entries, or
+    /// every as many entries as the persistent state has records, whichever is more.
     pub snapshot_entries: u64,
 }
 
@@ -464,7 +465,12 @@ fn on_ready(
         since_snapshot,
     )?;
     node.advance_apply();
-    if *since_snapshot >= settings.snapshot_entries.max(1) {
+    // Amortised: a snapshot costs O(state), so take one only after at least as many entries as
+    // the state holds records (and at least `snapshot_entries`): O(1) snapshot work per entry.
+    let min = settings.snapshot_entries.max(1);
+    if *since_snapshot >= min
+        && *since_snapshot >= durable.instance_count() as u64 + durable.services.len() as u64
+    {
         *since_snapshot = 0;
         let applied = durable.applied;
         let cs = node.raft.prs().conf().to_conf_state();
