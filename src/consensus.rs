@@ -229,14 +229,36 @@ fn run(
             return;
         }
     };
+    let mut pending: Pending = HashMap::new();
+    let mut since_snapshot = 0u64;
+    // Become leader (a one-member group elects itself on its first Ready) before opening the
+    // gate, so the first write after readiness does not meet "no leader yet".
+    for _ in 0..100 {
+        if node.raft.state == StateRole::Leader {
+            break;
+        }
+        if let Err(e) = on_ready(
+            &mut node,
+            &shared,
+            &mut durable,
+            &mut pending,
+            &mut since_snapshot,
+            settings,
+        ) {
+            tracing::error!("raft failed while electing itself: {e}");
+            return;
+        }
+        if node.raft.state != StateRole::Leader {
+            node.tick();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     shared.recovered.store(true, Ordering::SeqCst);
     shared.ready.store(true, Ordering::SeqCst);
     tracing::info!("persistent state is ready");
 
-    let mut pending: HashMap<u64, (ServiceKey, flume::Sender<ApiResult<Reply>>)> = HashMap::new();
     let mut next_id: u64 = 1;
     let mut last_tick = Instant::now();
-    let mut since_snapshot = 0u64;
     let mut batch = Vec::new();
     loop {
         let wait = TICK.saturating_sub(last_tick.elapsed());
