@@ -1,10 +1,9 @@
-//! Instances: identity, settings, and their pre-rendered JSON.
+//! Instances: identity, settings, and how they render in `instance/list`.
 //!
-//! An [`Instance`] is immutable once built; a change builds a new one. Each carries the bytes of
-//! its `instance/list` host object (everything except `valid`, `healthy` and the trailing
-//! `serviceName` value, which depend on the request), so a list is assembled by copying bytes.
+//! An [`Instance`] is immutable once built; a change builds a new one. Host JSON is rendered
+//! straight into a service's cached host array (see `view`), not kept per instance: an
+//! instance costs its fields, not a second copy of itself as text.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::error::{ApiError, ApiResult};
@@ -204,27 +203,26 @@ pub struct Instance {
     pub marked: bool,
     /// Metadata.
     pub metadata: Metadata,
-    /// `ip#port#cluster#group@@name`, or a small integer with the snowflake generator.
-    pub instance_id: Box<str>,
+    /// A generated id (snowflake: a small integer); `None` means the simple id
+    /// `ip#port#cluster#group@@name`, derived when rendered rather than stored.
+    pub custom_id: Option<Box<str>>,
     /// `app`.
     pub app: Box<str>,
     /// Lease timings.
     pub timing: Timing,
-    /// Pre-rendered host JSON: from `"ip"` through `"serviceName":"` (value excluded).
-    rendered: Box<[u8]>,
 }
 
 impl Instance {
-    /// Builds an instance and renders its host JSON.
+    /// Builds an instance. `custom_id` is `None` for the simple id.
     pub fn build(
         spec: &InstanceSpec,
         cluster: Arc<str>,
         ip: Arc<str>,
-        instance_id: Box<str>,
+        custom_id: Option<Box<str>>,
         healthy: bool,
         base: Timing,
     ) -> Instance {
-        let mut inst = Instance {
+        let inst = Instance {
             key: InstanceKey {
                 ip,
                 port: spec.port,
@@ -236,12 +234,10 @@ impl Instance {
             enabled: spec.enabled,
             marked: false,
             metadata: spec.metadata.clone(),
-            instance_id,
+            custom_id,
             app: spec.app.as_str().into(),
             timing: base.with_overrides(&spec.metadata),
-            rendered: Box::default(),
         };
-        inst.rendered = inst.render();
         inst
     }
 
@@ -254,10 +250,9 @@ impl Instance {
             enabled: self.enabled,
             marked: self.marked,
             metadata: self.metadata.clone(),
-            instance_id: self.instance_id.clone(),
+            custom_id: self.custom_id.clone(),
             app: self.app.clone(),
             timing: self.timing,
-            rendered: self.rendered.clone(),
         }
     }
 
@@ -273,6 +268,19 @@ impl Instance {
             ephemeral: self.key.ephemeral,
             metadata: self.metadata.clone(),
             app: self.app.to_string(),
+        }
+    }
+
+    /// The instance id in service `grouped`: the generated one, else the simple id.
+    pub fn instance_id(&self, grouped: &str) -> std::borrow::Cow<'_, str> {
+        match &self.custom_id {
+            Some(id) => std::borrow::Cow::Borrowed(id),
+            None => std::borrow::Cow::Owned(Instance::simple_id(
+                &self.key.ip,
+                self.key.port,
+                &self.key.cluster,
+                grouped,
+            )),
         }
     }
 
@@ -298,37 +306,41 @@ impl Instance {
         )
     }
 
-    fn render(&self) -> Box<[u8]> {
-        let mut s = String::with_capacity(192);
-        s.push_str("\"ip\":");
-        push_json_str(&mut s, &self.key.ip);
-        let _ = write!(s, ",\"port\":{}", self.key.port);
-        let _ = write!(s, ",\"marked\":{}", self.marked);
-        s.push_str(",\"instanceId\":");
-        push_json_str(&mut s, &self.instance_id);
-        s.push_str(",\"metadata\":");
-        s.push_str(&serde_json::to_string(&self.metadata).unwrap_or_else(|_| "{}".into()));
-        let _ = write!(s, ",\"enabled\":{}", self.enabled);
-        s.push_str(",\"weight\":");
-        s.push_str(&java_double(self.weight));
-        s.push_str(",\"clusterName\":");
-        push_json_str(&mut s, &self.key.cluster);
-        let _ = write!(s, ",\"ephemeral\":{}", self.key.ephemeral);
-        s.push_str(",\"serviceName\":\"");
-        s.into_bytes().into_boxed_slice()
-    }
-
     /// Appends this instance's host object to `out`.
     ///
     /// `healthy` is the group the instance is served in (protect threshold may force it true);
     /// `service_json` is the already-escaped serviceName value.
-    pub fn write_host(&self, out: &mut Vec<u8>, healthy: bool, service_json: &[u8]) {
+    pub fn write_host(&self, out: &mut Vec<u8>, healthy: bool, service_json: &[u8], grouped: &str) {
         out.extend_from_slice(if healthy {
             b"{\"valid\":true,\"healthy\":true,"
         } else {
             b"{\"valid\":false,\"healthy\":false,"
         });
-        out.extend_from_slice(&self.rendered);
+        out.extend_from_slice(b"\"ip\":");
+        push_json(out, &*self.key.ip);
+        out.extend_from_slice(b",\"port\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.key.port).as_bytes());
+        out.extend_from_slice(if self.marked {
+            b",\"marked\":true,\"instanceId\":"
+        } else {
+            b",\"marked\":false,\"instanceId\":"
+        });
+        push_json(out, &*self.instance_id(grouped));
+        out.extend_from_slice(b",\"metadata\":");
+        push_json(out, &self.metadata);
+        out.extend_from_slice(if self.enabled {
+            b",\"enabled\":true,\"weight\":"
+        } else {
+            b",\"enabled\":false,\"weight\":"
+        });
+        out.extend_from_slice(ryu::Buffer::new().format(self.weight).as_bytes());
+        out.extend_from_slice(b",\"clusterName\":");
+        push_json(out, &*self.key.cluster);
+        out.extend_from_slice(if self.key.ephemeral {
+            b",\"ephemeral\":true,\"serviceName\":\""
+        } else {
+            b",\"ephemeral\":false,\"serviceName\":\""
+        });
         out.extend_from_slice(service_json);
         out.extend_from_slice(b"\"}");
     }
@@ -342,7 +354,7 @@ impl Instance {
             "clusterName": &*self.key.cluster,
             "weight": self.weight,
             "healthy": self.healthy,
-            "instanceId": &*self.instance_id,
+            "instanceId": self.instance_id(grouped),
             "metadata": self.metadata,
         })
     }
@@ -351,7 +363,7 @@ impl Instance {
     /// kept on the monotonic clock, which has no wall-clock meaning.
     pub fn full_json(&self, grouped: &str) -> serde_json::Value {
         serde_json::json!({
-            "instanceId": &*self.instance_id,
+            "instanceId": self.instance_id(grouped),
             "ip": &*self.key.ip,
             "port": self.key.port,
             "weight": self.weight,
@@ -380,6 +392,13 @@ impl Instance {
     }
 }
 
+/// Appends `v` as JSON (strings escaped as JSON requires).
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
 /// Appends `v` as a JSON string literal.
 pub fn push_json_str(s: &mut String, v: &str) {
     // serde_json escapes exactly as JSON requires; strings here are short.
@@ -405,7 +424,7 @@ mod tests {
             s,
             Arc::from(s.cluster.as_str()),
             Arc::from(s.ip.as_str()),
-            Instance::simple_id(&s.ip, s.port, &s.cluster, "DEFAULT_GROUP@@orders").into(),
+            None,
             true,
             Timing::default(),
         )
@@ -415,7 +434,12 @@ mod tests {
     fn host_json_is_valid_and_complete() {
         let i = build(&spec());
         let mut out = Vec::new();
-        i.write_host(&mut out, true, b"DEFAULT_GROUP@@orders");
+        i.write_host(
+            &mut out,
+            true,
+            b"DEFAULT_GROUP@@orders",
+            "DEFAULT_GROUP@@orders",
+        );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["ip"], "10.0.0.5");
         assert_eq!(v["port"], 8080);
@@ -438,7 +462,7 @@ mod tests {
         let mut s = spec();
         s.metadata.insert("k\"".into(), "v\\\n".into());
         let mut out = Vec::new();
-        build(&s).write_host(&mut out, false, b"x");
+        build(&s).write_host(&mut out, false, b"x", "DEFAULT_GROUP@@orders");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["metadata"]["k\""], "v\\\n");
         assert_eq!(v["healthy"], false);

@@ -489,7 +489,7 @@ mod tests {
                     &s,
                     "DEFAULT".into(),
                     s.ip.as_str().into(),
-                    format!("id{i}").into(),
+                    Some(format!("id{i}").into()),
                     true,
                     Timing::default(),
                 ))

@@ -483,7 +483,7 @@ impl Registry {
         }
         let (id, healthy, marked) = match svc.instances.get(&ik) {
             Some(old) => (
-                old.inst.instance_id.clone(),
+                old.inst.custom_id.clone(),
                 if old.inst.marked {
                     spec.healthy
                 } else {
@@ -492,12 +492,15 @@ impl Registry {
                 old.inst.marked,
             ),
             None => {
-                let id = if Instance::wants_snowflake_id(&spec.metadata) {
-                    smallest_unused_id(svc.instances.values().map(|s| &*s.inst.instance_id))
-                } else {
-                    Instance::simple_id(&spec.ip, spec.port, &spec.cluster, &key.grouped)
-                };
-                (id.into_boxed_str(), spec.healthy, false)
+                let id = Instance::wants_snowflake_id(&spec.metadata).then(|| {
+                    smallest_unused_id(
+                        svc.instances
+                            .values()
+                            .filter_map(|s| s.inst.custom_id.as_deref()),
+                    )
+                    .into_boxed_str()
+                });
+                (id, spec.healthy, false)
             }
         };
         let mut inst = Instance::build(&spec, cluster, ik.ip.clone(), id, healthy, base);
@@ -656,7 +659,7 @@ impl Registry {
                 &spec,
                 old.key.cluster.clone(),
                 old.key.ip.clone(),
-                old.instance_id.clone(),
+                old.custom_id.clone(),
                 old.healthy,
                 self.life.timing,
             );
@@ -1093,7 +1096,7 @@ mod tests {
             .unwrap()
             .instances
             .iter()
-            .map(|i| i.instance_id.to_string())
+            .map(|i| i.instance_id(&f.key.grouped).to_string())
             .collect();
         assert_eq!(ids, vec!["0", "1", "2"]);
     }

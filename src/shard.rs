@@ -335,7 +335,14 @@ impl Shard {
             let mut next = Some(first);
             let mut applied = 0;
             while let Some(env) = next.take() {
-                let r = self.apply_local(&env.key, env.command, now);
+                // A panic while applying one write answers 500 and leaves the shard running.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.apply_local(&env.key, env.command, now)
+                }))
+                .unwrap_or_else(|_| {
+                    tracing::error!(shard = self.id, "applying a write panicked; answering 500");
+                    Err(ApiError::server("internal error while applying the write"))
+                });
                 if let Some(reply) = env.reply {
                     batch.push((reply, r));
                 }

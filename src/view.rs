@@ -19,6 +19,8 @@ use crate::service::{name_of, KeyRef, ServiceKey, ServiceMeta};
 
 /// Number of lock stripes in the read view.
 const STRIPES: usize = 64;
+/// Most cluster-filtered host arrays cached per service revision.
+const FILTERED_CACHE: usize = 8;
 
 /// A published, immutable snapshot of one service.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub struct ServiceView {
     healthy: usize,
     /// Host arrays for "all clusters", indexed by `healthy_only as usize * 2 + grouped as usize`.
     hosts_cache: [OnceLock<Bytes>; 4],
+    /// Host arrays for cluster-filtered queries: (clusters as sent, variant, bytes).
+    filtered: std::sync::Mutex<Vec<(Box<str>, u8, Bytes)>>,
     checksum: OnceLock<String>,
     metadata_json: OnceLock<Bytes>,
 }
@@ -75,6 +79,7 @@ impl ServiceView {
             healthy: instances.iter().filter(|i| i.healthy).count(),
             instances,
             hosts_cache: Default::default(),
+            filtered: Default::default(),
             checksum: OnceLock::new(),
             metadata_json: OnceLock::new(),
         }
@@ -151,12 +156,7 @@ impl ServiceView {
                 })
                 .clone()
         } else {
-            Bytes::from(self.render_hosts(
-                self.instances.iter().filter(selected),
-                total,
-                q.healthy_only,
-                &service_json[1..service_json.len() - 1],
-            ))
+            self.filtered_hosts(q, total, &service_json[1..service_json.len() - 1], selected)
         };
         let mut head = Vec::with_capacity(16);
         head.extend_from_slice(b"{\"hosts\":[");
@@ -186,6 +186,35 @@ impl ServiceView {
         ])
     }
 
+    /// Host arrays for a cluster filter (Node's client always sends one), cached per
+    /// (clusters, healthyOnly, naming) for this revision; at most [`FILTERED_CACHE`] variants.
+    fn filtered_hosts(
+        &self,
+        q: &ListQuery<'_>,
+        total: usize,
+        service_json: &str,
+        selected: impl Fn(&&Arc<Instance>) -> bool + Clone,
+    ) -> Bytes {
+        let variant = (q.healthy_only as u8) << 1 | q.grouped as u8;
+        let mut cache = self.filtered.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, b)) = cache
+            .iter()
+            .find(|(c, v, _)| *v == variant && **c == *q.clusters_raw)
+        {
+            return b.clone();
+        }
+        let b = Bytes::from(self.render_hosts(
+            self.instances.iter().filter(selected),
+            total,
+            q.healthy_only,
+            service_json,
+        ));
+        if cache.len() < FILTERED_CACHE {
+            cache.push((q.clusters_raw.into(), variant, b.clone()));
+        }
+        b
+    }
+
     fn render_hosts<'a>(
         &self,
         selected: impl Iterator<Item = &'a Arc<Instance>> + Clone,
@@ -202,7 +231,7 @@ impl ServiceView {
                 out.push(b',');
             }
             first = false;
-            i.write_host(out, as_healthy, service_json.as_bytes());
+            i.write_host(out, as_healthy, service_json.as_bytes(), &self.key.grouped);
         };
         for i in selected.clone().filter(|i| protect || i.healthy) {
             if i.enabled {
