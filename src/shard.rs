@@ -80,6 +80,36 @@ pub struct Shard {
     probes_running: std::cell::Cell<usize>,
 }
 
+/// A non-blocking `sendto`; `None` when it would block.
+fn send_now(
+    udp: &glommio::net::UdpSocket,
+    buf: &[u8],
+    to: std::net::SocketAddr,
+) -> Option<std::io::Result<usize>> {
+    use std::os::fd::AsRawFd;
+    let addr = socket2::SockAddr::from(to);
+    // SAFETY: `buf` and `addr` outlive the call; the fd belongs to `udp`.
+    let r = unsafe {
+        libc::sendto(
+            udp.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            addr.as_ptr().cast(),
+            addr.len(),
+        )
+    };
+    if r >= 0 {
+        return Some(Ok(r as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        None
+    } else {
+        Some(Err(e))
+    }
+}
+
 impl Shard {
     /// A shard with an empty registry, pushing from `udp`.
     pub fn new(
@@ -163,7 +193,14 @@ impl Shard {
             let n = self.datagrams.get().wrapping_add(1);
             self.datagrams.set(n);
             let dropped = self.push.borrow().drops(n);
-            let ok = !dropped && self.udp.send_to(&o.packet, o.addr).await.is_ok();
+            // A datagram to a live socket goes out at once with a non-blocking sendto; only when
+            // the socket buffer is full does the send wait on io_uring. Awaiting each send in turn
+            // would cost a scheduler round trip per subscriber.
+            let ok = !dropped
+                && match send_now(&self.udp, &o.packet, o.addr) {
+                    Some(r) => r.is_ok(),
+                    None => self.udp.send_to(&o.packet, o.addr).await.is_ok(),
+                };
             self.push.borrow_mut().record_send(ok, o.resend);
             if let (true, false, Some(at)) = (ok, o.resend, changed_at) {
                 self.metrics()
