@@ -363,14 +363,19 @@ impl Registry {
             let Some(svc) = self.services.get_mut(&key) else {
                 continue;
             };
-            let instances: Vec<Arc<Instance>> =
-                svc.instances.values().map(|s| s.inst.clone()).collect();
-            let healthy = instances.iter().filter(|i| i.healthy).count() as u64;
+            // One pass: the published list, its health counts, and whether any is persistent.
+            let mut instances = Vec::with_capacity(svc.instances.len());
+            let (mut healthy, mut any_persistent) = (0u64, false);
+            for s in svc.instances.values() {
+                healthy += u64::from(s.inst.healthy);
+                any_persistent |= !s.inst.key.ephemeral;
+                instances.push(s.inst.clone());
+            }
             let unhealthy = instances.len() as u64 - healthy;
             self.stats.healthy = self.stats.healthy + healthy - svc.counted.0;
             self.stats.unhealthy = self.stats.unhealthy + unhealthy - svc.counted.1;
             svc.counted = (healthy, unhealthy);
-            if svc.instances.keys().any(|k| !k.ephemeral) {
+            if any_persistent {
                 self.persistent.insert(key.clone());
             } else {
                 self.persistent.remove(&key);
@@ -388,11 +393,12 @@ impl Registry {
                     );
                 }
             }
-            self.view.publish(Arc::new(ServiceView::new(
+            self.view.publish(Arc::new(ServiceView::with_counts(
                 key.clone(),
                 svc.revision,
                 svc.meta.clone(),
                 instances,
+                healthy as usize,
             )));
             changed.push(key);
         }

@@ -72,11 +72,24 @@ impl ServiceView {
         meta: Arc<ServiceMeta>,
         instances: Vec<Arc<Instance>>,
     ) -> Self {
+        let healthy = instances.iter().filter(|i| i.healthy).count();
+        Self::with_counts(key, revision, meta, instances, healthy)
+    }
+
+    /// A new view whose healthy count the caller already knows.
+    pub fn with_counts(
+        key: ServiceKey,
+        revision: u64,
+        meta: Arc<ServiceMeta>,
+        instances: Vec<Arc<Instance>>,
+        healthy: usize,
+    ) -> Self {
+        debug_assert_eq!(healthy, instances.iter().filter(|i| i.healthy).count());
         ServiceView {
             key,
             revision,
             meta,
-            healthy: instances.iter().filter(|i| i.healthy).count(),
+            healthy,
             instances,
             hosts_cache: Default::default(),
             filtered: Default::default(),
