@@ -3,8 +3,10 @@
 //! The library holds the engine so tests can drive it directly:
 //! [`engine::run`] replays pre-built requests over keep-alive connections in
 //! closed-loop or open-loop mode, [`scenario`] builds the Nacos workloads,
-//! [`subscribe`] measures UDP push latency, and [`report`] renders results.
+//! [`subscribe`] measures UDP push latency, [`report`] renders results, and
+//! [`chart`] draws an SVG of latency percentiles from `--json` reports.
 
+pub mod chart;
 pub mod engine;
 pub mod http;
 pub mod report;

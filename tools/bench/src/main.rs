@@ -92,6 +92,14 @@ enum Scenario {
     Subscribe(SubscribeArgs),
     /// Plain GET of a path expecting any 2xx (calibration against nginx/wrk).
     Get(GetArgs),
+    /// Draw an SVG of p50/p90/p99/p99.9 per server per scenario from `--json`
+    /// reports (no load is sent).
+    ///
+    /// Files named `<label>__<server>__<round>.json` are grouped by label
+    /// (one panel) and server (one line); each percentile is the median over
+    /// the group's files. `subscribe` reports plot push latency from the
+    /// write's send time.
+    Chart(ChartArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -246,6 +254,19 @@ struct GetArgs {
     path: String,
 }
 
+#[derive(Args, Debug)]
+struct ChartArgs {
+    /// `--json` report files.
+    #[arg(required = true)]
+    files: Vec<std::path::PathBuf>,
+    /// Output SVG path.
+    #[arg(short, long, default_value = "latency.svg")]
+    output: std::path::PathBuf,
+    /// Chart title.
+    #[arg(long, default_value = "Latency percentiles (median over rounds)")]
+    title: String,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.scenario) {
@@ -301,6 +322,10 @@ fn positive(name: &str, v: usize) -> Result<(), String> {
 fn run(s: Scenario) -> Result<ExitCode, String> {
     let plan = match s {
         Scenario::Subscribe(a) => return run_subscribe(a),
+        Scenario::Chart(a) => {
+            muster_bench::chart::draw(&a.files, &a.output, &a.title)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Scenario::Register(a) => pool_plan("register", a)?,
         Scenario::Deregister(a) => pool_plan("deregister", a)?,
         Scenario::PersistentRegister(a) => pool_plan("persistent-register", a)?,
