@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::instance::InstanceKey;
 use crate::service::ServiceKey;
+use crate::wheel::Wheel;
 
 /// Consecutive results needed to flip health.
 pub const CHECK_TIMES: u8 = 3;
@@ -91,63 +92,105 @@ pub struct Probe {
 
 #[derive(Debug)]
 struct State {
-    next_at: u64,
     rt_ms: u64,
     ok: u8,
     fail: u8,
     running: bool,
-    seen: bool,
 }
 
+/// An instance the prober tracks: its service and identity.
+pub type ProbeId = (ServiceKey, InstanceKey);
+
 /// Probe schedules and streaks of one shard's persistent instances.
-#[derive(Debug, Default)]
+///
+/// Schedules live in a [`Wheel`], so a tick costs O(probes due), not O(persistent instances).
+/// Invariant: every tracked instance has one live wheel entry or a probe running.
+#[derive(Debug)]
 pub struct Prober {
-    states: HashMap<(ServiceKey, InstanceKey), State>,
+    states: HashMap<ProbeId, State>,
+    wheel: Wheel<ProbeId>,
     seed: u64,
 }
 
 impl Prober {
-    /// Which of `candidates` are due at monotonic `now` (ms); marks them running. Instances not
-    /// among the candidates any more are forgotten.
-    pub fn due(&mut self, candidates: Vec<Probe>, now: u64) -> Vec<Probe> {
-        for s in self.states.values_mut() {
-            s.seen = false;
+    /// An empty prober whose wheel starts at monotonic `now` (ms).
+    pub fn new(now: u64) -> Self {
+        Prober {
+            states: HashMap::new(),
+            wheel: Wheel::new(100, 128, now),
+            seed: 0x2545_f491_4f6c_dd1d,
         }
-        let mut out = Vec::new();
-        for p in candidates {
-            let id = (p.service.clone(), p.key.clone());
-            let seed = self.next_rand();
-            let (_, min, _) = p.checker.params();
-            let s = self.states.entry(id).or_insert_with(|| State {
-                // 2000 + rand(0, rand(0, 5000)), as Nacos staggers first probes.
-                next_at: now + 2000 + (seed % 5000) * ((seed >> 32) % 1000) / 1000,
-                rt_ms: min,
+    }
+
+    /// Number of tracked instances.
+    pub fn tracked(&self) -> usize {
+        self.states.len()
+    }
+
+    /// Starts tracking an instance (idempotent): its first probe comes 2–7 s from `now`, as
+    /// Nacos staggers them (`2000 + rand(0, rand(0, 5000))`).
+    pub fn track(&mut self, id: ProbeId, now: u64) {
+        if self.states.contains_key(&id) {
+            return;
+        }
+        let seed = self.next_rand();
+        let first = now + 2000 + (seed % 5000) * ((seed >> 32) % 1000) / 1000;
+        self.states.insert(
+            id.clone(),
+            State {
+                rt_ms: 0,
                 ok: 0,
                 fail: 0,
                 running: false,
-                seen: true,
-            });
-            s.seen = true;
-            if !s.running && s.next_at <= now {
-                s.running = true;
-                out.push(p);
-            }
-        }
-        self.states.retain(|_, s| s.seen || s.running);
-        out
+            },
+        );
+        self.wheel.schedule(first, id);
     }
 
-    /// Records a finished probe. Returns `Some(new_health)` when the instance must flip.
+    /// At most `limit` tracked instances whose probe is due at `now`; they are marked running.
+    /// The rest wait in the wheel for later calls. The caller must follow each with
+    /// [`Prober::record`], [`Prober::later`] or [`Prober::forget`].
+    pub fn due(&mut self, now: u64, limit: usize) -> Vec<ProbeId> {
+        let mut due = Vec::new();
+        self.wheel.advance_limited(now, &mut due, limit);
+        due.retain(|id| match self.states.get_mut(id) {
+            Some(s) if !s.running => {
+                s.running = true;
+                true
+            }
+            _ => false,
+        });
+        due
+    }
+
+    /// Stops tracking an instance (it is gone or no longer persistent).
+    pub fn forget(&mut self, id: &ProbeId) {
+        self.states.remove(id);
+    }
+
+    /// Puts a due instance back without probing it (not probe-able right now, or too many
+    /// probes running): it comes due again `delay_ms` from `now`, streaks unchanged.
+    pub fn later(&mut self, id: ProbeId, now: u64, delay_ms: u64) {
+        if let Some(s) = self.states.get_mut(&id) {
+            s.running = false;
+            self.wheel.schedule(now + delay_ms, id);
+        }
+    }
+
+    /// Records a finished probe and schedules the next one. Returns `Some(new_health)` when the
+    /// instance must flip.
     pub fn record(&mut self, p: &Probe, outcome: Outcome, healthy: bool, now: u64) -> Option<bool> {
-        let s = self.states.get_mut(&(p.service.clone(), p.key.clone()))?;
+        let id = (p.service.clone(), p.key.clone());
+        let s = self.states.get_mut(&id)?;
         s.running = false;
         let (factor, min, max) = p.checker.params();
         let rt = match outcome {
             Outcome::Ok(rt) => rt,
             _ => PROBE_TIMEOUT.as_millis() as u64,
         };
-        s.rt_ms = ((factor * s.rt_ms as f64 + (1.0 - factor) * rt as f64) as u64).clamp(min, max);
-        s.next_at = now + s.rt_ms;
+        let prev = if s.rt_ms == 0 { min } else { s.rt_ms };
+        s.rt_ms = ((factor * prev as f64 + (1.0 - factor) * rt as f64) as u64).clamp(min, max);
+        self.wheel.schedule(now + s.rt_ms, id);
         match outcome {
             Outcome::Ok(_) => {
                 s.fail = 0;
@@ -183,19 +226,8 @@ impl Prober {
         }
     }
 
-    /// Returns a probe that was handed out by [`Prober::due`] but not run; it is due again at
-    /// once, and its streaks are unchanged.
-    pub fn defer(&mut self, p: &Probe) {
-        if let Some(s) = self.states.get_mut(&(p.service.clone(), p.key.clone())) {
-            s.running = false;
-        }
-    }
-
     fn next_rand(&mut self) -> u64 {
         // xorshift64*: stable, seedable, good enough to stagger probes.
-        if self.seed == 0 {
-            self.seed = 0x2545_f491_4f6c_dd1d;
-        }
         self.seed ^= self.seed >> 12;
         self.seed ^= self.seed << 25;
         self.seed ^= self.seed >> 27;
@@ -290,21 +322,30 @@ mod tests {
         }
     }
 
+    fn id(p: &Probe) -> ProbeId {
+        (p.service.clone(), p.key.clone())
+    }
+
     #[test]
     fn first_probe_is_staggered_2_to_7_seconds() {
-        let mut pr = Prober::default();
+        let mut pr = Prober::new(0);
         let p = probe(Checker::Tcp);
-        assert!(pr.due(vec![p.clone()], 0).is_empty());
-        assert!(pr.due(vec![p.clone()], 1999).is_empty());
-        assert_eq!(pr.due(vec![p.clone()], 7000).len(), 1);
-        assert!(pr.due(vec![p], 7001).is_empty(), "not twice while running");
+        pr.track(id(&p), 0);
+        pr.track(id(&p), 0);
+        assert!(pr.due(1999, 64).is_empty());
+        assert_eq!(pr.due(7000, 64).len(), 1, "once, though tracked twice");
+        assert!(pr.due(7100, 64).is_empty(), "not twice while running");
+        pr.later(id(&p), 7100, 100);
+        assert_eq!(pr.due(7200, 64).len(), 1);
+        pr.forget(&id(&p));
+        assert_eq!(pr.tracked(), 0);
     }
 
     #[test]
     fn three_strikes_flip_and_fail_now_flips_at_once() {
-        let mut pr = Prober::default();
+        let mut pr = Prober::new(0);
         let p = probe(Checker::Tcp);
-        pr.due(vec![p.clone()], 10_000);
+        pr.track(id(&p), 0);
         assert_eq!(pr.record(&p, Outcome::Fail, true, 10_000), None);
         assert_eq!(pr.record(&p, Outcome::Fail, true, 11_000), None);
         assert_eq!(pr.record(&p, Outcome::Fail, true, 12_000), Some(false));
@@ -323,24 +364,23 @@ mod tests {
 
     #[test]
     fn next_delay_is_smoothed_and_clamped() {
-        let mut pr = Prober::default();
+        let mut pr = Prober::new(0);
         let p = probe(Checker::Http {
             path: "/".into(),
             headers: String::new(),
         });
-        pr.due(vec![p.clone()], 10_000);
+        pr.track(id(&p), 0);
+        assert_eq!(pr.due(8_000, 64).len(), 1);
         pr.record(&p, Outcome::Ok(1), true, 10_000);
-        assert!(pr.due(vec![p.clone()], 10_499).is_empty());
-        assert_eq!(
-            pr.due(vec![p.clone()], 10_500).len(),
-            1,
-            "HTTP converges to 500 ms"
-        );
+        assert!(pr.due(10_499, 64).is_empty());
+        assert_eq!(pr.due(10_500, 64).len(), 1, "HTTP converges to 500 ms");
         let t = probe(Checker::Tcp);
-        pr.due(vec![t.clone()], 20_000);
+        let mut pr = Prober::new(0);
+        pr.track(id(&t), 0);
+        assert_eq!(pr.due(8_000, 64).len(), 1);
         pr.record(&t, Outcome::Ok(1), true, 20_000);
-        assert!(pr.due(vec![t.clone()], 20_999).is_empty());
-        assert_eq!(pr.due(vec![t], 21_000).len(), 1, "TCP floors at 1000 ms");
+        assert!(pr.due(20_999, 64).is_empty());
+        assert_eq!(pr.due(21_000, 64).len(), 1, "TCP floors at 1000 ms");
     }
 
     #[test]

@@ -23,6 +23,17 @@ pub const BEAT_OK: u32 = 10200;
 /// Beat answer code: instance unknown, re-register.
 pub const BEAT_NOT_FOUND: u32 = 20404;
 
+/// What the prober should do about a tracked instance.
+#[derive(Debug)]
+pub enum ProbeTarget {
+    /// Probe it now.
+    Probe(crate::probe::Probe),
+    /// Not probe-able at the moment; look again later.
+    Idle,
+    /// Gone: stop tracking.
+    Gone,
+}
+
 /// Lifecycle settings for ephemeral instances.
 #[derive(Debug, Clone, Copy)]
 pub struct Lifecycle {
@@ -104,8 +115,8 @@ pub struct Registry {
     wheel: Wheel<Lease>,
     view: Arc<ReadView>,
     clusters: HashMap<Arc<str>, ()>,
-    /// Services that hold at least one persistent instance.
-    persistent: HashSet<ServiceKey>,
+    /// Persistent instances added since the prober last asked.
+    new_persistent: Vec<crate::probe::ProbeId>,
     dirty: HashSet<ServiceKey>,
     deleted: Vec<ServiceKey>,
     next_gen: u32,
@@ -123,7 +134,7 @@ impl Registry {
             wheel: Wheel::new(life.slot_ms, 512, now),
             view,
             clusters: HashMap::new(),
-            persistent: HashSet::new(),
+            new_persistent: Vec::new(),
             dirty: HashSet::new(),
             deleted: Vec::new(),
             next_gen: 0,
@@ -138,42 +149,49 @@ impl Registry {
         self.stats
     }
 
-    /// Persistent, unmarked instances whose cluster has a TCP or HTTP checker, with the address
-    /// to probe (the instance port, or the cluster's check port). Host names are not probed.
-    pub fn probe_candidates(&self) -> Vec<crate::probe::Probe> {
-        let mut out = Vec::new();
-        for key in &self.persistent {
-            let Some(svc) = self.services.get(key) else {
-                continue;
-            };
-            for (ik, slot) in &svc.instances {
-                if ik.ephemeral || slot.inst.marked {
-                    continue;
-                }
-                let Some(cluster) = svc.meta.clusters.get(&ik.cluster) else {
-                    continue;
-                };
-                let Some(checker) = crate::probe::Checker::from_json(&cluster.health_checker)
-                else {
-                    continue;
-                };
-                let Ok(ip) = ik.ip.parse::<std::net::IpAddr>() else {
-                    continue;
-                };
-                let port = if cluster.use_instance_port {
-                    ik.port
-                } else {
-                    u16::try_from(cluster.check_port).unwrap_or(ik.port)
-                };
-                out.push(crate::probe::Probe {
-                    service: key.clone(),
-                    key: ik.clone(),
-                    addr: std::net::SocketAddr::new(ip, port),
-                    checker,
-                });
-            }
+    /// Persistent instances added since the last call, for the prober to track.
+    pub fn take_new_persistent(&mut self) -> Vec<crate::probe::ProbeId> {
+        std::mem::take(&mut self.new_persistent)
+    }
+
+    /// What to do about a tracked instance now: probe it (its cluster's checker is TCP or HTTP,
+    /// its ip is an address, it is not marked), wait (NONE or MYSQL checker, host name, marked),
+    /// or forget it (gone, or no longer persistent).
+    pub fn probe_target(&self, service: &ServiceKey, key: &InstanceKey) -> ProbeTarget {
+        let Some(slot) = self
+            .services
+            .get(service)
+            .and_then(|s| s.instances.get(key))
+        else {
+            return ProbeTarget::Gone;
+        };
+        if key.ephemeral {
+            return ProbeTarget::Gone;
         }
-        out
+        let svc = &self.services[service];
+        let Some(cluster) = svc.meta.clusters.get(&key.cluster) else {
+            return ProbeTarget::Idle;
+        };
+        let Some(checker) = crate::probe::Checker::from_json(&cluster.health_checker) else {
+            return ProbeTarget::Idle;
+        };
+        let Ok(ip) = key.ip.parse::<std::net::IpAddr>() else {
+            return ProbeTarget::Idle;
+        };
+        if slot.inst.marked {
+            return ProbeTarget::Idle;
+        }
+        let port = if cluster.use_instance_port {
+            key.port
+        } else {
+            u16::try_from(cluster.check_port).unwrap_or(key.port)
+        };
+        ProbeTarget::Probe(crate::probe::Probe {
+            service: service.clone(),
+            key: key.clone(),
+            addr: std::net::SocketAddr::new(ip, port),
+            checker,
+        })
     }
 
     /// Current health of an instance, if it exists.
@@ -363,23 +381,17 @@ impl Registry {
             let Some(svc) = self.services.get_mut(&key) else {
                 continue;
             };
-            // One pass: the published list, its health counts, and whether any is persistent.
+            // One pass: the published list and its health counts.
             let mut instances = Vec::with_capacity(svc.instances.len());
-            let (mut healthy, mut any_persistent) = (0u64, false);
+            let mut healthy = 0u64;
             for s in svc.instances.values() {
                 healthy += u64::from(s.inst.healthy);
-                any_persistent |= !s.inst.key.ephemeral;
                 instances.push(s.inst.clone());
             }
             let unhealthy = instances.len() as u64 - healthy;
             self.stats.healthy = self.stats.healthy + healthy - svc.counted.0;
             self.stats.unhealthy = self.stats.unhealthy + unhealthy - svc.counted.1;
             svc.counted = (healthy, unhealthy);
-            if any_persistent {
-                self.persistent.insert(key.clone());
-            } else {
-                self.persistent.remove(&key);
-            }
             if !svc.instances.is_empty() {
                 svc.empty_since = None;
             } else if svc.empty_since.is_none() {
@@ -487,6 +499,7 @@ impl Registry {
                 .clusters
                 .insert(cluster.clone(), ClusterMeta::default());
         }
+        let is_new = !svc.instances.contains_key(&ik);
         let (id, healthy, marked) = match svc.instances.get(&ik) {
             Some(old) => (
                 old.inst.custom_id.clone(),
@@ -530,6 +543,8 @@ impl Registry {
                     gen,
                 },
             );
+        } else if is_new {
+            self.new_persistent.push((key.clone(), ik));
         }
     }
 

@@ -30,6 +30,13 @@ const INBOX_WAIT: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(100);
 /// Most probes one shard runs at once.
 const MAX_PROBES: usize = 512;
+/// Most probes one shard starts per tick (100 ms): a budget of 2000 probes/s per shard, so a
+/// fleet of unreachable persistent instances cannot starve client traffic. With more persistent
+/// instances than that per probe interval, each is probed less often.
+const PROBES_PER_TICK: usize = 200;
+/// How often an instance that cannot be probed (NONE/MYSQL checker, host name, marked) is
+/// looked at again, in ms.
+const IDLE_PROBE_RECHECK_MS: u64 = 2000;
 /// Push upkeep (re-sends, target expiry) runs every this many ticks.
 const PUSH_SWEEP_TICKS: u32 = 5;
 
@@ -127,7 +134,7 @@ impl Shard {
             push: RefCell::new(push),
             udp,
             clock,
-            prober: RefCell::new(crate::probe::Prober::default()),
+            prober: RefCell::new(crate::probe::Prober::new(clock.now_ms())),
             datagrams: std::cell::Cell::new(0),
             probes_running: std::cell::Cell::new(0),
         }
@@ -211,24 +218,37 @@ impl Shard {
 
     /// Starts the probes that are due (at most [`MAX_PROBES`] running at once).
     fn start_probes(self: &Rc<Self>, now: u64) {
-        let candidates = self.registry.borrow().probe_candidates();
-        if candidates.is_empty() {
-            return;
+        use crate::registry::ProbeTarget;
+        let new = self.registry.borrow_mut().take_new_persistent();
+        let mut prober = self.prober.borrow_mut();
+        for id in new {
+            prober.track(id, now);
         }
-        let due = self.prober.borrow_mut().due(candidates, now);
-        for p in due {
-            if self.probes_running.get() >= MAX_PROBES {
-                // Not started: it comes due again on the next tick, streaks untouched.
-                self.prober.borrow_mut().defer(&p);
-                continue;
-            }
+        let room = MAX_PROBES
+            .saturating_sub(self.probes_running.get())
+            .min(PROBES_PER_TICK);
+        for id in prober.due(now, room) {
+            let target = self.registry.borrow().probe_target(&id.0, &id.1);
+            let p = match target {
+                ProbeTarget::Gone => {
+                    prober.forget(&id);
+                    continue;
+                }
+                ProbeTarget::Idle => {
+                    prober.later(id, now, IDLE_PROBE_RECHECK_MS);
+                    continue;
+                }
+                ProbeTarget::Probe(p) => p,
+            };
             self.probes_running.set(self.probes_running.get() + 1);
             let me = self.clone();
             glommio::spawn_local(async move {
                 let outcome = crate::probe::run(&p).await;
                 me.probes_running.set(me.probes_running.get() - 1);
                 let now = me.clock.now_ms();
-                let Some(healthy) = me.registry.borrow().health_of(&p.service, &p.key) else {
+                let health = me.registry.borrow().health_of(&p.service, &p.key);
+                let Some(healthy) = health else {
+                    me.prober.borrow_mut().forget(&(p.service.clone(), p.key.clone()));
                     return;
                 };
                 let flip = me.prober.borrow_mut().record(&p, outcome, healthy, now);

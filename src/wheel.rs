@@ -51,6 +51,65 @@ impl<T> Wheel<T> {
         self.len += 1;
     }
 
+    /// Like [`Wheel::advance`], but hands out at most `limit` entries; the rest stay where they
+    /// are and come out on later calls. Costs O(entries handed out + slots passed) when whole
+    /// slots are due, so a large backlog is drained `limit` at a time without being rescanned.
+    pub fn advance_limited(&mut self, now: u64, due: &mut Vec<T>, limit: usize) {
+        let n = self.slots.len() as u64;
+        let mut steps = 0;
+        while self.cursor <= now && steps < n && due.len() < limit {
+            let idx = ((self.cursor / self.slot_ms) % n) as usize;
+            let slot_end = self.cursor + self.slot_ms;
+            if slot_end <= now + 1 {
+                // The whole slot's time has passed: entries not due yet were parked here from
+                // beyond the horizon; take from the end until the limit.
+                let mut parked = Vec::new();
+                while due.len() < limit {
+                    let Some((deadline, item)) = self.slots[idx].pop() else {
+                        break;
+                    };
+                    self.len -= 1;
+                    if deadline <= now {
+                        due.push(item);
+                    } else {
+                        parked.push((deadline, item));
+                    }
+                }
+                // Parked entries are due after this slot ends, so they land in later slots.
+                for (deadline, item) in parked {
+                    self.schedule(deadline, item);
+                }
+                if !self.slots[idx].is_empty() {
+                    return;
+                }
+                self.cursor = slot_end;
+                steps += 1;
+            } else {
+                // Partly due: the exact scan of this one slot.
+                self.advance_slot(now, due);
+                return;
+            }
+        }
+    }
+
+    /// Hands out the due entries of the cursor's slot, keeping the rest in place.
+    fn advance_slot(&mut self, now: u64, due: &mut Vec<T>) {
+        let n = self.slots.len() as u64;
+        let idx = ((self.cursor / self.slot_ms) % n) as usize;
+        let entries = std::mem::take(&mut self.slots[idx]);
+        self.len -= entries.len();
+        let mut keep = Vec::new();
+        for (deadline, item) in entries {
+            if deadline <= now {
+                due.push(item);
+            } else {
+                keep.push((deadline, item));
+            }
+        }
+        self.len += keep.len();
+        self.slots[idx] = keep;
+    }
+
     /// Moves the wheel to `now` and appends every entry whose deadline is `<= now` to `due`.
     ///
     /// Processes at most one full turn of slots per call, whatever the gap since the last call.
@@ -143,6 +202,27 @@ mod tests {
         w.advance(50_000, &mut due);
         assert_eq!(due.len(), 100);
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn a_limited_advance_drains_a_backlog_in_steps() {
+        let mut w = Wheel::new(100, 16, 0);
+        for i in 0..1000u32 {
+            w.schedule(50 + u64::from(i % 7), i);
+        }
+        w.schedule(5_000, 9999);
+        let mut due = Vec::new();
+        let mut rounds = 0;
+        while due.len() < 1000 && rounds < 100 {
+            let before = due.len();
+            w.advance_limited(1_000, &mut due, before + 64);
+            assert!(due.len() - before <= 64);
+            rounds += 1;
+        }
+        assert_eq!(due.len(), 1000);
+        assert_eq!(w.len(), 1, "the far entry stays");
+        w.advance_limited(5_100, &mut due, usize::MAX);
+        assert_eq!(due.len(), 1001);
     }
 
     #[test]
