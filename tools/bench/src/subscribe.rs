@@ -106,6 +106,11 @@ pub struct Push {
 }
 
 /// Decodes a push datagram, gunzipping it when it starts with `1f 8b`.
+///
+/// The subscriber side must stay cheap (one bench thread serves every subscriber), so the
+/// common shape `{"type":"dom","data":"...","lastRefTime":N}` is read by scanning; anything
+/// else goes through a full JSON parse. `data` is then the still-escaped JSON string, which
+/// [`max_marker_seq`] understands too.
 pub fn decode_push(pkt: &[u8]) -> Result<Push, String> {
     let raw: Cow<[u8]> = if pkt.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::with_capacity(pkt.len() * 4);
@@ -116,6 +121,9 @@ pub fn decode_push(pkt: &[u8]) -> Result<Push, String> {
     } else {
         Cow::Borrowed(pkt)
     };
+    if let Some(p) = scan_push(&raw) {
+        return Ok(p);
+    }
     let v: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| format!("json: {e}"))?;
     let kind = v
         .get("type")
@@ -139,14 +147,77 @@ pub fn decode_push(pkt: &[u8]) -> Result<Push, String> {
     })
 }
 
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The fast path of [`decode_push`]: a `dom` packet whose `lastRefTime` is a number after the
+/// data string. `None` for any other shape.
+fn scan_push(raw: &[u8]) -> Option<Push> {
+    const HEAD: &[u8] = b"{\"type\":\"dom\",\"data\":\"";
+    const TAIL: &[u8] = b"\",\"lastRefTime\":";
+    if !raw.starts_with(HEAD) {
+        return None;
+    }
+    // The data string ends where the last `","lastRefTime":` begins (inside the string every
+    // quote is escaped, so the pattern cannot occur there).
+    let tail = raw.windows(TAIL.len()).rposition(|w| w == TAIL)?;
+    let after = &raw[tail..];
+    let num: String = after[TAIL.len()..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .map(|&b| b as char)
+        .collect();
+    if num.is_empty() {
+        return None;
+    }
+    Some(Push {
+        kind: "dom".into(),
+        last_ref_time: num,
+        data: String::from_utf8_lossy(&raw[HEAD.len()..tail]).into_owned(),
+    })
+}
+
 /// The ack a Java client sends for a push.
 pub fn ack(last_ref_time: &str) -> Vec<u8> {
     format!(r#"{{"type":"push-ack","lastRefTime":"{last_ref_time}","data":""}}"#).into_bytes()
 }
 
-/// Highest marker `seq` among the `hosts` of an instance-list JSON.
+/// Highest marker `seq` among the `hosts` of an instance-list JSON, plain or still escaped
+/// inside the push packet's string (`\"ip\":\"M\",\"port\":N`). Hosts render `ip` then
+/// `port`; other layouts fall back to a JSON parse.
 pub fn max_marker_seq(data: &str, marker_ip: &str) -> Option<u64> {
-    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    let plain = format!("\"ip\":\"{marker_ip}\",\"port\":");
+    let escaped = format!("\\\"ip\\\":\\\"{marker_ip}\\\",\\\"port\\\":");
+    let mut best: Option<u64> = None;
+    let mut seen_ip = false;
+    for pat in [plain.as_bytes(), escaped.as_bytes()] {
+        let mut hay = data.as_bytes();
+        while let Some(i) = find(hay, pat) {
+            seen_ip = true;
+            let rest = &hay[i + pat.len()..];
+            let digits: String = rest
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .map(|&b| b as char)
+                .collect();
+            if let Ok(p) = digits.parse::<u64>() {
+                if p > MARKER_BASE_PORT {
+                    best = Some(best.map_or(p - MARKER_BASE_PORT, |b| b.max(p - MARKER_BASE_PORT)));
+                }
+            }
+            hay = &rest[digits.len()..];
+        }
+    }
+    if seen_ip || !data.contains("ip") {
+        return best;
+    }
+    let unescaped: Cow<str> = if data.starts_with('{') {
+        Cow::Borrowed(data)
+    } else {
+        Cow::Owned(serde_json::from_str::<String>(&format!("\"{data}\"")).ok()?)
+    };
+    let v: serde_json::Value = serde_json::from_str(&unescaped).ok()?;
     v.get("hosts")?
         .as_array()?
         .iter()
@@ -455,6 +526,22 @@ mod tests {
         serde_json::json!({"type":"dom","data":data,"lastRefTime":912345678901234567u64})
             .to_string()
             .into_bytes()
+    }
+
+    #[test]
+    fn the_fast_path_reads_dom_packets_without_parsing() {
+        let data = r#"{"hosts":[{"ip":"127.9.9.9","port":40007}],"name":"x"}"#;
+        // Muster's field order (serde_json may sort `json!` keys, so build it by hand).
+        let pkt = format!(
+            r#"{{"type":"dom","data":{},"lastRefTime":912345678901234567}}"#,
+            serde_json::to_string(data).unwrap()
+        );
+        let p = scan_push(pkt.as_bytes()).expect("fast path");
+        assert_eq!(p.last_ref_time, "912345678901234567");
+        assert_eq!(
+            max_marker_seq(&p.data, "127.9.9.9"),
+            Some(40007 - MARKER_BASE_PORT)
+        );
     }
 
     #[test]
