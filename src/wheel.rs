@@ -112,36 +112,11 @@ impl<T> Wheel<T> {
 
     /// Moves the wheel to `now` and appends every entry whose deadline is `<= now` to `due`.
     ///
-    /// Processes at most one full turn of slots per call, whatever the gap since the last call.
+    /// Walks at most one full turn of slots per call; after a longer gap everything left is
+    /// re-bucketed from `now`.
     pub fn advance(&mut self, now: u64, due: &mut Vec<T>) {
-        let n = self.slots.len() as u64;
-        let mut steps = 0;
-        while self.cursor <= now && steps < n {
-            let idx = ((self.cursor / self.slot_ms) % n) as usize;
-            let slot_end = self.cursor + self.slot_ms;
-            let entries = std::mem::take(&mut self.slots[idx]);
-            self.len -= entries.len();
-            let mut keep = Vec::new();
-            for (deadline, item) in entries {
-                if deadline <= now {
-                    due.push(item);
-                } else if deadline < slot_end {
-                    keep.push((deadline, item));
-                } else {
-                    self.schedule(deadline, item);
-                }
-            }
-            if !keep.is_empty() {
-                // Due later within the current slot: stay on it until `now` reaches them.
-                self.len += keep.len();
-                self.slots[idx] = keep;
-                return;
-            }
-            self.cursor = slot_end;
-            steps += 1;
-        }
-        if steps == n && self.cursor <= now {
-            // A gap longer than one turn: everything left is visited once more from `now`.
+        self.advance_limited(now, due, usize::MAX);
+        if self.cursor + self.slot_ms <= now + 1 {
             let rest: Vec<(u64, T)> = self.slots.iter_mut().flat_map(std::mem::take).collect();
             self.len = 0;
             self.cursor = now - now % self.slot_ms;
