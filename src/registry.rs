@@ -818,6 +818,17 @@ mod tests {
             }
         }
 
+        /// A light beat for `ip:80` in DEFAULT.
+        fn beat(&mut self, ip: &str) -> Reply {
+            self.apply(Command::Beat {
+                ip: ip.into(),
+                port: 80,
+                cluster: "DEFAULT".into(),
+                register: None,
+            })
+            .unwrap()
+        }
+
         fn health(&self) -> Option<bool> {
             let v = self.view.get(self.key.as_ref())?;
             v.instances.first().map(|i| i.healthy)
@@ -847,14 +858,7 @@ mod tests {
         assert_eq!(f.health(), Some(false), "unhealthy just after 15 s");
         assert_eq!(f.reg.stats().beat_timeouts, 1);
         // A beat brings it back and restarts the lease.
-        let r = f
-            .apply(Command::Beat {
-                ip: "10.0.0.1".into(),
-                port: 80,
-                cluster: "DEFAULT".into(),
-                register: None,
-            })
-            .unwrap();
+        let r = f.beat("10.0.0.1");
         assert_eq!(
             r,
             Reply::Beat {
@@ -882,14 +886,7 @@ mod tests {
         s.metadata
             .insert(crate::instance::HEART_BEAT_INTERVAL.into(), "500".into());
         f.apply(Command::Register(s)).unwrap();
-        let r = f
-            .apply(Command::Beat {
-                ip: "10.0.0.1".into(),
-                port: 80,
-                cluster: "DEFAULT".into(),
-                register: None,
-            })
-            .unwrap();
+        let r = f.beat("10.0.0.1");
         assert_eq!(
             r,
             Reply::Beat {

@@ -13,7 +13,6 @@ mod common;
 
 use common::Server;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const PINNED: &str = "2.6.3";
@@ -75,23 +74,9 @@ fn run_mode(mode: &str, server_args: &[&str]) {
 
     let server = Server::start(server_args);
     let addr = server.addr.to_string();
-    let mut cmd = Command::new(node());
-    // No proxy may capture loopback traffic (urllib honours the proxy variables).
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
+    let mut cmd = common::loopback_command(&node());
     cmd.env("NODE_PATH", dir.join("node_modules"))
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
         .arg(SCRIPT)
         .args(["--server", &addr, "--mode", mode]);
     let (code, out, err, timed_out) = common::run_bounded(cmd, SCRIPT_TIMEOUT);

@@ -9,7 +9,7 @@ mod common;
 
 use common::Server;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const PINNED: &str = "0.1.17";
@@ -41,23 +41,10 @@ fn install_hint() -> String {
 
 /// A command with loopback-safe, quiet Python settings: no proxy may capture 127.0.0.1 traffic.
 fn py_command(python: &str, cwd: &Path) -> Command {
-    let mut cmd = Command::new(python);
-    for var in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .env("PYTHONUNBUFFERED", "1")
+    let mut cmd = common::loopback_command(python);
+    cmd.env("PYTHONUNBUFFERED", "1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(cwd)
-        .stdin(Stdio::null());
+        .current_dir(cwd);
     cmd
 }
 

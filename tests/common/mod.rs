@@ -297,3 +297,23 @@ pub fn run_bounded(mut cmd: Command, timeout: Duration) -> (Option<i32>, String,
     let stderr = err_t.join().unwrap_or_default();
     (status.and_then(|s| s.code()), stdout, stderr, timed_out)
 }
+
+/// `program` with no proxy variables (a proxy must never capture 127.0.0.1 traffic), stdin
+/// closed: the base command for the stock-client scripts.
+pub fn loopback_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for var in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .stdin(Stdio::null());
+    cmd
+}
