@@ -1,5 +1,6 @@
-//! Hot paths of the registry: applying a register, and rendering `instance/list`, for services
-//! of 1, 10, 100 and 1000 instances.
+//! Hot paths of the registry: applying a register (one hot service, and spread over 1000
+//! services), a light beat, and rendering `instance/list`, for services of 1, 10, 100 and 1000
+//! instances.
 //!
 //! Run: `cargo bench --bench registry`. Inputs are deterministic.
 
@@ -72,6 +73,65 @@ fn bench_register(c: &mut Criterion) {
     g.finish();
 }
 
+/// Re-registering instances spread over 1000 services of 200 instances each, a different
+/// service every time: what a register costs when the service is not hot in the cache (the
+/// publish must not touch every instance of the service).
+fn bench_register_spread(c: &mut Criterion) {
+    const SERVICES: usize = 1000;
+    const PER: usize = 200;
+    let view = Arc::new(ReadView::default());
+    let mut reg = Registry::new(Lifecycle::default(), view.clone(), 0);
+    let keys: Vec<ServiceKey> = (0..SERVICES)
+        .map(|s| ServiceKey::new("public", &format!("DEFAULT_GROUP@@svc{s}")))
+        .collect();
+    for (s, key) in keys.iter().enumerate() {
+        for i in 0..PER {
+            reg.apply(key, Command::Register(spec(s * PER + i)), 0)
+                .unwrap();
+        }
+    }
+    reg.flush(0);
+    let mut g = c.benchmark_group("register_spread_1000x200");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("update", |b| {
+        let mut t = 1u64;
+        let mut n = 0usize;
+        b.iter(|| {
+            t += 1;
+            n = (n + 7919) % (SERVICES * PER);
+            reg.apply(&keys[n / PER], Command::Register(spec(n)), t)
+                .unwrap();
+            reg.flush(t)
+        })
+    });
+    g.finish();
+}
+
+/// A light beat for one instance of a service of `n`: a lookup and a stamp, no publish.
+fn bench_beat(c: &mut Criterion) {
+    let mut g = c.benchmark_group("beat_light");
+    for n in SIZES {
+        let (mut reg, _view, key) = filled(n);
+        let ip = spec(n / 2).ip;
+        g.throughput(Throughput::Elements(1));
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            let mut t = 1;
+            b.iter(|| {
+                t += 1;
+                let cmd = Command::Beat {
+                    ip: ip.clone(),
+                    port: 8080,
+                    cluster: "DEFAULT".into(),
+                    register: None,
+                };
+                reg.apply(&key, cmd, t).unwrap();
+                reg.flush(t)
+            })
+        });
+    }
+    g.finish();
+}
+
 /// Rendering a list: from the per-revision cache (all clusters) and uncached (a cluster filter).
 fn bench_list(c: &mut Criterion) {
     for (name, cached) in [
@@ -105,6 +165,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = bench_register, bench_list
+    targets = bench_register, bench_register_spread, bench_beat, bench_list
 }
 criterion_main!(benches);

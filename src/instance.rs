@@ -4,6 +4,7 @@
 //! straight into a service's cached host array (see `view`), not kept per instance: an
 //! instance costs its fields, not a second copy of itself as text.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{ApiError, ApiResult};
@@ -210,6 +211,13 @@ pub struct Instance {
     pub app: Box<str>,
     /// Lease timings.
     pub timing: Timing,
+    /// Generation of the lease that is current for this instance: set by the owner when it
+    /// (re-)registers the instance, carried over by copies that change other fields, so a lease
+    /// entry naming an older generation is stale. 0 for instances built outside a registry.
+    pub gen: u32,
+    /// Monotonic ms of the last beat or registration. The one mutable field: the owner shard
+    /// stores it on every beat (no copy, no new revision); readers never look at it.
+    pub last_beat: AtomicU64,
 }
 
 impl Instance {
@@ -237,6 +245,8 @@ impl Instance {
             custom_id,
             app: spec.app.as_str().into(),
             timing: base.with_overrides(&spec.metadata),
+            gen: 0,
+            last_beat: AtomicU64::new(0),
         };
         inst
     }
@@ -253,7 +263,14 @@ impl Instance {
             custom_id: self.custom_id.clone(),
             app: self.app.clone(),
             timing: self.timing,
+            gen: self.gen,
+            last_beat: AtomicU64::new(self.last_beat()),
         }
+    }
+
+    /// Monotonic ms of the last beat or registration.
+    pub fn last_beat(&self) -> u64 {
+        self.last_beat.load(Ordering::Relaxed)
     }
 
     /// The settings this instance was built from (health as it is now).

@@ -6,7 +6,8 @@
 //! - [`http`]: hyper on glommio sockets.
 //! - [`api`]: the Nacos 1.x HTTP surface, one module per resource.
 //! - [`registry`]: a shard's services, instances and leases; [`wheel`] keeps lease deadlines.
-//! - [`view`]: immutable published services that every shard reads without a hop.
+//! - [`view`]: immutable published services that every shard reads without a hop; a service's
+//!   instances are a [`roster`] of shared copy-on-write chunks.
 //! - [`push`]: UDP push of changes to subscribers, with acks and one re-send.
 //! - [`probe`]: TCP and HTTP health probes of persistent instances.
 //! - [`service`], [`instance`], [`command`]: the data model and the writes.
@@ -29,6 +30,7 @@ pub mod persistent;
 pub mod probe;
 pub mod push;
 pub mod registry;
+pub mod roster;
 pub mod server;
 pub mod service;
 pub mod shard;

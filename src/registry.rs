@@ -2,10 +2,11 @@
 //!
 //! The owner shard is the only writer of a service. Every applied change bumps the service's
 //! revision and marks it dirty; [`Registry::flush`] publishes dirty services to the shared
-//! [`ReadView`]. Leases live in a [`Wheel`]: a beat only stamps `last_beat`, and each instance
-//! is looked at when its next deadline comes due.
+//! [`ReadView`]. A service's instances are a [`Roster`], so publishing shares it instead of
+//! copying it. Leases live in a [`Wheel`]: a beat only stamps the instance's `last_beat`, and
+//! each instance is looked at when its next deadline comes due.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
@@ -14,6 +15,7 @@ use crate::command::{Command, Patch, Reply, ServiceSettings, Target};
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{Instance, InstanceKey, InstanceSpec, Timing};
 use crate::persistent::PersistentOp;
+use crate::roster::Roster;
 use crate::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
 use crate::view::{ReadView, ServiceView};
 use crate::wheel::Wheel;
@@ -76,18 +78,11 @@ pub struct Stats {
 }
 
 #[derive(Debug)]
-struct Slot {
-    inst: Arc<Instance>,
-    /// Monotonic ms of the last beat or registration.
-    last_beat: u64,
-    /// Generation of the wheel entry that is current for this instance.
-    gen: u32,
-}
-
-#[derive(Debug)]
 struct ServiceState {
+    /// This registry's short id for the service (what lease entries name).
+    id: u32,
     meta: Arc<ServiceMeta>,
-    instances: BTreeMap<InstanceKey, Slot>,
+    instances: Roster,
     revision: u64,
     /// Counts last reported into `Stats`.
     counted: (u64, u64),
@@ -96,22 +91,40 @@ struct ServiceState {
     durable: bool,
 }
 
+/// A wheel entry: 16 bytes plus the deadline, so a lease costs 24 bytes per instance.
 #[derive(Debug)]
 enum Lease {
-    Instance {
-        service: ServiceKey,
-        key: InstanceKey,
-        gen: u32,
-    },
-    EmptyService {
-        service: ServiceKey,
-    },
+    /// Check the lease of the instance with this key and generation (`inst.gen`).
+    Instance { service: u32, inst: Arc<Instance> },
+    /// Remove the service if it is still empty.
+    EmptyService { service: u32 },
+}
+
+/// Short ids for the services a registry owns.
+#[derive(Debug, Default)]
+struct ServiceIds {
+    keys: HashMap<u32, ServiceKey>,
+    /// Next id to try. Ids are reused only after 2^32 service creations, and then only if free.
+    next: u32,
+}
+
+impl ServiceIds {
+    fn assign(&mut self, key: &ServiceKey) -> u32 {
+        while self.keys.contains_key(&self.next) {
+            self.next = self.next.wrapping_add(1);
+        }
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.keys.insert(id, key.clone());
+        id
+    }
 }
 
 /// The services one shard owns.
 pub struct Registry {
     life: Lifecycle,
     services: HashMap<ServiceKey, ServiceState>,
+    ids: ServiceIds,
     wheel: Wheel<Lease>,
     view: Arc<ReadView>,
     clusters: HashMap<Arc<str>, ()>,
@@ -131,6 +144,7 @@ impl Registry {
         Registry {
             life,
             services: HashMap::new(),
+            ids: ServiceIds::default(),
             wheel: Wheel::new(life.slot_ms, 512, now),
             view,
             clusters: HashMap::new(),
@@ -158,7 +172,7 @@ impl Registry {
     /// its ip is an address, it is not marked), wait (NONE or MYSQL checker, host name, marked),
     /// or forget it (gone, or no longer persistent).
     pub fn probe_target(&self, service: &ServiceKey, key: &InstanceKey) -> ProbeTarget {
-        let Some(slot) = self
+        let Some(inst) = self
             .services
             .get(service)
             .and_then(|s| s.instances.get(key))
@@ -178,7 +192,7 @@ impl Registry {
         let Ok(ip) = key.ip.parse::<std::net::IpAddr>() else {
             return ProbeTarget::Idle;
         };
-        if slot.inst.marked {
+        if inst.marked {
             return ProbeTarget::Idle;
         }
         let port = if cluster.use_instance_port {
@@ -200,7 +214,7 @@ impl Registry {
             .get(service)?
             .instances
             .get(key)
-            .map(|s| s.inst.healthy)
+            .map(|i| i.healthy)
     }
 
     /// Sets an instance's health from a probe (persistent, unmarked instances only).
@@ -208,13 +222,14 @@ impl Registry {
         let Some(svc) = self.services.get_mut(service) else {
             return;
         };
-        let Some(slot) = svc.instances.get_mut(key) else {
+        let Some(inst) = svc.instances.get(key) else {
             return;
         };
-        if key.ephemeral || slot.inst.marked || slot.inst.healthy == healthy {
+        if key.ephemeral || inst.marked || inst.healthy == healthy {
             return;
         }
-        slot.inst = Arc::new(slot.inst.with_health(healthy));
+        let changed = Arc::new(inst.with_health(healthy));
+        svc.instances.insert(changed);
         Self::touch(&mut self.revisions, &mut self.dirty, service, svc);
     }
 
@@ -239,7 +254,8 @@ impl Registry {
                             key.namespace, key.grouped
                         )));
                     };
-                    let exists = svc.instances.keys().any(|k| {
+                    let exists = svc.instances.iter().any(|i| {
+                        let k = &i.key;
                         *k.ip == *spec.ip && k.port == spec.port && k.ephemeral == spec.ephemeral
                     });
                     if !exists {
@@ -294,16 +310,15 @@ impl Registry {
                         key.grouped
                     )));
                 }
-                let mut changed = false;
-                for (k, slot) in svc.instances.iter_mut() {
-                    if *k.ip == *ip
-                        && k.port == port
-                        && *k.cluster == *cluster
-                        && slot.inst.healthy != healthy
-                    {
-                        slot.inst = Arc::new(slot.inst.with_health(healthy));
-                        changed = true;
-                    }
+                let flipped: Vec<Arc<Instance>> = [false, true]
+                    .into_iter()
+                    .filter_map(|eph| svc.instances.find(&ip, port, &cluster, eph))
+                    .filter(|i| i.healthy != healthy)
+                    .map(|i| Arc::new(i.with_health(healthy)))
+                    .collect();
+                let changed = !flipped.is_empty();
+                for inst in flipped {
+                    svc.instances.insert(inst);
                 }
                 if changed {
                     Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
@@ -343,12 +358,13 @@ impl Registry {
                 return;
             }
             PersistentOp::CreateService { settings } | PersistentOp::UpdateService { settings } => {
-                let svc = service_entry(&mut self.services, key);
+                let svc = service_entry(&mut self.services, &mut self.ids, key);
                 apply_settings(Arc::make_mut(&mut svc.meta), settings);
                 Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
             }
             PersistentOp::DeleteService => {
-                if self.services.remove(key).is_some() {
+                if let Some(svc) = self.services.remove(key) {
+                    self.ids.keys.remove(&svc.id);
                     self.dirty.remove(key);
                     self.deleted.push(key.clone());
                 }
@@ -356,7 +372,7 @@ impl Registry {
             }
             PersistentOp::UpdateCluster { cluster, meta } => {
                 let name = intern(&mut self.clusters, &cluster);
-                let svc = service_entry(&mut self.services, key);
+                let svc = service_entry(&mut self.services, &mut self.ids, key);
                 Arc::make_mut(&mut svc.meta).clusters.insert(name, meta);
                 Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
             }
@@ -381,13 +397,9 @@ impl Registry {
             let Some(svc) = self.services.get_mut(&key) else {
                 continue;
             };
-            // One pass: the published list and its health counts.
-            let mut instances = Vec::with_capacity(svc.instances.len());
-            let mut healthy = 0u64;
-            for s in svc.instances.values() {
-                healthy += u64::from(s.inst.healthy);
-                instances.push(s.inst.clone());
-            }
+            // Publishing shares the roster: no per-instance work.
+            let instances = svc.instances.clone();
+            let healthy = instances.healthy() as u64;
             let unhealthy = instances.len() as u64 - healthy;
             self.stats.healthy = self.stats.healthy + healthy - svc.counted.0;
             self.stats.unhealthy = self.stats.unhealthy + unhealthy - svc.counted.1;
@@ -399,18 +411,15 @@ impl Registry {
                 if self.life.empty_service_ms > 0 {
                     self.wheel.schedule(
                         now + self.life.empty_service_ms,
-                        Lease::EmptyService {
-                            service: key.clone(),
-                        },
+                        Lease::EmptyService { service: svc.id },
                     );
                 }
             }
-            self.view.publish(Arc::new(ServiceView::with_counts(
+            self.view.publish(Arc::new(ServiceView::new(
                 key.clone(),
                 svc.revision,
                 svc.meta.clone(),
                 instances,
-                healthy as usize,
             )));
             changed.push(key);
         }
@@ -425,55 +434,70 @@ impl Registry {
         self.wheel.advance(now, &mut due);
         for lease in due.drain(..) {
             match lease {
-                Lease::Instance { service, key, gen } => self.check_lease(service, key, gen, now),
+                Lease::Instance { service, inst } => self.check_lease(service, inst, now),
                 Lease::EmptyService { service } => self.check_empty(service, now),
             }
         }
         self.due = due;
     }
 
-    fn check_lease(&mut self, service: ServiceKey, key: InstanceKey, gen: u32, now: u64) {
+    fn check_lease(&mut self, sid: u32, lease: Arc<Instance>, now: u64) {
         let expire = self.life.expire;
-        let Some(svc) = self.services.get_mut(&service) else {
+        let Some(service) = self.ids.keys.get(&sid) else {
             return;
         };
-        let Some(slot) = svc.instances.get_mut(&key) else {
+        let Some(svc) = self.services.get_mut(service) else {
             return;
         };
-        if slot.gen != gen {
+        let Some(cur) = svc.instances.get(&lease.key) else {
+            return;
+        };
+        if cur.gen != lease.gen {
             return;
         }
-        let t = slot.inst.timing;
-        let idle = now.saturating_sub(slot.last_beat);
+        let t = cur.timing;
+        let last_beat = cur.last_beat();
+        let idle = now.saturating_sub(last_beat);
         let next;
+        let mut keep = cur.clone();
         if expire && idle > t.delete_ms {
-            svc.instances.remove(&key);
+            svc.instances.remove(&lease.key);
             self.stats.expired += 1;
-            Self::touch(&mut self.revisions, &mut self.dirty, &service, svc);
+            Self::touch(&mut self.revisions, &mut self.dirty, service, svc);
             return;
-        } else if idle > t.timeout_ms && slot.inst.healthy && !slot.inst.marked {
-            slot.inst = Arc::new(slot.inst.with_health(false));
+        } else if idle > t.timeout_ms && cur.healthy && !cur.marked {
+            keep = Arc::new(cur.with_health(false));
+            svc.instances.insert(keep.clone());
             self.stats.beat_timeouts += 1;
-            next = slot.last_beat + t.delete_ms + 1;
-            Self::touch(&mut self.revisions, &mut self.dirty, &service, svc);
-        } else if slot.inst.healthy || !expire {
-            next = (slot.last_beat + t.timeout_ms + 1)
-                .max(now + t.timeout_ms.max(1) * u64::from(!slot.inst.healthy));
+            next = last_beat + t.delete_ms + 1;
+            Self::touch(&mut self.revisions, &mut self.dirty, service, svc);
+        } else if cur.healthy || !expire {
+            next = (last_beat + t.timeout_ms + 1)
+                .max(now + t.timeout_ms.max(1) * u64::from(!cur.healthy));
         } else {
-            next = slot.last_beat + t.delete_ms + 1;
+            next = last_beat + t.delete_ms + 1;
         }
-        self.wheel
-            .schedule(next, Lease::Instance { service, key, gen });
+        self.wheel.schedule(
+            next,
+            Lease::Instance {
+                service: sid,
+                inst: keep,
+            },
+        );
     }
 
-    fn check_empty(&mut self, service: ServiceKey, now: u64) {
+    fn check_empty(&mut self, sid: u32, now: u64) {
         let limit = self.life.empty_service_ms;
-        let Some(svc) = self.services.get(&service) else {
+        let Some(service) = self.ids.keys.get(&sid) else {
+            return;
+        };
+        let Some(svc) = self.services.get(service) else {
             return;
         };
         match svc.empty_since {
             _ if svc.durable => {}
             Some(since) if svc.instances.is_empty() && now.saturating_sub(since) >= limit => {
+                let service = self.ids.keys.remove(&sid).expect("id just looked up");
                 self.services.remove(&service);
                 self.dirty.remove(&service);
                 self.deleted.push(service);
@@ -481,7 +505,7 @@ impl Registry {
             }
             Some(since) if svc.instances.is_empty() => {
                 self.wheel
-                    .schedule(since + limit, Lease::EmptyService { service });
+                    .schedule(since + limit, Lease::EmptyService { service: sid });
             }
             _ => {}
         }
@@ -493,54 +517,45 @@ impl Registry {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let cluster = ik.cluster.clone();
-        let svc = service_entry(&mut self.services, key);
+        let svc = service_entry(&mut self.services, &mut self.ids, key);
         if !svc.meta.clusters.contains_key(&cluster) {
             Arc::make_mut(&mut svc.meta)
                 .clusters
                 .insert(cluster.clone(), ClusterMeta::default());
         }
-        let is_new = !svc.instances.contains_key(&ik);
-        let (id, healthy, marked) = match svc.instances.get(&ik) {
+        let (id, healthy, marked, is_new) = match svc.instances.get(&ik) {
             Some(old) => (
-                old.inst.custom_id.clone(),
-                if old.inst.marked {
+                old.custom_id.clone(),
+                if old.marked {
                     spec.healthy
                 } else {
-                    old.inst.healthy
+                    old.healthy
                 },
-                old.inst.marked,
+                old.marked,
+                false,
             ),
             None => {
                 let id = Instance::wants_snowflake_id(&spec.metadata).then(|| {
-                    smallest_unused_id(
-                        svc.instances
-                            .values()
-                            .filter_map(|s| s.inst.custom_id.as_deref()),
-                    )
-                    .into_boxed_str()
+                    smallest_unused_id(svc.instances.iter().filter_map(|i| i.custom_id.as_deref()))
+                        .into_boxed_str()
                 });
-                (id, spec.healthy, false)
+                (id, spec.healthy, false, true)
             }
         };
         let mut inst = Instance::build(&spec, cluster, ik.ip.clone(), id, healthy, base);
         inst.marked = marked;
+        inst.gen = gen;
+        inst.last_beat = AtomicU64::new(now);
         let delete_deadline = now + inst.timing.timeout_ms + 1;
-        svc.instances.insert(
-            ik.clone(),
-            Slot {
-                inst: Arc::new(inst),
-                last_beat: now,
-                gen,
-            },
-        );
+        let inst = Arc::new(inst);
+        svc.instances.insert(inst.clone());
         Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
         if spec.ephemeral {
             self.wheel.schedule(
                 delete_deadline,
                 Lease::Instance {
-                    service: key.clone(),
-                    key: ik,
-                    gen,
+                    service: svc.id,
+                    inst,
                 },
             );
         } else if is_new {
@@ -550,12 +565,7 @@ impl Registry {
 
     fn patch(&mut self, key: &ServiceKey, p: Patch, now: u64) -> ApiResult<Reply> {
         let svc = self.services.get(key);
-        let found = svc.and_then(|svc| {
-            svc.instances
-                .iter()
-                .find(|(k, _)| *k.ip == *p.ip && k.port == p.port && *k.cluster == *p.cluster)
-                .map(|(_, s)| s.inst.clone())
-        });
+        let found = svc.and_then(|svc| svc.instances.find_any(&p.ip, p.port, &p.cluster).cloned());
         let Some(old) = found else {
             return Err(ApiError::bad_request("instance not found"));
         };
@@ -585,20 +595,17 @@ impl Registry {
         now: u64,
     ) -> Reply {
         let default_interval = self.life.timing.interval_ms;
-        let found = self.services.get_mut(key).and_then(|svc| {
-            svc.instances
-                .iter_mut()
-                .find(|(k, _)| *k.ip == *ip && k.port == port && *k.cluster == *cluster)
-                .map(|(_, s)| s)
-        });
+        let found = self
+            .services
+            .get_mut(key)
+            .and_then(|svc| Some((svc.instances.find_any(ip, port, cluster)?.clone(), svc)));
         let interval = match found {
-            Some(slot) => {
-                let interval = interval_of(&slot.inst, default_interval);
-                if slot.inst.key.ephemeral {
-                    slot.last_beat = now;
-                    if !slot.inst.healthy && !slot.inst.marked {
-                        slot.inst = Arc::new(slot.inst.with_health(true));
-                        let svc = self.services.get_mut(key).expect("service just found");
+            Some((inst, svc)) => {
+                let interval = interval_of(&inst, default_interval);
+                if inst.key.ephemeral {
+                    inst.last_beat.store(now, Ordering::Relaxed);
+                    if !inst.healthy && !inst.marked {
+                        svc.instances.insert(Arc::new(inst.with_health(true)));
                         Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
                     }
                 }
@@ -643,7 +650,9 @@ impl Registry {
             return Reply::Updated(Vec::new());
         };
         let mut updated = Vec::new();
-        for (k, slot) in svc.instances.iter_mut() {
+        let mut changed = Vec::new();
+        for old in svc.instances.iter() {
+            let k = &old.key;
             let hit = match &targets {
                 None => k.ephemeral == ephemeral,
                 Some(ts) => ts.iter().any(|t| {
@@ -656,7 +665,7 @@ impl Registry {
             if !hit {
                 continue;
             }
-            let mut md = slot.inst.metadata.clone();
+            let mut md = old.metadata.clone();
             for (mk, mv) in &metadata {
                 if delete {
                     md.remove(mk);
@@ -664,7 +673,6 @@ impl Registry {
                     md.insert(mk.clone(), mv.clone());
                 }
             }
-            let old = &slot.inst;
             let spec = InstanceSpec {
                 ip: old.key.ip.to_string(),
                 port: old.key.port,
@@ -685,6 +693,9 @@ impl Registry {
                 self.life.timing,
             );
             inst.marked = old.marked;
+            // Same lease: the generation and last beat carry over.
+            inst.gen = old.gen;
+            inst.last_beat = AtomicU64::new(old.last_beat());
             updated.push(format!(
                 "{}:{}:unknown:{}:{}",
                 k.ip,
@@ -692,7 +703,10 @@ impl Registry {
                 k.cluster,
                 if k.ephemeral { "ephemeral" } else { "persist" }
             ));
-            slot.inst = Arc::new(inst);
+            changed.push(Arc::new(inst));
+        }
+        for inst in changed {
+            svc.instances.insert(inst);
         }
         if !updated.is_empty() {
             Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
@@ -724,14 +738,16 @@ impl Registry {
     }
 }
 
-/// The state of `key`, created empty if absent.
+/// The state of `key`, created empty (with a new id) if absent.
 fn service_entry<'a>(
     services: &'a mut HashMap<ServiceKey, ServiceState>,
+    ids: &mut ServiceIds,
     key: &ServiceKey,
 ) -> &'a mut ServiceState {
     services.entry_ref(key).or_insert_with(|| ServiceState {
+        id: ids.assign(key),
         meta: Arc::new(ServiceMeta::default()),
-        instances: BTreeMap::new(),
+        instances: Roster::new(),
         revision: 0,
         counted: (0, 0),
         empty_since: None,
@@ -993,8 +1009,8 @@ mod tests {
         })
         .unwrap();
         let v = f.view.get(f.key.as_ref()).unwrap();
-        assert_eq!(v.instances[0].weight, 3.0);
-        assert!(v.instances[0].healthy);
+        assert_eq!(v.instances.first().unwrap().weight, 3.0);
+        assert!(v.instances.first().unwrap().healthy);
     }
 
     #[test]
@@ -1027,7 +1043,7 @@ mod tests {
         f.reg.flush(now);
         let v = f.view.get(f.key.as_ref()).unwrap();
         assert_eq!(v.meta.protect_threshold, 0.5);
-        assert!(!v.instances[0].key.ephemeral);
+        assert!(!v.instances.first().unwrap().key.ephemeral);
         // Persistent instances never expire; durable services are never auto-cleaned.
         f.run_for(40_000);
         assert_eq!(f.health(), Some(true));
@@ -1138,6 +1154,30 @@ mod tests {
             Reply::Updated(vec!["10.0.0.1:80:unknown:DEFAULT:ephemeral".into()])
         );
         let v = f.view.get(f.key.as_ref()).unwrap();
-        assert_eq!(v.instances[0].metadata["zone"], "a");
+        assert_eq!(v.instances.first().unwrap().metadata["zone"], "a");
+        // The copy keeps the lease: beats keep it, and without beats it still expires.
+        f.run_for(10_000);
+        f.beat("10.0.0.1");
+        f.run_for(10_000);
+        assert_eq!(f.health(), Some(true));
+        f.run_for(31_000);
+        assert_eq!(f.health(), None);
+        assert_eq!(f.reg.stats().expired, 1);
+    }
+
+    #[test]
+    fn beats_do_not_publish_but_health_flips_do() {
+        let mut f = Fixture::new(Lifecycle::default());
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
+        f.beat("10.0.0.1");
+        assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, r1);
+        f.run_for(16_000);
+        assert_eq!(f.health(), Some(false));
+        let r2 = f.view.get(f.key.as_ref()).unwrap().revision;
+        assert!(r2 > r1);
+        f.beat("10.0.0.1");
+        assert_eq!(f.health(), Some(true));
+        assert!(f.view.get(f.key.as_ref()).unwrap().revision > r2);
     }
 }

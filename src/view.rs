@@ -15,6 +15,7 @@ use md5::{Digest, Md5};
 use crate::error::{ApiError, ApiResult};
 use crate::hash::stable_hash;
 use crate::instance::Instance;
+use crate::roster::Roster;
 use crate::service::{name_of, KeyRef, ServiceKey, ServiceMeta};
 
 /// Number of lock stripes in the read view.
@@ -31,10 +32,8 @@ pub struct ServiceView {
     pub revision: u64,
     /// Settings and clusters.
     pub meta: Arc<ServiceMeta>,
-    /// Instances in a stable order (by identity).
-    pub instances: Vec<Arc<Instance>>,
-    /// How many of them are healthy.
-    healthy: usize,
+    /// Instances in a stable order (by identity), with their healthy count.
+    pub instances: Roster,
     /// Host arrays for "all clusters", indexed by `healthy_only as usize * 2 + grouped as usize`.
     hosts_cache: [OnceLock<Bytes>; 4],
     /// Host arrays for cluster-filtered queries: (clusters as sent, variant, bytes).
@@ -65,31 +64,12 @@ pub struct ListQuery<'a> {
 }
 
 impl ServiceView {
-    /// A new view.
-    pub fn new(
-        key: ServiceKey,
-        revision: u64,
-        meta: Arc<ServiceMeta>,
-        instances: Vec<Arc<Instance>>,
-    ) -> Self {
-        let healthy = instances.iter().filter(|i| i.healthy).count();
-        Self::with_counts(key, revision, meta, instances, healthy)
-    }
-
-    /// A new view whose healthy count the caller already knows.
-    pub fn with_counts(
-        key: ServiceKey,
-        revision: u64,
-        meta: Arc<ServiceMeta>,
-        instances: Vec<Arc<Instance>>,
-        healthy: usize,
-    ) -> Self {
-        debug_assert_eq!(healthy, instances.iter().filter(|i| i.healthy).count());
+    /// A new view of `instances` (shared with the owner's roster, not copied).
+    pub fn new(key: ServiceKey, revision: u64, meta: Arc<ServiceMeta>, instances: Roster) -> Self {
         ServiceView {
             key,
             revision,
             meta,
-            healthy,
             instances,
             hosts_cache: Default::default(),
             filtered: Default::default(),
@@ -100,7 +80,7 @@ impl ServiceView {
 
     /// Number of healthy instances.
     pub fn healthy_count(&self) -> usize {
-        self.healthy
+        self.instances.healthy()
     }
 
     /// Lowercase hex MD5 over every instance's identity, weight, health, flags and metadata.
@@ -155,8 +135,8 @@ impl ServiceView {
         } else if q.clusters.is_empty() {
             // When every instance is served as healthy (all healthy, or the protect threshold
             // fires), `healthyOnly` changes nothing: share one cached array for both.
-            let uniform = self.healthy == total
-                || (self.healthy as f32 / total as f32) <= self.meta.protect_threshold;
+            let uniform = self.healthy_count() == total
+                || (self.healthy_count() as f32 / total as f32) <= self.meta.protect_threshold;
             let slot = (q.healthy_only && !uniform) as usize * 2 + q.grouped as usize;
             self.hosts_cache[slot]
                 .get_or_init(|| {
