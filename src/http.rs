@@ -23,6 +23,9 @@ use crate::shard::Shard;
 
 /// Largest slice handed to a socket read (and zeroed first); hyper's buffer may be larger.
 const READ_CHUNK: usize = 8 * 1024;
+/// Largest slice a waiting read (nothing buffered yet) zeroes and hands to glommio: a
+/// request usually fits; the rest, if any, is read directly on the next poll.
+const WAIT_CHUNK: usize = 1024;
 /// Most slices one `sendmsg` takes.
 const MAX_IOV: usize = 64;
 
@@ -96,17 +99,36 @@ impl hyper::body::Body for Chunks {
 pub struct Io(pub glommio::net::TcpStream);
 
 impl hyper::rt::Read for Io {
+    /// First a non-blocking `recv` straight into hyper's uninitialised buffer (the kernel
+    /// initialises what it fills, so nothing is zeroed); only when the socket has nothing yet
+    /// does it zero a small slice and wait through glommio's read.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         mut buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // SAFETY: we initialise the prefix we hand out before viewing it as `[u8]`, and only
-        // advance the cursor by the number of bytes the read reports as filled.
+        use std::os::fd::AsRawFd;
+        // SAFETY: `recv` writes at most `len` bytes into the buffer and reports how many; we
+        // advance the cursor by exactly that many. The fallback initialises the prefix it hands
+        // out before viewing it as `[u8]`.
         unsafe {
             let uninit = buf.as_mut();
             let n = uninit.len().min(READ_CHUNK);
-            let slice: &mut [MaybeUninit<u8>] = &mut uninit[..n];
+            let r = libc::recv(
+                self.0.as_raw_fd(),
+                uninit.as_mut_ptr().cast(),
+                n,
+                libc::MSG_DONTWAIT,
+            );
+            if r >= 0 {
+                buf.advance(r as usize);
+                return Poll::Ready(Ok(()));
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::WouldBlock && err.kind() != io::ErrorKind::Interrupted {
+                return Poll::Ready(Err(err));
+            }
+            let slice: &mut [MaybeUninit<u8>] = &mut uninit[..n.min(WAIT_CHUNK)];
             slice.iter_mut().for_each(|b| {
                 b.write(0);
             });

@@ -28,6 +28,18 @@ pub type Iter<'a> = std::iter::FlatMap<
     fn(&'a Chunk) -> std::slice::Iter<'a, Arc<Instance>>,
 >;
 
+/// The chunk, copied first if a published view shares it. A copy gets room for `extra` more
+/// instances and no more: chunks are copied on nearly every change, and `Vec`'s doubling would
+/// leave most of every chunk's allocation unused.
+fn own(chunk: &mut Chunk, extra: usize) -> &mut Vec<Arc<Instance>> {
+    if Arc::get_mut(chunk).is_none() {
+        let mut copy = Vec::with_capacity(chunk.len() + extra);
+        copy.extend(chunk.iter().cloned());
+        *chunk = Arc::new(copy);
+    }
+    Arc::get_mut(chunk).expect("chunk just made unique")
+}
+
 fn chunk_iter(c: &Chunk) -> std::slice::Iter<'_, Arc<Instance>> {
     c.iter()
 }
@@ -155,7 +167,7 @@ impl Roster {
             chunks.push(Arc::new(vec![inst]));
             return None;
         }
-        let chunk = Arc::make_mut(&mut chunks[c]);
+        let chunk = own(&mut chunks[c], 1 - found as usize);
         if found {
             let old = std::mem::replace(&mut chunk[i], inst);
             self.count(&old, -1);
@@ -176,7 +188,7 @@ impl Roster {
             return None;
         }
         let chunks = Arc::make_mut(&mut self.chunks);
-        let chunk = Arc::make_mut(&mut chunks[c]);
+        let chunk = own(&mut chunks[c], 0);
         let old = chunk.remove(i);
         if chunk.is_empty() {
             chunks.remove(c);

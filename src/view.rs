@@ -238,6 +238,9 @@ impl ServiceView {
                 }
             }
         }
+        // The array is cached for the life of the revision: give back the over-estimate
+        // (glibc shrinks in place), it is ~20% of the allocation.
+        out.shrink_to_fit();
         out
     }
 }
