@@ -154,25 +154,51 @@ impl hyper::rt::Write for Io {
         Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
-    /// One non-blocking `sendmsg` of every slice (no copy into a flat buffer). When the socket
-    /// is full, falls back to glommio's write of the first slice, which waits for room.
+    /// One non-blocking `sendmsg` of every slice (no copy into a flat buffer), except that a
+    /// large cached body living in the [`crate::arena`] goes out with `sendfile`: the slices
+    /// before it first (`MSG_MORE`, so headers and body share segments), then the body, each
+    /// as one call (hyper calls again with what is left). When the socket is full, falls back
+    /// to glommio's write of the first slice, which waits for room.
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         use std::os::fd::AsRawFd;
-        let n = bufs.len().min(MAX_IOV);
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the slices outlive the call.
-        let r = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = n as _;
-            libc::sendmsg(
-                self.0.as_raw_fd(),
-                &msg,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
+        let fd = self.0.as_raw_fd();
+        let mut n = bufs.len().min(MAX_IOV);
+        let mut more = 0;
+        let filed = bufs[..n].iter().enumerate().find_map(|(k, b)| {
+            (b.len() >= crate::arena::MIN_BODY)
+                .then(|| crate::arena::locate(b.as_ptr(), b.len()))
+                .flatten()
+                .map(|at| (k, at))
+        });
+        let r = match filed {
+            Some((0, (file, offset))) => {
+                let mut off = offset as libc::off_t;
+                // SAFETY: the socket is non-blocking (see `serve`); `file` stays open while
+                // hyper holds the slice's `Bytes`.
+                unsafe { libc::sendfile(fd, file, &mut off, bufs[0].len()) }
+            }
+            Some((k, _)) => {
+                n = k;
+                more = libc::MSG_MORE;
+                -2
+            }
+            None => -2,
+        };
+        let r = if r == -2 {
+            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the slices outlive the
+            // call.
+            unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = n as _;
+                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | more)
+            }
+        } else {
+            r
         };
         if r >= 0 {
             return Poll::Ready(Ok(r as usize));
@@ -210,6 +236,20 @@ pub async fn serve(
 ) {
     let cfg = &shard.shared.config;
     let _ = stream.set_nodelay(true);
+    // Non-blocking, so `sendfile` (which has no MSG_DONTWAIT) never parks the shard on a full
+    // socket. glommio is unaffected: it tries every read and write with MSG_DONTWAIT first and
+    // waits through io_uring, which polls sockets whatever their O_NONBLOCK flag.
+    {
+        use std::os::fd::AsRawFd;
+        let fd = stream.as_raw_fd();
+        // SAFETY: flag changes on a descriptor this task owns.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+            }
+        }
+    }
     let _ = stream.set_read_timeout(Some(Duration::from_millis(cfg.idle_timeout_ms.max(1))));
     let peer = stream
         .peer_addr()

@@ -3,7 +3,8 @@
 //! Reading order:
 //! - [`server`]: process lifecycle — shards, accept loops, graceful shutdown.
 //! - [`shard`]: one pinned glommio executor owning a disjoint set of services; cross-shard writes.
-//! - [`http`]: hyper on glommio sockets.
+//! - [`http`]: hyper on glommio sockets; large cached bodies go out with `sendfile` from the
+//!   [`arena`].
 //! - [`api`]: the Nacos 1.x HTTP surface, one module per resource.
 //! - [`registry`]: a shard's services, instances and leases; [`wheel`] keeps lease deadlines.
 //! - [`view`]: immutable published services that every shard reads without a hop; a service's
@@ -16,6 +17,7 @@
 //! - [`config`], [`clock`], [`hash`], [`metrics`]: settings, time, ownership, observability.
 
 pub mod api;
+pub mod arena;
 pub mod clock;
 pub mod command;
 pub mod config;

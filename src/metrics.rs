@@ -358,6 +358,11 @@ impl Metrics {
                 let _ = writeln!(s, "{name}{{shard=\"{i}\"}} {}", get(m));
             }
         }
+        let _ = writeln!(
+            s,
+            "# HELP muster_arena_bytes Memory (page-rounded) of cached list bodies kept in memfd pages for sendfile; not part of the anonymous RSS.\n# TYPE muster_arena_bytes gauge\nmuster_arena_bytes {}",
+            crate::arena::resident_bytes()
+        );
         s
     }
 }

@@ -131,7 +131,7 @@ impl ServiceView {
         let service_name = Instance::service_name_for(&self.key.grouped, q.grouped);
         let service_json = json_str(service_name);
         let hosts = if total == 0 {
-            Bytes::new()
+            Bytes::from_static(b"]}")
         } else if q.clusters.is_empty() {
             // When every instance is served as healthy (all healthy, or the protect threshold
             // fires), `healthyOnly` changes nothing: share one cached array for both.
@@ -140,7 +140,7 @@ impl ServiceView {
             let slot = (q.healthy_only && !uniform) as usize * 2 + q.grouped as usize;
             self.hosts_cache[slot]
                 .get_or_init(|| {
-                    Bytes::from(self.render_hosts(
+                    seal(self.render_hosts(
                         self.instances.iter(),
                         total,
                         q.healthy_only,
@@ -151,31 +151,31 @@ impl ServiceView {
         } else {
             self.filtered_hosts(q, total, &service_json[1..service_json.len() - 1], selected)
         };
-        let mut head = Vec::with_capacity(16);
-        head.extend_from_slice(b"{\"hosts\":[");
-        let mut tail = Vec::with_capacity(256);
-        tail.extend_from_slice(b"],\"dom\":");
-        tail.extend_from_slice(service_json.as_bytes());
-        tail.extend_from_slice(b",\"name\":");
-        tail.extend_from_slice(json_str(&self.key.grouped).as_bytes());
-        tail.extend_from_slice(b",\"cacheMillis\":");
-        tail.extend_from_slice(itoa::Buffer::new().format(q.cache_millis).as_bytes());
-        tail.extend_from_slice(b",\"lastRefTime\":");
-        tail.extend_from_slice(itoa::Buffer::new().format(q.now_wall_ms).as_bytes());
-        tail.extend_from_slice(b",\"checksum\":\"");
-        tail.extend_from_slice(self.checksum().as_bytes());
-        tail.extend_from_slice(b"\",\"useSpecifiedURL\":false,\"clusters\":");
-        tail.extend_from_slice(json_str(q.clusters_raw).as_bytes());
-        tail.extend_from_slice(b",\"env\":");
-        tail.extend_from_slice(json_str(q.env).as_bytes());
-        tail.extend_from_slice(b",\"metadata\":");
+        // Everything that varies per request comes first, the cached host array (closing the
+        // object) last, so the reply is one buffer of headers and fields plus one cached body
+        // (sent with `sendfile` when it is large). JSON clients do not depend on key order.
+        let mut head = Vec::with_capacity(256);
+        head.extend_from_slice(b"{\"dom\":");
+        head.extend_from_slice(service_json.as_bytes());
+        head.extend_from_slice(b",\"name\":");
+        head.extend_from_slice(json_str(&self.key.grouped).as_bytes());
+        head.extend_from_slice(b",\"cacheMillis\":");
+        head.extend_from_slice(itoa::Buffer::new().format(q.cache_millis).as_bytes());
+        head.extend_from_slice(b",\"lastRefTime\":");
+        head.extend_from_slice(itoa::Buffer::new().format(q.now_wall_ms).as_bytes());
+        head.extend_from_slice(b",\"checksum\":\"");
+        head.extend_from_slice(self.checksum().as_bytes());
+        head.extend_from_slice(b"\",\"useSpecifiedURL\":false,\"clusters\":");
+        head.extend_from_slice(json_str(q.clusters_raw).as_bytes());
+        head.extend_from_slice(b",\"env\":");
+        head.extend_from_slice(json_str(q.env).as_bytes());
+        head.extend_from_slice(b",\"metadata\":");
         let meta = self.metadata_json().clone();
         Ok(vec![
             Bytes::from(head),
-            hosts,
-            Bytes::from(tail),
             meta,
-            Bytes::from_static(b"}"),
+            Bytes::from_static(b",\"hosts\":["),
+            hosts,
         ])
     }
 
@@ -196,7 +196,7 @@ impl ServiceView {
         {
             return b.clone();
         }
-        let b = Bytes::from(self.render_hosts(
+        let b = seal(self.render_hosts(
             self.instances.iter().filter(selected),
             total,
             q.healthy_only,
@@ -208,6 +208,8 @@ impl ServiceView {
         b
     }
 
+    /// The comma-separated host objects of `selected` (healthy first, as served), followed by
+    /// the `]}` that closes the list reply.
     fn render_hosts<'a>(
         &self,
         selected: impl Iterator<Item = &'a Arc<Instance>> + Clone,
@@ -238,11 +240,20 @@ impl ServiceView {
                 }
             }
         }
-        // The array is cached for the life of the revision: give back the over-estimate
-        // (glibc shrinks in place), it is ~20% of the allocation.
-        out.shrink_to_fit();
+        out.extend_from_slice(b"]}");
         out
     }
+}
+
+/// A rendered host array as cached bytes: in the [`crate::arena`] when it is large enough to
+/// be sent with `sendfile`, else on the heap without the over-estimated capacity.
+fn seal(mut hosts: Vec<u8>) -> Bytes {
+    crate::arena::store(&hosts).unwrap_or_else(|| {
+        // Cached for the life of the revision: give back the over-estimate (glibc shrinks in
+        // place), ~20% of the allocation.
+        hosts.shrink_to_fit();
+        Bytes::from(hosts)
+    })
 }
 
 /// The body for a service that does not exist: `{"name","clusters","cacheMillis","hosts":[]}`.

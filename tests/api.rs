@@ -633,3 +633,86 @@ fn status_endpoints_and_unknown_paths() {
         assert!(b.contains(series), "metrics lack {series}:\n{b}");
     }
 }
+
+/// Reads one HTTP/1.1 response with a `content-length` from a keep-alive stream.
+fn read_response(r: &mut impl std::io::BufRead) -> (u16, String) {
+    let mut status = 0;
+    let mut len = 0;
+    for _ in 0..64 {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("response head");
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap();
+        } else if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).expect("response body");
+    (status, String::from_utf8(body).unwrap())
+}
+
+/// A list reply large enough to be cached in the page arena (and sent with `sendfile`) arrives
+/// whole and identical: pipelined on one keep-alive connection, to a client whose small
+/// receive buffer makes the server's sends partial and hit a full socket.
+#[test]
+fn large_list_replies_arrive_whole_through_full_sockets() {
+    use std::io::{BufReader, Write};
+    let s = start();
+    let md = "%7B%22zone%22%3A%22east-1a%22%2C%22version%22%3A%221.2.3%22%7D";
+    for i in 0..200 {
+        let (st, b) = s.request(
+            "POST",
+            &format!(
+                "/nacos/v1/ns/instance?serviceName=big&ip=10.1.{}.{}&port=8080&metadata={md}",
+                i / 256,
+                i % 256
+            ),
+            "",
+        );
+        assert_eq!((st, b.as_str()), (200, "ok"));
+    }
+    let arena = |s: &Server| -> u64 {
+        let (_, m) = s.request("GET", "/metrics", "");
+        m.lines()
+            .find_map(|l| l.strip_prefix("muster_arena_bytes "))
+            .and_then(|v| v.parse().ok())
+            .expect("muster_arena_bytes gauge")
+    };
+    let before = arena(&s);
+
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let req = "GET /nacos/v1/ns/instance/list?serviceName=big HTTP/1.1\r\nHost: x\r\n\r\n";
+    stream.write_all(req.repeat(3).as_bytes()).unwrap();
+    // Let the server fill the small window before anything is read.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut r = BufReader::with_capacity(1024, stream);
+    let mut bodies = Vec::new();
+    for _ in 0..3 {
+        let (st, body) = read_response(&mut r);
+        assert_eq!(st, 200);
+        let v = json(&body);
+        let hosts = v["hosts"].as_array().unwrap();
+        assert_eq!(hosts.len(), 200);
+        assert!(hosts.iter().all(|h| h["metadata"]["zone"] == "east-1a"));
+        assert!(body.len() > 16 * 1024, "{} bytes", body.len());
+        bodies.push(v["hosts"].clone());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert!(
+        arena(&s) > before,
+        "the host array was not cached in the arena"
+    );
+}
