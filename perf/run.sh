@@ -199,6 +199,15 @@ start() { # muster|rnacos|nginx [flags]
 }
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SPID/status"; }
+# Muster's cached list bodies of >= 16 KiB live in memfd pages (for sendfile), outside VmRSS;
+# its /metrics reports them. 0 for the other servers.
+arena_kb() {
+  if [[ $SNAME == muster ]]; then
+    curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^muster_arena_bytes / {printf "%d", $2 / 1024}'
+  else
+    echo 0
+  fi
+}
 
 extra() { # key value: one line of facts for summarize.py
   printf '%s\t%s\n' "$1" "$2" >>"$OUT/extra.tsv"
@@ -361,9 +370,10 @@ if want memory; then
       # setup registers per*svcs instances; the 2 s closed-loop run then lists every service
       bench memory "$s" "$r" list --instances "$per" --services "$svcs" --prefix mem -c 16 -d 2s -w 0s
       after=$(rss_kb)
+      arena=$(arena_kb)
       t1=$(date +%s.%N)
-      extra "memory_${s}_r$r" "$before $after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}')"
-      log "  memory $s r$r: VmRSS $before kB -> $after kB"
+      extra "memory_${s}_r$r" "$before $after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') $arena"
+      log "  memory $s r$r: VmRSS $before kB -> $after kB, + arena pages $arena kB""
       stop_server
     done
   done
