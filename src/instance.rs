@@ -204,13 +204,13 @@ pub struct Instance {
     pub marked: bool,
     /// Metadata.
     pub metadata: Metadata,
-    /// A generated id (snowflake: a small integer); `None` means the simple id
-    /// `ip#port#cluster#group@@name`, derived when rendered rather than stored.
-    pub custom_id: Option<Box<str>>,
-    /// `app`.
-    pub app: Box<str>,
-    /// Lease timings.
-    pub timing: Timing,
+    /// The generated id (snowflake generator: the smallest unused integer), or [`NO_ID`] for
+    /// the simple id `ip#port#cluster#group@@name`, derived when rendered rather than stored.
+    snowflake: u32,
+    /// `app`; the common values ("DEFAULT", "") share one allocation.
+    pub app: Arc<str>,
+    /// Lease timings in ms, packed as u32 (values above ~49.7 days are clamped).
+    timing: [u32; 3],
     /// Generation of the lease that is current for this instance: set by the owner when it
     /// (re-)registers the instance, carried over by copies that change other fields, so a lease
     /// entry naming an older generation is stale. 0 for instances built outside a registry.
@@ -220,17 +220,33 @@ pub struct Instance {
     pub last_beat: AtomicU64,
 }
 
+/// `snowflake` value of an instance with the simple id.
+const NO_ID: u32 = u32::MAX;
+
+/// `app` as stored: the values nearly every instance has are one shared allocation.
+fn shared_app(app: &str) -> Arc<str> {
+    static DEFAULT: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    static EMPTY: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    match app {
+        "DEFAULT" => DEFAULT.get_or_init(|| Arc::from("DEFAULT")).clone(),
+        "" => EMPTY.get_or_init(|| Arc::from("")).clone(),
+        other => Arc::from(other),
+    }
+}
+
 impl Instance {
     /// Builds an instance. `custom_id` is `None` for the simple id.
     pub fn build(
         spec: &InstanceSpec,
         cluster: Arc<str>,
         ip: Arc<str>,
-        custom_id: Option<Box<str>>,
+        custom_id: Option<u32>,
         healthy: bool,
         base: Timing,
     ) -> Instance {
-        let inst = Instance {
+        let t = base.with_overrides(&spec.metadata);
+        let ms = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        Instance {
             key: InstanceKey {
                 ip,
                 port: spec.port,
@@ -242,13 +258,12 @@ impl Instance {
             enabled: spec.enabled,
             marked: false,
             metadata: spec.metadata.clone(),
-            custom_id,
-            app: spec.app.as_str().into(),
-            timing: base.with_overrides(&spec.metadata),
+            snowflake: custom_id.map_or(NO_ID, |id| id.min(NO_ID - 1)),
+            app: shared_app(&spec.app),
+            timing: [ms(t.interval_ms), ms(t.timeout_ms), ms(t.delete_ms)],
             gen: 0,
             last_beat: AtomicU64::new(0),
-        };
-        inst
+        }
     }
 
     /// A copy with a different health flag.
@@ -260,11 +275,25 @@ impl Instance {
             enabled: self.enabled,
             marked: self.marked,
             metadata: self.metadata.clone(),
-            custom_id: self.custom_id.clone(),
+            snowflake: self.snowflake,
             app: self.app.clone(),
             timing: self.timing,
             gen: self.gen,
             last_beat: AtomicU64::new(self.last_beat()),
+        }
+    }
+
+    /// The generated (snowflake) id, if it has one.
+    pub fn custom_id(&self) -> Option<u32> {
+        (self.snowflake != NO_ID).then_some(self.snowflake)
+    }
+
+    /// Lease timings (ms).
+    pub fn timing(&self) -> Timing {
+        Timing {
+            interval_ms: u64::from(self.timing[0]),
+            timeout_ms: u64::from(self.timing[1]),
+            delete_ms: u64::from(self.timing[2]),
         }
     }
 
@@ -290,8 +319,8 @@ impl Instance {
 
     /// The instance id in service `grouped`: the generated one, else the simple id.
     pub fn instance_id(&self, grouped: &str) -> std::borrow::Cow<'_, str> {
-        match &self.custom_id {
-            Some(id) => std::borrow::Cow::Borrowed(id),
+        match self.custom_id() {
+            Some(id) => std::borrow::Cow::Owned(id.to_string()),
             None => std::borrow::Cow::Owned(Instance::simple_id(
                 &self.key.ip,
                 self.key.port,
@@ -392,9 +421,9 @@ impl Instance {
             "metadata": self.metadata,
             "marked": self.marked,
             "app": &*self.app,
-            "instanceHeartBeatInterval": self.timing.interval_ms,
-            "instanceHeartBeatTimeOut": self.timing.timeout_ms,
-            "ipDeleteTimeout": self.timing.delete_ms,
+            "instanceHeartBeatInterval": self.timing().interval_ms,
+            "instanceHeartBeatTimeOut": self.timing().timeout_ms,
+            "ipDeleteTimeout": self.timing().delete_ms,
             "instanceIdGenerator": if Instance::wants_snowflake_id(&self.metadata) { "snowflake" } else { "simple" },
         })
     }

@@ -489,7 +489,7 @@ mod tests {
                     &s,
                     "DEFAULT".into(),
                     s.ip.as_str().into(),
-                    Some(format!("id{i}").into()),
+                    Some(i as u32),
                     true,
                     Timing::default(),
                 ))

@@ -455,7 +455,7 @@ impl Registry {
         if cur.gen != lease.gen {
             return;
         }
-        let t = cur.timing;
+        let t = cur.timing();
         let last_beat = cur.last_beat();
         let idle = now.saturating_sub(last_beat);
         let next;
@@ -525,7 +525,7 @@ impl Registry {
         }
         let (id, healthy, marked, is_new) = match svc.instances.get(&ik) {
             Some(old) => (
-                old.custom_id.clone(),
+                old.custom_id(),
                 if old.marked {
                     spec.healthy
                 } else {
@@ -536,8 +536,7 @@ impl Registry {
             ),
             None => {
                 let id = Instance::wants_snowflake_id(&spec.metadata).then(|| {
-                    smallest_unused_id(svc.instances.iter().filter_map(|i| i.custom_id.as_deref()))
-                        .into_boxed_str()
+                    smallest_unused_id(svc.instances.iter().filter_map(|i| i.custom_id()))
                 });
                 (id, spec.healthy, false, true)
             }
@@ -546,7 +545,7 @@ impl Registry {
         inst.marked = marked;
         inst.gen = gen;
         inst.last_beat = AtomicU64::new(now);
-        let delete_deadline = now + inst.timing.timeout_ms + 1;
+        let delete_deadline = now + inst.timing().timeout_ms + 1;
         let inst = Arc::new(inst);
         svc.instances.insert(inst.clone());
         Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
@@ -688,7 +687,7 @@ impl Registry {
                 &spec,
                 old.key.cluster.clone(),
                 old.key.ip.clone(),
-                old.custom_id.clone(),
+                old.custom_id(),
                 old.healthy,
                 self.life.timing,
             );
@@ -775,16 +774,16 @@ fn interval_of(inst: &Instance, default: u64) -> u64 {
         .metadata
         .contains_key(crate::instance::HEART_BEAT_INTERVAL)
     {
-        inst.timing.interval_ms
+        inst.timing().interval_ms
     } else {
         default
     }
 }
 
 /// The smallest non-negative integer not used as an instance id (snowflake generator).
-fn smallest_unused_id<'a>(ids: impl Iterator<Item = &'a str>) -> String {
-    let used: std::collections::HashSet<u64> = ids.filter_map(|s| s.parse().ok()).collect();
-    (0..).find(|n| !used.contains(n)).unwrap_or(0).to_string()
+fn smallest_unused_id(ids: impl Iterator<Item = u32>) -> u32 {
+    let used: std::collections::HashSet<u32> = ids.collect();
+    (0..).find(|n| !used.contains(n)).unwrap_or(0)
 }
 
 #[cfg(test)]
