@@ -11,6 +11,7 @@
 #   CONNS [64]             keep-alive connections for closed-loop runs
 #   SUB_RATE [10]          writes/s in the push-latency runs
 #   BEAT_SUSTAIN [30s]     length of the sustained-beat memory run
+#   BEAT_WARM [20s]        mixed beats before its first VmRSS sample
 #   OPEN_DURATION [30s]    measured window of the open-loop run
 #   OPEN_ROUNDS [ROUNDS]   rounds of the open-loop run
 #   MEM_INSTANCES [100000] instances in the memory row (over 1000 services)
@@ -30,6 +31,7 @@ WARMUP=${WARMUP:-2s}
 CONNS=${CONNS:-64}
 SUB_RATE=${SUB_RATE:-10}
 BEAT_SUSTAIN=${BEAT_SUSTAIN:-30s}
+BEAT_WARM=${BEAT_WARM:-20s}
 OPEN_DURATION=${OPEN_DURATION:-30s}
 OPEN_ROUNDS=${OPEN_ROUNDS:-$ROUNDS}
 MEM_INSTANCES=${MEM_INSTANCES:-100000}
@@ -261,6 +263,7 @@ D=(-d "$DURATION" -w "$WARMUP")
   echo "warmup	$WARMUP"
   echo "conns	$CONNS"
   echo "beat_sustain	$BEAT_SUSTAIN"
+  echo "beat_warm	$BEAT_WARM"
   echo "mem_instances	$MEM_INSTANCES"
   echo "restart_target	1000000"
   echo "restart_records	$RESTART_RECORDS"
@@ -324,7 +327,9 @@ if want beatmem; then
   for r in $(seq "$ROUNDS"); do
     for s in muster rnacos; do
       start "$s"
-      bench beatmem-warm "$s" "$r" beat --kind mixed --instances 10000 --services 100 -c "$CONNS" -d 3s -w 1s
+      # warm-up long enough for first-touch growth (connection buffers, the lease wheel's first
+      # turns) to settle, so before/after shows the slope under sustained load
+      bench beatmem-warm "$s" "$r" beat --kind mixed --instances 10000 --services 100 -c "$CONNS" -d "$BEAT_WARM" -w 1s
       before=$(rss_kb)
       bench beat-sustained "$s" "$r" beat --kind mixed --instances 10000 --services 100 -c "$CONNS" -d "$BEAT_SUSTAIN" -w 0s
       after=$(rss_kb)
@@ -373,7 +378,7 @@ if want memory; then
       arena=$(arena_kb)
       t1=$(date +%s.%N)
       extra "memory_${s}_r$r" "$before $after $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') $arena"
-      log "  memory $s r$r: VmRSS $before kB -> $after kB, + arena pages $arena kB""
+      log "  memory $s r$r: VmRSS $before kB -> $after kB, + arena pages $arena kB"
       stop_server
     done
   done

@@ -150,7 +150,7 @@ bm, br = rss_pair("beatmem_muster"), rss_pair("beatmem_rnacos")
 if bm:
     growth = (bm[1] - bm[0]) / bm[0]
     other = f"{br[0] / 1024:.1f} → {br[1] / 1024:.1f} MiB" if br else "n/a"
-    rows.append((f"memory flat under sustained beats ({FACTS.get('beat_sustain', '')})",
+    rows.append((f"memory flat under sustained beats ({FACTS.get('beat_sustain', '')} after {FACTS.get('beat_warm', '3s')} of warm-up)",
                  "VmRSS growth ≤ 5%", f"{bm[0] / 1024:.1f} → {bm[1] / 1024:.1f} MiB ({growth:+.1%})",
                  f"r-nacos {other}", "—", verdict(growth <= 0.05)))
 else:

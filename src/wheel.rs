@@ -82,6 +82,9 @@ impl<T> Wheel<T> {
                 if !self.slots[idx].is_empty() {
                     return;
                 }
+                // A drained slot gives its buffer back: each slot fills once per turn, and
+                // keeping every slot's largest-ever capacity made memory creep for a whole turn.
+                self.slots[idx] = Vec::new();
                 self.cursor = slot_end;
                 steps += 1;
             } else {
