@@ -10,7 +10,10 @@
 //! the time from the writer reading that write's `ok` to a subscriber
 //! receiving the first datagram that contains it (one sample per write per
 //! subscriber; 0 when the datagram beats the HTTP response). A second
-//! histogram measures from the moment the write was sent. Writes a subscriber never saw within `grace` after the last
+//! histogram measures from the moment the write was sent. "Receiving" is the
+//! kernel's receive timestamp of the datagram (`SO_TIMESTAMPNS`), so the time
+//! this one-thread load generator spends draining, gunzipping and acking the
+//! other subscribers' datagrams does not count as push latency. Writes a subscriber never saw within `grace` after the last
 //! write are counted as `push_missing`.
 
 use std::borrow::Cow;
@@ -230,6 +233,8 @@ pub fn max_marker_seq(data: &str, marker_ip: &str) -> Option<u64> {
 
 struct Shared {
     t0: Instant,
+    /// Wall-clock ns (CLOCK_REALTIME, the clock of kernel receive timestamps) at `t0`.
+    t0_wall_ns: u64,
     /// `ok_ns[seq]`: ns after `t0` when write `seq`'s `ok` was read, or NOT_OK.
     ok_ns: Vec<AtomicU64>,
     /// `sent_ns[seq]`: ns after `t0` just before write `seq` was sent, or NOT_OK.
@@ -263,8 +268,10 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
     let writes_planned =
         ((cfg.write_rate * cfg.duration.as_secs_f64()).ceil() as u64).clamp(1, MAX_WRITES);
     let t0 = Instant::now();
+    let t0_wall_ns = wall_ns();
     let shared = Arc::new(Shared {
         t0,
+        t0_wall_ns,
         ok_ns: (0..=writes_planned)
             .map(|_| AtomicU64::new(NOT_OK))
             .collect(),
@@ -283,6 +290,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
             .await
             .map_err(|e| format!("udp bind: {e}"))?;
         ports.push(s.local_addr().map_err(|e| e.to_string())?.port());
+        enable_timestamps(&s).map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
         sockets.push(s);
     }
 
@@ -459,6 +467,93 @@ struct SubResult {
     last_seen: u64,
 }
 
+/// CLOCK_REALTIME now, in ns.
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Receives one datagram with the kernel's receive timestamp (CLOCK_REALTIME ns), when the
+/// socket has `SO_TIMESTAMPNS` on.
+async fn recv_stamped(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr, Option<u64>)> {
+    use std::os::fd::AsRawFd;
+    loop {
+        sock.readable().await?;
+        match sock.try_io(tokio::io::Interest::READABLE, || {
+            recvmsg_stamped(sock.as_raw_fd(), buf)
+        }) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+fn recvmsg_stamped(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, std::net::SocketAddr, Option<u64>)> {
+    // SAFETY: recvmsg into our own buffers; control messages are walked with the libc macros
+    // within `controllen`, and the timestamp is read unaligned.
+    unsafe {
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_in).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as _;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                stamp = Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        let from = std::net::SocketAddr::from((
+            std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+            u16::from_be(addr.sin_port),
+        ));
+        Ok((n as usize, from, stamp))
+    }
+}
+
+/// Turns on kernel receive timestamps (`SO_TIMESTAMPNS`) for `sock`.
+fn enable_timestamps(sock: &UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option value on a socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as _,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 async fn subscriber(
     sock: UdpSocket,
     shared: Arc<Shared>,
@@ -474,13 +569,16 @@ async fn subscriber(
     };
     let mut buf = vec![0u8; 65536];
     loop {
-        let got = tokio::time::timeout_at(until.into(), sock.recv_from(&mut buf)).await;
-        let (len, from) = match got {
+        let got = tokio::time::timeout_at(until.into(), recv_stamped(&sock, &mut buf)).await;
+        let (len, from, stamp) = match got {
             Err(_) => break,
             Ok(Err(_)) => continue,
             Ok(Ok(x)) => x,
         };
-        let now_ns = shared.t0.elapsed().as_nanos() as u64;
+        let now_ns = match stamp {
+            Some(at) => at.saturating_sub(shared.t0_wall_ns),
+            None => shared.t0.elapsed().as_nanos() as u64,
+        };
         r.datagrams += 1;
         let push = match decode_push(&buf[..len]) {
             Ok(p) => p,
