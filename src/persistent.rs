@@ -16,8 +16,12 @@ use crate::instance::InstanceSpec;
 use crate::service::{ClusterMeta, ServiceKey};
 
 /// A persistent change to one service.
+///
+/// JSON: an object with `"op": "<kind>"` beside the variant's fields (serde's internally
+/// tagged form). Decoding goes through [`RawOp`], one pass without buffering the object, since
+/// recovery decodes one op per log entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(tag = "op", rename_all = "snake_case", try_from = "RawOp")]
 pub enum PersistentOp {
     /// Add or replace a persistent instance.
     Register {
@@ -52,6 +56,49 @@ pub enum PersistentOp {
         /// Settings.
         meta: ClusterMeta,
     },
+}
+
+/// Every field any [`PersistentOp`] has, for a single-pass decode (serde's internally tagged
+/// enums first buffer the whole object into an untyped tree).
+#[derive(Deserialize)]
+struct RawOp {
+    op: String,
+    instance: Option<InstanceSpec>,
+    ip: Option<String>,
+    port: Option<u16>,
+    cluster: Option<String>,
+    settings: Option<ServiceSettings>,
+    meta: Option<ClusterMeta>,
+}
+
+impl TryFrom<RawOp> for PersistentOp {
+    type Error = String;
+
+    fn try_from(r: RawOp) -> Result<Self, String> {
+        let need = |name: &str| format!("op {:?} is missing field `{name}`", r.op);
+        Ok(match r.op.as_str() {
+            "register" => PersistentOp::Register {
+                instance: r.instance.ok_or_else(|| need("instance"))?,
+            },
+            "deregister" => PersistentOp::Deregister {
+                ip: r.ip.ok_or_else(|| need("ip"))?,
+                port: r.port.ok_or_else(|| need("port"))?,
+                cluster: r.cluster.ok_or_else(|| need("cluster"))?,
+            },
+            "create_service" => PersistentOp::CreateService {
+                settings: r.settings.ok_or_else(|| need("settings"))?,
+            },
+            "update_service" => PersistentOp::UpdateService {
+                settings: r.settings.ok_or_else(|| need("settings"))?,
+            },
+            "delete_service" => PersistentOp::DeleteService,
+            "update_cluster" => PersistentOp::UpdateCluster {
+                cluster: r.cluster.ok_or_else(|| need("cluster"))?,
+                meta: r.meta.ok_or_else(|| need("meta"))?,
+            },
+            other => return Err(format!("unknown op {other:?}")),
+        })
+    }
 }
 
 impl PersistentOp {
@@ -251,5 +298,45 @@ mod tests {
             parse_event_key("public##g@@s"),
             Some(ServiceKey::new("public", "g@@s"))
         );
+    }
+
+    #[test]
+    fn every_op_decodes_back_and_bad_ops_are_named() {
+        let settings = ServiceSettings {
+            protect_threshold: 0.5,
+            metadata: Default::default(),
+            selector: serde_json::json!({"type": "none"}),
+        };
+        let ops = [
+            PersistentOp::Register {
+                instance: spec("10.0.0.1"),
+            },
+            PersistentOp::Deregister {
+                ip: "1.1.1.1".into(),
+                port: 1,
+                cluster: "DEFAULT".into(),
+            },
+            PersistentOp::CreateService {
+                settings: settings.clone(),
+            },
+            PersistentOp::UpdateService { settings },
+            PersistentOp::DeleteService,
+            PersistentOp::UpdateCluster {
+                cluster: "c1".into(),
+                meta: ClusterMeta::default(),
+            },
+        ];
+        for op in ops {
+            let j = serde_json::to_vec(&op).unwrap();
+            assert_eq!(serde_json::from_slice::<PersistentOp>(&j).unwrap(), op);
+        }
+        let e = serde_json::from_str::<PersistentOp>(r#"{"op":"deregister","ip":"1.1.1.1"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field `port`"), "{e}");
+        let e = serde_json::from_str::<PersistentOp>(r#"{"op":"explode"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown op \"explode\""), "{e}");
     }
 }

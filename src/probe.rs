@@ -8,7 +8,7 @@
 //! (`factor * prev + (1 - factor) * rt`), clamped: TCP 0.75 in [1000, 5000] ms, HTTP 0.85 in
 //! [500, 5000] ms. The first probe comes 2–7 s after an instance appears.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
