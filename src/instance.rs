@@ -297,6 +297,20 @@ impl Instance {
         }
     }
 
+    /// Whether `other` says exactly what this instance says (everything but lease state), so
+    /// replacing one with the other would change nothing a client can see.
+    pub fn same_as(&self, other: &Instance) -> bool {
+        self.key == other.key
+            && self.weight.to_bits() == other.weight.to_bits()
+            && self.healthy == other.healthy
+            && self.enabled == other.enabled
+            && self.marked == other.marked
+            && self.snowflake == other.snowflake
+            && self.timing == other.timing
+            && self.app == other.app
+            && self.metadata == other.metadata
+    }
+
     /// Monotonic ms of the last beat or registration.
     pub fn last_beat(&self) -> u64 {
         self.last_beat.load(Ordering::Relaxed)

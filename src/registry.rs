@@ -543,6 +543,12 @@ impl Registry {
         };
         let mut inst = Instance::build(&spec, cluster, ik.ip.clone(), id, healthy, base);
         inst.marked = marked;
+        if let Some(old) = svc.instances.get(&ik).filter(|old| old.same_as(&inst)) {
+            // Re-registering an instance unchanged (clients do, periodically and after a
+            // 20404) only renews its lease: no new revision, no push, no new lease entry.
+            old.last_beat.store(now, Ordering::Relaxed);
+            return;
+        }
         inst.gen = gen;
         inst.last_beat = AtomicU64::new(now);
         let delete_deadline = now + inst.timing().timeout_ms + 1;
@@ -1162,6 +1168,26 @@ mod tests {
         f.run_for(31_000);
         assert_eq!(f.health(), None);
         assert_eq!(f.reg.stats().expired, 1);
+    }
+
+    #[test]
+    fn an_unchanged_re_register_only_renews_the_lease() {
+        let mut f = Fixture::new(Lifecycle::default());
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
+        let leases = f.reg.lease_count();
+        f.run_for(10_000);
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, r1);
+        assert_eq!(f.reg.lease_count(), leases);
+        // The lease was renewed: 10 s + 10 s is past the 15 s timeout of the first registration.
+        f.run_for(10_000);
+        assert_eq!(f.health(), Some(true));
+        // A changed weight is a change.
+        let mut heavier = spec("10.0.0.1", 80);
+        heavier.weight = 2.0;
+        f.apply(Command::Register(heavier)).unwrap();
+        assert!(f.view.get(f.key.as_ref()).unwrap().revision > r1);
     }
 
     #[test]
