@@ -254,6 +254,7 @@ D=(-d "$DURATION" -w "$WARMUP")
   echo "mem_total	$(awk '/MemTotal/ {print $2" kB"}' /proc/meminfo)"
   echo "rustc	$(rustc --version)"
   echo "muster_sha	$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src storage Cargo.toml Cargo.lock || echo '-dirty')"
+  echo "muster_sha_$(date +%s)	$(git rev-parse --short HEAD) sections=$ONLY"
   echo "rnacos	$("$RNACOS" --version 2>&1 | head -n1) ($RNACOS)"
   echo "nginx	$("$NGINX" -v 2>&1 | head -n1)"
   echo "server_cpu	$SERVER_CPU"

@@ -19,14 +19,17 @@ PCTS = [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p99.9", "p999")]
 
 
 def load_extra():
+    # A section re-run into the same directory (OUT_DIR=..., ONLY=...) appends its lines again:
+    # the last line of a key wins.
     facts, multi = {}, {}
     with open(os.path.join(OUT, "extra.tsv")) as f:
         for line in f:
             k, _, v = line.rstrip("\n").partition("\t")
             facts[k] = v
-            m = re.match(r"(.*)_r(\d+)$", k)
-            if m:
-                multi.setdefault(m.group(1), []).append(v.split())
+    for k, v in facts.items():
+        m = re.match(r"(.*)_r(\d+)$", k)
+        if m:
+            multi.setdefault(m.group(1), []).append(v.split())
     return facts, multi
 
 
@@ -269,7 +272,9 @@ p(f"| cores | {FACTS.get('cores')} ({FACTS.get('cpu_model')}) |")
 p(f"| kernel | `{FACTS.get('kernel')}` (`{FACTS.get('uname')}`) |")
 p(f"| memory | {FACTS.get('mem_total')} |")
 p(f"| rustc | {FACTS.get('rustc')} |")
-p(f"| Muster | git {FACTS.get('muster_sha')}, `cargo build --release`, `--shards 1` |")
+SHAS = [v for k, v in sorted(FACTS.items()) if k.startswith("muster_sha_")]
+p(f"| Muster | git {FACTS.get('muster_sha')}, `cargo build --release`, `--shards 1`"
+  + (f" (runs into this directory: {'; '.join(SHAS)})" if len(SHAS) > 1 else "") + " |")
 p(f"| r-nacos | {FACTS.get('rnacos')} |")
 p(f"| nginx | {FACTS.get('nginx')} |")
 p(f"| parameters | `ROUNDS={FACTS.get('rounds')} DURATION={FACTS.get('duration')} WARMUP={FACTS.get('warmup')} "
