@@ -10,8 +10,8 @@
 #   WARMUP [2s]            unrecorded warm-up per bench run
 #   CONNS [64]             keep-alive connections for closed-loop runs
 #   SUB_RATE [10]          writes/s in the push-latency runs
-#   BEAT_SUSTAIN [30s]     length of the sustained-beat memory run
-#   BEAT_WARM [20s]        mixed beats before its first VmRSS sample
+#   BEAT_SUSTAIN [30s]     measured part of the sustained-beat memory run (whole seconds, `Ns`)
+#   BEAT_WARM [20s]        its warm-up on the same connections, before the first VmRSS sample
 #   OPEN_DURATION [30s]    measured window of the open-loop run
 #   OPEN_ROUNDS [ROUNDS]   rounds of the open-loop run
 #   MEM_INSTANCES [100000] instances in the memory row (over 1000 services)
@@ -324,16 +324,24 @@ if want beat; then
 fi
 
 if want beatmem; then
-  log "memory under sustained beat load ($BEAT_SUSTAIN of mixed beats, 10000 instances)"
+  log "memory under sustained beat load: one run of mixed beats on the same 64 connections, VmRSS after $BEAT_WARM of warm-up and at the end of $BEAT_SUSTAIN more (10000 instances)"
+  sustain_ns=$((${BEAT_SUSTAIN%s} * 1000000000))
   for r in $(seq "$ROUNDS"); do
     for s in muster rnacos; do
       start "$s"
-      # warm-up long enough for first-touch growth (connection buffers, the lease wheel's first
-      # turns) to settle, so before/after shows the slope under sustained load
-      bench beatmem-warm "$s" "$r" beat --kind mixed --instances 10000 --services 100 -c "$CONNS" -d "$BEAT_WARM" -w 1s
-      before=$(rss_kb)
-      bench beat-sustained "$s" "$r" beat --kind mixed --instances 10000 --services 100 -c "$CONNS" -d "$BEAT_SUSTAIN" -w 0s
-      after=$(rss_kb)
+      samples=$OUT/beatmem-rss__${s}__r$r.tsv
+      (while kill -0 "$SPID" 2>/dev/null; do
+        printf '%s\t%s\n' "$(date +%s%N)" "$(rss_kb)"
+        sleep 0.5
+      done) >"$samples" 2>/dev/null &
+      sampler=$!
+      bench beat-sustained "$s" "$r" beat --kind mixed --instances 10000 --services 100 -c "$CONNS" -d "$BEAT_SUSTAIN" -w "$BEAT_WARM"
+      end=$(date +%s%N)
+      kill "$sampler" 2>/dev/null || true
+      wait "$sampler" 2>/dev/null || true
+      # the last samples at the start of the measured window and at its end
+      before=$(awk -v t=$((end - sustain_ns)) '$1 <= t {v = $2} END {print v}' "$samples")
+      after=$(awk -v t="$end" '$1 <= t {v = $2} END {print v}' "$samples")
       extra "beatmem_${s}_r$r" "$before $after"
       log "  beat memory $s r$r: VmRSS $before kB -> $after kB"
       stop_server
