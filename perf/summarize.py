@@ -272,9 +272,17 @@ p(f"| cores | {FACTS.get('cores')} ({FACTS.get('cpu_model')}) |")
 p(f"| kernel | `{FACTS.get('kernel')}` (`{FACTS.get('uname')}`) |")
 p(f"| memory | {FACTS.get('mem_total')} |")
 p(f"| rustc | {FACTS.get('rustc')} |")
-SHAS = [v for k, v in sorted(FACTS.items()) if k.startswith("muster_sha_")]
-p(f"| Muster | git {FACTS.get('muster_sha')}, `cargo build --release`, `--shards 1`"
-  + (f" (runs into this directory: {'; '.join(SHAS)})" if len(SHAS) > 1 else "") + " |")
+# every run into this directory, in order: the commit it built and the sections it ran
+RUNS = []
+with open(os.path.join(OUT, "extra.tsv")) as f:
+    for line in f:
+        k, _, v = line.rstrip("\n").partition("\t")
+        if k == "muster_sha":
+            RUNS.append(f"git {v}")
+        elif k.startswith("muster_sha_") and RUNS:
+            RUNS[-1] = f"git {v}"
+p(f"| Muster | {'; then '.join(RUNS) if RUNS else 'git ?'} "
+  "(the first run is all sections unless it says otherwise), `cargo build --release`, `--shards 1` |")
 p(f"| r-nacos | {FACTS.get('rnacos')} |")
 p(f"| nginx | {FACTS.get('nginx')} |")
 p(f"| parameters | `ROUNDS={FACTS.get('rounds')} DURATION={FACTS.get('duration')} WARMUP={FACTS.get('warmup')} "
