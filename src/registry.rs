@@ -1129,15 +1129,22 @@ mod tests {
             );
             f.apply(Command::Register(s)).unwrap();
         }
-        let ids: Vec<String> = f
+        let mut ids: Vec<(String, String)> = f
             .view
             .get(f.key.as_ref())
             .unwrap()
             .instances
             .iter()
-            .map(|i| i.instance_id(&f.key.grouped).to_string())
+            .map(|i| {
+                (
+                    i.key.ip.to_string(),
+                    i.instance_id(&f.key.grouped).to_string(),
+                )
+            })
             .collect();
-        assert_eq!(ids, vec!["0", "1", "2"]);
+        ids.sort();
+        let want = [("10.0.0.1", "0"), ("10.0.0.2", "1"), ("10.0.0.3", "2")];
+        assert_eq!(ids, want.map(|(a, b)| (a.to_string(), b.to_string())));
     }
 
     #[test]
