@@ -145,6 +145,49 @@ pub struct Outgoing {
     pub resend: bool,
 }
 
+/// Most datagrams one `sendmmsg` takes.
+pub const SEND_BATCH: usize = 128;
+
+/// Sends a prefix of `batch` with one non-blocking `sendmmsg`; returns how many went out
+/// (0 when the socket buffer is full or the call failed: the caller sends the rest singly,
+/// which reports the error or waits for room).
+pub fn send_batch(fd: std::os::fd::RawFd, batch: &[&Outgoing]) -> usize {
+    if batch.is_empty() {
+        return 0;
+    }
+    let addrs: Vec<socket2::SockAddr> = batch.iter().map(|o| o.addr.into()).collect();
+    let mut iovs: Vec<libc::iovec> = batch
+        .iter()
+        .map(|o| libc::iovec {
+            iov_base: o.packet.as_ptr() as *mut libc::c_void,
+            iov_len: o.packet.len(),
+        })
+        .collect();
+    // SAFETY: every header points at an iovec, address and packet that outlive the call.
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .zip(&addrs)
+        .map(|(iov, a)| {
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = a.len();
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: `msgs` holds `msgs.len()` initialised headers; `fd` is a UDP socket.
+    let r = unsafe {
+        libc::sendmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(r).unwrap_or(0)
+}
+
 /// A shard's push state: targets of the services it owns.
 #[derive(Debug)]
 pub struct Push {

@@ -88,50 +88,6 @@ pub struct Shard {
 }
 
 /// A non-blocking `sendto`; `None` when it would block.
-/// Most datagrams one `sendmmsg` takes.
-const SEND_BATCH: usize = 128;
-
-/// Sends a prefix of `batch` with one non-blocking `sendmmsg`; returns how many went out
-/// (0 when the socket buffer is full or the call failed: the caller sends the rest singly,
-/// which reports the error or waits for room).
-fn send_batch(udp: &glommio::net::UdpSocket, batch: &[&Outgoing]) -> usize {
-    use std::os::fd::AsRawFd;
-    if batch.is_empty() {
-        return 0;
-    }
-    let addrs: Vec<socket2::SockAddr> = batch.iter().map(|o| o.addr.into()).collect();
-    let mut iovs: Vec<libc::iovec> = batch
-        .iter()
-        .map(|o| libc::iovec {
-            iov_base: o.packet.as_ptr() as *mut libc::c_void,
-            iov_len: o.packet.len(),
-        })
-        .collect();
-    // SAFETY: every header points at an iovec, address and packet that outlive the call.
-    let mut msgs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .zip(&addrs)
-        .map(|(iov, a)| {
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = a.as_ptr() as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = a.len();
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
-    // SAFETY: `msgs` holds `msgs.len()` initialised headers; the fd belongs to `udp`.
-    let r = unsafe {
-        libc::sendmmsg(
-            udp.as_raw_fd(),
-            msgs.as_mut_ptr(),
-            msgs.len() as libc::c_uint,
-            libc::MSG_DONTWAIT,
-        )
-    };
-    usize::try_from(r).unwrap_or(0)
-}
-
 fn send_now(
     udp: &glommio::net::UdpSocket,
     buf: &[u8],
@@ -244,11 +200,11 @@ impl Shard {
     /// to 100 subscribers is a couple of system calls, not 100); only what a full socket buffer
     /// refuses is sent one by one, waiting on io_uring.
     async fn send_all(&self, out: Vec<Outgoing>, changed_at: Option<Instant>) {
-        let mut batch: Vec<&Outgoing> = Vec::with_capacity(out.len().min(SEND_BATCH));
+        let mut batch: Vec<&Outgoing> = Vec::with_capacity(out.len().min(crate::push::SEND_BATCH));
         let mut i = 0;
         while i < out.len() {
             batch.clear();
-            while i < out.len() && batch.len() < SEND_BATCH {
+            while i < out.len() && batch.len() < crate::push::SEND_BATCH {
                 let o = &out[i];
                 i += 1;
                 let n = self.datagrams.get().wrapping_add(1);
@@ -259,7 +215,10 @@ impl Shard {
                     batch.push(o);
                 }
             }
-            let sent = send_batch(&self.udp, &batch);
+            let sent = {
+                use std::os::fd::AsRawFd;
+                crate::push::send_batch(self.udp.as_raw_fd(), &batch)
+            };
             for (k, o) in batch.iter().enumerate() {
                 let ok = if k < sent {
                     true
