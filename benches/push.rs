@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench --bench push`. Traffic stays on 127.0.0.1.
 
+mod common;
+
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 
@@ -78,9 +80,7 @@ fn bench_arena(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(std::time::Duration::from_millis(500))
-        .measurement_time(std::time::Duration::from_secs(2));
+    config = common::quick();
     targets = bench_push_round, bench_arena
 }
 criterion_main!(benches);

@@ -4,6 +4,8 @@
 //!
 //! Run: `cargo bench --bench registry`. Inputs are deterministic.
 
+mod common;
+
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -162,9 +164,7 @@ fn bench_list(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .warm_up_time(std::time::Duration::from_millis(500))
-        .measurement_time(std::time::Duration::from_secs(2));
+    config = common::quick();
     targets = bench_register, bench_register_spread, bench_beat, bench_list
 }
 criterion_main!(benches);
