@@ -55,8 +55,8 @@ fn query(cache_hit: bool) -> ListQuery<'static> {
     }
 }
 
-/// Re-registering one instance of a service of `n` (update + publish), as a beat-less client
-/// refresh or a PUT does: the cost grows with the instances the view must list.
+/// Updating one instance of a service of `n` (a re-register with a changed weight, then the
+/// publish), as a PUT does.
 fn bench_register(c: &mut Criterion) {
     let mut g = c.benchmark_group("register_apply_publish");
     for n in SIZES {
@@ -67,7 +67,10 @@ fn bench_register(c: &mut Criterion) {
             let mut t = 1;
             b.iter(|| {
                 t += 1;
-                reg.apply(&key, Command::Register(s.clone()), t).unwrap();
+                // Alternate the weight: an unchanged re-register is a no-op (lease renewal only).
+                let mut s = s.clone();
+                s.weight = (t % 2 + 1) as f64;
+                reg.apply(&key, Command::Register(s), t).unwrap();
                 reg.flush(t)
             })
         });
@@ -101,8 +104,9 @@ fn bench_register_spread(c: &mut Criterion) {
         b.iter(|| {
             t += 1;
             n = (n + 7919) % (SERVICES * PER);
-            reg.apply(&keys[n / PER], Command::Register(spec(n)), t)
-                .unwrap();
+            let mut s = spec(n);
+            s.weight = (t % 2 + 1) as f64;
+            reg.apply(&keys[n / PER], Command::Register(s), t).unwrap();
             reg.flush(t)
         })
     });
