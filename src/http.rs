@@ -166,8 +166,7 @@ impl hyper::rt::Write for Io {
     ) -> Poll<io::Result<usize>> {
         use std::os::fd::AsRawFd;
         let fd = self.0.as_raw_fd();
-        let mut n = bufs.len().min(MAX_IOV);
-        let mut more = 0;
+        let n = bufs.len().min(MAX_IOV);
         let filed = bufs[..n].iter().enumerate().find_map(|(k, b)| {
             (b.len() >= crate::arena::MIN_BODY)
                 .then(|| crate::arena::locate(b.as_ptr(), b.len()))
@@ -181,24 +180,9 @@ impl hyper::rt::Write for Io {
                 // hyper holds the slice's `Bytes`.
                 unsafe { libc::sendfile(fd, file, &mut off, bufs[0].len()) }
             }
-            Some((k, _)) => {
-                n = k;
-                more = libc::MSG_MORE;
-                -2
-            }
-            None => -2,
-        };
-        let r = if r == -2 {
-            // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the slices outlive the
-            // call.
-            unsafe {
-                let mut msg: libc::msghdr = std::mem::zeroed();
-                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-                msg.msg_iovlen = n as _;
-                libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | more)
-            }
-        } else {
-            r
+            // The slices before the arena body, corked so they share segments with it.
+            Some((k, _)) => sendmsg(fd, &bufs[..k], libc::MSG_MORE),
+            None => sendmsg(fd, &bufs[..n], 0),
         };
         if r >= 0 {
             return Poll::Ready(Ok(r as usize));
@@ -224,6 +208,17 @@ impl hyper::rt::Write for Io {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+/// One non-blocking `sendmsg` of `bufs` with `flags` added; the raw result.
+fn sendmsg(fd: std::os::fd::RawFd, bufs: &[io::IoSlice<'_>], flags: libc::c_int) -> isize {
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the slices outlive the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len() as _;
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL | flags)
     }
 }
 

@@ -188,6 +188,35 @@ pub fn send_batch(fd: std::os::fd::RawFd, batch: &[&Outgoing]) -> usize {
     usize::try_from(r).unwrap_or(0)
 }
 
+/// A non-blocking `sendto`; `None` when it would block.
+pub fn send_now(
+    fd: std::os::fd::RawFd,
+    buf: &[u8],
+    to: std::net::SocketAddr,
+) -> Option<std::io::Result<usize>> {
+    let addr = socket2::SockAddr::from(to);
+    // SAFETY: `buf` and `addr` outlive the call; `fd` is a UDP socket.
+    let r = unsafe {
+        libc::sendto(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+            addr.as_ptr().cast(),
+            addr.len(),
+        )
+    };
+    if r >= 0 {
+        return Some(Ok(r as usize));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock {
+        None
+    } else {
+        Some(Err(e))
+    }
+}
+
 /// A shard's push state: targets of the services it owns.
 #[derive(Debug)]
 pub struct Push {

@@ -87,36 +87,6 @@ pub struct Shard {
     probes_running: std::cell::Cell<usize>,
 }
 
-/// A non-blocking `sendto`; `None` when it would block.
-fn send_now(
-    udp: &glommio::net::UdpSocket,
-    buf: &[u8],
-    to: std::net::SocketAddr,
-) -> Option<std::io::Result<usize>> {
-    use std::os::fd::AsRawFd;
-    let addr = socket2::SockAddr::from(to);
-    // SAFETY: `buf` and `addr` outlive the call; the fd belongs to `udp`.
-    let r = unsafe {
-        libc::sendto(
-            udp.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-            addr.as_ptr().cast(),
-            addr.len(),
-        )
-    };
-    if r >= 0 {
-        return Some(Ok(r as usize));
-    }
-    let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
-        None
-    } else {
-        Some(Err(e))
-    }
-}
-
 impl Shard {
     /// A shard with an empty registry, pushing from `udp`.
     pub fn new(
@@ -200,6 +170,7 @@ impl Shard {
     /// to 100 subscribers is a couple of system calls, not 100); only what a full socket buffer
     /// refuses is sent one by one, waiting on io_uring.
     async fn send_all(&self, out: Vec<Outgoing>, changed_at: Option<Instant>) {
+        use std::os::fd::AsRawFd;
         let mut batch: Vec<&Outgoing> = Vec::with_capacity(out.len().min(crate::push::SEND_BATCH));
         let mut i = 0;
         while i < out.len() {
@@ -215,15 +186,12 @@ impl Shard {
                     batch.push(o);
                 }
             }
-            let sent = {
-                use std::os::fd::AsRawFd;
-                crate::push::send_batch(self.udp.as_raw_fd(), &batch)
-            };
+            let sent = crate::push::send_batch(self.udp.as_raw_fd(), &batch);
             for (k, o) in batch.iter().enumerate() {
                 let ok = if k < sent {
                     true
                 } else {
-                    match send_now(&self.udp, &o.packet, o.addr) {
+                    match crate::push::send_now(self.udp.as_raw_fd(), &o.packet, o.addr) {
                         Some(r) => r.is_ok(),
                         None => self.udp.send_to(&o.packet, o.addr).await.is_ok(),
                     }

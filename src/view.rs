@@ -1,10 +1,11 @@
 //! The read view: what every shard serves reads from, without a cross-shard hop.
 //!
 //! The owner shard of a service publishes an immutable [`ServiceView`] (instances, settings,
-//! revision) after every change. Readers on any shard look it up under a striped read lock and
-//! render `instance/list` from the instances' pre-rendered bytes; the most common variants
-//! (all clusters, with or without `healthyOnly`, grouped or not) are rendered once per revision
-//! and then served as shared [`Bytes`].
+//! revision) after every change; its instances are a [`Roster`] shared with the owner, not a
+//! copy. Readers on any shard look it up under a striped read lock. A list's host array is
+//! rendered once per revision and variant (all clusters, with or without `healthyOnly`, grouped
+//! or not; plus a few cluster filters) and then served as shared [`Bytes`], from the
+//! [`crate::arena`] when it is large.
 
 use std::sync::{Arc, OnceLock, RwLock};
 
