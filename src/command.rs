@@ -55,8 +55,8 @@ pub enum Command {
         /// New health.
         healthy: bool,
     },
-    /// An `instance/list` with `udpPort > 0`: register or refresh a push target. Sent without
-    /// waiting for an answer.
+    /// An `instance/list` with `udpPort > 0`: register or refresh a push target, on the owner,
+    /// before the list reply is rendered.
     Subscribe(Subscription),
     /// `GET /service/subscribers`: the live push targets.
     Subscribers,
@@ -145,6 +145,7 @@ pub struct Envelope {
     pub key: ServiceKey,
     /// The command.
     pub command: Command,
-    /// Where the owner sends the result; `None` for fire-and-forget commands.
+    /// Where the owner sends the result; `None` for fire-and-forget commands (committed ops
+    /// the raft thread replays).
     pub reply: Option<flume::Sender<ApiResult<Reply>>>,
 }

@@ -292,23 +292,6 @@ impl Shard {
         })
     }
 
-    /// Fire-and-forget: applies `command` on the owner without waiting for it. Dropped if the
-    /// owner's inbox is full (push registration is refreshed by the client's next poll).
-    pub fn submit(self: &Rc<Self>, key: ServiceKey, command: Command) {
-        let owner = self.owner_of(&key);
-        if owner == self.id {
-            let now = self.clock.now_ms();
-            let _ = self.apply_local(&key, command, now);
-            self.metrics().set_push(self.push.borrow().stats());
-            return;
-        }
-        let _ = self.shared.inboxes[owner].try_send(Envelope {
-            key,
-            command,
-            reply: None,
-        });
-    }
-
     /// This shard's metrics.
     pub fn metrics(&self) -> &ShardMetrics {
         &self.shared.metrics.shards[self.id]

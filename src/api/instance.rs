@@ -249,7 +249,7 @@ pub fn detail(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 }
 
 /// `GET /nacos/v1/ns/instance/list` (and legacy `srvIPXT`, whose `dom` is pre-grouped).
-pub fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> {
+pub async fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> {
     let p = &ctx.params;
     let key = match legacy_grouped {
         Some(g) => ServiceKey::new(ctx.namespace()?, &g),
@@ -272,7 +272,13 @@ pub fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<Answer> 
             grouped: ctx.java_1x(),
             app: p.optional_or("app", "").to_string(),
         };
-        ctx.shard.submit(key.clone(), Command::Subscribe(sub));
+        // Registered on the owner before the reply is rendered (as Nacos adds its push client
+        // before answering), so any change after this reply reaches the subscriber. A full
+        // owner inbox only skips the registration: the client's next poll retries it.
+        let _ = ctx
+            .shard
+            .execute(key.clone(), Command::Subscribe(sub))
+            .await;
     }
     let q = ListQuery {
         clusters_raw,

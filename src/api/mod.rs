@@ -431,13 +431,13 @@ async fn dispatch(
         InstanceUpdate => instance::update(&ctx).await,
         InstancePatch => instance::patch(&ctx).await,
         InstanceDetail => instance::detail(&ctx),
-        InstanceList => instance::list(&ctx, None),
+        InstanceList => instance::list(&ctx, None).await,
         InstanceBeat => instance::beat(&ctx, None).await,
         MetadataBatchUpdate => instance::metadata_batch(&ctx, false).await,
         MetadataBatchDelete => instance::metadata_batch(&ctx, true).await,
         LegacyList => {
             let dom = ctx.params.required("dom")?;
-            instance::list(&ctx, Some(format!("DEFAULT_GROUP@@{dom}")))
+            instance::list(&ctx, Some(format!("DEFAULT_GROUP@@{dom}"))).await
         }
         LegacyBeat => {
             let dom = ctx.params.required("dom")?;
