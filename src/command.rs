@@ -62,6 +62,9 @@ pub enum Command {
     Subscribers,
     /// A committed persistent change, applied by the owner after raft committed it.
     Committed(crate::persistent::PersistentOp),
+    /// A service's recovered persistent state, applied once at startup before the server is
+    /// ready (one message per service instead of one per instance).
+    Restore(Box<Restore>),
     /// Answers once everything queued before it on the owner's inbox has been applied.
     Barrier,
     /// `PUT|DELETE /instance/metadata/batch`.
@@ -105,6 +108,17 @@ pub struct ServiceSettings {
     pub metadata: Metadata,
     /// Selector JSON.
     pub selector: serde_json::Value,
+}
+
+/// A service's persistent state as recovered from the log (see `Durable`).
+#[derive(Debug, Clone)]
+pub struct Restore {
+    /// Settings, if the service was created or updated through the API.
+    pub settings: Option<ServiceSettings>,
+    /// Clusters set with `PUT /cluster`.
+    pub clusters: Vec<(String, crate::service::ClusterMeta)>,
+    /// The persistent instances (shared with the raft thread's copy).
+    pub instances: Vec<std::sync::Arc<InstanceSpec>>,
 }
 
 /// One instance named by a batch request.

@@ -25,7 +25,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType};
 use raft::{RawNode, StateRole};
 
 use crate::clock::wall_ms;
-use crate::command::{Command, Envelope, Reply};
+use crate::command::{Command, Envelope, Reply, Restore};
 use crate::error::{ApiError, ApiResult};
 use crate::hash::owner_shard;
 use crate::persistent::{event_key, parse_event_key, Durable, PersistentOp};
@@ -68,15 +68,14 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> 
         segment_size: segment_bytes,
         ..Options::default()
     };
+    let started = Instant::now();
     let mut store = RaftStore::open(&dir, opts)
         .map_err(|e| format!("cannot open the write-ahead log in {}: {e}", dir.display()))?;
-    let rec = store.recovered().map_err(|e| {
-        format!(
-            "cannot recover the write-ahead log in {}: {e}",
-            dir.display()
-        )
-    })?;
-    if rec.conf_state.voters.is_empty() {
+    let (hard_state, conf_state) = {
+        let st = store.wal().state();
+        (st.hard_state, st.conf_state.clone())
+    };
+    if conf_state.voters.is_empty() {
         let cs = ConfState {
             voters: vec![1],
             ..Default::default()
@@ -86,16 +85,12 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> 
             .and_then(|_| store.sync())
             .map_err(|e| format!("cannot initialise the raft group in {}: {e}", dir.display()))?;
     }
-    let mut durable = match &rec.snapshot {
+    let opened = started.elapsed();
+    let mut durable = match store.take_opened_snapshot() {
         Some(s) => {
-            let mut d = Durable::decode(s.get_data()).map_err(|e| {
-                format!(
-                    "snapshot in {} at index {}: {e}",
-                    dir.display(),
-                    s.get_metadata().index
-                )
-            })?;
-            d.applied = s.get_metadata().index;
+            let mut d = Durable::decode(&s.data)
+                .map_err(|e| format!("snapshot in {} at index {}: {e}", dir.display(), s.index))?;
+            d.applied = s.index;
             d
         }
         None => Durable::default(),
@@ -103,9 +98,9 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> 
     // In a one-member group every persisted entry is committed (the quorum is this node), but
     // the commit index in the hard state may lag the entries synced with it. Raise it so that
     // everything acknowledged is folded in before the server reports ready.
-    let mut commit = rec.hard_state.commit;
-    let last = rec.entries.last().map(|e| e.index).unwrap_or(0);
-    let single = rec.conf_state.voters.len() <= 1 && rec.conf_state.learners.is_empty();
+    let mut commit = hard_state.commit;
+    let last = store.wal().state().last_index();
+    let single = conf_state.voters.len() <= 1 && conf_state.learners.is_empty();
     if single && last > commit {
         store
             .set_commit(last)
@@ -113,13 +108,19 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> 
             .map_err(|e| format!("cannot record the commit index in {}: {e}", dir.display()))?;
         commit = last;
     }
-    for e in &rec.entries {
+    for e in &store.wal().state().entries {
         if e.index <= durable.applied || e.index > commit {
             continue;
         }
-        fold(&mut durable, e)
+        fold(&mut durable, e.index, i32::from(e.entry_type), &e.data)
             .map_err(|m| format!("entry {} in {}: {m}", e.index, dir.display()))?;
     }
+    tracing::info!(
+        open_ms = opened.as_millis() as u64,
+        fold_ms = (started.elapsed() - opened).as_millis() as u64,
+        entries = store.wal().state().entries.len(),
+        "read the write-ahead log"
+    );
     Ok(Recovery {
         store,
         durable,
@@ -128,13 +129,19 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> 
     })
 }
 
-/// Folds one committed entry into `durable`; returns the service and op it carried, if any.
-fn fold(durable: &mut Durable, e: &Entry) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
-    durable.applied = durable.applied.max(e.index);
-    if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+/// Folds one committed entry (`index`, raft entry type `kind`, `data`) into `durable`;
+/// returns the service and op it carried, if any.
+fn fold(
+    durable: &mut Durable,
+    index: u64,
+    kind: i32,
+    data: &[u8],
+) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
+    durable.applied = durable.applied.max(index);
+    if kind != EntryType::EntryNormal as i32 || data.is_empty() {
         return Ok(None);
     }
-    let ev = match Event::decode(&e.data) {
+    let ev = match Event::decode(data) {
         None => return Ok(None),
         Some(r) => r?,
     };
@@ -198,16 +205,31 @@ fn run(
         dir,
         segment_bytes,
     } = rec;
-    // Rebuild the owners' registries, then wait until every shard has applied it.
-    let replay = durable.replay();
+    // Rebuild the owners' registries, one message per service, then wait until every shard
+    // has applied them.
+    let restoring = Instant::now();
     tracing::info!(
-        services = durable.services.len(),
+        services = durable.service_count(),
         instances = durable.instance_count(),
         applied = durable.applied,
         "recovered persistent state"
     );
-    for (key, op) in replay {
-        dispatch(&shared, key, Command::Committed(op), None);
+    for (key, s) in durable.services() {
+        let restore = Restore {
+            settings: s.settings.clone(),
+            clusters: s
+                .clusters
+                .iter()
+                .map(|(n, m)| (n.clone(), m.clone()))
+                .collect(),
+            instances: s.instances().cloned().collect(),
+        };
+        dispatch(
+            &shared,
+            key.clone(),
+            Command::Restore(Box::new(restore)),
+            None,
+        );
     }
     let mut barriers = Vec::new();
     for shard in 0..shared.inboxes.len() {
@@ -222,6 +244,10 @@ fn run(
     for b in barriers {
         let _ = b.recv();
     }
+    tracing::info!(
+        restore_ms = restoring.elapsed().as_millis() as u64,
+        "the shards hold the recovered state"
+    );
     let mut node = match new_node(store, durable.applied) {
         Ok(n) => n,
         Err(e) => {
@@ -381,10 +407,10 @@ fn reopen(
         ..Options::default()
     };
     let store = RaftStore::open(dir, opts).map_err(|e| e.to_string())?;
-    let rec = store.recovered().map_err(|e| e.to_string())?;
-    for e in &rec.entries {
-        if e.index > durable.applied && e.index <= rec.hard_state.commit {
-            if let Some((key, op)) = fold(durable, e)? {
+    let st = store.wal().state();
+    for e in &st.entries {
+        if e.index > durable.applied && e.index <= st.hard_state.commit {
+            if let Some((key, op)) = fold(durable, e.index, i32::from(e.entry_type), &e.data)? {
                 dispatch(shared, key, Command::Committed(op), None);
             }
         }
@@ -409,7 +435,7 @@ fn apply_entries(
         });
         let reply = id.and_then(|id| pending.remove(&id)).map(|(_, r)| r);
         *since_snapshot += 1;
-        match fold(durable, &e) {
+        match fold(durable, e.index, e.get_entry_type() as i32, &e.data) {
             Ok(Some((key, op))) => dispatch(shared, key, Command::Committed(op), reply),
             Ok(None) => {
                 if let Some(r) = reply {
@@ -491,7 +517,7 @@ fn on_ready(
     // the state holds records (and at least `snapshot_entries`): O(1) snapshot work per entry.
     let min = settings.snapshot_entries.max(1);
     if *since_snapshot >= min
-        && *since_snapshot >= durable.instance_count() as u64 + durable.services.len() as u64
+        && *since_snapshot >= durable.instance_count() as u64 + durable.service_count() as u64
     {
         *since_snapshot = 0;
         let applied = durable.applied;

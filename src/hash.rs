@@ -21,6 +21,22 @@ pub fn stable_hash(namespace: &str, grouped_service: &str) -> u64 {
     h
 }
 
+/// The hash of an instance's identity `(ip, port, cluster)`: FNV-1a 64 over the ip, a 0x00
+/// separator, the port (big-endian) and the cluster. Rosters are ordered by it, so it must not
+/// change between versions either.
+pub fn instance_hash(ip: &str, port: u16, cluster: &str) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    };
+    ip.bytes().for_each(&mut eat);
+    eat(0);
+    port.to_be_bytes().into_iter().for_each(&mut eat);
+    cluster.bytes().for_each(&mut eat);
+    h
+}
+
 /// The shard that owns a service: `stable_hash(namespace, grouped) % shards`.
 ///
 /// `shards` must be at least 1.

@@ -122,6 +122,11 @@ impl Prober {
         }
     }
 
+    /// Makes room for `n` more tracked instances.
+    pub fn reserve(&mut self, n: usize) {
+        self.states.reserve(n);
+    }
+
     /// Number of tracked instances.
     pub fn tracked(&self) -> usize {
         self.states.len()

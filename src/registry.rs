@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::command::{Command, Patch, Reply, ServiceSettings, Target};
+use crate::command::{Command, Patch, Reply, Restore, ServiceSettings, Target};
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{Instance, InstanceKey, InstanceSpec, Timing};
 use crate::persistent::PersistentOp;
@@ -128,8 +128,8 @@ pub struct Registry {
     wheel: Wheel<Lease>,
     view: Arc<ReadView>,
     clusters: HashMap<Arc<str>, ()>,
-    /// Persistent instances added since the prober last asked.
-    new_persistent: Vec<crate::probe::ProbeId>,
+    /// Persistent instances added since the prober last asked, oldest first.
+    new_persistent: std::collections::VecDeque<crate::probe::ProbeId>,
     dirty: HashSet<ServiceKey>,
     deleted: Vec<ServiceKey>,
     next_gen: u32,
@@ -148,7 +148,7 @@ impl Registry {
             wheel: Wheel::new(life.slot_ms, 512, now),
             view,
             clusters: HashMap::new(),
-            new_persistent: Vec::new(),
+            new_persistent: std::collections::VecDeque::new(),
             dirty: HashSet::new(),
             deleted: Vec::new(),
             next_gen: 0,
@@ -163,9 +163,12 @@ impl Registry {
         self.stats
     }
 
-    /// Persistent instances added since the last call, for the prober to track.
-    pub fn take_new_persistent(&mut self) -> Vec<crate::probe::ProbeId> {
-        std::mem::take(&mut self.new_persistent)
+    /// Up to `limit` of the persistent instances added and not yet taken, oldest first, for the
+    /// prober to track. Bounded so that a restore of a million instances is handed over over
+    /// several ticks instead of stalling one.
+    pub fn take_new_persistent(&mut self, limit: usize) -> Vec<crate::probe::ProbeId> {
+        let n = limit.min(self.new_persistent.len());
+        self.new_persistent.drain(..n).collect()
     }
 
     /// What to do about a tracked instance now: probe it (its cluster's checker is TCP or HTTP,
@@ -243,7 +246,7 @@ impl Registry {
     pub fn apply(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
         match cmd {
             Command::Register(spec) => {
-                self.upsert(key, spec, now);
+                self.upsert(key, &spec, now);
                 Ok(Reply::Ok)
             }
             Command::Update { spec, strict } => {
@@ -262,7 +265,7 @@ impl Registry {
                         return Err(spec.not_exist());
                     }
                 }
-                self.upsert(key, spec, now);
+                self.upsert(key, &spec, now);
                 Ok(Reply::Ok)
             }
             Command::Deregister {
@@ -334,7 +337,8 @@ impl Registry {
             Command::Subscribe(_)
             | Command::Subscribers
             | Command::Barrier
-            | Command::Committed(_) => Err(ApiError::server(
+            | Command::Committed(_)
+            | Command::Restore(_) => Err(ApiError::server(
                 "this command is handled by the shard, not the registry",
             )),
         }
@@ -346,7 +350,7 @@ impl Registry {
     pub fn apply_committed(&mut self, key: &ServiceKey, op: PersistentOp, now: u64) {
         match op {
             PersistentOp::Register { instance } => {
-                self.upsert(key, instance, now);
+                self.upsert(key, &instance, now);
             }
             PersistentOp::Deregister { ip, port, cluster } => {
                 let ik = self.instance_key(&ip, port, &cluster, false);
@@ -379,6 +383,62 @@ impl Registry {
         }
         if let Some(svc) = self.services.get_mut(key) {
             svc.durable = true;
+        }
+    }
+
+    /// Applies a service's recovered persistent state (startup, before the server is ready):
+    /// settings, then clusters, then every instance, as the committed ops that made them would.
+    pub fn restore(&mut self, key: &ServiceKey, r: Restore, now: u64) {
+        if let Some(settings) = r.settings {
+            self.apply_committed(key, PersistentOp::CreateService { settings }, now);
+        }
+        for (cluster, meta) in r.clusters {
+            self.apply_committed(key, PersistentOp::UpdateCluster { cluster, meta }, now);
+        }
+        let fresh = self
+            .services
+            .get(key)
+            .is_none_or(|s| s.instances.is_empty());
+        let (bulk, one_by_one): (Vec<_>, Vec<_>) = r
+            .instances
+            .iter()
+            .partition(|s| fresh && !Instance::wants_snowflake_id(&s.metadata));
+        // A service with nothing in it yet (the normal case at startup) is built in one go:
+        // one roster sort instead of a lookup and insert per instance.
+        let base = self.life.timing;
+        let mut built = Vec::with_capacity(bulk.len());
+        self.new_persistent.reserve(bulk.len());
+        for spec in bulk {
+            let ik = self.instance_key(&spec.ip, spec.port, &spec.cluster, false);
+            self.next_gen = self.next_gen.wrapping_add(1);
+            let mut inst = Instance::build(
+                spec,
+                ik.cluster.clone(),
+                ik.ip.clone(),
+                None,
+                spec.healthy,
+                base,
+            );
+            inst.gen = self.next_gen;
+            inst.last_beat = AtomicU64::new(now);
+            built.push(Arc::new(inst));
+            self.new_persistent.push_back((key.clone(), ik));
+        }
+        let svc = service_entry(&mut self.services, &mut self.ids, key);
+        for inst in &built {
+            if !svc.meta.clusters.contains_key(&inst.key.cluster) {
+                Arc::make_mut(&mut svc.meta)
+                    .clusters
+                    .insert(inst.key.cluster.clone(), ClusterMeta::default());
+            }
+        }
+        if !built.is_empty() {
+            svc.instances = built.into_iter().collect();
+        }
+        Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+        svc.durable = true;
+        for spec in one_by_one {
+            self.upsert(key, spec, now);
         }
     }
 
@@ -511,7 +571,7 @@ impl Registry {
         }
     }
 
-    fn upsert(&mut self, key: &ServiceKey, spec: InstanceSpec, now: u64) {
+    fn upsert(&mut self, key: &ServiceKey, spec: &InstanceSpec, now: u64) {
         let ik = self.instance_key(&spec.ip, spec.port, &spec.cluster, spec.ephemeral);
         let base = self.life.timing;
         self.next_gen = self.next_gen.wrapping_add(1);
@@ -541,7 +601,7 @@ impl Registry {
                 (id, spec.healthy, false, true)
             }
         };
-        let mut inst = Instance::build(&spec, cluster, ik.ip.clone(), id, healthy, base);
+        let mut inst = Instance::build(spec, cluster, ik.ip.clone(), id, healthy, base);
         inst.marked = marked;
         if let Some(old) = svc.instances.get(&ik).filter(|old| old.same_as(&inst)) {
             // Re-registering an instance unchanged (clients do, periodically and after a
@@ -564,7 +624,7 @@ impl Registry {
                 },
             );
         } else if is_new {
-            self.new_persistent.push((key.clone(), ik));
+            self.new_persistent.push_back((key.clone(), ik));
         }
     }
 
@@ -586,7 +646,7 @@ impl Registry {
             app: p.app.unwrap_or_else(|| old.app.to_string()),
         };
         spec.validate()?;
-        self.upsert(key, spec, now);
+        self.upsert(key, &spec, now);
         Ok(Reply::Ok)
     }
 
@@ -628,7 +688,7 @@ impl Registry {
                     let explicit = spec
                         .metadata
                         .contains_key(crate::instance::HEART_BEAT_INTERVAL);
-                    self.upsert(key, spec, now);
+                    self.upsert(key, &spec, now);
                     if explicit {
                         interval
                     } else {

@@ -20,6 +20,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use crate::hash::instance_hash;
 use crate::instance::{Instance, InstanceKey};
 
 /// Most instances in one chunk; a chunk that would grow past it splits in two halves.
@@ -37,20 +38,6 @@ struct Entry {
 
 type Chunk = Arc<Vec<Entry>>;
 
-/// The hash a roster orders `(ip, port, cluster)` by: FNV-1a 64, fields separated by 0x00.
-fn key_hash(ip: &str, port: u16, cluster: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |b: u8| {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    };
-    ip.bytes().for_each(&mut eat);
-    eat(0);
-    port.to_be_bytes().into_iter().for_each(&mut eat);
-    cluster.bytes().for_each(&mut eat);
-    h
-}
-
 /// A lookup target: a key and its hash.
 struct Probe<'a> {
     hash: u64,
@@ -63,7 +50,7 @@ struct Probe<'a> {
 impl<'a> Probe<'a> {
     fn new(ip: &'a str, port: u16, cluster: &'a str, ephemeral: bool) -> Self {
         Probe {
-            hash: key_hash(ip, port, cluster),
+            hash: instance_hash(ip, port, cluster),
             ip,
             port,
             cluster,
@@ -319,18 +306,50 @@ impl Roster {
         let index = self.chunks.iter().all(|(h, c)| *h == last_hash(c));
         let hashes = entries
             .iter()
-            .all(|e| e.hash == key_hash(&e.inst.key.ip, e.inst.key.port, &e.inst.key.cluster));
+            .all(|e| e.hash == instance_hash(&e.inst.key.ip, e.inst.key.port, &e.inst.key.cluster));
         strict && index && hashes
     }
 }
 
+/// Instances per chunk when a roster is built in one go: three quarters full, so the first
+/// inserts into a fresh roster do not split every chunk they touch.
+const FILL: usize = MAX * 3 / 4;
+
 impl FromIterator<Arc<Instance>> for Roster {
-    /// A roster of the given instances; a later duplicate key replaces an earlier one.
+    /// A roster of the given instances; a later duplicate key replaces an earlier one. One
+    /// sort, O(n log n), instead of a lookup and a chunk insert per instance.
     fn from_iter<I: IntoIterator<Item = Arc<Instance>>>(iter: I) -> Self {
-        let mut r = Roster::new();
-        for inst in iter {
-            r.insert(inst);
+        let mut entries: Vec<Entry> = iter
+            .into_iter()
+            .map(|inst| Entry {
+                hash: instance_hash(&inst.key.ip, inst.key.port, &inst.key.cluster),
+                inst,
+            })
+            .collect();
+        fn order(e: &Entry) -> (u64, &str, u16, &str, bool) {
+            let k = &e.inst.key;
+            (e.hash, &k.ip, k.port, &k.cluster, k.ephemeral)
         }
+        // Stable, so among equal keys the later one stays last.
+        entries.sort_by(|a, b| a.hash.cmp(&b.hash).then_with(|| order(a).cmp(&order(b))));
+        let mut unique: Vec<Entry> = Vec::with_capacity(entries.len());
+        for e in entries {
+            match unique.last_mut() {
+                Some(last) if last.hash == e.hash && order(last) == order(&e) => *last = e,
+                _ => unique.push(e),
+            }
+        }
+        let mut r = Roster::new();
+        for e in &unique {
+            r.count(&e.inst, 1);
+        }
+        let mut chunks = Vec::with_capacity(unique.len().div_ceil(FILL));
+        let mut it = unique.into_iter().peekable();
+        while it.peek().is_some() {
+            let chunk: Vec<Entry> = it.by_ref().take(FILL).collect();
+            chunks.push((last_hash(&chunk), Arc::new(chunk)));
+        }
+        r.chunks = Arc::new(chunks);
         r
     }
 }
@@ -409,6 +428,32 @@ mod tests {
         check(&r, &model);
         for (snap, m) in &published {
             check(snap, m);
+        }
+    }
+
+    #[test]
+    fn built_in_one_go_equals_inserted_one_by_one() {
+        for n in [0u32, 1, 23, 24, 25, 700] {
+            // Duplicates (every third key again, with the other health) replace earlier ones.
+            let items: Vec<_> = (0..n)
+                .map(|k| inst(k, k % 2 == 0, true))
+                .chain((0..n).step_by(3).map(|k| inst(k, k % 2 == 0, false)))
+                .collect();
+            let built: Roster = items.iter().cloned().collect();
+            let mut inserted = Roster::new();
+            let mut model = std::collections::BTreeMap::new();
+            for i in items {
+                model.insert(i.key.clone(), i.healthy);
+                inserted.insert(i);
+            }
+            check(&built, &model);
+            let a: Vec<_> = built.iter().map(|i| (i.key.clone(), i.healthy)).collect();
+            let b: Vec<_> = inserted
+                .iter()
+                .map(|i| (i.key.clone(), i.healthy))
+                .collect();
+            assert_eq!(a, b, "n = {n}");
+            assert!(built.shape().iter().all(|&c| c <= FILL), "n = {n}");
         }
     }
 

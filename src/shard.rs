@@ -34,6 +34,10 @@ const MAX_PROBES: usize = 512;
 /// fleet of unreachable persistent instances cannot starve client traffic. With more persistent
 /// instances than that per probe interval, each is probed less often.
 const PROBES_PER_TICK: usize = 200;
+/// Most new persistent instances the prober starts tracking per tick: after a restore of a
+/// million, tracking (first probes are due 2–7 s later anyway) is spread over a few seconds of
+/// ticks instead of holding up the shard in one.
+const TRACK_PER_TICK: usize = 50_000;
 /// How often an instance that cannot be probed (NONE/MYSQL checker, host name, marked) is
 /// looked at again, in ms.
 const IDLE_PROBE_RECHECK_MS: u64 = 2000;
@@ -125,6 +129,10 @@ impl Shard {
                 self.registry.borrow_mut().apply_committed(key, op, now);
                 Ok(Reply::Ok)
             }
+            Command::Restore(r) => {
+                self.registry.borrow_mut().restore(key, *r, now);
+                Ok(Reply::Ok)
+            }
             other => self.registry.borrow_mut().apply(key, other, now),
         }
     }
@@ -208,8 +216,12 @@ impl Shard {
     /// Starts the probes that are due (at most [`MAX_PROBES`] running at once).
     fn start_probes(self: &Rc<Self>, now: u64) {
         use crate::registry::ProbeTarget;
-        let new = self.registry.borrow_mut().take_new_persistent();
+        let new = self
+            .registry
+            .borrow_mut()
+            .take_new_persistent(TRACK_PER_TICK);
         let mut prober = self.prober.borrow_mut();
+        prober.reserve(new.len());
         for id in new {
             prober.track(id, now);
         }

@@ -79,6 +79,12 @@ impl RaftStore {
         })
     }
 
+    /// The snapshot validated at open, moved out (see [`Wal::take_opened_snapshot`]); `None`
+    /// after the first call or when the log names none.
+    pub fn take_opened_snapshot(&mut self) -> Option<SnapshotData> {
+        self.wal.take_opened_snapshot()
+    }
+
     /// Appends entries (raft's `Ready::entries`); entries at or below the last index replace
     /// the conflicting tail. Not durable until [`RaftStore::sync`].
     pub fn append(&mut self, entries: &[Entry]) -> Result<()> {

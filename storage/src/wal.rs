@@ -335,11 +335,18 @@ impl LogState {
 
     /// Replays a whole [`Scan`]; gaps are corruption naming the file and record offset.
     pub fn replay(scan: &Scan) -> Result<LogState> {
+        Self::replay_taking(&mut scan.clone())
+    }
+
+    /// Like [`LogState::replay`], but moves the records out of `scan` instead of copying them
+    /// (recovery of a large log holds each entry's bytes once). `scan`'s segments are left
+    /// with empty `records`.
+    pub fn replay_taking(scan: &mut Scan) -> Result<LogState> {
         let mut st = LogState::default();
-        for seg in &scan.segments {
-            for (off, rec) in &seg.records {
-                st.apply(rec.clone())
-                    .map_err(|why| Error::corrupt(&seg.path, *off, why))?;
+        for seg in &mut scan.segments {
+            for (off, rec) in std::mem::take(&mut seg.records) {
+                st.apply(rec)
+                    .map_err(|why| Error::corrupt(&seg.path, off, why))?;
             }
         }
         if st.snapshot.is_none() && st.compacted_index > 0 {
@@ -406,6 +413,8 @@ pub struct Wal {
     state: LogState,
     recovery: Recovery,
     scratch: Vec<u8>,
+    /// The snapshot validated by [`Wal::open`], until [`Wal::take_opened_snapshot`] takes it.
+    opened_snapshot: Option<SnapshotData>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -507,11 +516,12 @@ impl Wal {
             segments: scanned.segments.len(),
             ..Recovery::default()
         };
-        let state = LogState::replay(&scanned)?;
         recovery.records = scanned.segments.iter().map(|s| s.records.len()).sum();
-        if let Some(s) = &state.snapshot {
-            snapshot::read(fs.as_ref(), &dir, s.term, s.index)?;
-        }
+        let state = LogState::replay_taking(&mut scanned)?;
+        let opened_snapshot = match &state.snapshot {
+            Some(s) => Some(snapshot::read(fs.as_ref(), &dir, s.term, s.index)?),
+            None => None,
+        };
         // The directory is valid: from here on we may change it.
         if let Some(last) = scanned.segments.last() {
             if let Some(broken) = repair_tail(fs.as_ref(), &dir, last)? {
@@ -554,6 +564,7 @@ impl Wal {
                     state,
                     recovery,
                     scratch: Vec::new(),
+                    opened_snapshot,
                 }
             }
             None => {
@@ -579,6 +590,7 @@ impl Wal {
                     state,
                     recovery,
                     scratch: Vec::new(),
+                    opened_snapshot,
                 }
             }
         };
@@ -894,6 +906,12 @@ impl Wal {
             seq: self.active_id().seq,
             offset: self.synced_off as u64,
         }
+    }
+
+    /// The snapshot the log named at open, as validated then; `None` after the first call or
+    /// when there was none. Recovery takes it instead of reading and validating the file again.
+    pub fn take_opened_snapshot(&mut self) -> Option<SnapshotData> {
+        self.opened_snapshot.take()
     }
 
     /// Loads the snapshot the log names, validated.
