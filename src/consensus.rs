@@ -52,6 +52,8 @@ pub struct Proposal {
 pub struct Recovery {
     store: RaftStore,
     durable: Durable,
+    /// Log entries folded in after the snapshot.
+    tail: u64,
     dir: PathBuf,
     segment_bytes: u64,
 }
@@ -108,12 +110,19 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> 
             .map_err(|e| format!("cannot record the commit index in {}: {e}", dir.display()))?;
         commit = last;
     }
+    let mut tail = 0;
     for e in &store.wal().state().entries {
         if e.index <= durable.applied || e.index > commit {
             continue;
         }
-        fold(&mut durable, e.index, i32::from(e.entry_type), &e.data)
-            .map_err(|m| format!("entry {} in {}: {m}", e.index, dir.display()))?;
+        tail += 1;
+        // Recovery keeps no op: each moves into the state whole.
+        durable.applied = durable.applied.max(e.index);
+        if let Some((key, op)) = decode_op(i32::from(e.entry_type), &e.data)
+            .map_err(|m| format!("entry {} in {}: {m}", e.index, dir.display()))?
+        {
+            durable.apply_owned(&key, op);
+        }
     }
     tracing::info!(
         open_ms = opened.as_millis() as u64,
@@ -124,6 +133,7 @@ pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> 
     Ok(Recovery {
         store,
         durable,
+        tail,
         dir,
         segment_bytes,
     })
@@ -138,19 +148,30 @@ fn fold(
     data: &[u8],
 ) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
     durable.applied = durable.applied.max(index);
+    let found = decode_op(kind, data)?;
+    if let Some((key, op)) = &found {
+        durable.apply(key, op);
+    }
+    Ok(found)
+}
+
+/// The service and op a committed entry carries: `None` for raft's own entries (no-ops, conf
+/// changes). The event is read in place; only the op's JSON body is decoded.
+fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
     if kind != EntryType::EntryNormal as i32 || data.is_empty() {
         return Ok(None);
     }
-    let ev = match Event::decode(data) {
-        None => return Ok(None),
-        Some(r) => r?,
-    };
-    let key = parse_event_key(&ev.service_key)
-        .ok_or_else(|| format!("bad service key {:?}", ev.service_key))?;
-    let op: PersistentOp =
-        serde_json::from_slice(&ev.body).map_err(|e| format!("bad op body: {e}"))?;
-    durable.apply(&key, &op);
-    Ok(Some((key, op)))
+    let decoded = Event::visit(data, |ev| {
+        let key = parse_event_key(ev.service_key.as_str())
+            .ok_or_else(|| format!("bad service key {:?}", ev.service_key.as_str()))?;
+        let op: PersistentOp =
+            serde_json::from_slice(ev.body.as_slice()).map_err(|e| format!("bad op body: {e}"))?;
+        Ok((key, op))
+    });
+    match decoded {
+        None => Ok(None),
+        Some(r) => r?.map(Some),
+    }
 }
 
 /// Settings of the raft thread.
@@ -202,6 +223,7 @@ fn run(
     let Recovery {
         store,
         mut durable,
+        tail,
         dir,
         segment_bytes,
     } = rec;
@@ -256,7 +278,10 @@ fn run(
         }
     };
     let mut pending: Pending = HashMap::new();
-    let mut since_snapshot = 0u64;
+    // Entries replayed from the log count towards the next snapshot, so a long log left by the
+    // last run is folded into one soon after startup (never before ready: snapshots are taken
+    // only in the serving loop).
+    let mut since_snapshot = tail;
     // Become leader (a one-member group elects itself on its first Ready) before opening the
     // gate, so the first write after readiness does not meet "no leader yet".
     for _ in 0..100 {
@@ -269,7 +294,6 @@ fn run(
             &mut durable,
             &mut pending,
             &mut since_snapshot,
-            settings,
         ) {
             tracing::error!("raft failed while electing itself: {e}");
             return;
@@ -335,14 +359,15 @@ fn run(
                 }
             }
         }
-        match on_ready(
+        let step = on_ready(
             &mut node,
             &shared,
             &mut durable,
             &mut pending,
             &mut since_snapshot,
-            settings,
-        ) {
+        )
+        .and_then(|()| maybe_snapshot(&mut node, &durable, &mut since_snapshot, settings));
+        match step {
             Ok(()) => {}
             Err(e) => {
                 tracing::error!(dir = %dir.display(), "write-ahead log failed: {e}; failing pending writes and reopening");
@@ -456,13 +481,54 @@ fn apply_entries(
     Ok(())
 }
 
+/// Takes a snapshot and truncates the log behind it when enough entries were applied since the
+/// last one. Amortised: a snapshot costs O(state), so one is taken only after at least as many
+/// entries as the state holds records (and at least `snapshot_entries`): O(1) snapshot work per
+/// entry.
+fn maybe_snapshot(
+    node: &mut RawNode<RaftStore>,
+    durable: &Durable,
+    since_snapshot: &mut u64,
+    settings: RaftSettings,
+) -> Result<(), String> {
+    let min = settings.snapshot_entries.max(1);
+    if *since_snapshot < min
+        || *since_snapshot < durable.instance_count() as u64 + durable.service_count() as u64
+    {
+        return Ok(());
+    }
+    *since_snapshot = 0;
+    let started = Instant::now();
+    let applied = durable.applied;
+    let cs = node.raft.prs().conf().to_conf_state();
+    node.mut_store().sync().map_err(|e| e.to_string())?;
+    let image = durable.encode();
+    let encoded = started.elapsed();
+    match node.mut_store().create_snapshot(applied, &cs, image) {
+        Ok(()) => {
+            let removed = node
+                .mut_store()
+                .compact(applied)
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                index = applied,
+                segments_removed = removed,
+                encode_ms = encoded.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "snapshot taken"
+            );
+        }
+        Err(e) => tracing::warn!("snapshot at {applied} skipped: {e}"),
+    }
+    Ok(())
+}
+
 fn on_ready(
     node: &mut RawNode<RaftStore>,
     shared: &Shared,
     durable: &mut Durable,
     pending: &mut Pending,
     since_snapshot: &mut u64,
-    settings: RaftSettings,
 ) -> Result<(), String> {
     if !node.has_ready() {
         return Ok(());
@@ -513,37 +579,9 @@ fn on_ready(
         since_snapshot,
     )?;
     node.advance_apply();
-    // Amortised: a snapshot costs O(state), so take one only after at least as many entries as
-    // the state holds records (and at least `snapshot_entries`): O(1) snapshot work per entry.
-    let min = settings.snapshot_entries.max(1);
-    if *since_snapshot >= min
-        && *since_snapshot >= durable.instance_count() as u64 + durable.service_count() as u64
-    {
-        *since_snapshot = 0;
-        let applied = durable.applied;
-        let cs = node.raft.prs().conf().to_conf_state();
-        node.mut_store().sync().map_err(|e| e.to_string())?;
-        match node
-            .mut_store()
-            .create_snapshot(applied, &cs, durable.encode())
-        {
-            Ok(()) => {
-                let removed = node
-                    .mut_store()
-                    .compact(applied)
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(
-                    index = applied,
-                    segments_removed = removed,
-                    "snapshot taken"
-                );
-            }
-            Err(e) => tracing::warn!("snapshot at {applied} skipped: {e}"),
-        }
-    }
     // A one-member group may produce another Ready right away (commit after persist).
     if node.has_ready() {
-        return on_ready(node, shared, durable, pending, since_snapshot, settings);
+        return on_ready(node, shared, durable, pending, since_snapshot);
     }
     Ok(())
 }

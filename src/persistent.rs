@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hashbrown::{HashMap, HashTable};
+use rkyv::with::InlineAsBox;
 use serde::{Deserialize, Serialize};
 
 use crate::command::ServiceSettings;
@@ -135,15 +136,16 @@ pub struct DurableService {
     pub settings: Option<ServiceSettings>,
     /// Clusters set with `PUT /cluster`.
     pub clusters: BTreeMap<String, ClusterMeta>,
-    /// Persistent instances, unique by (ip, port, cluster). Shared with the owner shard's
+    /// Persistent instances, unique by (ip, port, cluster), each beside its [`id_hash`] (so
+    /// growing the table never goes back to the strings). Shared with the owner shard's
     /// restore, so a restart holds each recovered spec once.
-    instances: HashTable<Arc<InstanceSpec>>,
+    instances: HashTable<(u64, Arc<InstanceSpec>)>,
 }
 
 impl DurableService {
     /// The persistent instances, in no particular order.
     pub fn instances(&self) -> impl Iterator<Item = &Arc<InstanceSpec>> {
-        self.instances.iter()
+        self.instances.iter().map(|(_, s)| s)
     }
 }
 
@@ -152,14 +154,11 @@ impl PartialEq for DurableService {
         self.settings == other.settings
             && self.clusters == other.clusters
             && self.instances.len() == other.instances.len()
-            && self.instances.iter().all(|i| {
+            && self.instances.iter().all(|(h, i)| {
                 other
                     .instances
-                    .find(
-                        id_hash(&i.ip, i.port, &i.cluster),
-                        same_id(&i.ip, i.port, &i.cluster),
-                    )
-                    .is_some_and(|o| o == i)
+                    .find(*h, same_id(&i.ip, i.port, &i.cluster))
+                    .is_some_and(|(_, o)| o == i)
             })
     }
 }
@@ -173,12 +172,8 @@ fn same_id<'a>(
     ip: &'a str,
     port: u16,
     cluster: &'a str,
-) -> impl Fn(&Arc<InstanceSpec>) -> bool + 'a {
-    move |s| s.port == port && s.ip == ip && s.cluster == cluster
-}
-
-fn spec_hash(s: &Arc<InstanceSpec>) -> u64 {
-    id_hash(&s.ip, s.port, &s.cluster)
+) -> impl Fn(&(u64, Arc<InstanceSpec>)) -> bool + 'a {
+    move |(_, s)| s.port == port && s.ip == ip && s.cluster == cluster
 }
 
 /// All persistent state, folded from committed ops. Invariant: equal to applying, in order,
@@ -226,21 +221,29 @@ impl Durable {
         }
     }
 
+    /// [`Durable::apply`] for an op nobody else needs: a registered instance moves in whole.
+    pub fn apply_owned(&mut self, key: &ServiceKey, op: PersistentOp) {
+        match op {
+            PersistentOp::Register { instance } => self.insert(key, Arc::new(instance)),
+            other => self.apply(key, &other),
+        }
+    }
+
     fn service(&mut self, key: &ServiceKey) -> &mut DurableService {
         self.services.entry_ref(key).or_default()
     }
 
     /// Adds or replaces one instance.
     fn insert(&mut self, key: &ServiceKey, spec: Arc<InstanceSpec>) {
-        let h = spec_hash(&spec);
+        let h = id_hash(&spec.ip, spec.port, &spec.cluster);
         let s = self.services.entry_ref(key).or_default();
         match s
             .instances
-            .entry(h, same_id(&spec.ip, spec.port, &spec.cluster), spec_hash)
+            .entry(h, same_id(&spec.ip, spec.port, &spec.cluster), |e| e.0)
         {
-            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = spec,
+            hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().1 = spec,
             hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(spec);
+                v.insert((h, spec));
                 self.instances += 1;
             }
         }
@@ -269,19 +272,15 @@ impl Durable {
                 .services
                 .iter()
                 .map(|(key, s)| ServiceImage {
-                    namespace: key.namespace.to_string(),
-                    grouped: key.grouped.to_string(),
+                    namespace: &key.namespace,
+                    grouped: &key.grouped,
                     settings: s.settings.as_ref().map(json),
                     clusters: s
                         .clusters
                         .iter()
                         .map(|(n, m)| (n.clone(), json(m)))
                         .collect(),
-                    instances: s
-                        .instances
-                        .iter()
-                        .map(|i| InstanceImage::from(&**i))
-                        .collect(),
+                    instances: s.instances().map(|i| InstanceImage::from(&**i)).collect(),
                 })
                 .collect(),
         };
@@ -319,7 +318,7 @@ impl Durable {
         let mut d = Durable::default();
         d.services.reserve(image.services.len());
         for s in image.services.iter() {
-            let key = ServiceKey::new(s.namespace.as_str(), s.grouped.as_str());
+            let key = ServiceKey::new(&s.namespace, &s.grouped);
             let svc = d.services.entry(key.clone()).or_default();
             if let Some(j) = s.settings.as_ref() {
                 svc.settings = Some(serde_json::from_str(j.as_str()).map_err(|e| {
@@ -338,7 +337,7 @@ impl Durable {
                 })?;
                 svc.clusters.insert(c.0.to_string(), meta);
             }
-            svc.instances.reserve(s.instances.len(), spec_hash);
+            svc.instances.reserve(s.instances.len(), |e| e.0);
             for i in s.instances.iter() {
                 d.insert(&key, Arc::new(i.to_spec()));
             }
@@ -354,56 +353,59 @@ fn json<T: Serialize>(v: &T) -> String {
 /// The first 16 bytes of a snapshot image (format 2; format 1 was JSON).
 pub const IMAGE_MAGIC: &[u8; 16] = b"MUSTER-DURABLE/2";
 
-/// The snapshot image of all persistent state (what [`Durable::encode`] archives).
+/// The snapshot image of all persistent state (what [`Durable::encode`] archives). It borrows
+/// from the [`Durable`] it is taken of: encoding copies each string once, into the archive.
 #[derive(rkyv::Archive, rkyv::Serialize)]
-struct Image {
-    services: Vec<ServiceImage>,
+struct Image<'a> {
+    services: Vec<ServiceImage<'a>>,
 }
 
 /// One service in the image. Settings and cluster metadata hold free-form JSON (selectors,
 /// health checkers), so they stay JSON text; instances are binary.
 #[derive(rkyv::Archive, rkyv::Serialize)]
-struct ServiceImage {
-    namespace: String,
-    grouped: String,
+struct ServiceImage<'a> {
+    #[rkyv(with = InlineAsBox)]
+    namespace: &'a str,
+    #[rkyv(with = InlineAsBox)]
+    grouped: &'a str,
     settings: Option<String>,
     clusters: Vec<(String, String)>,
-    instances: Vec<InstanceImage>,
+    instances: Vec<InstanceImage<'a>>,
 }
 
 /// A persistent instance in the image (an [`InstanceSpec`], always `ephemeral: false`).
 #[derive(rkyv::Archive, rkyv::Serialize)]
-struct InstanceImage {
-    ip: String,
+struct InstanceImage<'a> {
+    #[rkyv(with = InlineAsBox)]
+    ip: &'a str,
     port: u16,
-    cluster: String,
+    #[rkyv(with = InlineAsBox)]
+    cluster: &'a str,
     weight: f64,
     healthy: bool,
     enabled: bool,
-    metadata: Vec<(String, String)>,
-    app: String,
+    #[rkyv(with = InlineAsBox)]
+    metadata: &'a [(String, String)],
+    #[rkyv(with = InlineAsBox)]
+    app: &'a str,
 }
 
-impl From<&InstanceSpec> for InstanceImage {
-    fn from(s: &InstanceSpec) -> Self {
+impl<'a> From<&'a InstanceSpec> for InstanceImage<'a> {
+    fn from(s: &'a InstanceSpec) -> Self {
         InstanceImage {
-            ip: s.ip.clone(),
+            ip: &s.ip,
             port: s.port,
-            cluster: s.cluster.clone(),
+            cluster: &s.cluster,
             weight: s.weight,
             healthy: s.healthy,
             enabled: s.enabled,
-            metadata: s
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            app: s.app.clone(),
+            metadata: s.metadata.as_slice(),
+            app: &s.app,
         }
     }
 }
 
-impl ArchivedInstanceImage {
+impl ArchivedInstanceImage<'_> {
     fn to_spec(&self) -> InstanceSpec {
         let mut metadata = Metadata::new();
         for kv in self.metadata.iter() {

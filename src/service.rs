@@ -41,6 +41,11 @@ impl Metadata {
         Metadata(Vec::new())
     }
 
+    /// The pairs, sorted by key.
+    pub fn as_slice(&self) -> &[(String, String)] {
+        &self.0
+    }
+
     fn find(&self, k: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(key, _)| key.as_str().cmp(k))
     }

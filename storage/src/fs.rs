@@ -21,6 +21,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Reads the whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The whole file's bytes, mapped read-only where the implementation can (no copy, no
+    /// fresh pages); by default the same as [`FileSystem::read`]. Only for files under a
+    /// directory lock this process holds: a mapping of a file another process truncates faults.
+    fn read_locked(&self, path: &Path) -> io::Result<Box<dyn std::ops::Deref<Target = [u8]>>> {
+        self.read(path)
+            .map(|v| Box::new(v) as Box<dyn std::ops::Deref<Target = [u8]>>)
+    }
     /// Creates or truncates `path`, writes `data` and fsyncs the file (not the directory).
     fn write_synced(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     /// Creates the new file `path` (it must not exist) with `len` bytes whose blocks are all
@@ -112,6 +119,18 @@ impl FileSystem for RealFs {
         let mut v = Vec::new();
         f.read_to_end(&mut v)?;
         Ok(v)
+    }
+
+    fn read_locked(&self, path: &Path) -> io::Result<Box<dyn std::ops::Deref<Target = [u8]>>> {
+        let file = File::open(path)?;
+        if file.metadata()?.len() == 0 {
+            return Ok(Box::new(Vec::new()));
+        }
+        // SAFETY: the caller holds the directory lock, so no other process truncates or writes
+        // the file while the map lives; this process only appends to the active segment past
+        // what it reads here, and drops the map before sealing anything.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(Box::new(map))
     }
 
     fn write_synced(&self, path: &Path, data: &[u8]) -> io::Result<()> {

@@ -107,9 +107,20 @@ where
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rancor::Error>>
         + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
 {
+    // Archives need the alignment of their widest field (8: the u64s). Frames sit at 8-byte
+    // offsets behind a 16-byte header, so a payload in a mapped segment is aligned and read in
+    // place; only a payload elsewhere (e.g. a test's buffer) is copied first.
+    let decode = |bytes: &[u8]| {
+        rkyv::from_bytes::<T, rancor::Error>(bytes).map_err(|e| FrameError::Payload(e.to_string()))
+    };
+    if (payload.as_ptr() as usize).is_multiple_of(8) {
+        if let Ok(v) = decode(payload) {
+            return Ok(v);
+        }
+    }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|e| FrameError::Payload(e.to_string()))
+    decode(&aligned)
 }
 
 impl Record {

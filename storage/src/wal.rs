@@ -92,6 +92,16 @@ pub struct Scan {
 /// Errors: [`Error::Io`] for failed reads, [`Error::Corruption`] for damage anywhere except a
 /// torn tail of the last segment, which is reported in [`ScannedSegment::tail`].
 pub fn scan(fs: &dyn FileSystem, dir: &Path) -> Result<Scan> {
+    scan_with(fs, dir, false)
+}
+
+/// [`scan`] of a directory whose lock the caller holds: segments are mapped rather than copied
+/// into memory ([`FileSystem::read_locked`]).
+fn scan_locked(fs: &dyn FileSystem, dir: &Path) -> Result<Scan> {
+    scan_with(fs, dir, true)
+}
+
+fn scan_with(fs: &dyn FileSystem, dir: &Path, locked: bool) -> Result<Scan> {
     let names = fs
         .list(dir)
         .map_err(|e| Error::io("list directory", dir, e))?;
@@ -119,9 +129,12 @@ pub fn scan(fs: &dyn FileSystem, dir: &Path) -> Result<Scan> {
             ));
         }
         let is_last = i + 1 == ids.len();
-        let bytes = fs
-            .read(&path)
-            .map_err(|e| Error::io("read segment", &path, e))?;
+        let bytes: Box<dyn std::ops::Deref<Target = [u8]>> = if locked {
+            fs.read_locked(&path)
+        } else {
+            fs.read(&path).map(|v| Box::new(v) as _)
+        }
+        .map_err(|e| Error::io("read segment", &path, e))?;
         out.segments
             .push(scan_segment(&path, *id, &bytes, is_last)?);
     }
@@ -343,6 +356,8 @@ impl LogState {
     /// with empty `records`.
     pub fn replay_taking(scan: &mut Scan) -> Result<LogState> {
         let mut st = LogState::default();
+        st.entries
+            .reserve(scan.segments.iter().map(|s| s.records.len()).sum());
         for seg in &mut scan.segments {
             for (off, rec) in std::mem::take(&mut seg.records) {
                 st.apply(rec)
@@ -511,7 +526,7 @@ impl Wal {
                 Error::io("lock", &lock_path, e)
             }
         })?;
-        let mut scanned = scan(fs.as_ref(), &dir)?;
+        let mut scanned = scan_locked(fs.as_ref(), &dir)?;
         let mut recovery = Recovery {
             segments: scanned.segments.len(),
             ..Recovery::default()
