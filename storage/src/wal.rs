@@ -245,6 +245,11 @@ pub struct LogState {
     pub compacted_term: u64,
     /// True once any record that fixes the log start (an entry or a snapshot) was seen.
     started: bool,
+    /// The highest index a replayed log jumped over (its older segments were purged) that no
+    /// snapshot marker has covered yet; 0 when none. A purge leaves a first segment whose head
+    /// restates the snapshot current at its rotation, older than its first entry; the marker of
+    /// the snapshot that allowed the purge comes later in the log. Replay ends with this 0.
+    unvouched: u64,
 }
 
 impl LogState {
@@ -272,7 +277,9 @@ impl LogState {
     /// Checks that `rec` may be applied (used before writing, so a bad request writes nothing).
     pub fn check(&self, rec: &Record) -> Result<(), Corruption> {
         if let Record::Entry(e) = rec {
-            if !self.started && self.compacted_index == 0 {
+            if self.entries.is_empty() {
+                // At the log's start, or right behind a snapshot marker: a jump is the start of a
+                // log whose older segments were purged (see `unvouched`).
                 return Ok(());
             }
             if e.index > self.last_index() + 1 {
@@ -308,10 +315,12 @@ impl LogState {
         self.check(&rec)?;
         match rec {
             Record::Entry(e) => {
-                if !self.started && self.compacted_index == 0 && self.entries.is_empty() {
+                if self.entries.is_empty() && e.index > self.compacted_index + 1 {
                     // A log whose older segments were purged starts mid-way; a snapshot marker
-                    // must follow to vouch for the start (checked by `finish`).
+                    // must follow to vouch for the start (checked at the end of replay).
                     self.compacted_index = e.index - 1;
+                    self.compacted_term = 0;
+                    self.unvouched = e.index - 1;
                 }
                 self.started = true;
                 if e.index <= self.compacted_index {
@@ -340,6 +349,9 @@ impl LogState {
                     self.compacted_index = s.index;
                     self.compacted_term = s.term;
                 }
+                if s.index >= self.unvouched {
+                    self.unvouched = 0;
+                }
                 self.snapshot = Some(s);
             }
         }
@@ -364,14 +376,14 @@ impl LogState {
                     .map_err(|why| Error::corrupt(&seg.path, off, why))?;
             }
         }
-        if st.snapshot.is_none() && st.compacted_index > 0 {
+        if st.unvouched > 0 {
             let seg = &scan.segments[0];
             return Err(Error::corrupt(
                 &seg.path,
                 SEGMENT_HEADER_LEN as u64,
                 Corruption::Gap {
-                    expected: 1,
-                    found: st.compacted_index + 1,
+                    expected: st.snapshot.as_ref().map_or(1, |s| s.index + 1),
+                    found: st.unvouched + 1,
                 },
             ));
         }

@@ -279,6 +279,76 @@ fn snapshot_compaction_purges_segments_and_recovers() {
     assert_eq!(wal.load_snapshot().unwrap().unwrap().data, b"image@60");
 }
 
+/// Snapshot after snapshot with rotations between them: the first segment left after a purge
+/// restates the older snapshot in its head and starts past it; the newer marker, later in the
+/// log, vouches for the entries in between. (Found by the 1M-record restart run: the server
+/// wrote such a log and then refused to open it.)
+#[test]
+fn later_snapshot_vouches_for_the_first_segments_start() {
+    let fs = SimFs::new();
+    let mut wal = open(&fs);
+    let mut snaps = Vec::new();
+    for round in 1..=4u64 {
+        let base = (round - 1) * 40;
+        for i in base + 1..=base + 40 {
+            wal.append(&[entry(i, 1, 200)]).unwrap();
+        }
+        wal.append(&[hs(1, 1, base + 40)]).unwrap();
+        wal.sync().unwrap();
+        let snap = SnapshotData {
+            index: base + 30,
+            term: 1,
+            data: format!("image@{}", base + 30).into_bytes(),
+            ..Default::default()
+        };
+        wal.write_snapshot(&snap, false).unwrap();
+        wal.compact(base + 30).unwrap();
+        snaps.push(base + 30);
+    }
+    let first = wal.segments()[0].first_index;
+    assert!(
+        first > snaps[snaps.len() - 2] + 1,
+        "the case needs a segment past the older snapshot"
+    );
+    drop(wal);
+    let wal = open(&fs.power_loss());
+    assert_eq!(wal.state().snapshot.as_ref().unwrap().index, 150);
+    assert_eq!(indexes(wal.state()), (151..=160).collect::<Vec<_>>());
+    assert_eq!(wal.load_snapshot().unwrap().unwrap().data, b"image@150");
+}
+
+/// A log that jumps over entries no snapshot covers is still corruption.
+#[test]
+fn a_gap_no_snapshot_covers_refuses() {
+    let fs = SimFs::new();
+    let mut wal = open(&fs);
+    for i in 1..=80 {
+        wal.append(&[entry(i, 1, 200)]).unwrap();
+    }
+    wal.append(&[hs(1, 1, 80)]).unwrap();
+    wal.sync().unwrap();
+    let snap = SnapshotData {
+        index: 30,
+        term: 1,
+        data: b"image@30".to_vec(),
+        ..Default::default()
+    };
+    wal.write_snapshot(&snap, false).unwrap();
+    wal.compact(30).unwrap();
+    let segs: Vec<_> = wal.segments().to_vec();
+    drop(wal);
+    // Remove the segment right after the first one left: entries vanish behind no snapshot.
+    assert!(segs.len() >= 3);
+    let after = fs.power_loss();
+    muster_storage::fs::FileSystem::remove(
+        &after,
+        &std::path::Path::new(DIR).join(segs[1].file_name()),
+    )
+    .unwrap();
+    let err = Wal::open(DIR, opts(Arc::new(after))).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+}
+
 /// A snapshot named by the log but damaged refuses to open.
 #[test]
 fn damaged_snapshot_refuses() {
