@@ -156,7 +156,7 @@ fn fold(
 }
 
 /// The service and op a committed entry carries: `None` for raft's own entries (no-ops, conf
-/// changes). The event is read in place; only the op's JSON body is decoded.
+/// changes). The event is read in place and the op decoded from its body.
 fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
     if kind != EntryType::EntryNormal as i32 || data.is_empty() {
         return Ok(None);
@@ -164,8 +164,7 @@ fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)
     let decoded = Event::visit(data, |ev| {
         let key = parse_event_key(ev.service_key.as_str())
             .ok_or_else(|| format!("bad service key {:?}", ev.service_key.as_str()))?;
-        let op: PersistentOp =
-            serde_json::from_slice(ev.body.as_slice()).map_err(|e| format!("bad op body: {e}"))?;
+        let op = PersistentOp::decode_body(ev.body.as_slice())?;
         Ok((key, op))
     });
     match decoded {
@@ -344,7 +343,7 @@ fn run(
                 service_key: event_key(&p.key),
                 kind: p.op.kind().to_string(),
                 time_ms: wall_ms(),
-                body: serde_json::to_vec(&p.op).unwrap_or_default(),
+                body: p.op.encode_body(),
             };
             let id = next_id;
             next_id += 1;

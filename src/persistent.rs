@@ -2,7 +2,8 @@
 //!
 //! Every persistent change is a [`PersistentOp`] carried in a raft entry as a
 //! `muster_storage::event::Event` (service key `namespace##group@@name`, a kind, the wall time,
-//! and the op as JSON, so `muster-wal` can show it). Committed ops fold into [`Durable`], the
+//! and the op's body: [`PersistentOp::encode_body`], binary, which `muster-wal` decodes and shows
+//! as JSON; logs written by Muster 0.1 hold JSON bodies, which still decode). Committed ops fold into [`Durable`], the
 //! raft shard's copy of all persistent state, which snapshots serialize; each op is also applied
 //! by the service's owner shard to the registry that serves reads. Applying is an upsert and
 //! never fails: existence checks happen before proposing.
@@ -116,6 +117,92 @@ impl PersistentOp {
             PersistentOp::UpdateCluster { .. } => "update_cluster",
         }
     }
+}
+
+/// The first 8 bytes of a binary op body (an rkyv archive of [`OpImage`] follows). A JSON body
+/// (Muster 0.1) starts with `{` instead.
+pub const OP_MAGIC: &[u8; 8] = b"MOP2\0\0\0\0";
+
+impl PersistentOp {
+    /// The op as an event body: [`OP_MAGIC`] then an rkyv archive. Registers and deregisters,
+    /// nearly every entry of a busy log, are binary; service and cluster ops carry free-form
+    /// JSON (selectors, health checkers) and go as their JSON text inside.
+    pub fn encode_body(&self) -> Vec<u8> {
+        let image = match self {
+            PersistentOp::Register { instance } => OpImage::Register(InstanceImage::from(instance)),
+            PersistentOp::Deregister { ip, port, cluster } => OpImage::Deregister {
+                ip,
+                port: *port,
+                cluster,
+            },
+            other => OpImage::Json(json(other)),
+        };
+        let archive =
+            rkyv::to_bytes::<rkyv::rancor::Error>(&image).expect("in-memory rkyv encoding");
+        let mut out = Vec::with_capacity(OP_MAGIC.len() + archive.len());
+        out.extend_from_slice(OP_MAGIC);
+        out.extend_from_slice(&archive);
+        out
+    }
+
+    /// Decodes an event body written by [`PersistentOp::encode_body`], or the JSON body of a
+    /// Muster 0.1 log. Errors say what is wrong with it.
+    pub fn decode_body(body: &[u8]) -> Result<PersistentOp, String> {
+        if body.first() == Some(&b'{') {
+            return serde_json::from_slice(body).map_err(|e| format!("bad JSON op body: {e}"));
+        }
+        let rest = body.strip_prefix(OP_MAGIC.as_slice()).ok_or_else(|| {
+            format!(
+                "op body starts with {:?}, neither JSON nor {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(8)]),
+                String::from_utf8_lossy(OP_MAGIC)
+            )
+        })?;
+        aligned(rest, |b| {
+            let image = rkyv::access::<ArchivedOpImage, rkyv::rancor::Error>(b)
+                .map_err(|e| format!("bad binary op body: {e}"))?;
+            Ok(match image {
+                ArchivedOpImage::Register(i) => PersistentOp::Register {
+                    instance: i.to_spec(),
+                },
+                ArchivedOpImage::Deregister { ip, port, cluster } => PersistentOp::Deregister {
+                    ip: ip.to_string(),
+                    port: port.to_native(),
+                    cluster: cluster.to_string(),
+                },
+                ArchivedOpImage::Json(j) => serde_json::from_str(j.as_str())
+                    .map_err(|e| format!("bad JSON op inside a binary body: {e}"))?,
+            })
+        })
+    }
+}
+
+/// Runs `f` on `bytes`, or on a 16-byte aligned copy when they are not aligned (rkyv reads
+/// archives in place and needs their alignment).
+fn aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    if (bytes.as_ptr() as usize).is_multiple_of(16) {
+        return f(bytes);
+    }
+    let mut v = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    v.extend_from_slice(bytes);
+    f(&v)
+}
+
+/// A binary op body (see [`PersistentOp::encode_body`]).
+#[derive(rkyv::Archive, rkyv::Serialize)]
+enum OpImage<'a> {
+    /// [`PersistentOp::Register`].
+    Register(InstanceImage<'a>),
+    /// [`PersistentOp::Deregister`].
+    Deregister {
+        #[rkyv(with = InlineAsBox)]
+        ip: &'a str,
+        port: u16,
+        #[rkyv(with = InlineAsBox)]
+        cluster: &'a str,
+    },
+    /// Any other op, as its JSON text.
+    Json(String),
 }
 
 /// The event key of a service: `namespace##group@@name`.
@@ -304,15 +391,10 @@ impl Durable {
                 String::from_utf8_lossy(IMAGE_MAGIC)
             ));
         };
-        let copy;
-        let body = if (body.as_ptr() as usize).is_multiple_of(16) {
-            body
-        } else {
-            let mut v = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
-            v.extend_from_slice(body);
-            copy = v;
-            &copy[..]
-        };
+        aligned(body, Self::decode_image)
+    }
+
+    fn decode_image(body: &[u8]) -> Result<Durable, String> {
         let image = rkyv::access::<ArchivedImage, rkyv::rancor::Error>(body)
             .map_err(|e| format!("snapshot image is not valid: {e}"))?;
         let mut d = Durable::default();
@@ -626,10 +708,11 @@ mod tests {
     #[test]
     fn every_op_decodes_back_and_bad_ops_are_named() {
         let settings = settings();
+        let mut tagged = spec("10.0.0.1");
+        tagged.metadata.insert("zone".into(), "a".into());
+        tagged.app = "shop".into();
         let ops = [
-            PersistentOp::Register {
-                instance: spec("10.0.0.1"),
-            },
+            PersistentOp::Register { instance: tagged },
             PersistentOp::Deregister {
                 ip: "1.1.1.1".into(),
                 port: 1,
@@ -648,7 +731,22 @@ mod tests {
         for op in ops {
             let j = serde_json::to_vec(&op).unwrap();
             assert_eq!(serde_json::from_slice::<PersistentOp>(&j).unwrap(), op);
+            // The event body: binary, and a Muster 0.1 JSON body still decodes.
+            let body = op.encode_body();
+            assert!(body.starts_with(OP_MAGIC));
+            assert_eq!(PersistentOp::decode_body(&body).unwrap(), op);
+            assert_eq!(PersistentOp::decode_body(&j).unwrap(), op);
+            let mut shifted = vec![0u8];
+            shifted.extend_from_slice(&body);
+            assert_eq!(PersistentOp::decode_body(&shifted[1..]).unwrap(), op);
+            // Cut anywhere: an error or some op, never a panic (the entry's crc refuses damage
+            // before this is reached).
+            for cut in 0..body.len() {
+                let _ = PersistentOp::decode_body(&body[..cut]);
+            }
         }
+        let e = PersistentOp::decode_body(b"garbage").unwrap_err();
+        assert!(e.contains("neither JSON nor"), "{e}");
         let e = serde_json::from_str::<PersistentOp>(r#"{"op":"deregister","ip":"1.1.1.1"}"#)
             .unwrap_err()
             .to_string();

@@ -256,7 +256,29 @@ fn entry_type(t: u8) -> &'static str {
     }
 }
 
+/// A binary op body (the server's `PersistentOp::encode_body`) as the op's JSON; `None` when
+/// the body is not one.
+fn op_json(body: &[u8]) -> Option<Result<String, String>> {
+    if !body.starts_with(muster::persistent::OP_MAGIC) {
+        return None;
+    }
+    Some(
+        muster::persistent::PersistentOp::decode_body(body).map(|op| {
+            serde_json::to_string(&op).unwrap_or_else(|e| format!("(op not printable: {e})"))
+        }),
+    )
+}
+
+fn hex(body: &[u8]) -> String {
+    body.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn body_text(body: &[u8]) -> String {
+    match op_json(body) {
+        Some(Ok(j)) => return j,
+        Some(Err(e)) => return format!("undecodable({e}) hex:{}", hex(body)),
+        None => {}
+    }
     match std::str::from_utf8(body) {
         Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
         _ => {
@@ -267,9 +289,14 @@ fn body_text(body: &[u8]) -> String {
 }
 
 fn body_json(body: &[u8]) -> Value {
+    match op_json(body) {
+        Some(Ok(j)) => return Value::String(j),
+        Some(Err(e)) => return json!({ "error": e, "hex": hex(body) }),
+        None => {}
+    }
     match std::str::from_utf8(body) {
         Ok(s) => Value::String(s.to_string()),
-        Err(_) => json!({ "hex": body.iter().map(|b| format!("{b:02x}")).collect::<String>() }),
+        Err(_) => json!({ "hex": hex(body) }),
     }
 }
 
