@@ -137,12 +137,7 @@ impl PersistentOp {
             },
             other => OpImage::Json(json(other)),
         };
-        let archive =
-            rkyv::to_bytes::<rkyv::rancor::Error>(&image).expect("in-memory rkyv encoding");
-        let mut out = Vec::with_capacity(OP_MAGIC.len() + archive.len());
-        out.extend_from_slice(OP_MAGIC);
-        out.extend_from_slice(&archive);
-        out
+        archive_after(OP_MAGIC, &image)
     }
 
     /// Decodes an event body written by [`PersistentOp::encode_body`], or the JSON body of a
@@ -175,6 +170,24 @@ impl PersistentOp {
             })
         })
     }
+}
+
+/// `magic`, then an rkyv archive of `value` (the layout of op bodies and snapshot images).
+fn archive_after<T>(magic: &[u8], value: &T) -> Vec<u8>
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    let archive = rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("in-memory rkyv encoding");
+    let mut out = Vec::with_capacity(magic.len() + archive.len());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&archive);
+    out
 }
 
 /// Runs `f` on `bytes`, or on a 16-byte aligned copy when they are not aligned (rkyv reads
@@ -371,11 +384,7 @@ impl Durable {
                 })
                 .collect(),
         };
-        let body = rkyv::to_bytes::<rkyv::rancor::Error>(&image).expect("in-memory rkyv encoding");
-        let mut out = Vec::with_capacity(IMAGE_MAGIC.len() + body.len());
-        out.extend_from_slice(IMAGE_MAGIC);
-        out.extend_from_slice(&body);
-        out
+        archive_after(IMAGE_MAGIC, &image)
     }
 
     /// Parses snapshot bytes: the binary image, or the JSON of Muster 0.1 snapshots (read so

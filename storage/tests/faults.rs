@@ -17,6 +17,28 @@ fn open(fs: &SimFs) -> Wal {
     Wal::open(DIR, opts(Arc::new(fs.clone()))).unwrap()
 }
 
+/// Appends 200-byte entries `from..=to` in term 1, commits them and syncs.
+fn fill(wal: &mut Wal, from: u64, to: u64) {
+    for i in from..=to {
+        wal.append(&[entry(i, 1, 200)]).unwrap();
+    }
+    wal.append(&[hs(1, 1, to)]).unwrap();
+    wal.sync().unwrap();
+}
+
+/// Writes the snapshot `image@<index>` and compacts the log behind it; returns the number of
+/// segments purged.
+fn snapshot_at(wal: &mut Wal, index: u64) -> usize {
+    let snap = SnapshotData {
+        index,
+        term: 1,
+        data: format!("image@{index}").into_bytes(),
+        ..Default::default()
+    };
+    wal.write_snapshot(&snap, false).unwrap();
+    wal.compact(index).unwrap()
+}
+
 /// Power loss keeps every synced entry; un-synced ones are gone (whole-drop model), across
 /// rotations.
 #[test]
@@ -249,21 +271,10 @@ fn snapshot_crash_points() {
 fn snapshot_compaction_purges_segments_and_recovers() {
     let fs = SimFs::new();
     let mut wal = open(&fs);
-    for i in 1..=80 {
-        wal.append(&[entry(i, 1, 200)]).unwrap();
-    }
-    wal.append(&[hs(1, 1, 80)]).unwrap();
-    wal.sync().unwrap();
+    fill(&mut wal, 1, 80);
     let before = wal.segments().len();
     assert!(before >= 4);
-    let snap = SnapshotData {
-        index: 60,
-        term: 1,
-        data: b"image@60".to_vec(),
-        ..Default::default()
-    };
-    wal.write_snapshot(&snap, false).unwrap();
-    let removed = wal.compact(60).unwrap();
+    let removed = snapshot_at(&mut wal, 60);
     assert!(removed >= 2, "removed {removed} of {before}");
     assert_eq!(wal.state().first_index(), 61);
     for i in 81..=90 {
@@ -290,19 +301,8 @@ fn later_snapshot_vouches_for_the_first_segments_start() {
     let mut snaps = Vec::new();
     for round in 1..=4u64 {
         let base = (round - 1) * 40;
-        for i in base + 1..=base + 40 {
-            wal.append(&[entry(i, 1, 200)]).unwrap();
-        }
-        wal.append(&[hs(1, 1, base + 40)]).unwrap();
-        wal.sync().unwrap();
-        let snap = SnapshotData {
-            index: base + 30,
-            term: 1,
-            data: format!("image@{}", base + 30).into_bytes(),
-            ..Default::default()
-        };
-        wal.write_snapshot(&snap, false).unwrap();
-        wal.compact(base + 30).unwrap();
+        fill(&mut wal, base + 1, base + 40);
+        snapshot_at(&mut wal, base + 30);
         snaps.push(base + 30);
     }
     let first = wal.segments()[0].first_index;
@@ -322,19 +322,8 @@ fn later_snapshot_vouches_for_the_first_segments_start() {
 fn a_gap_no_snapshot_covers_refuses() {
     let fs = SimFs::new();
     let mut wal = open(&fs);
-    for i in 1..=80 {
-        wal.append(&[entry(i, 1, 200)]).unwrap();
-    }
-    wal.append(&[hs(1, 1, 80)]).unwrap();
-    wal.sync().unwrap();
-    let snap = SnapshotData {
-        index: 30,
-        term: 1,
-        data: b"image@30".to_vec(),
-        ..Default::default()
-    };
-    wal.write_snapshot(&snap, false).unwrap();
-    wal.compact(30).unwrap();
+    fill(&mut wal, 1, 80);
+    snapshot_at(&mut wal, 30);
     let segs: Vec<_> = wal.segments().to_vec();
     drop(wal);
     // Remove the segment right after the first one left: entries vanish behind no snapshot.
