@@ -1179,6 +1179,110 @@ mod tests {
     }
 
     #[test]
+    fn a_restore_equals_the_committed_ops_it_stands_for() {
+        let settings = ServiceSettings {
+            protect_threshold: 0.25,
+            metadata: Metadata::new(),
+            selector: serde_json::json!({"type": "none"}),
+        };
+        let meta = ClusterMeta {
+            check_port: 9,
+            ..ClusterMeta::default()
+        };
+        let specs: Vec<Arc<InstanceSpec>> = (0..40)
+            .map(|i| {
+                let mut s = spec(&format!("10.0.1.{i}"), 3306);
+                s.ephemeral = false;
+                s.weight = f64::from(i % 5 + 1);
+                s.healthy = i % 7 != 0;
+                if i % 3 == 0 {
+                    s.cluster = "c1".into();
+                }
+                if i % 4 == 0 {
+                    s.metadata.insert("zone".into(), format!("z{i}"));
+                }
+                if i == 5 {
+                    s.metadata.insert(
+                        crate::instance::INSTANCE_ID_GENERATOR.into(),
+                        "snowflake".into(),
+                    );
+                }
+                Arc::new(s)
+            })
+            .collect();
+        let mut restored = Fixture::new(Lifecycle::default());
+        let now = restored.clock.now_ms();
+        let r = Restore {
+            settings: Some(settings.clone()),
+            clusters: vec![("c1".into(), meta.clone())],
+            instances: specs.clone(),
+        };
+        restored.reg.restore(&restored.key, r, now);
+        restored.reg.flush(now);
+        let mut replayed = Fixture::new(Lifecycle::default());
+        let key = replayed.key.clone();
+        replayed
+            .reg
+            .apply_committed(&key, PersistentOp::CreateService { settings }, now);
+        replayed.reg.apply_committed(
+            &key,
+            PersistentOp::UpdateCluster {
+                cluster: "c1".into(),
+                meta,
+            },
+            now,
+        );
+        for s in &specs {
+            let op = PersistentOp::Register {
+                instance: (**s).clone(),
+            };
+            replayed.reg.apply_committed(&key, op, now);
+        }
+        replayed.reg.flush(now);
+        let seen = |f: &Fixture| {
+            let v = f.view.get(f.key.as_ref()).unwrap();
+            let mut clusters: Vec<_> = v
+                .meta
+                .clusters
+                .iter()
+                .map(|(n, m)| (n.to_string(), m.check_port))
+                .collect();
+            clusters.sort();
+            let mut insts: Vec<_> = v
+                .instances
+                .iter()
+                .map(|i| {
+                    (
+                        i.key.ip.to_string(),
+                        i.key.cluster.to_string(),
+                        i.weight,
+                        i.healthy,
+                        i.key.ephemeral,
+                        i.metadata
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>(),
+                        i.instance_id(&f.key.grouped).to_string(),
+                    )
+                })
+                .collect();
+            insts.sort_by(|a, b| a.0.cmp(&b.0));
+            (
+                v.meta.protect_threshold,
+                clusters,
+                insts,
+                v.instances.healthy(),
+            )
+        };
+        assert_eq!(seen(&restored), seen(&replayed));
+        assert_eq!(seen(&restored).2.len(), 40);
+        assert_eq!(restored.reg.take_new_persistent(100).len(), 40);
+        assert_eq!(replayed.reg.take_new_persistent(100).len(), 40);
+        // Restored services are durable: empty, they are never cleaned away.
+        assert!(restored.reg.services.get(&restored.key).unwrap().durable);
+    }
+
+    #[test]
     fn snowflake_ids_fill_the_smallest_gap() {
         let mut f = Fixture::new(Lifecycle::default());
         for i in 1..=3 {
