@@ -87,7 +87,7 @@ fn bench_recovery(c: &mut Criterion) {
             Arc::new(Instance::build(
                 &s,
                 Arc::from("DEFAULT"),
-                Arc::from(s.ip.as_str()),
+                muster::instance::Host::from(s.ip.as_str()),
                 None,
                 true,
                 Timing::default(),

@@ -317,7 +317,7 @@ mod tests {
         Probe {
             service: ServiceKey::new("public", "DEFAULT_GROUP@@db"),
             key: InstanceKey {
-                ip: Arc::from("127.0.0.1"),
+                ip: crate::instance::Host::from("127.0.0.1"),
                 port: 3306,
                 cluster: Arc::from("DEFAULT"),
                 ephemeral: false,

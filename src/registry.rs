@@ -13,7 +13,7 @@ use hashbrown::{HashMap, HashSet};
 
 use crate::command::{Command, Patch, Reply, Restore, ServiceSettings, Target};
 use crate::error::{ApiError, ApiResult};
-use crate::instance::{Instance, InstanceKey, InstanceSpec, Timing};
+use crate::instance::{Host, Instance, InstanceKey, InstanceSpec, Timing};
 use crate::persistent::PersistentOp;
 use crate::roster::Roster;
 use crate::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
@@ -642,7 +642,7 @@ impl Registry {
             healthy: old.healthy,
             enabled: p.enabled.unwrap_or(old.enabled),
             ephemeral: old.key.ephemeral,
-            metadata: p.metadata.unwrap_or_else(|| old.metadata.clone()),
+            metadata: p.metadata.unwrap_or_else(|| (*old.metadata).clone()),
             app: p.app.unwrap_or_else(|| old.app.to_string()),
         };
         spec.validate()?;
@@ -730,7 +730,7 @@ impl Registry {
             if !hit {
                 continue;
             }
-            let mut md = old.metadata.clone();
+            let mut md = (*old.metadata).clone();
             for (mk, mv) in &metadata {
                 if delete {
                     md.remove(mk);
@@ -781,7 +781,7 @@ impl Registry {
 
     fn instance_key(&mut self, ip: &str, port: u16, cluster: &str, ephemeral: bool) -> InstanceKey {
         InstanceKey {
-            ip: Arc::from(ip),
+            ip: Host::from(ip),
             port,
             cluster: intern(&mut self.clusters, cluster),
             ephemeral,

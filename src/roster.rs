@@ -375,7 +375,7 @@ mod tests {
         Arc::new(Instance::build(
             &spec,
             Arc::from("DEFAULT"),
-            Arc::from(ip.as_str()),
+            crate::instance::Host::from(ip.as_str()),
             None,
             healthy,
             Timing::default(),

@@ -95,7 +95,7 @@ impl ServiceView {
                 } else {
                     &b"_false_"[..]
                 });
-                for (k, v) in &i.metadata {
+                for (k, v) in i.metadata.iter() {
                     h.update(k.as_bytes());
                     h.update(b":");
                     h.update(v.as_bytes());

@@ -291,7 +291,7 @@ pub fn catalog_services(ctx: &Ctx<'_>) -> ApiResult<Answer> {
                 }
                 for i in &v.instances {
                     clusters.entry(&i.key.cluster).or_default().push(json!({
-                        "valid": i.healthy, "metadata": i.metadata, "port": i.key.port,
+                        "valid": i.healthy, "metadata": &*i.metadata, "port": i.key.port,
                         "ip": &*i.key.ip, "weight": i.weight, "enabled": i.enabled,
                     }));
                 }
