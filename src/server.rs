@@ -44,6 +44,24 @@ fn raise_memlock() {
 /// Binds `addr` with `SO_REUSEPORT` to resolve port 0 before the shards bind it.
 fn reserve(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), String> {
     let domain = socket2::Domain::for_address(addr);
+    // The shards share the port through SO_REUSEPORT, which would also let a second process of
+    // the same user bind it and silently take half the connections. A plain bind (address
+    // reuse only, which tolerates TIME_WAIT but not a listener) fails while anyone listens.
+    if addr.port() != 0 {
+        let probe = socket2::Socket::new(domain, socket2::Type::STREAM, None)
+            .map_err(|e| format!("cannot create a socket for {addr}: {e}"))?;
+        probe
+            .set_reuse_address(true)
+            .map_err(|e| format!("cannot set SO_REUSEADDR on {addr}: {e}"))?;
+        probe.bind(&addr.into()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                format!("cannot bind {addr}: the address is in use (is another server running?)")
+            } else {
+                format!("cannot bind {addr}: {e}")
+            }
+        })?;
+        drop(probe);
+    }
     let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)
         .map_err(|e| format!("cannot create a socket for {addr}: {e}"))?;
     sock.set_reuse_port(true)

@@ -144,6 +144,44 @@ fn config_file_and_environment_apply() {
 }
 
 #[test]
+fn a_second_server_on_a_port_in_use_refuses_to_start() {
+    let s = Server::start(&["--shards", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args([
+            "--listen",
+            &s.addr.to_string(),
+            "--shards",
+            "1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: 100 polls of 100 ms.
+    let mut status = None;
+    for _ in 0..100 {
+        status = second.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = second.kill();
+        panic!("a second server bound {} and kept running", s.addr);
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("in use"), "{err}");
+    // The first one still serves.
+    assert_eq!(s.request("GET", "/nacos/v1/ns/operator/metrics", "").0, 200);
+}
+
+#[test]
 fn bad_config_is_a_clear_startup_error() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
         .args(["--shards", "0"])
