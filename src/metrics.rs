@@ -360,7 +360,7 @@ impl Metrics {
         }
         let _ = writeln!(
             s,
-            "# HELP muster_arena_bytes Memory (page-rounded) of cached list bodies kept in memfd pages for sendfile; not part of the anonymous RSS.\n# TYPE muster_arena_bytes gauge\nmuster_arena_bytes {}",
+            "# HELP muster_arena_bytes Bytes of the memfd pages that cached list bodies (kept there for sendfile) touch; not part of the anonymous RSS.\n# TYPE muster_arena_bytes gauge\nmuster_arena_bytes {}",
             crate::arena::resident_bytes()
         );
         s
