@@ -16,6 +16,7 @@ use rkyv::with::InlineAsBox;
 use serde::{Deserialize, Serialize};
 
 use crate::command::ServiceSettings;
+use crate::hash::instance_hash;
 use crate::instance::InstanceSpec;
 use crate::service::{ClusterMeta, Metadata, ServiceKey};
 
@@ -236,7 +237,7 @@ pub struct DurableService {
     pub settings: Option<ServiceSettings>,
     /// Clusters set with `PUT /cluster`.
     pub clusters: BTreeMap<String, ClusterMeta>,
-    /// Persistent instances, unique by (ip, port, cluster), each beside its [`id_hash`] (so
+    /// Persistent instances, unique by (ip, port, cluster), each beside its [`instance_hash`] (so
     /// growing the table never goes back to the strings). Shared with the owner shard's
     /// restore, so a restart holds each recovered spec once.
     instances: HashTable<(u64, Arc<InstanceSpec>)>,
@@ -246,6 +247,24 @@ impl DurableService {
     /// The persistent instances, in no particular order.
     pub fn instances(&self) -> impl Iterator<Item = &Arc<InstanceSpec>> {
         self.instances.iter().map(|(_, s)| s)
+    }
+
+    /// Adds or replaces one instance; true when it was not there before.
+    fn insert(&mut self, spec: Arc<InstanceSpec>) -> bool {
+        let h = instance_hash(&spec.ip, spec.port, &spec.cluster);
+        match self
+            .instances
+            .entry(h, same_id(&spec.ip, spec.port, &spec.cluster), |e| e.0)
+        {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                o.get_mut().1 = spec;
+                false
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert((h, spec));
+                true
+            }
+        }
     }
 }
 
@@ -261,11 +280,6 @@ impl PartialEq for DurableService {
                     .is_some_and(|(_, o)| o == i)
             })
     }
-}
-
-/// The hash instances are filed under in [`DurableService`] (the same as a roster's).
-fn id_hash(ip: &str, port: u16, cluster: &str) -> u64 {
-    crate::hash::instance_hash(ip, port, cluster)
 }
 
 fn same_id<'a>(
@@ -296,10 +310,10 @@ impl Durable {
             }
             PersistentOp::Deregister { ip, port, cluster } => {
                 if let Some(s) = self.services.get_mut(key) {
-                    if let Ok(e) = s
-                        .instances
-                        .find_entry(id_hash(ip, *port, cluster), same_id(ip, *port, cluster))
-                    {
+                    if let Ok(e) = s.instances.find_entry(
+                        instance_hash(ip, *port, cluster),
+                        same_id(ip, *port, cluster),
+                    ) {
                         e.remove();
                         self.instances -= 1;
                     }
@@ -335,17 +349,8 @@ impl Durable {
 
     /// Adds or replaces one instance.
     fn insert(&mut self, key: &ServiceKey, spec: Arc<InstanceSpec>) {
-        let h = id_hash(&spec.ip, spec.port, &spec.cluster);
-        let s = self.services.entry_ref(key).or_default();
-        match s
-            .instances
-            .entry(h, same_id(&spec.ip, spec.port, &spec.cluster), |e| e.0)
-        {
-            hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().1 = spec,
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert((h, spec));
-                self.instances += 1;
-            }
+        if self.services.entry_ref(key).or_default().insert(spec) {
+            self.instances += 1;
         }
     }
 
@@ -430,7 +435,9 @@ impl Durable {
             }
             svc.instances.reserve(s.instances.len(), |e| e.0);
             for i in s.instances.iter() {
-                d.insert(&key, Arc::new(i.to_spec()));
+                if svc.insert(Arc::new(i.to_spec())) {
+                    d.instances += 1;
+                }
             }
         }
         Ok(d)

@@ -34,10 +34,10 @@ impl Event {
     /// Decodes entry data. `None` when the data is not an event (no `MEV1` prefix: raft no-ops,
     /// conf changes), `Some(Err)` when it claims to be one but does not validate.
     pub fn decode(data: &[u8]) -> Option<Result<Event, String>> {
-        let rest = data.strip_prefix(EVENT_MAGIC.as_slice())?;
-        let mut aligned = AlignedVec::<16>::with_capacity(rest.len());
-        aligned.extend_from_slice(rest);
-        Some(rkyv::from_bytes::<Event, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string()))
+        Event::visit(data, |ev| {
+            rkyv::deserialize::<Event, rkyv::rancor::Error>(ev).map_err(|e| e.to_string())
+        })
+        .map(|r| r.and_then(|ev| ev))
     }
 
     /// Like [`Event::decode`], but validates the archive in place and hands it to `f` instead
