@@ -145,7 +145,7 @@ pub struct Config {
     pub max_connections: usize,
     /// Request body cap in bytes. Default 1 MiB.
     pub max_body_bytes: usize,
-    /// Request head cap in bytes (≥ 8192, hyper's floor). Default 16 KiB.
+    /// Request head cap in bytes (≥ 8192). Default 16 KiB. A larger head is answered 431.
     pub max_header_bytes: usize,
     /// Idle connection timeout in ms. Default 60 000.
     pub idle_timeout_ms: u64,

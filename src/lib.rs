@@ -3,8 +3,8 @@
 //! Reading order:
 //! - [`server`]: process lifecycle — shards, accept loops, graceful shutdown.
 //! - [`shard`]: one pinned glommio executor owning a disjoint set of services; cross-shard writes.
-//! - [`http`]: hyper on glommio sockets; large cached bodies go out with `sendfile` from the
-//!   [`arena`].
+//! - [`http`]: HTTP/1.1 connections on glommio sockets (`httparse` heads, borrowed requests);
+//!   large cached bodies go out with `sendfile` from the [`arena`].
 //! - [`api`]: the Nacos 1.x HTTP surface, one module per resource.
 //! - [`registry`]: a shard's services, instances and leases; [`wheel`] keeps lease deadlines.
 //! - [`view`]: immutable published services that every shard reads without a hop; a service's

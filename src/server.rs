@@ -264,14 +264,9 @@ async fn run_shard(
         }
         m.connections_open.fetch_add(1, Ordering::Relaxed);
         open.set(open.get() + 1);
-        let (shard2, open2, shutdown2, shared2) = (
-            shard.clone(),
-            open.clone(),
-            shutdown.clone(),
-            shared.clone(),
-        );
+        let (shard2, open2, shared2) = (shard.clone(), open.clone(), shared.clone());
         glommio::spawn_local(async move {
-            crate::http::serve(shard2.clone(), stream, shutdown2).await;
+            crate::http::serve(shard2.clone(), stream).await;
             open2.set(open2.get() - 1);
             shared2.connections.fetch_sub(1, Ordering::Relaxed);
             shard2
@@ -282,6 +277,8 @@ async fn run_shard(
         .detach();
     }
     drop(listener);
+    // Idle connections close now; busy ones after their answer.
+    shard.connections.stop();
     // Drain: wait for this shard's connections, then for every other shard, while the inbox
     // keeps serving cross-shard writes from their in-flight requests.
     let grace = Duration::from_millis(shared.config.shutdown_grace_ms);

@@ -87,6 +87,8 @@ pub struct Shard {
     pub clock: SystemClock,
     /// Probe schedules of persistent instances this shard owns.
     pub prober: RefCell<crate::probe::Prober>,
+    /// This shard's open HTTP connections.
+    pub connections: crate::http::Connections,
     datagrams: std::cell::Cell<u64>,
     probes_running: std::cell::Cell<usize>,
 }
@@ -109,6 +111,7 @@ impl Shard {
             udp,
             clock,
             prober: RefCell::new(crate::probe::Prober::new(clock.now_ms())),
+            connections: Default::default(),
             datagrams: std::cell::Cell::new(0),
             probes_running: std::cell::Cell::new(0),
         }

@@ -16,13 +16,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_lite::FutureExt;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response};
 
 use crate::error::{ApiError, ApiResult};
-use crate::http::Chunks;
+use crate::http::{Chunks, Method, Request};
 use crate::params::Params;
 use crate::service::{
     check_namespace, check_service_name_format, grouped_name, ServiceKey, DEFAULT_NAMESPACE,
@@ -90,20 +86,26 @@ endpoints! {
 
 /// Maps a method and path to an endpoint. `/nacos/v1/ns/api/*` mirrors the instance API (the
 /// legacy `ApiController` extends `InstanceController`); `/operator` is also `/ops`.
-pub fn route(method: &Method, path: &str) -> Endpoint {
+pub fn route(method: Method, path: &str) -> Endpoint {
     use Endpoint::*;
+    // HEAD is answered as GET (as Spring MVC does); the connection drops the body.
+    let method = if method == Method::Head {
+        Method::Get
+    } else {
+        method
+    };
     let path = if path.len() > 1 {
         path.strip_suffix('/').unwrap_or(path)
     } else {
         path
     };
-    if path == "/metrics" && method == Method::GET {
+    if path == "/metrics" && method == Method::Get {
         return Metrics;
     }
     if let Some(rest) = path.strip_prefix("/nacos/v1/console/health/") {
         return match (method, rest) {
-            (&Method::GET, "liveness") => Liveness,
-            (&Method::GET, "readiness") => Readiness,
+            (Method::Get, "liveness") => Liveness,
+            (Method::Get, "readiness") => Readiness,
             _ => NotFound,
         };
     }
@@ -113,15 +115,15 @@ pub fn route(method: &Method, path: &str) -> Endpoint {
     let m = method;
     let instance_like = |rest: &str| -> Option<Endpoint> {
         Some(match (m, rest) {
-            (&Method::POST, "") => InstanceRegister,
-            (&Method::DELETE, "") => InstanceDeregister,
-            (&Method::PUT, "") => InstanceUpdate,
-            (&Method::PATCH, "") => InstancePatch,
-            (&Method::GET, "") => InstanceDetail,
-            (&Method::GET, "/list") => InstanceList,
-            (&Method::PUT, "/beat") => InstanceBeat,
-            (&Method::PUT, "/metadata/batch") => MetadataBatchUpdate,
-            (&Method::DELETE, "/metadata/batch") => MetadataBatchDelete,
+            (Method::Post, "") => InstanceRegister,
+            (Method::Delete, "") => InstanceDeregister,
+            (Method::Put, "") => InstanceUpdate,
+            (Method::Patch, "") => InstancePatch,
+            (Method::Get, "") => InstanceDetail,
+            (Method::Get, "/list") => InstanceList,
+            (Method::Put, "/beat") => InstanceBeat,
+            (Method::Put, "/metadata/batch") => MetadataBatchUpdate,
+            (Method::Delete, "/metadata/batch") => MetadataBatchDelete,
             _ => return None,
         })
     };
@@ -130,30 +132,30 @@ pub fn route(method: &Method, path: &str) -> Endpoint {
     }
     if let Some(r) = rest.strip_prefix("/api") {
         return match (m, r) {
-            (&Method::GET, "/srvIPXT") => LegacyList,
+            (Method::Get, "/srvIPXT") => LegacyList,
             (_, "/clientBeat") => LegacyBeat,
-            (&Method::GET, "/allDomNames") => LegacyAllDomNames,
+            (Method::Get, "/allDomNames") => LegacyAllDomNames,
             _ => instance_like(r).unwrap_or(NoSuchApi),
         };
     }
     let r = rest;
     match (m, r) {
-        (&Method::POST, "/service") => ServiceCreate,
-        (&Method::DELETE, "/service") => ServiceDelete,
-        (&Method::PUT, "/service") => ServiceUpdate,
-        (&Method::GET, "/service") => ServiceDetail,
-        (&Method::GET, "/service/list") => ServiceList,
-        (&Method::GET, "/service/names") => ServiceNames,
-        (&Method::GET, "/service/subscribers") => ServiceSubscribers,
-        (&Method::GET, "/catalog/services") => CatalogServices,
-        (&Method::GET, "/catalog/instances") => CatalogInstances,
-        (&Method::GET, "/catalog/service") => CatalogService,
-        (&Method::PUT, "/cluster") => ClusterUpdate,
-        (&Method::PUT, "/health") | (&Method::PUT, "/health/instance") => HealthUpdate,
-        (&Method::GET, "/health/server") => HealthServer,
-        (&Method::GET, "/operator/metrics") | (&Method::GET, "/ops/metrics") => OperatorMetrics,
-        (&Method::GET, "/operator/servers") | (&Method::GET, "/ops/servers") => OperatorServers,
-        (&Method::GET, "/operator/switches") | (&Method::GET, "/ops/switches") => OperatorSwitches,
+        (Method::Post, "/service") => ServiceCreate,
+        (Method::Delete, "/service") => ServiceDelete,
+        (Method::Put, "/service") => ServiceUpdate,
+        (Method::Get, "/service") => ServiceDetail,
+        (Method::Get, "/service/list") => ServiceList,
+        (Method::Get, "/service/names") => ServiceNames,
+        (Method::Get, "/service/subscribers") => ServiceSubscribers,
+        (Method::Get, "/catalog/services") => CatalogServices,
+        (Method::Get, "/catalog/instances") => CatalogInstances,
+        (Method::Get, "/catalog/service") => CatalogService,
+        (Method::Put, "/cluster") => ClusterUpdate,
+        (Method::Put, "/health") | (Method::Put, "/health/instance") => HealthUpdate,
+        (Method::Get, "/health/server") => HealthServer,
+        (Method::Get, "/operator/metrics") | (Method::Get, "/ops/metrics") => OperatorMetrics,
+        (Method::Get, "/operator/servers") | (Method::Get, "/ops/servers") => OperatorServers,
+        (Method::Get, "/operator/switches") | (Method::Get, "/ops/switches") => OperatorSwitches,
         (_, r) if r.starts_with("/raft/") => Raft,
         _ => NoSuchApi,
     }
@@ -275,117 +277,60 @@ pub fn client_is_java_1x(agent: &str) -> bool {
     major >= 1
 }
 
-fn is_form(req: &Request<Incoming>) -> bool {
-    match req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        None => true,
-        Some(ct) => {
-            let ct = ct.trim_start().to_ascii_lowercase();
-            ct.starts_with("application/x-www-form-urlencoded") || ct.starts_with("text/plain")
-        }
-    }
-}
-
-/// Reads the body under the cap: 413 above it, 400 on a broken body (bad chunking, reset).
-async fn read_body(req: Request<Incoming>, limit: usize) -> ApiResult<Bytes> {
-    if let Some(len) = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(ApiError::too_large(limit));
-        }
-    }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(ApiError::too_large(limit))
-            } else {
-                Err(ApiError::bad_request(format!(
-                    "cannot read request body: {e}"
-                )))
-            }
-        }
-    }
-}
-
 /// Answers one request. Never panics outward: a handler panic becomes a 500.
 pub async fn handle(
     shard: &Rc<Shard>,
-    req: Request<Incoming>,
+    req: &Request<'_>,
     peer: SocketAddr,
     local: SocketAddr,
-) -> Response<Chunks> {
+) -> Answer {
     let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let ep = route(&method, &path);
+    let ep = route(req.method, req.path);
     let result = AssertUnwindSafe(dispatch(shard, req, ep, peer, local))
         .catch_unwind()
         .await
         .unwrap_or_else(|_| {
-            tracing::error!(%method, %path, "handler panicked; answering 500");
+            tracing::error!(
+                method = req.method_name,
+                path = req.path,
+                "handler panicked; answering 500"
+            );
             Err(ApiError::server(
                 "internal error while handling the request",
             ))
         });
-    let (status, ctype, body) = match result {
-        Ok(a) => (a.status, a.content_type, a.body),
+    let answer = match result {
+        Ok(a) => a,
         Err(e) => {
-            let ctype = if e.kind == crate::error::ErrorKind::Servlet {
+            let content_type = if e.kind == crate::error::ErrorKind::Servlet {
                 JSON
             } else {
                 TEXT
             };
             if e.status >= 500 {
-                tracing::debug!(%method, %path, status = e.status, msg = %e.msg, "request failed");
+                tracing::debug!(method = req.method_name, path = req.path, status = e.status, msg = %e.msg, "request failed");
             }
-            (e.status, ctype, Chunks::one(Bytes::from(e.body(&path))))
+            Answer {
+                status: e.status,
+                content_type,
+                body: Chunks::one(Bytes::from(e.body(req.path))),
+            }
         }
     };
     shard
         .metrics()
-        .record(ep, status, start.elapsed().as_micros() as u64);
-    let mut resp = Response::new(body);
-    *resp.status_mut() =
-        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-    if status == 503 {
-        resp.headers_mut()
-            .insert("Retry-After", HeaderValue::from_static("1"));
-    }
-    resp
+        .record(ep, answer.status, start.elapsed().as_micros() as u64);
+    answer
 }
 
 async fn dispatch(
     shard: &Rc<Shard>,
-    req: Request<Incoming>,
+    req: &Request<'_>,
     ep: Endpoint,
     peer: SocketAddr,
     local: SocketAddr,
 ) -> ApiResult<Answer> {
     use Endpoint::*;
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let query = req.uri().query().map(|q| q.to_string());
-    let agent = req
-        .headers()
-        .get(hyper::header::USER_AGENT)
-        .or_else(|| req.headers().get("Client-Version"))
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let form = is_form(&req);
-    let body = read_body(req, shard.shared.config.max_body_bytes).await?;
     if ep == NotFound {
         return Err(ApiError {
             status: 404,
@@ -394,11 +339,11 @@ async fn dispatch(
         });
     }
     if ep == NoSuchApi {
-        return Err(ApiError::no_such_api(method.as_str(), &path));
+        return Err(ApiError::no_such_api(req.method_name, req.path));
     }
     // Nacos's status gate: naming answers 503 until persistent state is recovered (and again
     // while shutting down). Status endpoints stay open so probes can see why.
-    if path.starts_with("/nacos/v1/ns")
+    if req.path.starts_with("/nacos/v1/ns")
         && !matches!(ep, OperatorMetrics | OperatorServers | HealthServer)
         && !shard
             .shared
@@ -410,9 +355,9 @@ async fn dispatch(
         ));
     }
     let params = Params::parse(
-        query.as_deref().map(str::as_bytes),
-        if form && !body.is_empty() {
-            Some(&body[..])
+        req.query.map(str::as_bytes),
+        if req.form && !req.body.is_empty() {
+            Some(req.body)
         } else {
             None
         },
@@ -420,10 +365,10 @@ async fn dispatch(
     let ctx = Ctx {
         shard,
         params,
-        agent: &agent,
+        agent: req.agent,
         peer,
         local,
-        body: &body,
+        body: req.body,
     };
     match ep {
         InstanceRegister => instance::register(&ctx).await,
@@ -479,36 +424,33 @@ mod tests {
     #[test]
     fn routes_cover_the_instance_api_and_its_legacy_mirror() {
         assert_eq!(
-            route(&Method::POST, "/nacos/v1/ns/instance"),
+            route(Method::Post, "/nacos/v1/ns/instance"),
             Endpoint::InstanceRegister
         );
         assert_eq!(
-            route(&Method::POST, "/nacos/v1/ns/instance/"),
+            route(Method::Post, "/nacos/v1/ns/instance/"),
             Endpoint::InstanceRegister
         );
         assert_eq!(
-            route(&Method::GET, "/nacos/v1/ns/instance/list"),
+            route(Method::Get, "/nacos/v1/ns/instance/list"),
             Endpoint::InstanceList
         );
         assert_eq!(
-            route(&Method::PUT, "/nacos/v1/ns/api/beat"),
+            route(Method::Put, "/nacos/v1/ns/api/beat"),
             Endpoint::InstanceBeat
         );
         assert_eq!(
-            route(&Method::GET, "/nacos/v1/ns/api/srvIPXT"),
+            route(Method::Get, "/nacos/v1/ns/api/srvIPXT"),
             Endpoint::LegacyList
         );
         assert_eq!(
-            route(&Method::POST, "/nacos/v1/ns/instance/list"),
+            route(Method::Post, "/nacos/v1/ns/instance/list"),
             Endpoint::NoSuchApi
         );
+        assert_eq!(route(Method::Get, "/nacos/v1/ns/nope"), Endpoint::NoSuchApi);
+        assert_eq!(route(Method::Get, "/elsewhere"), Endpoint::NotFound);
         assert_eq!(
-            route(&Method::GET, "/nacos/v1/ns/nope"),
-            Endpoint::NoSuchApi
-        );
-        assert_eq!(route(&Method::GET, "/elsewhere"), Endpoint::NotFound);
-        assert_eq!(
-            route(&Method::GET, "/nacos/v1/ns/ops/metrics"),
+            route(Method::Get, "/nacos/v1/ns/ops/metrics"),
             Endpoint::OperatorMetrics
         );
         for (i, e) in Endpoint::ALL.iter().enumerate() {
