@@ -191,7 +191,7 @@ enum Framing {
 /// A parsed head: where its parts lie, as offsets from the start of the head, so the buffer
 /// may move (grow, compact) while the body arrives.
 #[derive(Debug, Clone)]
-struct Head {
+pub struct Head {
     method: Method,
     method_name: (usize, usize),
     path: (usize, usize),
@@ -224,8 +224,21 @@ fn lists(v: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Parses the head at the start of `buf`. `Ok(None)`: incomplete, read more.
-fn parse_head(buf: &[u8], max_header: usize) -> Result<Option<Head>, ApiError> {
+impl Head {
+    /// Length of the head in bytes (where the body starts).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the head is empty (never, for a parsed one).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Parses the head at the start of `buf`. `Ok(None)`: incomplete, read more. `Err`: the
+/// answer to send (431 or 400) before closing.
+pub fn parse_head(buf: &[u8], max_header: usize) -> Result<Option<Head>, ApiError> {
     let too_large = || ApiError {
         status: 431,
         msg: format!(

@@ -583,7 +583,8 @@ impl Registry {
                 .clusters
                 .insert(cluster.clone(), ClusterMeta::default());
         }
-        let (id, healthy, marked, is_new) = match svc.instances.get(&ik) {
+        let spot = svc.instances.spot(&ik);
+        let (id, healthy, marked, is_new) = match svc.instances.at(&spot) {
             Some(old) => (
                 old.custom_id(),
                 if old.marked {
@@ -603,7 +604,7 @@ impl Registry {
         };
         let mut inst = Instance::build(spec, cluster, ik.ip.clone(), id, healthy, base);
         inst.marked = marked;
-        if let Some(old) = svc.instances.get(&ik).filter(|old| old.same_as(&inst)) {
+        if let Some(old) = svc.instances.at(&spot).filter(|old| old.same_as(&inst)) {
             // Re-registering an instance unchanged (clients do, periodically and after a
             // 20404) only renews its lease: no new revision, no push, no new lease entry.
             old.last_beat.store(now, Ordering::Relaxed);
@@ -613,7 +614,7 @@ impl Registry {
         inst.last_beat = AtomicU64::new(now);
         let delete_deadline = now + inst.timing().timeout_ms + 1;
         let inst = Arc::new(inst);
-        svc.instances.insert(inst.clone());
+        svc.instances.insert_at(spot, inst.clone());
         Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
         if spec.ephemeral {
             self.wheel.schedule(

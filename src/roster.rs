@@ -71,6 +71,15 @@ impl<'a> Probe<'a> {
     }
 }
 
+/// A position in a roster: where an identity is, or would go. Valid until the roster changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spot {
+    c: usize,
+    i: usize,
+    found: bool,
+    hash: u64,
+}
+
 /// Iterator over a roster's instances in roster order.
 #[derive(Clone, Debug)]
 pub struct Iter<'a> {
@@ -226,12 +235,36 @@ impl Roster {
         }
     }
 
+    /// Where the instance with identity `key` is, or would be inserted: one search serves a
+    /// read ([`Roster::at`]) and then a write ([`Roster::insert_at`]).
+    pub fn spot(&self, key: &InstanceKey) -> Spot {
+        let p = Probe::new(&key.ip, key.port, &key.cluster, key.ephemeral);
+        let (c, i, found) = self.locate(&p);
+        Spot {
+            c,
+            i,
+            found,
+            hash: p.hash,
+        }
+    }
+
+    /// The instance at `spot`, if one is there. `spot` must come from [`Roster::spot`] on this
+    /// roster, unchanged since.
+    pub fn at(&self, spot: &Spot) -> Option<&Arc<Instance>> {
+        spot.found.then(|| &self.chunks[spot.c].1[spot.i].inst)
+    }
+
     /// Inserts `inst`, replacing and returning the instance with the same key.
     pub fn insert(&mut self, inst: Arc<Instance>) -> Option<Arc<Instance>> {
-        let k = &inst.key;
-        let p = Probe::new(&k.ip, k.port, &k.cluster, k.ephemeral);
-        let hash = p.hash;
-        let (c, i, found) = self.locate(&p);
+        let spot = self.spot(&inst.key);
+        self.insert_at(spot, inst)
+    }
+
+    /// [`Roster::insert`] at a `spot` found for `inst`'s key on this roster, unchanged since
+    /// (checked in debug builds).
+    pub fn insert_at(&mut self, spot: Spot, inst: Arc<Instance>) -> Option<Arc<Instance>> {
+        debug_assert_eq!(spot, self.spot(&inst.key), "stale spot");
+        let Spot { c, i, found, hash } = spot;
         self.count(&inst, 1);
         let entry = Entry { hash, inst };
         let chunks = Arc::make_mut(&mut self.chunks);

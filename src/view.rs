@@ -306,11 +306,20 @@ impl ReadView {
     }
 
     /// Publishes (or replaces) a service's view. Only the owner shard calls this.
+    ///
+    /// A republished service keeps its map entry (no key clone, one hash); the old view is
+    /// dropped after the lock is released, so readers never wait for its memory to be freed.
     pub fn publish(&self, view: Arc<ServiceView>) {
-        let mut map = self.stripes[Self::stripe(view.key.as_ref())]
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        map.insert(view.key.clone(), view);
+        let old = {
+            let mut map = self.stripes[Self::stripe(view.key.as_ref())]
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            match map.get_mut(&view.key.as_ref()) {
+                Some(slot) => Some(std::mem::replace(slot, view)),
+                None => map.insert(view.key.clone(), view),
+            }
+        };
+        drop(old);
     }
 
     /// Removes a deleted service. Only the owner shard calls this.
