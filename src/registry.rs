@@ -2,8 +2,9 @@
 //!
 //! The owner shard is the only writer of a service. Every applied change bumps the service's
 //! revision and marks it dirty; [`Registry::flush`] publishes dirty services to the shared
-//! [`ReadView`]. A service's instances are a [`Roster`], so publishing shares it instead of
-//! copying it. Leases live in a [`Wheel`]: a beat only stamps the instance's `last_beat`, and
+//! [`ReadView`] (an instance write to a published view that no reader holds updates it in
+//! place at once; see [`Registry::apply`]). A service's instances are a [`Roster`], so
+//! publishing shares it instead of copying it. Leases live in a [`Wheel`]: a beat only stamps the instance's `last_beat`, and
 //! each instance is looked at when its next deadline comes due.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,6 +85,8 @@ struct ServiceState {
     meta: Arc<ServiceMeta>,
     instances: Roster,
     revision: u64,
+    /// The revision the published view shows (0: not published yet).
+    published: u64,
     /// Counts last reported into `Stats`.
     counted: (u64, u64),
     empty_since: Option<u64>,
@@ -241,9 +244,47 @@ impl Registry {
         self.wheel.len()
     }
 
-    /// Applies one command at monotonic time `now` (ms). Changes become visible to readers at
-    /// the next [`Registry::flush`]. An error changes nothing.
+    /// Applies one command at monotonic time `now` (ms). An error changes nothing.
+    ///
+    /// Changes become visible to readers at the next [`Registry::flush`], or at once for an
+    /// instance write to a published service that no reader holds: then the published view is
+    /// updated in place ([`ReadView::update_in_place`]): its roster handle is dropped, so the
+    /// owner's roster changes its chunks in place instead of copying them, and is put back
+    /// with the new revision. Otherwise (a reader holds the view, or the service is new) the
+    /// change is copy-on-write and published by the next flush.
     pub fn apply(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
+        let instance_write = matches!(
+            cmd,
+            Command::Register(_)
+                | Command::Update { .. }
+                | Command::Deregister { .. }
+                | Command::Patch(_)
+                | Command::Beat { .. }
+                | Command::SetHealth { .. }
+                | Command::BatchMetadata { .. }
+        );
+        if !instance_write || !self.services.contains_key(key) {
+            return self.apply_now(key, cmd, now);
+        }
+        let view = self.view.clone();
+        view.update_in_place(key.as_ref(), |published| {
+            let Some(published) = published else {
+                return self.apply_now(key, cmd, now);
+            };
+            drop(published.take_instances());
+            let r = self.apply_now(key, cmd, now);
+            // Instance writes never remove the service, so its state is still here.
+            let svc = self
+                .services
+                .get_mut(key)
+                .expect("instance writes keep the service");
+            published.republish(svc.revision, &svc.meta, svc.instances.clone());
+            svc.published = svc.revision;
+            r
+        })
+    }
+
+    fn apply_now(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
         match cmd {
             Command::Register(spec) => {
                 self.upsert(key, &spec, now);
@@ -475,12 +516,16 @@ impl Registry {
                     );
                 }
             }
-            self.view.publish(Arc::new(ServiceView::new(
-                key.clone(),
-                svc.revision,
-                svc.meta.clone(),
-                instances,
-            )));
+            // Already shown by an in-place update (see `apply`)?
+            if svc.published != svc.revision {
+                svc.published = svc.revision;
+                self.view.publish(Arc::new(ServiceView::new(
+                    key.clone(),
+                    svc.revision,
+                    svc.meta.clone(),
+                    instances,
+                )));
+            }
             changed.push(key);
         }
         self.stats.services = self.services.len() as u64;
@@ -815,6 +860,7 @@ fn service_entry<'a>(
         meta: Arc::new(ServiceMeta::default()),
         instances: Roster::new(),
         revision: 0,
+        published: 0,
         counted: (0, 0),
         empty_since: None,
         durable: false,
@@ -1177,6 +1223,130 @@ mod tests {
             json["hosts"][0]["healthy"], true,
             "0/1 healthy <= 0.0 threshold"
         );
+    }
+
+    #[test]
+    fn writes_update_an_unheld_view_in_place_and_leave_a_held_one_alone() {
+        let mut f = Fixture::new(Lifecycle::default());
+        let q = ListQuery {
+            clusters_raw: "",
+            clusters: vec![],
+            healthy_only: false,
+            grouped: false,
+            cache_millis: 3000,
+            env: "",
+            is_check: false,
+            now_wall_ms: 1,
+        };
+        let ips = |v: &ServiceView| -> Vec<String> {
+            let body: Vec<u8> = v.render_list(&q).unwrap().concat();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            json["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["ip"].as_str().unwrap().to_string())
+                .collect()
+        };
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        // A reader holds the view (and has rendered it): the next write may not touch it.
+        let held = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(ips(&held), ["10.0.0.1"]);
+        f.apply(Command::Register(spec("10.0.0.2", 80))).unwrap();
+        let next = f.view.get(f.key.as_ref()).unwrap();
+        assert!(!Arc::ptr_eq(&held, &next), "copy-on-write while held");
+        assert_eq!(ips(&held), ["10.0.0.1"], "a held view never changes");
+        assert_eq!(held.instances.len(), 1);
+        assert_eq!(next.instances.len(), 2);
+        assert!(next.revision > held.revision);
+        let (r2, ptr) = (next.revision, Arc::as_ptr(&next));
+        drop((held, next));
+        // Nobody holds it now: the write lands in the published view itself, visible before
+        // any flush, with a new revision and no stale rendering.
+        let now = f.clock.now_ms();
+        f.reg
+            .apply(&f.key, Command::Register(spec("10.0.0.3", 80)), now)
+            .unwrap();
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(Arc::as_ptr(&v), ptr, "updated in place");
+        assert!(v.revision > r2);
+        assert_eq!(v.instances.len(), 3);
+        let rendered = ips(&v);
+        assert_eq!(rendered.len(), 3, "{rendered:?}");
+        drop(v);
+        // The flush after it publishes nothing new, and says the service changed (for push).
+        let changed = f.reg.flush(now);
+        assert_eq!(changed, vec![f.key.clone()]);
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(Arc::as_ptr(&v), ptr);
+        assert_eq!(f.reg.stats().healthy, 3);
+        // A write that changes nothing (an identical re-register) keeps the revision and the
+        // cached rendering.
+        let rev = v.revision;
+        drop(v);
+        f.apply(Command::Register(spec("10.0.0.3", 80))).unwrap();
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(v.revision, rev);
+        assert_eq!(ips(&v).len(), 3);
+        // Deregistering in place drops the instance from the view at once.
+        drop(v);
+        f.apply(Command::Deregister {
+            ip: "10.0.0.1".into(),
+            port: 80,
+            cluster: "DEFAULT".into(),
+            ephemeral: true,
+        })
+        .unwrap();
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(Arc::as_ptr(&v), ptr);
+        let mut left = ips(&v);
+        left.sort();
+        assert_eq!(left, ["10.0.0.2", "10.0.0.3"]);
+    }
+
+    #[test]
+    fn readers_on_other_threads_see_whole_revisions_while_writes_land_in_place() {
+        let mut f = Fixture::new(Lifecycle::default());
+        f.apply(Command::Register(spec("10.1.0.0", 80))).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (view, key, stop) = (f.view.clone(), f.key.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut last = (0, 0);
+                    let mut seen = 0u64;
+                    // Bounded: at most 2 M looks, or until the writer is done.
+                    for _ in 0..2_000_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let v = view.get(key.as_ref()).expect("published");
+                        // Each write adds one instance: a revision shows all of them, whole.
+                        let n = v.instances.len();
+                        assert_eq!(v.instances.iter().count(), n);
+                        assert!(
+                            (v.revision, n) >= last,
+                            "went back: {last:?} -> {:?}",
+                            (v.revision, n)
+                        );
+                        last = (v.revision, n);
+                        seen += 1;
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for i in 1..3000u32 {
+            let ip = format!("10.1.{}.{}", i / 256, i % 256);
+            f.apply(Command::Register(spec(&ip, 80))).unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().expect("reader panicked") > 0);
+        }
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        assert_eq!(v.instances.len(), 3000);
+        assert_eq!(v.instances.iter().count(), 3000);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! instance, O(n) per write. A roster is a two-level persistent vector instead: cloning it
 //! (publishing) is one reference-count increment, and a change copies only the chunk index
 //! (≤ n / [`HALF`] entries) and the one chunk it touches (≤ [`MAX`] entries) when a published
-//! view still shares them.
+//! view still shares them. (When no reader holds the published view, the owner takes the
+//! view's handle back first, and the change copies nothing: see `Registry::apply`.)
 //!
 //! Order: by a 64-bit FNV-1a hash of `(ip, port, cluster)`, then by the identity itself (so
 //! collisions are exact and an instance's persistent and ephemeral twins sit side by side).

@@ -1,8 +1,10 @@
 //! The read view: what every shard serves reads from, without a cross-shard hop.
 //!
-//! The owner shard of a service publishes an immutable [`ServiceView`] (instances, settings,
-//! revision) after every change; its instances are a [`Roster`] shared with the owner, not a
-//! copy. Readers on any shard look it up under a striped read lock. A list's host array is
+//! The owner shard of a service publishes a [`ServiceView`] (instances, settings, revision)
+//! after every change; its instances are a [`Roster`] shared with the owner, not a copy. A view
+//! a reader holds never changes. One that nobody holds may be updated in place by its owner,
+//! under its stripe's write lock ([`ReadView::update_in_place`]), so that a write to a service
+//! nobody is reading copies nothing. Readers on any shard look it up under a striped read lock. A list's host array is
 //! rendered once per revision and variant (all clusters, with or without `healthyOnly`, grouped
 //! or not; plus a few cluster filters) and then served as shared [`Bytes`], from the
 //! [`crate::arena`] when it is large.
@@ -76,6 +78,32 @@ impl ServiceView {
             filtered: Default::default(),
             checksum: OnceLock::new(),
             metadata_json: OnceLock::new(),
+        }
+    }
+
+    /// Takes the instances out (leaving none), so that the owner's roster is the only holder
+    /// of its chunks and changes it in place. Only inside [`ReadView::update_in_place`], which
+    /// keeps readers out until [`ServiceView::republish`] puts instances back.
+    pub fn take_instances(&mut self) -> Roster {
+        std::mem::take(&mut self.instances)
+    }
+
+    /// Puts the owner's state back into this view: `instances` always; and if `revision` is
+    /// newer than the view's, the new revision and settings, with every cached rendering
+    /// dropped. (An unchanged revision means unchanged content: the caches stay valid.)
+    pub fn republish(&mut self, revision: u64, meta: &Arc<ServiceMeta>, instances: Roster) {
+        self.instances = instances;
+        if revision != self.revision {
+            debug_assert!(revision > self.revision, "revisions only grow");
+            self.revision = revision;
+            self.meta = meta.clone();
+            self.hosts_cache = Default::default();
+            self.filtered
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            self.checksum = OnceLock::new();
+            self.metadata_json = OnceLock::new();
         }
     }
 
@@ -320,6 +348,22 @@ impl ReadView {
             }
         };
         drop(old);
+    }
+
+    /// Runs `f` on the published view of `key` while no reader can see it: under the stripe's
+    /// write lock, and only if no reader holds the view (`f` gets `None` if one does, or if
+    /// the service is not published). Only the owner shard calls this; `f` must not touch
+    /// this read view (the lock is not reentrant) and should be short: readers of the other
+    /// services in the stripe wait for it.
+    pub fn update_in_place<R>(
+        &self,
+        key: KeyRef<'_>,
+        f: impl FnOnce(Option<&mut ServiceView>) -> R,
+    ) -> R {
+        let mut map = self.stripes[Self::stripe(key)]
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        f(map.get_mut(&key).and_then(Arc::get_mut))
     }
 
     /// Removes a deleted service. Only the owner shard calls this.
