@@ -253,13 +253,14 @@ impl Registry {
     /// with the new revision. Otherwise (a reader holds the view, or the service is new) the
     /// change is copy-on-write and published by the next flush.
     pub fn apply(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
+        // Beats are left out: nearly all of them change nothing (they stamp `last_beat`), and
+        // must not take the stripe lock; the rare one that changes health is copy-on-write.
         let instance_write = matches!(
             cmd,
             Command::Register(_)
                 | Command::Update { .. }
                 | Command::Deregister { .. }
                 | Command::Patch(_)
-                | Command::Beat { .. }
                 | Command::SetHealth { .. }
                 | Command::BatchMetadata { .. }
         );
