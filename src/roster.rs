@@ -101,16 +101,24 @@ impl<'a> Iterator for Iter<'a> {
     }
 }
 
-/// The chunk, copied first if a published view shares it. A copy gets room for `extra` more
-/// instances and no more: chunks are copied on nearly every change, and `Vec`'s doubling would
-/// leave most of every chunk's allocation unused.
+/// Room a chunk changed in place grows by when full, in entries: `Vec`'s doubling would leave
+/// up to half of every chunk's allocation unused (16 bytes per slot), and chunks are many.
+const GROW: usize = 4;
+
+/// The chunk, copied first if a published view shares it, with room for `extra` more
+/// instances. A copy gets exactly that room; a chunk changed in place (nobody shares it) grows
+/// by at least [`GROW`] entries when full, not by doubling.
 fn own(chunk: &mut Chunk, extra: usize) -> &mut Vec<Entry> {
     if Arc::get_mut(chunk).is_none() {
         let mut copy = Vec::with_capacity(chunk.len() + extra);
         copy.extend(chunk.iter().cloned());
         *chunk = Arc::new(copy);
     }
-    Arc::get_mut(chunk).expect("chunk just made unique")
+    let v = Arc::get_mut(chunk).expect("chunk just made unique");
+    if v.capacity() - v.len() < extra {
+        v.reserve_exact(extra.max(GROW));
+    }
+    v
 }
 
 /// The hash of a chunk's last entry (what the index keeps).
@@ -281,7 +289,9 @@ impl Roster {
         }
         chunk.insert(i, entry);
         if chunk.len() > MAX {
+            // Both halves keep room for GROW more, no more.
             let tail = chunk.split_off(chunk.len() / 2);
+            chunk.shrink_to(chunk.len() + GROW);
             chunks[c].0 = last_hash(&chunks[c].1);
             chunks.insert(c + 1, (last_hash(&tail), Arc::new(tail)));
         } else {
@@ -510,6 +520,24 @@ mod tests {
         );
         assert!(r.find_any("10.0.0.1", 8081, "DEFAULT").is_none());
         assert!(r.find("10.0.0.1", 8080, "OTHER", true).is_none());
+    }
+
+    #[test]
+    fn chunks_changed_in_place_keep_little_spare_room() {
+        let mut r = Roster::new();
+        for n in 0..5000 {
+            r.insert(inst(n, true, true));
+        }
+        let (len, cap) = r
+            .chunks
+            .iter()
+            .fold((0, 0), |(l, c), (_, ch)| (l + ch.len(), c + ch.capacity()));
+        assert_eq!(len, 5000);
+        assert!(
+            r.chunks.iter().all(|(_, ch)| ch.capacity() <= ch.len() + GROW),
+            "a chunk grew by doubling"
+        );
+        assert!(cap - len <= r.chunks.len() * GROW, "{cap} slots for {len}");
     }
 
     #[test]
