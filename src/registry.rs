@@ -947,6 +947,17 @@ mod tests {
             }
         }
 
+        /// Deregisters the ephemeral `ip:80` in DEFAULT.
+        fn deregister(&mut self, ip: &str) {
+            self.apply(Command::Deregister {
+                ip: ip.into(),
+                port: 80,
+                cluster: "DEFAULT".into(),
+                ephemeral: true,
+            })
+            .unwrap();
+        }
+
         /// A light beat for `ip:80` in DEFAULT.
         fn beat(&mut self, ip: &str) -> Reply {
             self.apply(Command::Beat {
@@ -1188,13 +1199,7 @@ mod tests {
         };
         let mut f = Fixture::new(life);
         f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
-        f.apply(Command::Deregister {
-            ip: "10.0.0.1".into(),
-            port: 80,
-            cluster: "DEFAULT".into(),
-            ephemeral: true,
-        })
-        .unwrap();
+        f.deregister("10.0.0.1");
         f.run_for(4_800);
         assert!(f.view.get(f.key.as_ref()).is_some());
         f.run_for(400);
@@ -1291,13 +1296,7 @@ mod tests {
         assert_eq!(ips(&v).len(), 3);
         // Deregistering in place drops the instance from the view at once.
         drop(v);
-        f.apply(Command::Deregister {
-            ip: "10.0.0.1".into(),
-            port: 80,
-            cluster: "DEFAULT".into(),
-            ephemeral: true,
-        })
-        .unwrap();
+        f.deregister("10.0.0.1");
         let v = f.view.get(f.key.as_ref()).unwrap();
         assert_eq!(Arc::as_ptr(&v), ptr);
         let mut left = ips(&v);

@@ -534,7 +534,9 @@ mod tests {
             .fold((0, 0), |(l, c), (_, ch)| (l + ch.len(), c + ch.capacity()));
         assert_eq!(len, 5000);
         assert!(
-            r.chunks.iter().all(|(_, ch)| ch.capacity() <= ch.len() + GROW),
+            r.chunks
+                .iter()
+                .all(|(_, ch)| ch.capacity() <= ch.len() + GROW),
             "a chunk grew by doubling"
         );
         assert!(cap - len <= r.chunks.len() * GROW, "{cap} slots for {len}");

@@ -634,30 +634,6 @@ fn status_endpoints_and_unknown_paths() {
     }
 }
 
-/// Reads one HTTP/1.1 response with a `content-length` from a keep-alive stream.
-fn read_response(r: &mut impl std::io::BufRead) -> (u16, String) {
-    let mut status = 0;
-    let mut len = 0;
-    for _ in 0..64 {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("response head");
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
-            status = rest[..3].parse().unwrap();
-        } else if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).expect("response body");
-    (status, String::from_utf8(body).unwrap())
-}
-
 /// A list reply large enough to be cached in the page arena (and sent with `sendfile`) arrives
 /// whole and identical: pipelined on one keep-alive connection, to a client whose small
 /// receive buffer makes the server's sends partial and hit a full socket.
@@ -701,7 +677,7 @@ fn large_list_replies_arrive_whole_through_full_sockets() {
     let mut r = BufReader::with_capacity(1024, stream);
     let mut bodies = Vec::new();
     for _ in 0..3 {
-        let (st, body) = read_response(&mut r);
+        let (st, _, body) = common::read_response(&mut r);
         assert_eq!(st, 200);
         let v = json(&body);
         let hosts = v["hosts"].as_array().unwrap();

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::Server;
+use common::{read_response, Server};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -16,32 +16,6 @@ fn connect(s: &Server) -> TcpStream {
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
     c.set_write_timeout(Some(TIMEOUT)).unwrap();
     c
-}
-
-/// One response from a keep-alive stream: (status, lower-cased head lines, body).
-fn read_response(r: &mut impl BufRead) -> (u16, Vec<String>, String) {
-    let mut status = 0;
-    let mut lines = Vec::new();
-    let mut len = 0;
-    for _ in 0..64 {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("response head");
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
-            status = rest[..3].parse().unwrap();
-        } else if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-        lines.push(l.to_ascii_lowercase());
-    }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).expect("response body");
-    (status, lines, String::from_utf8(body).unwrap())
 }
 
 fn hosts(s: &Server, service: &str) -> usize {

@@ -317,3 +317,30 @@ pub fn loopback_command(program: &str) -> Command {
         .stdin(Stdio::null());
     cmd
 }
+
+/// Reads one response with a `Content-Length` from a keep-alive stream: (status, head lines
+/// lower-cased, body).
+pub fn read_response(r: &mut impl std::io::BufRead) -> (u16, Vec<String>, String) {
+    let mut status = 0;
+    let mut lines = Vec::new();
+    let mut len = 0;
+    for _ in 0..64 {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("response head");
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix("HTTP/1.1 ") {
+            status = rest[..3].parse().unwrap();
+        } else if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+        lines.push(l.to_ascii_lowercase());
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).expect("response body");
+    (status, lines, String::from_utf8(body).unwrap())
+}
