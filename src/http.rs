@@ -571,7 +571,7 @@ impl Conn {
         }
     }
 
-    /// Writes `head` and then `body` (skipped when `head_only`), whole.
+    /// Writes the reply head in `out`, then `body` (skipped when `head_only`), whole.
     async fn send(&mut self, body: &Chunks, head_only: bool) -> io::Result<()> {
         let mut slices: [&[u8]; MAX_IOV] = [&[]; MAX_IOV];
         slices[0] = &self.out;
@@ -637,7 +637,7 @@ impl Conn {
     }
 }
 
-/// One non-blocking write of `slices` (all non-empty first slice), with `sendfile` for a body
+/// One non-blocking write of `slices` (the first one non-empty), with `sendfile` for a body
 /// that lives in the [`crate::arena`]: the slices before it go first (`MSG_MORE`, so head and
 /// body share segments), then the body; each is one call and the caller loops.
 fn write_some(fd: RawFd, slices: &[&[u8]]) -> io::Result<usize> {

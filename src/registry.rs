@@ -273,15 +273,17 @@ impl Registry {
                 return self.apply_now(key, cmd, now);
             };
             drop(published.take_instances());
-            let r = self.apply_now(key, cmd, now);
+            // Whatever happens (even a panic, which the API layer turns into a 500), the view
+            // gets the owner's roster back before the lock is released.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.apply_now(key, cmd, now)
+            }));
             // Instance writes never remove the service, so its state is still here.
-            let svc = self
-                .services
-                .get_mut(key)
-                .expect("instance writes keep the service");
-            published.republish(svc.revision, &svc.meta, svc.instances.clone());
-            svc.published = svc.revision;
-            r
+            if let Some(svc) = self.services.get_mut(key) {
+                published.republish(svc.revision, &svc.meta, svc.instances.clone());
+                svc.published = svc.revision;
+            }
+            r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })
     }
 
