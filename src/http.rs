@@ -826,7 +826,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                         return;
                     }
                 }
-                Err(e) => return c.refuse(e, "/").await,
+                Err(e) => return c.refuse(shard.metrics(), e, "/").await,
             }
         };
         let path = |c: &Conn| head_str(&c.buf[c.start..], head.path);
@@ -836,7 +836,9 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
             Framing::Length(n) => {
                 if n > max_body {
                     let p = path(&c);
-                    return c.refuse(ApiError::too_large(max_body), &p).await;
+                    return c
+                        .refuse(shard.metrics(), ApiError::too_large(max_body), &p)
+                        .await;
                 }
                 if head.expect_continue && c.end - body_at < n && c.send_continue().await.is_err() {
                     return;
@@ -851,7 +853,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                                 "cannot read request body: the client closed after {} of {n} bytes",
                                 c.end - body_at
                             ));
-                            return c.refuse(e, &p).await;
+                            return c.refuse(shard.metrics(), e, &p).await;
                         }
                         Err(ReadEnd::Failed) => return,
                     }
@@ -875,7 +877,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                                 }
                             };
                             let p = path(&c);
-                            return c.refuse(err, &p).await;
+                            return c.refuse(shard.metrics(), err, &p).await;
                         }
                     }
                     if dechunk.state == ChunkState::Done {
@@ -892,11 +894,17 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                             return;
                         }
                     }
-                    if c.fill(head.len + MAX_CHUNK_LINE + INITIAL_BUFFER)
-                        .await
-                        .is_err()
-                    {
-                        return;
+                    match c.fill(head.len + MAX_CHUNK_LINE + INITIAL_BUFFER).await {
+                        Ok(_) => {}
+                        Err(ReadEnd::Eof) => {
+                            // A half-closed client still reads the answer.
+                            let p = path(&c);
+                            let e = malformed(
+                                "cannot read request body: the client closed inside the chunked body",
+                            );
+                            return c.refuse(shard.metrics(), e, &p).await;
+                        }
+                        Err(ReadEnd::Failed) => return,
                     }
                 }
                 raw - c.start
@@ -957,8 +965,11 @@ fn head_str(head: &[u8], r: (usize, usize)) -> String {
 
 impl Conn {
     /// Answers a request refused at the protocol level with `err` (rendered for `path`), then
-    /// closes with a lingering read.
-    async fn refuse(&mut self, err: ApiError, path: &str) {
+    /// closes with a lingering read. Counted in `muster_http_refused_total`.
+    async fn refuse(&mut self, metrics: &crate::metrics::ShardMetrics, err: ApiError, path: &str) {
+        metrics
+            .http_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let body = Chunks::one(Bytes::from(err.body(path)));
         write_head(
             &mut self.out,

@@ -105,6 +105,8 @@ pub struct ShardMetrics {
     pub connections_open: AtomicU64,
     /// Connections closed at accept because of the cap.
     pub connections_rejected: AtomicU64,
+    /// Requests refused by the HTTP layer (400, 413, 431) before reaching an endpoint.
+    pub http_refused: AtomicU64,
     /// Writes sent to another shard.
     pub cross_shard_sent: AtomicU64,
     /// Writes refused because the owner's inbox stayed full.
@@ -130,6 +132,7 @@ impl Default for ShardMetrics {
             latency: (0..n).map(|_| Histogram::default()).collect(),
             connections_open: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
+            http_refused: AtomicU64::new(0),
             cross_shard_sent: AtomicU64::new(0),
             cross_shard_rejected: AtomicU64::new(0),
             services: AtomicU64::new(0),
@@ -251,7 +254,7 @@ impl Metrics {
         let hists = self.shards.iter().map(|m| &m.push_latency);
         Histogram::write(&mut s, "muster_push_latency_seconds", "", hists);
         type Getter = fn(&ShardMetrics) -> u64;
-        let per_shard: [(&str, &str, &str, Getter); 17] = [
+        let per_shard: [(&str, &str, &str, Getter); 18] = [
             (
                 "muster_services",
                 "gauge",
@@ -311,6 +314,12 @@ impl Metrics {
                 "counter",
                 "Connections closed at accept because of the connection cap.",
                 |m| m.connections_rejected.load(Relaxed),
+            ),
+            (
+                "muster_http_refused_total",
+                "counter",
+                "Requests refused by the HTTP layer before reaching an endpoint (malformed head or framing: 400; body over the cap: 413; head over the cap: 431); the connection is closed after the answer.",
+                |m| m.http_refused.load(Relaxed),
             ),
             (
                 "muster_push_sent_total",

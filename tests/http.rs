@@ -196,5 +196,19 @@ fn a_half_closed_client_still_gets_its_answer() {
     let b = String::from_utf8_lossy(&b);
     assert_eq!(st, 400, "{b}");
     assert!(b.starts_with("caused: cannot read request body"), "{b}");
+    // The same for a chunked body that never ends.
+    let (st, b) = s.raw(
+        b"POST /nacos/v1/ns/instance HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/x-www-form-urlencoded\r\n\r\n23\r\nserviceName=cut&ip=10.0.0.4&port=80\r\n",
+    );
+    let b = String::from_utf8_lossy(&b);
+    assert_eq!(st, 400, "{b}");
+    assert!(b.starts_with("caused: cannot read request body"), "{b}");
     assert_eq!(hosts(&s, "cut"), 0);
+    // Both refusals are counted.
+    let (_, m) = s.request("GET", "/metrics", "");
+    assert!(
+        m.lines()
+            .any(|l| l == "muster_http_refused_total{shard=\"0\"} 2"),
+        "{m}"
+    );
 }
