@@ -1311,17 +1311,16 @@ mod tests {
         let mut f = Fixture::new(Lifecycle::default());
         f.apply(Command::Register(spec("10.1.0.0", 80))).unwrap();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let readers: Vec<_> = (0..2)
             .map(|_| {
-                let (view, key, stop) = (f.view.clone(), f.key.clone(), stop.clone());
+                let (view, key) = (f.view.clone(), f.key.clone());
+                let (stop, started) = (stop.clone(), started.clone());
                 std::thread::spawn(move || {
                     let mut last = (0, 0);
                     let mut seen = 0u64;
-                    // Bounded: at most 2 M looks, or until the writer is done.
+                    // Bounded: at most 2 M looks; stops once the writer is done.
                     for _ in 0..2_000_000 {
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
                         let v = view.get(key.as_ref()).expect("published");
                         // Each write adds one instance: a revision shows all of them, whole.
                         let n = v.instances.len();
@@ -1333,11 +1332,24 @@ mod tests {
                         );
                         last = (v.revision, n);
                         seen += 1;
+                        if seen == 1 {
+                            started.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                     }
                     seen
                 })
             })
             .collect();
+        // Write only once both readers are looking (bounded wait: 10 s).
+        let t0 = std::time::Instant::now();
+        while started.load(Ordering::SeqCst) < 2
+            && t0.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::yield_now();
+        }
         for i in 1..3000u32 {
             let ip = format!("10.1.{}.{}", i / 256, i % 256);
             f.apply(Command::Register(spec(&ip, 80))).unwrap();
