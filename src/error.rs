@@ -78,20 +78,6 @@ impl ApiError {
         }
     }
 
-    /// The reason phrase for the servlet-style body.
-    fn reason(&self) -> &'static str {
-        match self.status {
-            400 => "Bad Request",
-            403 => "Forbidden",
-            404 => "Not Found",
-            413 => "Payload Too Large",
-            500 => "Internal Server Error",
-            501 => "Not Implemented",
-            503 => "Service Unavailable",
-            _ => "Error",
-        }
-    }
-
     /// The response body, as Nacos frames it.
     pub fn body(&self, path: &str) -> String {
         match self.kind {
@@ -100,7 +86,7 @@ impl ApiError {
             ErrorKind::Servlet => serde_json::json!({
                 "timestamp": crate::clock::wall_ms(),
                 "status": self.status,
-                "error": self.reason(),
+                "error": crate::http::reason(self.status),
                 "message": self.msg,
                 "path": path,
             })

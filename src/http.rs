@@ -151,14 +151,10 @@ impl Chunks {
     pub fn parts(&self) -> &[Bytes] {
         &self.parts
     }
-
-    /// The body as one contiguous copy (tests and diagnostics).
-    pub fn to_vec(&self) -> Vec<u8> {
-        self.parts.concat()
-    }
 }
 
-/// The reason phrase sent with `status`.
+/// The reason phrase of `status`: on the status line, and as the `error` of servlet-style
+/// error bodies (`Error` for a status without one here).
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
@@ -173,7 +169,7 @@ pub fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
-        _ => "Unknown",
+        _ => "Error",
     }
 }
 

@@ -501,10 +501,8 @@ impl Registry {
             let Some(svc) = self.services.get_mut(&key) else {
                 continue;
             };
-            // Publishing shares the roster: no per-instance work.
-            let instances = svc.instances.clone();
-            let healthy = instances.healthy() as u64;
-            let unhealthy = instances.len() as u64 - healthy;
+            let healthy = svc.instances.healthy() as u64;
+            let unhealthy = svc.instances.len() as u64 - healthy;
             self.stats.healthy = self.stats.healthy + healthy - svc.counted.0;
             self.stats.unhealthy = self.stats.unhealthy + unhealthy - svc.counted.1;
             svc.counted = (healthy, unhealthy);
@@ -519,14 +517,15 @@ impl Registry {
                     );
                 }
             }
-            // Already shown by an in-place update (see `apply`)?
+            // Unless an in-place update (see `apply`) already shows this revision. Publishing
+            // shares the roster: no per-instance work.
             if svc.published != svc.revision {
                 svc.published = svc.revision;
                 self.view.publish(Arc::new(ServiceView::new(
                     key.clone(),
                     svc.revision,
                     svc.meta.clone(),
-                    instances,
+                    svc.instances.clone(),
                 )));
             }
             changed.push(key);
