@@ -2,6 +2,7 @@
 //!
 //! Reading order:
 //! - [`server`]: process lifecycle — shards, accept loops, graceful shutdown.
+//! - [`listener`]: the listening address: a live listener refuses start, leftovers never do.
 //! - [`shard`]: one pinned glommio executor owning a disjoint set of services; cross-shard writes.
 //! - [`http`]: HTTP/1.1 connections on glommio sockets (`httparse` heads, borrowed requests);
 //!   large cached bodies go out with `sendfile` from the [`arena`].
@@ -26,6 +27,7 @@ pub mod error;
 pub mod hash;
 pub mod http;
 pub mod instance;
+pub mod listener;
 pub mod metrics;
 pub mod params;
 pub mod persistent;

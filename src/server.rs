@@ -1,7 +1,8 @@
 //! Process lifecycle: start the shards, accept connections everywhere, shut down gracefully.
 //!
-//! Startup binds the listen address once to resolve port 0, then every shard binds the same
-//! address with `SO_REUSEPORT` so the kernel spreads connections across shards. When every
+//! Startup checks that no other process listens on the address, binds it once to resolve port 0,
+//! then every shard listens on the same address with `SO_REUSEPORT` so the kernel spreads
+//! connections across shards (see [`crate::listener`] for why a restart on the same port works). When every
 //! shard is accepting, `muster listening on ADDR` is printed on stdout. SIGTERM or SIGINT stops
 //! accepting, lets in-flight requests finish (bounded by the grace period), and returns.
 
@@ -16,6 +17,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::listener;
 use crate::metrics::Metrics;
 use crate::shard::{Shard, Shared};
 use crate::view::ReadView;
@@ -41,34 +43,11 @@ fn raise_memlock() {
     }
 }
 
-/// Binds `addr` with `SO_REUSEPORT` to resolve port 0 before the shards bind it.
+/// Checks that no other process listens on `addr`, then binds it (not listening) with
+/// `SO_REUSEPORT` to resolve port 0 and hold the port until every shard listens.
 fn reserve(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), String> {
-    let domain = socket2::Domain::for_address(addr);
-    // The shards share the port through SO_REUSEPORT, which would also let a second process of
-    // the same user bind it and silently take half the connections. A plain bind (address
-    // reuse only, which tolerates TIME_WAIT but not a listener) fails while anyone listens.
-    if addr.port() != 0 {
-        let probe = socket2::Socket::new(domain, socket2::Type::STREAM, None)
-            .map_err(|e| format!("cannot create a socket for {addr}: {e}"))?;
-        probe
-            .set_reuse_address(true)
-            .map_err(|e| format!("cannot set SO_REUSEADDR on {addr}: {e}"))?;
-        probe.bind(&addr.into()).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                format!("cannot bind {addr}: the address is in use (is another server running?)")
-            } else {
-                format!("cannot bind {addr}: {e}")
-            }
-        })?;
-        drop(probe);
-    }
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)
-        .map_err(|e| format!("cannot create a socket for {addr}: {e}"))?;
-    sock.set_reuse_port(true)
-        .and_then(|_| sock.set_reuse_address(true))
-        .map_err(|e| format!("cannot set SO_REUSEPORT on {addr}: {e}"))?;
-    sock.bind(&addr.into())
-        .map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    listener::ensure_free(addr).map_err(|e| e.to_string())?;
+    let sock = listener::bind(addr).map_err(|e| e.to_string())?;
     let bound = sock
         .local_addr()
         .ok()
@@ -201,13 +180,10 @@ async fn run_shard(
     bound: mpsc::Sender<Result<usize, String>>,
     clock: SystemClock,
 ) {
-    let listener = match glommio::net::TcpListener::bind(shared.listen) {
+    let listener = match listener::listen(shared.listen) {
         Ok(l) => l,
         Err(e) => {
-            let _ = bound.send(Err(format!(
-                "shard {id} cannot bind {}: {e}",
-                shared.listen
-            )));
+            let _ = bound.send(Err(format!("shard {id}: {e}")));
             return;
         }
     };
