@@ -99,6 +99,66 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `muster=debug`. [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Log line format on stderr: `text` (coloured only when stderr is a terminal) or `json`
+    /// (one object per line). [default: text]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// What start does with a damaged end of the WAL: `strict` repairs only a torn write and
+    /// refuses any other damage; `truncate-tail` also drops corrupt records at the very end of
+    /// the last segment (keeping a `.broken` copy). [default: strict]
+    #[arg(long, value_name = "MODE")]
+    pub wal_recovery: Option<WalRecovery>,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colour only when stderr is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (for journald and log shippers).
+    Json,
+}
+
+/// What start-up recovery does with damage at the end of the write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalRecovery {
+    /// Repair only a torn write (etcd's rule); refuse any other damage. The default.
+    #[default]
+    Strict,
+    /// Also drop corrupt records confined to the end of the last segment.
+    TruncateTail,
+}
+
+/// Parses a kebab-case enum value the way the TOML file spells it.
+fn parse_choice<T: serde::de::DeserializeOwned>(s: &str, choices: &str) -> Result<T, String> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
+        .map_err(|_| format!("{s:?} is not one of {choices}"))
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_choice(s, "text, json")
+    }
+}
+
+impl std::str::FromStr for WalRecovery {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_choice(s, "strict, truncate-tail")
+    }
+}
+
+impl From<WalRecovery> for muster_storage::wal::RecoveryMode {
+    fn from(w: WalRecovery) -> Self {
+        match w {
+            WalRecovery::Strict => muster_storage::wal::RecoveryMode::Strict,
+            WalRecovery::TruncateTail => muster_storage::wal::RecoveryMode::TruncateTail,
+        }
+    }
 }
 
 /// The same settings as they appear in the TOML file (all optional).
@@ -128,6 +188,8 @@ struct FileConfig {
     push_max_targets: Option<usize>,
     push_drop_percent: Option<u8>,
     log: Option<String>,
+    log_format: Option<LogFormat>,
+    wal_recovery: Option<WalRecovery>,
 }
 
 /// Resolved server settings.
@@ -163,6 +225,10 @@ pub struct Config {
     pub wal_segment_bytes: u64,
     /// Log filter. Default `info`.
     pub log: String,
+    /// Log line format. Default [`LogFormat::Text`].
+    pub log_format: LogFormat,
+    /// WAL recovery mode at start. Default [`WalRecovery::Strict`].
+    pub wal_recovery: WalRecovery,
 }
 
 impl Default for Config {
@@ -185,6 +251,8 @@ impl Default for Config {
             snapshot_entries: 10_000,
             wal_segment_bytes: 64 << 20,
             log: "info".into(),
+            log_format: LogFormat::Text,
+            wal_recovery: WalRecovery::Strict,
         }
     }
 }
@@ -268,6 +336,8 @@ impl Config {
                 .unwrap_or(d.wal_segment_bytes)
                 .max(64 << 10),
             log: pick!(log).unwrap_or(d.log),
+            log_format: pick!(log_format).unwrap_or(d.log_format),
+            wal_recovery: pick!(wal_recovery).unwrap_or(d.wal_recovery),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -360,5 +430,54 @@ mod tests {
         };
         let err = Config::resolve(cli, &env(&[])).unwrap_err();
         assert!(err.contains("invalid"), "{err}");
+        let e = env(&[("MUSTER_WAL_RECOVERY", "loose")]);
+        let err = Config::resolve(Cli::default(), &e).unwrap_err();
+        assert!(
+            err.contains("MUSTER_WAL_RECOVERY") && err.contains("truncate-tail"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn log_format_and_wal_recovery_from_each_source() {
+        let d = Config::resolve(Cli::default(), &env(&[])).unwrap();
+        assert_eq!(
+            (d.log_format, d.wal_recovery),
+            (LogFormat::Text, WalRecovery::Strict)
+        );
+        let e = env(&[
+            ("MUSTER_LOG_FORMAT", "json"),
+            ("MUSTER_WAL_RECOVERY", "truncate-tail"),
+        ]);
+        let c = Config::resolve(Cli::default(), &e).unwrap();
+        assert_eq!(
+            (c.log_format, c.wal_recovery),
+            (LogFormat::Json, WalRecovery::TruncateTail)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "log_format = \"json\"\nwal_recovery = \"strict\"\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ..Cli::default()
+        };
+        let c = Config::resolve(cli, &e).unwrap();
+        assert_eq!(
+            (c.log_format, c.wal_recovery),
+            (LogFormat::Json, WalRecovery::Strict)
+        );
+        let cli = Cli::try_parse_from([
+            "muster",
+            "--log-format",
+            "text",
+            "--wal-recovery",
+            "truncate-tail",
+        ])
+        .unwrap();
+        let c = Config::resolve(cli, &env(&[])).unwrap();
+        assert_eq!(
+            (c.log_format, c.wal_recovery),
+            (LogFormat::Text, WalRecovery::TruncateTail)
+        );
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use muster_storage::event::Event;
 use muster_storage::raft_store::RaftStore;
-use muster_storage::wal::Options;
+use muster_storage::wal::{Options, RecoveryMode};
 use raft::eraftpb::{ConfState, Entry, EntryType};
 use raft::{RawNode, StateRole};
 
@@ -63,16 +63,52 @@ fn logger() -> slog::Logger {
 }
 
 /// Opens the WAL under `data_dir/raft` and rebuilds persistent state from the snapshot and
-/// committed entries. Corruption refuses to start, naming the file and offset.
-pub fn recover(data_dir: &Path, segment_bytes: u64) -> Result<Recovery, String> {
+/// committed entries. Corruption refuses to start, naming the file and offset; `mode` says what
+/// damage at the very end of the log may be dropped instead (every repair is logged at WARN).
+pub fn recover(
+    data_dir: &Path,
+    segment_bytes: u64,
+    mode: RecoveryMode,
+) -> Result<Recovery, String> {
     let dir = data_dir.join("raft");
     let opts = Options {
         segment_size: segment_bytes,
+        recovery: mode,
         ..Options::default()
     };
     let started = Instant::now();
-    let mut store = RaftStore::open(&dir, opts)
-        .map_err(|e| format!("cannot open the write-ahead log in {}: {e}", dir.display()))?;
+    let mut store = RaftStore::open(&dir, opts).map_err(|e| {
+        let hint = match mode {
+            RecoveryMode::Strict if e.is_corruption() => {
+                "; if the damage is confined to the end of the log, `muster-wal verify` says so and \
+                 --wal-recovery truncate-tail drops it (see README, Operations)"
+            }
+            _ => "",
+        };
+        format!("cannot open the write-ahead log in {}: {e}{hint}", dir.display())
+    })?;
+    let rec = store.wal().recovery();
+    if let Some(d) = &rec.dropped {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            segment = %d.segment.display(),
+            offset = d.offset,
+            dropped_entries = %d.index_range(),
+            kept_last_index = d.kept_last_index,
+            commit_lowered_from = d.commit_lowered_from,
+            reason = %d.reason,
+            "wal recovery (truncate-tail): dropped corrupt records at the end of the log"
+        );
+    }
+    if let Some((seg, offset, broken)) = &rec.repaired {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            segment = %seg.display(),
+            offset,
+            broken = %broken.display(),
+            "wal recovery: cut a damaged tail; the segment was kept as .broken"
+        );
+    }
     let (hard_state, conf_state) = {
         let st = store.wal().state();
         (st.hard_state, st.conf_state.clone())

@@ -82,9 +82,20 @@ pub fn run(config: Config) -> Result<(), String> {
     ])
     .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     raise_memlock();
+    tracing::info!(
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        shards = config.shards,
+        version = env!("CARGO_PKG_VERSION"),
+        "muster starting"
+    );
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-    let recovery = crate::consensus::recover(&config.data_dir, config.wal_segment_bytes)?;
+    let recovery = crate::consensus::recover(
+        &config.data_dir,
+        config.wal_segment_bytes,
+        config.wal_recovery.into(),
+    )?;
     let (proposals_tx, proposals_rx) = flume::bounded(config.inbox_capacity);
     let (reservation, listen) = reserve(config.listen)?;
     let n = config.shards;
@@ -157,6 +168,8 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Some(sig) = signals.forever().next() {
         tracing::info!(
             signal = sig,
+            %listen,
+            data_dir = %config.data_dir.display(),
             "shutting down: no new connections, finishing in-flight requests"
         );
     }
@@ -168,7 +181,7 @@ pub fn run(config: Config) -> Result<(), String> {
     // Every shard is gone: the raft thread drains what is queued and ends.
     shared.stopping.store(true, Ordering::SeqCst);
     let _ = raft.join();
-    tracing::info!("muster stopped");
+    tracing::info!(%listen, data_dir = %config.data_dir.display(), "muster stopped");
     Ok(())
 }
 

@@ -118,6 +118,14 @@ pub enum FrameError {
     Payload(String),
 }
 
+/// True when every byte of `b` is zero. Compares eight bytes at a time: recovery checks the
+/// unwritten rest of a preallocated segment (tens of MiB), and must stay fast in debug builds.
+pub fn is_zero(b: &[u8]) -> bool {
+    // SAFETY: any bit pattern is a valid u64; align_to only reinterprets the aligned middle.
+    let (head, words, tail) = unsafe { b.align_to::<u64>() };
+    head.iter().all(|&x| x == 0) && tail.iter().all(|&x| x == 0) && words.iter().all(|&w| w == 0)
+}
+
 /// Rounds `n` up to a multiple of 8.
 pub const fn align8(n: usize) -> usize {
     (n + 7) & !7
@@ -341,6 +349,23 @@ mod tests {
         let mut v = Vec::new();
         encode_frame(seq, kind, payload, &mut v);
         v
+    }
+
+    #[test]
+    fn is_zero_sees_a_byte_anywhere() {
+        let buf = [0u8; 100];
+        for start in 0..9 {
+            for len in 0..(100 - start) {
+                assert!(is_zero(&buf[start..start + len]));
+            }
+        }
+        for at in 0..100 {
+            let mut b = [0u8; 100];
+            b[at] = 1;
+            for start in 0..9.min(at + 1) {
+                assert!(!is_zero(&b[start..]), "byte {at} from {start}");
+            }
+        }
     }
 
     #[test]

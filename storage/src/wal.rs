@@ -29,6 +29,23 @@ pub struct Options {
     pub fs: Arc<dyn FileSystem>,
     /// Failpoints. Default: [`FailPoints::from_env`] (`MUSTER_FAILPOINTS`, usually empty).
     pub failpoints: Arc<FailPoints>,
+    /// What [`Wal::open`] does with damage at the end of the last segment. Default:
+    /// [`RecoveryMode::Strict`].
+    pub recovery: RecoveryMode,
+}
+
+/// What recovery does with damage at the end of the last segment (FORMAT.md §6), as
+/// raft-engine's `RecoveryMode` does. Damage that is followed by a valid record (corruption in
+/// the middle of the log) refuses in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Repair only a torn write (etcd's `isTornEntry` rule); any other damage refuses.
+    #[default]
+    Strict,
+    /// Also accept corrupt records confined to the end of the last segment: no valid record
+    /// follows them. They are dropped like a torn write (the segment is kept as `.broken`), and
+    /// a hard-state commit beyond the shortened log is lowered to its last entry.
+    TruncateTail,
 }
 
 impl Default for Options {
@@ -37,6 +54,7 @@ impl Default for Options {
             segment_size: 64 << 20,
             fs: Arc::new(RealFs),
             failpoints: Arc::new(FailPoints::from_env()),
+            recovery: RecoveryMode::Strict,
         }
     }
 }
@@ -56,6 +74,29 @@ pub enum Tail {
     /// The segment header itself is missing or zero (crash during creation): repairable by
     /// removing the segment.
     BadHeader(String),
+    /// Corrupt records at `offset` with no valid record after them. Only reported by a scan in
+    /// [`RecoveryMode::TruncateTail`] (a strict scan returns [`Error::Corruption`]); repaired
+    /// like a torn write.
+    Corrupt {
+        /// Offset of the first corrupt record.
+        offset: u64,
+        /// What is wrong there.
+        reason: Corruption,
+        /// Entry indexes the damaged records claim, read without their checksum (so only a
+        /// hint), in file order.
+        claimed: Vec<u64>,
+    },
+}
+
+impl Tail {
+    /// Offset of the first record a repair drops, if the tail needs one (0 for a bad header).
+    pub fn damage_offset(&self) -> Option<u64> {
+        match self {
+            Tail::Clean => None,
+            Tail::BadHeader(_) => Some(0),
+            Tail::Torn { offset, .. } | Tail::Corrupt { offset, .. } => Some(*offset),
+        }
+    }
 }
 
 /// One segment as read by [`scan`].
@@ -92,16 +133,23 @@ pub struct Scan {
 /// Errors: [`Error::Io`] for failed reads, [`Error::Corruption`] for damage anywhere except a
 /// torn tail of the last segment, which is reported in [`ScannedSegment::tail`].
 pub fn scan(fs: &dyn FileSystem, dir: &Path) -> Result<Scan> {
-    scan_with(fs, dir, false)
+    scan_with(fs, dir, false, RecoveryMode::Strict)
+}
+
+/// [`scan`] in a given [`RecoveryMode`]: in [`RecoveryMode::TruncateTail`] corrupt records
+/// confined to the end of the last segment are reported as [`Tail::Corrupt`] instead of an
+/// error.
+pub fn scan_mode(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Result<Scan> {
+    scan_with(fs, dir, false, mode)
 }
 
 /// [`scan`] of a directory whose lock the caller holds: segments are mapped rather than copied
 /// into memory ([`FileSystem::read_locked`]).
-fn scan_locked(fs: &dyn FileSystem, dir: &Path) -> Result<Scan> {
-    scan_with(fs, dir, true)
+fn scan_locked(fs: &dyn FileSystem, dir: &Path, mode: RecoveryMode) -> Result<Scan> {
+    scan_with(fs, dir, true, mode)
 }
 
-fn scan_with(fs: &dyn FileSystem, dir: &Path, locked: bool) -> Result<Scan> {
+fn scan_with(fs: &dyn FileSystem, dir: &Path, locked: bool, mode: RecoveryMode) -> Result<Scan> {
     let names = fs
         .list(dir)
         .map_err(|e| Error::io("list directory", dir, e))?;
@@ -135,8 +183,10 @@ fn scan_with(fs: &dyn FileSystem, dir: &Path, locked: bool) -> Result<Scan> {
             fs.read(&path).map(|v| Box::new(v) as _)
         }
         .map_err(|e| Error::io("read segment", &path, e))?;
-        out.segments
-            .push(scan_segment(&path, *id, &bytes, is_last)?);
+        match scan_segment_mode(&path, *id, &bytes, is_last, mode) {
+            (seg, None) => out.segments.push(seg),
+            (_, Some(e)) => return Err(e),
+        }
     }
     Ok(out)
 }
@@ -161,6 +211,17 @@ pub fn scan_segment_partial(
     id: SegmentId,
     bytes: &[u8],
     is_last: bool,
+) -> (ScannedSegment, Option<Error>) {
+    scan_segment_mode(path, id, bytes, is_last, RecoveryMode::Strict)
+}
+
+/// [`scan_segment_partial`] in a given [`RecoveryMode`] (see [`scan_mode`]).
+pub fn scan_segment_mode(
+    path: &Path,
+    id: SegmentId,
+    bytes: &[u8],
+    is_last: bool,
+    mode: RecoveryMode,
 ) -> (ScannedSegment, Option<Error>) {
     let mut seg = ScannedSegment {
         id,
@@ -195,7 +256,7 @@ pub fn scan_segment_partial(
                         ));
                         break;
                     }
-                    seg.dirty_after_end = bytes[off..].iter().any(|&b| b != 0);
+                    seg.dirty_after_end = !format::is_zero(&bytes[off..]);
                 }
                 break;
             }
@@ -222,8 +283,58 @@ pub fn scan_segment_partial(
             }
         }
     }
+    if let Some(Error::Corruption { offset, reason, .. }) = &err {
+        // Damage in the last segment that no valid record follows is confined to its tail.
+        if is_last
+            && mode == RecoveryMode::TruncateTail
+            && !valid_record_after(id.seq, bytes, *offset as usize)
+        {
+            seg.tail = Tail::Corrupt {
+                offset: *offset,
+                reason: reason.clone(),
+                claimed: claimed_indexes(bytes, *offset as usize),
+            };
+            err = None;
+        }
+    }
     seg.end = off as u64;
     (seg, err)
+}
+
+/// True when a record with a valid frame and payload starts at any 8-byte aligned offset after
+/// the damaged record at `off` (the frame CRC is salted with the segment's `seq`, so stale or
+/// random bytes do not pass for one).
+fn valid_record_after(seq: u64, bytes: &[u8], off: usize) -> bool {
+    (off + 8..bytes.len()).step_by(8).any(|at| {
+        matches!(decode_frame(seq, &bytes[at..]),
+            Ok(Some(f)) if Record::decode_payload(f.kind, f.payload).is_ok())
+    })
+}
+
+/// Entry indexes the frames from `off` on claim, read by their length word and decoded without
+/// checking the CRC; stops at the first frame that cannot be walked. At most 1024.
+fn claimed_indexes(bytes: &[u8], mut off: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    while out.len() < 1024 && off + format::RECORD_HEADER_LEN <= bytes.len() {
+        let hdr = &bytes[off..off + format::RECORD_HEADER_LEN];
+        if hdr.iter().all(|&b| b == 0) {
+            break;
+        }
+        let len = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes")) as usize;
+        let size = format::frame_len(len);
+        if len == 0 || len > format::MAX_PAYLOAD as usize || off + size > bytes.len() {
+            break;
+        }
+        let payload =
+            &bytes[off + format::RECORD_HEADER_LEN..off + format::RECORD_HEADER_LEN + len];
+        if hdr[4] == format::Kind::Entry as u8 {
+            if let Ok(Record::Entry(e)) = Record::decode_payload(format::Kind::Entry, payload) {
+                out.push(e.index);
+            }
+        }
+        off += size;
+    }
+    out
 }
 
 /// The raft state a log replays to: hard state, conf state, the latest snapshot marker and the
@@ -250,6 +361,9 @@ pub struct LogState {
     /// restates the snapshot current at its rotation, older than its first entry; the marker of
     /// the snapshot that allowed the purge comes later in the log. Replay ends with this 0.
     unvouched: u64,
+    /// The hard-state commit replay lowered to the last entry because a [`Tail::Corrupt`] was
+    /// dropped ([`RecoveryMode::TruncateTail`]); `None` otherwise.
+    lowered_commit: Option<u64>,
 }
 
 impl LogState {
@@ -389,6 +503,12 @@ impl LogState {
         }
         if st.hard_state.commit > st.last_index() {
             let seg = scan.segments.last().expect("a commit implies a segment");
+            if matches!(seg.tail, Tail::Corrupt { .. }) {
+                // The operator chose to drop the damaged tail: what it committed is gone.
+                st.lowered_commit = Some(st.hard_state.commit);
+                st.hard_state.commit = st.last_index();
+                return Ok(st);
+            }
             return Err(Error::corrupt(
                 &seg.path,
                 seg.end,
@@ -425,6 +545,63 @@ pub struct Recovery {
     pub records: usize,
     /// A torn tail was cut: `(segment path, offset, path of the kept .broken copy)`.
     pub repaired: Option<(PathBuf, u64, PathBuf)>,
+    /// Corrupt records were dropped from the end of the log ([`RecoveryMode::TruncateTail`]).
+    pub dropped: Option<DroppedTail>,
+}
+
+/// What [`RecoveryMode::TruncateTail`] dropped, for the log and for `muster-wal repair`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedTail {
+    /// The last segment.
+    pub segment: PathBuf,
+    /// Offset of the first dropped (corrupt) record.
+    pub offset: u64,
+    /// Bytes from `offset` to the end of the segment file (zeroed by the repair).
+    pub bytes: u64,
+    /// What is wrong with the first dropped record.
+    pub reason: Corruption,
+    /// The last entry index kept: every entry after it is gone.
+    pub kept_last_index: u64,
+    /// Entry indexes the dropped records claim (read without their CRC, a hint only).
+    pub claimed: Vec<u64>,
+    /// The hard-state commit before it was lowered to `kept_last_index`, if it was.
+    pub commit_lowered_from: Option<u64>,
+}
+
+impl DroppedTail {
+    /// The dropped entry indexes as text: `"8..=9"`, or `"8.."` when the damaged records do not
+    /// say (the end is then unknown).
+    pub fn index_range(&self) -> String {
+        index_range(self.kept_last_index + 1, &self.claimed)
+    }
+}
+
+/// Entry indexes dropped from `first` on, given the indexes damaged records `claimed`:
+/// `"8..=9"`, or `"8.."` when none of them names an index at or after `first`.
+pub fn index_range(first: u64, claimed: &[u64]) -> String {
+    match claimed.iter().copied().filter(|&i| i >= first).max() {
+        Some(last) => format!("{first}..={last}"),
+        None => format!("{first}.."),
+    }
+}
+
+impl std::fmt::Display for DroppedTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "dropped {} bytes from {} at byte {} ({}): entries {} (the log now ends at index {})",
+            self.bytes,
+            self.segment.display(),
+            self.offset,
+            self.reason,
+            self.index_range(),
+            self.kept_last_index
+        )?;
+        if let Some(c) = self.commit_lowered_from {
+            write!(f, "; commit lowered from {c} to {}", self.kept_last_index)?;
+        }
+        Ok(())
+    }
 }
 
 /// The writer. Owns the data directory (flock on `LOCK`) while alive.
@@ -480,7 +657,7 @@ pub fn repair_tail(
                 .map_err(|e| Error::io("fsync directory", dir, e))?;
             Ok(Some(broken))
         }
-        Tail::Torn { offset, .. } => {
+        Tail::Torn { offset, .. } | Tail::Corrupt { offset, .. } => {
             let bytes = fs
                 .read(&seg.path)
                 .map_err(|e| Error::io("read segment", &seg.path, e))?;
@@ -501,7 +678,7 @@ pub fn repair_tail(
 /// Zeroes `[from, len)` of `f` and syncs it, if any byte there is non-zero (etcd's ZeroToEnd).
 fn zero_to_end(f: &mut dyn SegmentFile, from: usize) -> std::io::Result<()> {
     let len = f.len();
-    if from >= len || f.bytes()[from..].iter().all(|&b| b == 0) {
+    if from >= len || format::is_zero(&f.bytes()[from..]) {
         return Ok(());
     }
     const CHUNK: usize = 1 << 16;
@@ -538,13 +715,31 @@ impl Wal {
                 Error::io("lock", &lock_path, e)
             }
         })?;
-        let mut scanned = scan_locked(fs.as_ref(), &dir)?;
+        let mut scanned = scan_locked(fs.as_ref(), &dir, opts.recovery)?;
         let mut recovery = Recovery {
             segments: scanned.segments.len(),
             ..Recovery::default()
         };
         recovery.records = scanned.segments.iter().map(|s| s.records.len()).sum();
         let state = LogState::replay_taking(&mut scanned)?;
+        if let Some(last) = scanned.segments.last() {
+            if let Tail::Corrupt {
+                offset,
+                reason,
+                claimed,
+            } = &last.tail
+            {
+                recovery.dropped = Some(DroppedTail {
+                    segment: last.path.clone(),
+                    offset: *offset,
+                    bytes: last.file_len - offset,
+                    reason: reason.clone(),
+                    kept_last_index: state.last_index(),
+                    claimed: claimed.clone(),
+                    commit_lowered_from: state.lowered_commit,
+                });
+            }
+        }
         let opened_snapshot = match &state.snapshot {
             Some(s) => Some(snapshot::read(fs.as_ref(), &dir, s.term, s.index)?),
             None => None,
@@ -552,10 +747,7 @@ impl Wal {
         // The directory is valid: from here on we may change it.
         if let Some(last) = scanned.segments.last() {
             if let Some(broken) = repair_tail(fs.as_ref(), &dir, last)? {
-                let off = match &last.tail {
-                    Tail::Torn { offset, .. } => *offset,
-                    _ => 0,
-                };
+                let off = last.tail.damage_offset().unwrap_or(0);
                 recovery.repaired = Some((last.path.clone(), off, broken));
                 if matches!(last.tail, Tail::BadHeader(_)) {
                     scanned.segments.pop();
@@ -622,6 +814,12 @@ impl Wal {
             }
         };
         wal.scratch.reserve(4096);
+        if wal.state.lowered_commit.is_some() {
+            // Make the lowered commit durable, so the next (strict) open agrees with this one.
+            let hs = wal.state.hard_state;
+            wal.append(&[Record::HardState(hs)])?;
+            wal.sync()?;
+        }
         Ok(wal)
     }
 

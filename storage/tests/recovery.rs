@@ -293,3 +293,156 @@ fn commit_beyond_log_refuses() {
         "{err}"
     );
 }
+
+/// Offsets of every record in the only segment of `dir` (after the segment header).
+fn record_offsets(seg: &std::path::Path) -> Vec<usize> {
+    let bytes = std::fs::read(seg).unwrap();
+    let mut out = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN;
+    while let Ok(Some(f)) = muster_storage::format::decode_frame(1, &bytes[off..]) {
+        out.push(off);
+        off += f.size;
+    }
+    out
+}
+
+/// A CRC mismatch in the final record that is not a whole zero sector (so not a torn write):
+/// `strict` refuses with the file and the record's offset and changes nothing; `truncate-tail`
+/// drops it, keeps the damaged segment as `.broken`, reports the dropped index range, and the
+/// log is clean and writable afterwards (a strict reopen agrees).
+#[test]
+fn corrupt_final_record_refuses_strict_and_is_dropped_by_truncate_tail() {
+    let (dir, seg, off, size) = five_entries();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[off + size / 2] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let err = Wal::open(dir.path(), real()).unwrap_err();
+    match &err {
+        Error::Corruption {
+            path,
+            offset,
+            reason: Corruption::Frame(FrameError::Checksum { .. }),
+        } => assert_eq!((path, *offset), (&seg, off as u64)),
+        other => panic!("strict must refuse with a checksum error, got {other}"),
+    }
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        bytes,
+        "refusal changes nothing"
+    );
+
+    let mut wal = Wal::open(dir.path(), truncating()).unwrap();
+    assert_eq!(indexes(wal.state()), vec![1, 2, 3, 4]);
+    let d = wal
+        .recovery()
+        .dropped
+        .clone()
+        .expect("a dropped tail is reported");
+    assert_eq!((d.segment.as_path(), d.offset), (seg.as_path(), off as u64));
+    assert_eq!(d.kept_last_index, 4);
+    assert_eq!(
+        d.claimed,
+        vec![5],
+        "the damaged record still names its index"
+    );
+    assert_eq!(d.index_range(), "5..=5");
+    assert!(matches!(
+        d.reason,
+        Corruption::Frame(FrameError::Checksum { .. })
+    ));
+    assert_eq!(d.commit_lowered_from, None);
+    let broken = std::path::PathBuf::from(format!("{}.broken", seg.display()));
+    assert_eq!(
+        std::fs::read(&broken).unwrap(),
+        bytes,
+        ".broken keeps the damage"
+    );
+    wal.append(&[entry(5, 2, 50)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), real()).unwrap();
+    assert_eq!(indexes(wal.state()), vec![1, 2, 3, 4, 5]);
+    assert_eq!(wal.state().entries[4].term, 2);
+}
+
+/// Damage spread over the last two records (nothing valid after it) is dropped whole, and the
+/// range names both indexes.
+#[test]
+fn corrupt_final_records_are_dropped_together() {
+    let (dir, seg, _, _) = five_entries();
+    let offs = record_offsets(&seg);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[offs[3] + 200] ^= 0x01;
+    bytes[offs[4] + 200] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(Wal::open(dir.path(), real()).unwrap_err().is_corruption());
+    let wal = Wal::open(dir.path(), truncating()).unwrap();
+    assert_eq!(indexes(wal.state()), vec![1, 2, 3]);
+    let d = wal.recovery().dropped.clone().unwrap();
+    assert_eq!(
+        (d.offset, d.index_range().as_str()),
+        (offs[3] as u64, "4..=5")
+    );
+}
+
+/// A bad record followed by a good one is corruption in the middle of the log: both modes
+/// refuse with the bad record's offset, and nothing changes on disk.
+#[test]
+fn bad_record_followed_by_a_good_one_refuses_in_both_modes() {
+    let (dir, seg, _, _) = five_entries();
+    let offs = record_offsets(&seg);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[offs[3] + 200] ^= 0x01;
+    std::fs::write(&seg, &bytes).unwrap();
+    for (mode, o) in [("strict", real()), ("truncate-tail", truncating())] {
+        match Wal::open(dir.path(), o).unwrap_err() {
+            Error::Corruption { path, offset, .. } => {
+                assert_eq!((path, offset), (seg.clone(), offs[3] as u64), "{mode}")
+            }
+            other => panic!("{mode}: expected corruption, got {other}"),
+        }
+        assert_eq!(
+            std::fs::read(&seg).unwrap(),
+            bytes,
+            "{mode} changes nothing"
+        );
+    }
+    assert!(!std::path::Path::new(&format!("{}.broken", seg.display())).exists());
+}
+
+/// When the dropped records held entries a hard state had already committed, the commit is
+/// lowered to the last kept entry (raft-rs panics on a commit beyond the log) and that is made
+/// durable, so a strict reopen agrees.
+#[test]
+fn truncate_tail_lowers_a_commit_beyond_the_shortened_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg;
+    {
+        let mut wal = Wal::open(dir.path(), real()).unwrap();
+        wal.append(&[
+            entry(1, 1, 100),
+            entry(2, 1, 100),
+            hs(1, 1, 3),
+            entry(3, 1, 300),
+        ])
+        .unwrap();
+        wal.sync().unwrap();
+        seg = dir.path().join(&segment_files(dir.path())[0]);
+    }
+    let offs = record_offsets(&seg);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[offs[3] + 100] ^= 0xff;
+    std::fs::write(&seg, &bytes).unwrap();
+    assert!(Wal::open(dir.path(), real()).unwrap_err().is_corruption());
+    {
+        let wal = Wal::open(dir.path(), truncating()).unwrap();
+        assert_eq!(indexes(wal.state()), vec![1, 2]);
+        assert_eq!(wal.state().hard_state.commit, 2);
+        let d = wal.recovery().dropped.clone().unwrap();
+        assert_eq!(d.commit_lowered_from, Some(3));
+    }
+    let wal = Wal::open(dir.path(), real()).unwrap();
+    assert_eq!(wal.state().hard_state.commit, 2);
+    assert!(wal.recovery().dropped.is_none());
+}

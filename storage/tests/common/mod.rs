@@ -7,7 +7,7 @@ use std::sync::Arc;
 use muster_storage::failpoint::FailPoints;
 use muster_storage::fs::{FileSystem, RealFs};
 use muster_storage::record::{EntryRecord, HardStateRecord, Record};
-use muster_storage::wal::Options;
+use muster_storage::wal::{Options, RecoveryMode};
 
 /// Options with small (4 KiB) segments on `fs` and a private failpoint registry.
 pub fn opts(fs: Arc<dyn FileSystem>) -> Options {
@@ -15,6 +15,15 @@ pub fn opts(fs: Arc<dyn FileSystem>) -> Options {
         segment_size: 4096,
         fs,
         failpoints: Arc::new(FailPoints::new()),
+        recovery: RecoveryMode::Strict,
+    }
+}
+
+/// Options on the real filesystem that drop a corrupt tail ([`RecoveryMode::TruncateTail`]).
+pub fn truncating() -> Options {
+    Options {
+        recovery: RecoveryMode::TruncateTail,
+        ..real()
     }
 }
 

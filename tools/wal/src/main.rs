@@ -15,7 +15,7 @@ use muster_storage::format::{frame_len, SegmentId};
 use muster_storage::fs::{FileSystem, RealFs};
 use muster_storage::record::{EntryRecord, Record};
 use muster_storage::snapshot;
-use muster_storage::wal::{self, LogState, Scan, Tail};
+use muster_storage::wal::{self, LogState, RecoveryMode, Scan, Tail};
 use muster_storage::{Error, Event};
 use serde_json::{json, Value};
 
@@ -133,6 +133,14 @@ enum Cmd {
     Repair {
         /// The server's data directory.
         data_dir: PathBuf,
+        /// Also drop corrupt records at the very end of the last segment (what the server's
+        /// `--wal-recovery truncate-tail` does at start): prints what it drops first. Damage
+        /// followed by a valid record is still refused.
+        #[arg(long)]
+        truncate_corrupt_tail: bool,
+        /// Do not ask for confirmation (it is only asked when stdin is a terminal).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -179,7 +187,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         | Cmd::Verify { data_dir }
         | Cmd::Stats { data_dir, .. }
         | Cmd::History { data_dir, .. }
-        | Cmd::Repair { data_dir } => *data_dir = wal_dir(data_dir)?,
+        | Cmd::Repair { data_dir, .. } => *data_dir = wal_dir(data_dir)?,
     }
     match cmd {
         Cmd::Dump {
@@ -194,7 +202,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             service,
             json,
         } => history(&data_dir, &service, json),
-        Cmd::Repair { data_dir } => repair(&data_dir),
+        Cmd::Repair {
+            data_dir,
+            truncate_corrupt_tail: false,
+            ..
+        } => repair(&data_dir),
+        Cmd::Repair { data_dir, yes, .. } => truncate_corrupt_tail(&data_dir, yes),
     }
 }
 
@@ -401,7 +414,32 @@ fn tail_warning(scan: &Scan, dir: &Path) -> Option<String> {
             "last segment {} has no valid header ({why}); repairable",
             file_name(&last.path)
         )),
+        // Only a truncate-tail scan reports this, and the commands here scan strictly.
+        Tail::Corrupt { offset, reason, .. } => Some(format!(
+            "corrupt tail in {} at byte {offset}: {reason}",
+            file_name(&last.path)
+        )),
     }
+}
+
+/// For a strict scan that failed: what `--truncate-corrupt-tail` would drop, if the damage is
+/// confined to the end of the last segment.
+fn truncate_hint(dir: &Path) -> Option<String> {
+    let scan = wal::scan_mode(&RealFs, dir, RecoveryMode::TruncateTail).ok()?;
+    let last = scan.segments.last()?;
+    let Tail::Corrupt { claimed, .. } = &last.tail else {
+        return None;
+    };
+    let state = LogState::replay(&scan).ok()?;
+    let first = state.last_index() + 1;
+    Some(format!(
+        "the damage is confined to the end of the last segment: `muster-wal repair \
+         --truncate-corrupt-tail {}` (or starting with --wal-recovery truncate-tail) would drop \
+         entries {} and keep the log up to index {}",
+        dir.display(),
+        wal::index_range(first, claimed),
+        state.last_index()
+    ))
 }
 
 fn dump(dir: &Path, json_out: bool, filter: &Filter) -> Result<ExitCode, String> {
@@ -435,7 +473,10 @@ fn dump(dir: &Path, json_out: bool, filter: &Filter) -> Result<ExitCode, String>
 fn verify(dir: &Path) -> Result<ExitCode, String> {
     let (scan, err) = load(dir)?;
     if let Some(e) = err {
-        return Err(format!("verify failed: {e}"));
+        return Err(match truncate_hint(dir) {
+            Some(hint) => format!("verify failed: {e}\n{hint}"),
+            None => format!("verify failed: {e}"),
+        });
     }
     let state = LogState::replay(&scan).map_err(|e| format!("verify failed: {e}"))?;
     let fs = RealFs;
@@ -669,7 +710,7 @@ fn repair(dir: &Path) -> Result<ExitCode, String> {
             println!("nothing to repair: log is clean");
             return Ok(ExitCode::SUCCESS);
         }
-        Tail::Torn { offset, .. } => *offset,
+        Tail::Torn { offset, .. } | Tail::Corrupt { offset, .. } => *offset,
         Tail::BadHeader(_) => 0,
     };
     let broken = wal::repair_tail(&fs, dir, last)
@@ -681,6 +722,98 @@ fn repair(dir: &Path) -> Result<ExitCode, String> {
         file_name(&last.path),
         file_name(&broken)
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `repair --truncate-corrupt-tail`: shows what would be dropped, asks when stdin is a terminal
+/// (unless `yes`), then opens the log in [`RecoveryMode::TruncateTail`] exactly as the server
+/// would at start, which keeps `.broken`, zeroes the tail and makes a lowered commit durable.
+fn truncate_corrupt_tail(dir: &Path, yes: bool) -> Result<ExitCode, String> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let fs = RealFs;
+    let lock = fs.lock(&dir.join(wal::LOCK_FILE)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            format!(
+                "refusing to repair {}: it is in use (LOCK held by a running server)",
+                dir.display()
+            )
+        } else {
+            format!("cannot lock {}: {e}", dir.display())
+        }
+    })?;
+    let scan = wal::scan_mode(&fs, dir, RecoveryMode::TruncateTail).map_err(|e| match e {
+        Error::Corruption { .. } => format!(
+            "refusing to repair: {e}; a valid record follows the damage (or it is not in the last segment), so dropping the tail would lose acknowledged records: restore from a peer or backup"
+        ),
+        other => format!("repair failed: {other}"),
+    })?;
+    let state = LogState::replay(&scan).map_err(|e| format!("refusing to repair: {e}"))?;
+    let Some(last) = scan.segments.last() else {
+        println!("nothing to repair: no segments");
+        return Ok(ExitCode::SUCCESS);
+    };
+    match &last.tail {
+        Tail::Clean => {
+            println!("nothing to repair: log is clean");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Tail::Corrupt {
+            offset,
+            reason,
+            claimed,
+        } => {
+            println!(
+                "corrupt tail in {} at byte {offset}: {reason}",
+                file_name(&last.path)
+            );
+            println!(
+                "will drop: entries {} (records from byte {offset} to the end of the segment); the log will end at index {}",
+                wal::index_range(state.last_index() + 1, claimed),
+                state.last_index()
+            );
+        }
+        Tail::Torn { offset, error } => println!(
+            "torn tail in {} at byte {offset}: {error}; will cut it there",
+            file_name(&last.path)
+        ),
+        Tail::BadHeader(why) => println!(
+            "last segment {} has no valid header ({why}); will remove it",
+            file_name(&last.path)
+        ),
+    }
+    if !yes && std::io::stdin().is_terminal() {
+        print!("Drop them? The segment is kept as .broken. Type 'yes' to go on: ");
+        let _ = std::io::stdout().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if answer.trim() != "yes" {
+            println!("nothing changed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    drop(lock);
+    let opts = wal::Options {
+        recovery: RecoveryMode::TruncateTail,
+        ..wal::Options::default()
+    };
+    let w = wal::Wal::open(dir, opts).map_err(|e| format!("repair failed: {e}"))?;
+    let rec = w.recovery();
+    if let Some((seg, _, broken)) = &rec.repaired {
+        println!(
+            "repaired: {}; the log ends at index {}; damaged copy kept as {}",
+            file_name(seg),
+            w.state().last_index(),
+            file_name(broken)
+        );
+    }
+    if let Some(d) = &rec.dropped {
+        if let Some(c) = d.commit_lowered_from {
+            println!(
+                "commit lowered from {c} to {} (the entries it covered are gone)",
+                d.kept_last_index
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
