@@ -37,7 +37,17 @@ impl Server {
 
     /// Starts `muster` on an existing data dir and waits until it is ready.
     pub fn launch(data_dir: tempfile::TempDir, extra: &[&str], envs: &[(&str, &str)]) -> Server {
-        let mut child = command(data_dir.path(), extra, envs)
+        Self::launch_on("127.0.0.1:0", data_dir, extra, envs)
+    }
+
+    /// Like [`Server::launch`] on a given `--listen` address (a fixed port for restarts).
+    pub fn launch_on(
+        listen: &str,
+        data_dir: tempfile::TempDir,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
+        let mut child = command_on(listen, data_dir.path(), extra, envs)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn muster binary");
@@ -59,7 +69,14 @@ impl Server {
             Ok(a) => a.parse().expect("listening address parses"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("muster did not report its listening address within {START_TIMEOUT:?}");
+                match child.wait() {
+                    Ok(st) if st.code().is_some() => {
+                        panic!("muster exited with {st} before listening (its stderr is above)")
+                    }
+                    _ => panic!(
+                        "muster did not report its listening address within {START_TIMEOUT:?}"
+                    ),
+                }
             }
         };
         let s = Server {
@@ -71,22 +88,28 @@ impl Server {
         s
     }
 
-    /// Stops this server with SIGKILL and starts a new one on the same data dir.
+    /// Stops this server with SIGKILL and starts a new one on the same data dir and the same
+    /// port (as systemd would: the old process's sockets are still around).
     pub fn kill_and_restart(mut self, extra: &[&str]) -> Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        drop(self);
-        Self::launch(dir, extra, &[])
+        let (addr, dir) = self.take_dir();
+        Self::launch_on(&addr.to_string(), dir, extra, &[])
     }
 
-    /// Stops this server with SIGTERM (exit 0 expected) and starts a new one on the same dir.
+    /// Stops this server with SIGTERM (exit 0 expected) and starts a new one on the same dir
+    /// and the same port.
     pub fn restart(mut self, extra: &[&str]) -> Server {
         let st = self.terminate().expect("muster exits after SIGTERM");
         assert!(st.success(), "exit status {st:?}");
+        let (addr, dir) = self.take_dir();
+        Self::launch_on(&addr.to_string(), dir, extra, &[])
+    }
+
+    /// Consumes a stopped server: its address and its data dir (kept on disk).
+    pub fn take_dir(mut self) -> (SocketAddr, tempfile::TempDir) {
         let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        drop(self);
-        Self::launch(dir, extra, &[])
+        (self.addr, dir)
     }
 
     /// Waits (at most [`START_TIMEOUT`]) until readiness answers 200.
@@ -195,11 +218,28 @@ impl Client {
     }
 }
 
+/// A loopback address with a port that was free a moment ago (bound and released), for tests
+/// that must restart on one fixed port.
+pub fn free_loopback_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local address")
+}
+
 /// The `muster` command on `data_dir` (listening on 127.0.0.1:0), stderr inherited.
 pub fn command(data_dir: &std::path::Path, extra: &[&str], envs: &[(&str, &str)]) -> Command {
+    command_on("127.0.0.1:0", data_dir, extra, envs)
+}
+
+/// The `muster` command on `data_dir` listening on `listen`, stderr inherited.
+pub fn command_on(
+    listen: &str,
+    data_dir: &std::path::Path,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_muster"));
     c.arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--data-dir")
         .arg(data_dir)
         .args(extra)

@@ -284,3 +284,91 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/muster"));
 }
+
+/// Damages the payloads of SEG2's last entry (index 24, at byte 248) and of the hard state after
+/// it (byte 408): corrupt, not torn, and nothing valid follows.
+fn corrupt_final_records(dir: &Path) -> Vec<u8> {
+    let seg = dir.join(SEG2);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[248 + 20] ^= 0x5a;
+    bytes[408 + 20] ^= 0x5a;
+    std::fs::write(&seg, &bytes).unwrap();
+    bytes
+}
+
+/// `repair --truncate-corrupt-tail` (stdin is not a terminal, so it does not ask): golden
+/// output; the damaged segment is kept as `.broken`; verify then passes with the log ending at
+/// index 23. Before it, plain `repair` refuses the same damage and verify names what
+/// truncate-tail would drop.
+#[test]
+fn golden_repair_truncate_corrupt_tail() {
+    let tmp = copy_fixture();
+    let d = tmp.path().to_str().unwrap();
+    let damaged = corrupt_final_records(tmp.path());
+    let before = snapshot_of(tmp.path());
+
+    let out = run(&["repair", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("refusing to repair"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut after = snapshot_of(tmp.path());
+    after.retain(|(n, _)| n != "LOCK");
+    assert_eq!(after, before, "refused repair changes nothing");
+
+    let out = run(&["verify", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("corrupt {d}/{SEG2} at byte 248: crc mismatch"))
+            && err.contains("would drop entries 24..=24 and keep the log up to index 23"),
+        "{err}"
+    );
+
+    let out = run(&["repair", "--truncate-corrupt-tail", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let want = format!(
+        "corrupt tail in {SEG2} at byte 248: crc mismatch: stored 0xf3fd3b56, computed 0xecfe076e\n\
+         will drop: entries 24..=24 (records from byte 248 to the end of the segment); the log will end at index 23\n\
+         repaired: {SEG2}; the log ends at index 23; damaged copy kept as {SEG2}.broken\n"
+    );
+    assert_eq!(text(&out.stdout), want);
+    assert_eq!(
+        std::fs::read(tmp.path().join(format!("{SEG2}.broken"))).unwrap(),
+        damaged
+    );
+    let out = run(&["verify", d]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("log 13..=23\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// A corrupt record followed by a valid one is mid-log corruption: `--truncate-corrupt-tail`
+/// refuses it and changes nothing.
+#[test]
+fn truncate_corrupt_tail_refuses_damage_followed_by_a_valid_record() {
+    let tmp = copy_fixture();
+    let d = tmp.path().to_str().unwrap();
+    let seg = tmp.path().join(SEG2);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[248 + 20] ^= 0x5a; // entry 24; the hard state at 408 stays valid
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = snapshot_of(tmp.path());
+    let out = run(&["repair", "--truncate-corrupt-tail", "--yes", d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refusing to repair")
+            && err.contains("at byte 248")
+            && err.contains("a valid record follows"),
+        "{err}"
+    );
+    let mut after = snapshot_of(tmp.path());
+    after.retain(|(n, _)| n != "LOCK");
+    assert_eq!(after, before);
+}
