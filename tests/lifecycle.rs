@@ -176,7 +176,10 @@ fn a_second_server_on_a_port_in_use_refuses_to_start() {
     assert!(!status.success());
     let mut err = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(err.contains("another process is already listening"), "{err}");
+    assert!(
+        err.contains("another process is already listening"),
+        "{err}"
+    );
     // The first one still serves.
     assert_eq!(s.request("GET", "/nacos/v1/ns/operator/metrics", "").0, 200);
 }
