@@ -51,13 +51,51 @@ mod tests {
 
     #[test]
     fn hash_is_stable_across_versions() {
-        // Golden values: changing them reshuffles every deployed cluster.
-        assert_eq!(stable_hash("", ""), 0xaf63_bd4c_8601_b7df);
-        assert_eq!(
-            stable_hash("public", "DEFAULT_GROUP@@orders"),
-            stable_hash("public", "DEFAULT_GROUP@@orders")
-        );
+        // Golden values, computed once from the FNV-1a 64 definition (and checked against an
+        // independent implementation): changing any of them reshuffles which shard owns every
+        // service of every deployed cluster, and the order of every roster.
+        let services = [
+            ("", "", 0xaf63_bd4c_8601_b7df),
+            ("public", "DEFAULT_GROUP@@orders", 0x22d5_7216_2419_2720),
+            ("public", "DEFAULT_GROUP@@mysql", 0x73bf_de60_9229_8bc1),
+            ("dev", "shop@@payments", 0xb8fa_3742_1e1d_5cbf),
+            (
+                "default",
+                "DEFAULT_GROUP@@nacos.test.1",
+                0x26a3_bc05_0512_f4bc,
+            ),
+            ("public", "a", 0x0746_0fa2_bd3b_fa73),
+            ("publica", "", 0x0603_14a2_bc29_7629),
+        ];
+        for (ns, grouped, want) in services {
+            assert_eq!(
+                stable_hash(ns, grouped),
+                want,
+                "stable_hash({ns:?}, {grouped:?})"
+            );
+        }
+        // The separator keeps namespace and name apart.
         assert_ne!(stable_hash("public", "a"), stable_hash("publica", ""));
+        let instances = [
+            ("10.0.0.1", 8080, "DEFAULT", 0xbe25_b75e_3dc3_79f5),
+            ("127.0.0.1", 3306, "DEFAULT", 0xa4d3_eda2_d0c4_5035),
+            ("192.168.1.20", 80, "east", 0x3cc3_0dd1_54b8_3a84),
+            ("::1", 65535, "c1", 0xd4fc_7ef2_5f59_229e),
+            ("", 0, "", 0xd94d_1218_6c0f_2fb7),
+        ];
+        for (ip, port, cluster, want) in instances {
+            assert_eq!(
+                instance_hash(ip, port, cluster),
+                want,
+                "instance_hash({ip:?}, {port}, {cluster:?})"
+            );
+        }
+        // Owners follow from the golden hashes.
+        assert_eq!(owner_shard("public", "DEFAULT_GROUP@@orders", 2), 0);
+        assert_eq!(owner_shard("public", "DEFAULT_GROUP@@mysql", 2), 1);
+        assert_eq!(owner_shard("public", "DEFAULT_GROUP@@mysql", 4), 1);
+        assert_eq!(owner_shard("dev", "shop@@payments", 4), 3);
+        assert_eq!(owner_shard("dev", "shop@@payments", 1), 0);
     }
 
     #[test]
