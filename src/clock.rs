@@ -109,10 +109,29 @@ mod tests {
     }
 
     #[test]
-    fn system_clock_is_monotonic() {
+    fn system_clock_copies_share_one_origin() {
+        // Every shard gets a copy of the one clock the server creates, so lease deadlines
+        // computed on one shard mean the same on another: a copy keeps the original's origin,
+        // and only `new` starts a fresh one.
         let c = SystemClock::new();
-        let a = c.now_ms();
-        let b = c.now_ms();
-        assert!(b >= a);
+        // Let the clock pass 3 ms (bounded: at most 1000 polls of 1 ms).
+        for _ in 0..1000 {
+            if c.now_ms() >= 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let at = c.now_ms();
+        assert!(at >= 3, "the clock did not advance past 3 ms: {at}");
+        let copy = c;
+        let fresh = SystemClock::new();
+        let (f, k, o) = (fresh.now_ms(), copy.now_ms(), c.now_ms());
+        assert!(k >= at, "a copy restarted from its own origin: {k} < {at}");
+        assert!(o >= k, "the original went behind its copy: {o} < {k}");
+        // `fresh` began at least 3 ms after `c`, and was read first.
+        assert!(
+            f + 3 <= k,
+            "a new clock has its own origin: fresh {f}, copy {k}"
+        );
     }
 }
