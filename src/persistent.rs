@@ -686,20 +686,90 @@ mod tests {
 
     #[test]
     fn damaged_images_are_refused_not_trusted() {
+        use muster_storage::snapshot::{self, SnapshotData};
+        use muster_storage::{Corruption, Error};
         let (d, _) = sample();
         let bytes = d.encode();
         assert!(Durable::decode(b"NOT-AN-IMAGE-AT-ALL")
             .unwrap_err()
             .contains("image magic"));
-        // Every cut and a flip in every byte either fails to decode or decodes to some state;
-        // nothing panics. (The snapshot file's crc refuses damage before this is reached.)
-        for cut in 0..bytes.len() {
-            let _ = Durable::decode(&bytes[..cut]);
+        // The image carries no checksum of its own: it is stored as the data of a snapshot
+        // file, whose crc covers it (FORMAT.md §7), and recovery reads it only through that
+        // file. So every damaged copy of that file must be refused there, as corruption at the
+        // offset of the damaged part (0 header, 16 length, 32 payload), before the image is
+        // decoded.
+        let (index, term) = (7, 2);
+        let file = snapshot::encode(&SnapshotData {
+            index,
+            term,
+            conf_state: muster_storage::record::ConfStateRecord {
+                voters: vec![1],
+                ..Default::default()
+            },
+            data: bytes.clone(),
+        });
+        let path = std::path::Path::new("0000000000000002-0000000000000007.snap");
+        let read = |b: &[u8]| snapshot::decode(path, index, b);
+        let intact = read(&file).expect("the intact file reads back");
+        assert_eq!(Durable::decode(&intact.data).unwrap(), d);
+        let refused = |b: &[u8], what: &str, want_offset: u64| match read(b) {
+            Err(Error::Corruption {
+                offset,
+                reason: Corruption::Snapshot(why),
+                ..
+            }) => assert_eq!(
+                offset, want_offset,
+                "{what}: refused at the wrong offset: {why}"
+            ),
+            Err(e) => panic!("{what}: refused, but not as snapshot corruption: {e}"),
+            Ok(s) => panic!(
+                "{what}: a damaged snapshot was trusted ({} image bytes)",
+                s.data.len()
+            ),
+        };
+        for cut in 0..file.len() {
+            let at = if cut < snapshot::SNAPSHOT_HEADER_LEN {
+                0
+            } else {
+                16
+            };
+            refused(&file[..cut], &format!("cut at {cut} of {}", file.len()), at);
         }
-        for i in IMAGE_MAGIC.len()..bytes.len() {
+        for i in 0..file.len() {
+            let mut b = file.clone();
+            b[i] ^= 0x55;
+            let at = match i {
+                16..=23 => 16,
+                24..=27 => 32,
+                _ if i >= snapshot::SNAPSHOT_HEADER_LEN => 32,
+                _ => 0,
+            };
+            refused(&b, &format!("byte {i} flipped"), at);
+        }
+        // Below the file's crc, the image decoder still never panics, and what it refuses it
+        // refuses with one of its own errors.
+        let known = |e: &str| {
+            [
+                "snapshot state starts with",
+                "snapshot state is not valid",
+                "snapshot image is not valid",
+                "settings of service",
+                "cluster ",
+            ]
+            .iter()
+            .any(|k| e.starts_with(k))
+        };
+        for cut in 0..bytes.len() {
+            if let Err(e) = Durable::decode(&bytes[..cut]) {
+                assert!(known(&e), "cut at {cut}: {e}");
+            }
+        }
+        for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x55;
-            let _ = Durable::decode(&b);
+            if let Err(e) = Durable::decode(&b) {
+                assert!(known(&e), "byte {i} flipped: {e}");
+            }
         }
     }
 
