@@ -143,18 +143,48 @@ fn http_probe_follows_status_codes() {
     server.join().unwrap();
 }
 
+/// Longest first-probe delay after an instance appears (2–7 s, `probe::Prober::track`).
+const FIRST_PROBE_MAX: Duration = Duration::from_secs(7);
+
 #[test]
 fn manual_health_needs_the_none_checker() {
     let s = Server::start(&["--shards", "2"]);
+    // The instance's port listens and counts connections: a TCP probe of it would succeed (and
+    // three of them would make the instance healthy again), so a probe that runs is seen.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let connections = Arc::new(AtomicU16::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let (connections, stop) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Bounded: until told to stop, at most 60 s.
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
+                match listener.accept() {
+                    Ok(_) => {
+                        connections.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+    let registered = Instant::now();
     let (st, _) = s.request(
         "POST",
-        "/nacos/v1/ns/instance?serviceName=manual&ip=127.0.0.1&port=9&ephemeral=false",
+        &format!(
+            "/nacos/v1/ns/instance?serviceName=manual&ip=127.0.0.1&port={port}&ephemeral=false"
+        ),
         "",
     );
     assert_eq!(st, 200);
     let (st, b) = s.request(
         "PUT",
-        "/nacos/v1/ns/health/instance?serviceName=manual&ip=127.0.0.1&port=9&healthy=false",
+        &format!(
+            "/nacos/v1/ns/health/instance?serviceName=manual&ip=127.0.0.1&port={port}&healthy=false"
+        ),
         "",
     );
     assert_eq!(
@@ -169,17 +199,49 @@ fn manual_health_needs_the_none_checker() {
     assert_eq!(
         s.request(
             "PUT",
-            "/nacos/v1/ns/health/instance?serviceName=manual&ip=127.0.0.1&port=9&healthy=false",
+            &format!("/nacos/v1/ns/health/instance?serviceName=manual&ip=127.0.0.1&port={port}&healthy=false"),
             ""
         )
         .0,
         200
     );
-    assert_eq!(health(&s, "manual", 9), Some(false));
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        health(&s, "manual", 9),
-        Some(false),
-        "no probe runs for NONE"
+    assert_eq!(health(&s, "manual", port), Some(false));
+    // From now on the checker is NONE: no connection may arrive. (The first probe is due 2 s or
+    // more after the register, so normally none came before either.)
+    let before = connections.load(Ordering::SeqCst);
+    // Watch until every probe the instance would have had is due, and then some: the first
+    // at most 7 s after the register, then about one a second.
+    let watch_until = registered + FIRST_PROBE_MAX + Duration::from_secs(3);
+    for _ in 0..200 {
+        if Instant::now() >= watch_until {
+            break;
+        }
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            before,
+            "no probe runs for NONE: the instance's port was connected to"
+        );
+        assert_eq!(
+            health(&s, "manual", port),
+            Some(false),
+            "no probe runs for NONE: health changed from what was set by hand"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        Instant::now() >= watch_until,
+        "the watch ended before every probe would have been due"
     );
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        before,
+        "no probe runs for NONE: the instance's port was connected to"
+    );
+    assert_eq!(
+        health(&s, "manual", port),
+        Some(false),
+        "health stays as set"
+    );
+    stop.store(true, Ordering::Relaxed);
+    acceptor.join().unwrap();
 }
