@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::Server;
@@ -74,40 +76,126 @@ fn instances_expire_when_beats_stop() {
     );
 }
 
+/// Polls (every 10 ms, at most `within`) until connecting to `s` is refused: every shard has
+/// dropped its listener, and so has begun shutdown. Fails if `s` exits first.
+fn wait_until_refused(s: &mut Server, within: Duration) {
+    let start = Instant::now();
+    for _ in 0..10_000 {
+        assert!(
+            s.child.try_wait().unwrap().is_none(),
+            "muster exited while a request was still in flight"
+        );
+        // Refused, not merely unanswered: a listener that is kept but no longer accepted from
+        // would let connects time out once its backlog is full.
+        match TcpStream::connect_timeout(&s.addr, Duration::from_secs(1)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < within,
+            "muster still accepts connections {within:?} after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("muster still accepts connections after 10000 attempts");
+}
+
+/// Reads the interim `100 Continue` (and nothing more) from `c`.
+fn read_continue(c: &mut TcpStream) {
+    let want = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut got = vec![0u8; want.len()];
+    c.read_exact(&mut got)
+        .expect("100 Continue before the body is read");
+    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want));
+}
+
 #[test]
 fn sigterm_finishes_in_flight_work_and_exits_zero() {
     let mut s = Server::start(&["--shards", "2"]);
-    // Hold an idle keep-alive connection open: shutdown must not wait for it forever.
-    let idle = std::net::TcpStream::connect(s.addr).unwrap();
-    let (st, _) = s.request(
-        "POST",
-        "/nacos/v1/ns/instance?serviceName=g&ip=1.1.1.1&port=1",
-        "",
-    );
+    // An idle keep-alive connection, known to the server (it has answered on it): shutdown must
+    // close it at once rather than wait for it.
+    let mut idle = TcpStream::connect(s.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        idle,
+        "GET /nacos/v1/console/health/liveness HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let (st, _, _) = common::read_response(&mut BufReader::new(idle.try_clone().unwrap()));
     assert_eq!(st, 200);
+    // In flight at SIGTERM: a persistent register (a raft write with fdatasync) whose head is
+    // read (the server answered `100 Continue`) and whose body is half sent.
+    let body = "serviceName=inflight&ip=127.0.0.1&port=1&ephemeral=false";
+    let half = body.len() / 2;
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(c, "POST /nacos/v1/ns/instance HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}", body.len(), &body[..half]).unwrap();
+    read_continue(&mut c);
+    unsafe { libc::kill(s.child.id() as i32, 15) };
+    // While the request is in flight the process drains: it no longer accepts...
+    wait_until_refused(&mut s, Duration::from_secs(10));
+    // ...and has closed the idle connection, without an answer.
+    let mut rest = Vec::new();
+    assert_eq!(
+        idle.read_to_end(&mut rest).map_err(|e| e.kind()),
+        Ok(0),
+        "the idle connection is closed at shutdown: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "muster exited with a request in flight"
+    );
+    // The rest of the body arrives: the request is answered in full, and the connection
+    // closes after it.
+    c.write_all(&body.as_bytes()[half..]).unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).expect("the answer, then close");
+    let (st, b) = common::parse_response(&out);
+    assert_eq!(
+        (st, String::from_utf8_lossy(&b).into_owned()),
+        (200, "ok".to_string()),
+        "the in-flight request is answered in full"
+    );
+    let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert!(head.contains("connection: close"), "{head}");
     let status = s.terminate().expect("muster exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
-    drop(idle);
-    assert!(
-        std::net::TcpStream::connect(s.addr).is_err(),
-        "no longer accepting"
+    // The work was finished, not only answered: the write is durable.
+    let dir = std::mem::replace(&mut s.data_dir, tempfile::tempdir().unwrap());
+    drop(s);
+    let s = Server::launch(dir, &["--shards", "2"], &[]);
+    let h = hosts(&s, "inflight");
+    assert_eq!(
+        h.len(),
+        1,
+        "the in-flight persistent register survives: {h:?}"
+    );
+    assert_eq!(
+        (h[0]["ip"].as_str(), h[0]["port"].as_u64()),
+        (Some("127.0.0.1"), Some(1))
     );
 }
 
 #[test]
 fn sigterm_waits_for_a_request_still_arriving() {
-    use std::io::{Read, Write};
     let mut s = Server::start(&["--shards", "2"]);
     let body = "serviceName=late&ip=1.1.1.1&port=1";
-    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    let mut c = TcpStream::connect(s.addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(c, "POST /nacos/v1/ns/instance HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}", body.len(), &body[..10]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // One write: a whole keep-alive request, then the head and 10 body bytes of the next. The
+    // answer to the first shows that the server has read from the connection, so the second,
+    // which came in the same segment, has begun when SIGTERM arrives.
+    write!(c, "GET /nacos/v1/console/health/liveness HTTP/1.1\r\nHost: x\r\n\r\nPOST /nacos/v1/ns/instance HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}", body.len(), &body[..10]).unwrap();
+    let mut r = BufReader::new(c.try_clone().unwrap());
+    let (st, _, b) = common::read_response(&mut r);
+    assert_eq!((st, b.as_str()), (200, "OK"));
     unsafe { libc::kill(s.child.id() as i32, 15) };
-    std::thread::sleep(Duration::from_millis(200));
+    wait_until_refused(&mut s, Duration::from_secs(10));
     c.write_all(&body.as_bytes()[10..]).unwrap();
     let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
+    let _ = r.read_to_end(&mut out);
     let (st, b) = common::parse_response(&out);
     assert_eq!(
         (st, String::from_utf8_lossy(&b).into_owned()),
