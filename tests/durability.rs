@@ -64,6 +64,23 @@ fn data_end(bytes: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
+/// The offset of the record whose frame holds byte `at` of an undamaged segment, walking the
+/// frames from the 64-byte header (storage/FORMAT.md §2–3: `len` u32 at the frame's start, the
+/// frame is align8(16 + len) bytes). Bounded by the segment's length.
+fn record_holding(segment: &[u8], at: usize) -> usize {
+    let mut off = 64;
+    while off + 16 <= segment.len() {
+        let len = u32::from_le_bytes(segment[off..off + 4].try_into().unwrap()) as usize;
+        assert!(len > 0, "end of data at {off} before byte {at}");
+        let next = off + (16 + len).div_ceil(8) * 8;
+        if at < next {
+            return off;
+        }
+        off = next;
+    }
+    panic!("byte {at} is past the records of the segment");
+}
+
 /// `muster-wal`, built by this workspace next to `muster`.
 fn muster_wal() -> PathBuf {
     let exe = PathBuf::from(env!("CARGO_BIN_EXE_muster"));
@@ -301,6 +318,8 @@ fn a_flipped_bit_mid_log_refuses_to_start_and_names_file_and_offset() {
     let mut bytes = std::fs::read(&seg).unwrap();
     let end = data_end(&bytes);
     let at = end * 2 / 5;
+    let record = record_holding(&bytes, at);
+    assert!(record >= 64, "the flip is in a record, not in the header");
     bytes[at] ^= 0x10;
     std::fs::write(&seg, &bytes).unwrap();
     let out = common::command(s.data_dir.path(), &["--shards", "1"], &[])
@@ -317,9 +336,10 @@ fn a_flipped_bit_mid_log_refuses_to_start_and_names_file_and_offset() {
         .nth(1)
         .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse::<usize>().ok());
-    assert!(
-        offset.is_some_and(|o| o <= at),
-        "error names the byte offset of the bad record: {err}"
+    assert_eq!(
+        offset,
+        Some(record),
+        "error names the byte offset of the bad record (byte {at} was flipped): {err}"
     );
     // muster-wal verify agrees.
     let v = std::process::Command::new(muster_wal())
@@ -328,6 +348,15 @@ fn a_flipped_bit_mid_log_refuses_to_start_and_names_file_and_offset() {
         .output()
         .unwrap();
     assert!(!v.status.success());
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    assert!(
+        report.contains(&*name) && report.contains(&format!("at byte {record}:")),
+        "muster-wal verify names the same file and offset ({record}): {report}"
+    );
 }
 
 #[test]
