@@ -76,6 +76,21 @@ fn metric(s: &Server, name: &str) -> u64 {
         .sum()
 }
 
+/// Polls `cond` every 20 ms until it holds; fails naming `what` after `within` (or 10 000 polls).
+fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    for _ in 0..10_000 {
+        if cond() {
+            return;
+        }
+        if start.elapsed() >= within {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what}: not within {within:?}");
+}
+
 #[test]
 fn packet_format_gzip_and_cache_millis() {
     let s = Server::start(&["--shards", "2"]);
@@ -112,12 +127,17 @@ fn packet_format_gzip_and_cache_millis() {
         "",
     );
     assert_eq!(st, 200);
+    // Bounded: at most 20 packets and 10 s.
     let mut last = None;
-    while let Some(p) = recv(&sock, Duration::from_secs(2)) {
+    let start = Instant::now();
+    for _ in 0..20 {
+        let Some(p) = recv(&sock, Duration::from_secs(2)) else {
+            break;
+        };
         ack(&sock, p.2, &p.1);
         let n = data(&p.1)["hosts"].as_array().unwrap().len();
         last = Some(p);
-        if n == 2 {
+        if n == 2 || start.elapsed() > Duration::from_secs(10) {
             break;
         }
     }
@@ -189,8 +209,16 @@ fn unacked_pushes_are_resent_exactly_once() {
     quiet
         .send_to(b"{\"type\":\"push-ack\",\"lastRefTime\":\"1\"}", from)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(metric(&s, "muster_push_junk_total") >= 2);
+    wait_until(
+        "both junk datagrams are counted",
+        Duration::from_secs(10),
+        || metric(&s, "muster_push_junk_total") >= 2,
+    );
+    assert_eq!(
+        metric(&s, "muster_push_acked_total"),
+        1,
+        "a junk ack matches nothing"
+    );
 }
 
 #[test]
@@ -217,7 +245,12 @@ fn bursts_arrive_in_revision_order() {
     let mut last_ref = 0;
     let mut last_count = 0;
     let mut packets = 0;
-    while let Some((_, p, from)) = recv(&sock, Duration::from_millis(1500)) {
+    // Bounded: one packet per change at most (more fails below), and 30 s.
+    let start = Instant::now();
+    while packets <= N && start.elapsed() < Duration::from_secs(30) {
+        let Some((_, p, from)) = recv(&sock, Duration::from_millis(1500)) else {
+            break;
+        };
         ack(&sock, from, &p);
         let r = p["lastRefTime"].as_u64().unwrap();
         let n = data(&p)["hosts"].as_array().unwrap().len();
@@ -247,9 +280,15 @@ fn targets_expire_after_queries_stop() {
     subscribe(&s, &sock, "x");
     let (_, b) = s.request("GET", "/nacos/v1/ns/service/subscribers?serviceName=x", "");
     assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["count"], 1);
-    std::thread::sleep(Duration::from_millis(1200));
-    let (_, b) = s.request("GET", "/nacos/v1/ns/service/subscribers?serviceName=x", "");
-    assert_eq!(serde_json::from_str::<Value>(&b).unwrap()["count"], 0);
+    let count = || {
+        let (_, b) = s.request("GET", "/nacos/v1/ns/service/subscribers?serviceName=x", "");
+        serde_json::from_str::<Value>(&b).unwrap()["count"].clone()
+    };
+    wait_until(
+        "the target expires once queries stop",
+        Duration::from_secs(10),
+        || count() == 0,
+    );
     s.request(
         "POST",
         "/nacos/v1/ns/instance?serviceName=x&ip=10.0.0.1&port=80",
@@ -266,20 +305,69 @@ fn targets_expire_after_queries_stop() {
 fn with_every_datagram_lost_subscribers_converge_by_pull() {
     let s = Server::start(&["--shards", "2", "--push-drop-percent", "100"]);
     let sock = subscriber();
+    sock.set_nonblocking(true).unwrap();
     let before = subscribe(&s, &sock, "lossy");
     let cache_millis = before["cacheMillis"].as_u64().unwrap();
-    s.request(
-        "POST",
-        "/nacos/v1/ns/instance?serviceName=lossy&ip=10.0.0.1&port=80",
-        "",
-    );
-    assert!(
-        recv(&sock, Duration::from_millis(500)).is_none(),
-        "the push was dropped"
-    );
-    // The client's next poll, due within one cacheMillis, sees the change.
-    let after = subscribe(&s, &sock, "lossy");
-    assert_eq!(after["hosts"].as_array().unwrap().len(), 1);
-    assert_eq!(cache_millis, 10000);
-    assert!(metric(&s, "muster_push_send_errors_total") >= 1);
+    assert_eq!(cache_millis, 10000, "push targets poll every 10 s");
+    let poll_bound = Duration::from_millis(cache_millis);
+    // No checksum yet while the service does not exist.
+    let mut checksum = before["checksum"].as_str().unwrap_or("").to_string();
+    let mut want = Vec::new();
+    // Two changes in turn, each pushed (and dropped), each reached by the client's polls alone
+    // within one poll interval of the change.
+    for (i, ip) in ["10.0.0.1", "10.0.0.2"].into_iter().enumerate() {
+        let errors = metric(&s, "muster_push_send_errors_total");
+        let changed = Instant::now();
+        let (st, _) = s.request(
+            "POST",
+            &format!("/nacos/v1/ns/instance?serviceName=lossy&ip={ip}&port=80"),
+            "",
+        );
+        assert_eq!(st, 200);
+        want.push(ip.to_string());
+        // The push for this change was sent, and dropped.
+        wait_until(
+            &format!("change {i}: the push is attempted and dropped"),
+            poll_bound,
+            || metric(&s, "muster_push_send_errors_total") > errors,
+        );
+        // Poll as the client does (more often, to see when the list gets there), bounded by
+        // one poll interval from the change; no datagram may ever arrive.
+        let mut reached = None;
+        for _ in 0..500 {
+            let mut buf = [0u8; 65536];
+            assert!(
+                sock.recv_from(&mut buf).is_err(),
+                "change {i}: a datagram arrived although every push is dropped"
+            );
+            let v = subscribe(&s, &sock, "lossy");
+            let mut ips: Vec<String> = v["hosts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["ip"].as_str().unwrap().to_string())
+                .collect();
+            ips.sort();
+            let sum = v["checksum"].as_str().unwrap().to_string();
+            if ips == want {
+                assert_ne!(
+                    sum, checksum,
+                    "change {i}: a new list under the old checksum"
+                );
+                checksum = sum;
+                reached = Some(changed.elapsed());
+                break;
+            }
+            if changed.elapsed() > poll_bound {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = reached.unwrap_or_else(|| {
+            panic!("change {i}: polls did not reach {want:?} within {poll_bound:?}")
+        });
+        assert!(took <= poll_bound, "change {i}: reached after {took:?}");
+    }
+    assert!(metric(&s, "muster_push_send_errors_total") >= 2);
+    assert_eq!(metric(&s, "muster_push_sent_total"), 0, "nothing was sent");
 }
