@@ -107,13 +107,45 @@ fn truncated_and_random_bytes_never_kill_the_server() {
 
 #[test]
 fn connection_cap_closes_extra_connections() {
+    use std::io::{BufReader, ErrorKind, Read, Write};
+    use std::time::Duration;
     let s = Server::start(&["--shards", "1", "--max-connections", "4"]);
+    // Four keep-alive connections, each answered once: the server has accepted and counts all
+    // four (they stay open, idle).
     let held: Vec<_> = (0..4)
-        .map(|_| std::net::TcpStream::connect(s.addr).unwrap())
+        .map(|_| {
+            let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+            c.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+            c.write_all(b"GET /nacos/v1/console/health/liveness HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let (st, _, _) = common::read_response(&mut BufReader::new(c.try_clone().unwrap()));
+            assert_eq!(st, 200);
+            c
+        })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    let (st, _) = s.raw(b"GET /nacos/v1/console/health/liveness HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(st, 0, "the 5th connection is closed without an answer");
+    // The 5th is closed by the server without an answer: end of file or a reset, never the
+    // client's own read timeout running out.
+    let mut fifth = std::net::TcpStream::connect(s.addr).unwrap();
+    let timeout = Duration::from_secs(10);
+    fifth.set_read_timeout(Some(timeout)).unwrap();
+    let _ = fifth.write_all(b"GET /nacos/v1/console/health/liveness HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = Vec::new();
+    match fifth.read_to_end(&mut out) {
+        Ok(0) => {}
+        Ok(n) => panic!(
+            "the 5th connection got {n} bytes: {}",
+            String::from_utf8_lossy(&out)
+        ),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+            ) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            panic!("the 5th connection was left open: no close from the server within {timeout:?}")
+        }
+        Err(e) => panic!("the 5th connection failed otherwise: {e}"),
+    }
     drop(held);
     let mut ok = false;
     for _ in 0..50 {
@@ -121,7 +153,7 @@ fn connection_cap_closes_extra_connections() {
             ok = true;
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ok, "connections are accepted again once others close");
 }
