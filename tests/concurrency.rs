@@ -5,9 +5,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::Server;
+
+/// Most header lines a response head may have.
+const MAX_HEAD_LINES: usize = 64;
+/// Longest a response head may take to arrive.
+const HEAD_WITHIN: Duration = Duration::from_secs(30);
 
 /// A keep-alive HTTP/1.1 connection that sends one request at a time.
 struct Conn {
@@ -33,19 +38,37 @@ impl Conn {
         )
         .unwrap();
         let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
+        let n = self.r.read_line(&mut line).unwrap();
+        assert!(n > 0, "{method} {path}: the server closed before answering");
         let status: u16 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         let mut len = 0usize;
-        loop {
+        // Bounded: at most MAX_HEAD_LINES header lines and HEAD_WITHIN for the head; each read
+        // is bounded by the socket's read timeout.
+        let start = Instant::now();
+        let mut ended = false;
+        for _ in 0..MAX_HEAD_LINES {
             let mut h = String::new();
-            self.r.read_line(&mut h).unwrap();
+            let n = self.r.read_line(&mut h).unwrap();
+            assert!(
+                n > 0,
+                "{method} {path}: the server closed inside the response head"
+            );
             if h == "\r\n" {
+                ended = true;
                 break;
             }
             if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap();
             }
+            assert!(
+                start.elapsed() < HEAD_WITHIN,
+                "{method} {path}: the response head took over {HEAD_WITHIN:?}"
+            );
         }
+        assert!(
+            ended,
+            "{method} {path}: no end of the response head after {MAX_HEAD_LINES} lines"
+        );
         let mut body = vec![0; len];
         self.r.read_exact(&mut body).unwrap();
         (status, String::from_utf8(body).unwrap())
