@@ -672,8 +672,36 @@ fn large_list_replies_arrive_whole_through_full_sockets() {
         .unwrap();
     let req = "GET /nacos/v1/ns/instance/list?serviceName=big HTTP/1.1\r\nHost: x\r\n\r\n";
     stream.write_all(req.repeat(3).as_bytes()).unwrap();
-    // Let the server fill the small window before anything is read.
-    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Let the server fill the small window before anything is read: poll (every 10 ms, at
+    // most 10 s) until the bytes waiting on our side (at least 1 KiB of the more than 48 KiB sent) stop
+    // growing, unchanged over 5 polls. (On Linux 6 they stop at the 4 KiB asked for.)
+    let queued = |s: &std::net::TcpStream| -> usize {
+        use std::os::fd::AsRawFd;
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, on a socket this test owns.
+        let rc = unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) };
+        assert_eq!(rc, 0, "FIONREAD: {}", std::io::Error::last_os_error());
+        n as usize
+    };
+    let start = std::time::Instant::now();
+    let (mut last, mut unchanged) = (0, 0);
+    for _ in 0..1000 {
+        if unchanged == 5 || start.elapsed() > std::time::Duration::from_secs(10) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let q = queued(&stream);
+        unchanged = if q >= 1024 && q == last {
+            unchanged + 1
+        } else {
+            0
+        };
+        last = q;
+    }
+    assert_eq!(
+        unchanged, 5,
+        "the reply did not fill the window within 10 s ({last} bytes waiting)"
+    );
     let mut r = BufReader::with_capacity(1024, stream);
     let mut bodies = Vec::new();
     for _ in 0..3 {
