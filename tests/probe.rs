@@ -63,7 +63,9 @@ fn tcp_probe_flips_on_refused_and_recovers_after_three_oks() {
     let stop2 = stop.clone();
     back.set_nonblocking(true).unwrap();
     let acceptor = std::thread::spawn(move || {
-        while !stop2.load(Ordering::Relaxed) {
+        // Bounded: until told to stop, at most 60 s.
+        let start = Instant::now();
+        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
             let _ = back.accept();
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -91,7 +93,9 @@ fn http_probe_follows_status_codes() {
     let (code2, stop2) = (code.clone(), stop.clone());
     listener.set_nonblocking(true).unwrap();
     let server = std::thread::spawn(move || {
-        while !stop2.load(Ordering::Relaxed) {
+        // Bounded: until told to stop, at most 60 s.
+        let start = Instant::now();
+        while !stop2.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(60) {
             match listener.accept() {
                 Ok((mut c, _)) => {
                     c.set_nonblocking(false).unwrap();

@@ -108,8 +108,17 @@ fn crash_during_rotation_before_rename() {
     let mut o = opts(Arc::new(fs.clone()));
     let fp = o.failpoints.clone();
     let mut wal = Wal::open(DIR, o.clone()).unwrap();
+    // Fill the first (4 KiB) segment until it rotates: about 18 entries of 200 bytes; bounded
+    // at 1000 appends and 10 s.
     let mut i = 1;
+    let start = std::time::Instant::now();
     while wal.segments().len() == 1 {
+        assert!(
+            i <= 1000 && start.elapsed() < std::time::Duration::from_secs(10),
+            "no rotation after {} appends of 200 bytes to 4 KiB segments ({:?})",
+            i - 1,
+            start.elapsed()
+        );
         wal.append(&[entry(i, 1, 200)]).unwrap();
         wal.sync().unwrap();
         i += 1;
