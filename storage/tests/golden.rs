@@ -100,7 +100,7 @@ fn golden_fixture_matches_and_recovers() {
     build(tmp.path());
     let fresh = files(tmp.path());
     let golden = fixture_dir();
-    if std::env::var_os("MUSTER_UPDATE_FIXTURES").is_some() {
+    if common::update_fixtures() {
         let _ = std::fs::remove_dir_all(&golden);
         std::fs::create_dir_all(&golden).unwrap();
         for (name, bytes) in &fresh {

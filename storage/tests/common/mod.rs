@@ -65,3 +65,27 @@ pub fn segment_files(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Reads a test switch that only the value `1` turns on: unset, empty or `0` is off, and any
+/// other value fails the test (a typo must not silently change what a test does).
+pub fn switch(name: &str) -> bool {
+    match std::env::var(name) {
+        Ok(v) if v == "1" => true,
+        Ok(v) if v.is_empty() || v == "0" => false,
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(v) => panic!("{name}={v:?}: set it to 1, or leave it unset"),
+        Err(e) => panic!("{name}: {e}; set it to 1, or leave it unset"),
+    }
+}
+
+/// `MUSTER_UPDATE_FIXTURES=1`: rewrite golden fixtures from the current code instead of
+/// comparing against them.
+pub fn update_fixtures() -> bool {
+    switch("MUSTER_UPDATE_FIXTURES")
+}
+
+/// `MUSTER_ALLOW_SKIP=1`: a test whose environment lacks a capability it needs (root, a mount)
+/// may pass with a message instead of failing. CI never sets it.
+pub fn allow_skip() -> bool {
+    switch("MUSTER_ALLOW_SKIP")
+}

@@ -20,6 +20,18 @@ fn run(args: &[&str]) -> Output {
         .expect("run muster-wal")
 }
 
+/// `MUSTER_UPDATE_FIXTURES=1` rewrites the `.out` files. Only `1` does: unset, empty or `0`
+/// compares, and any other value fails (a typo must not silently rewrite fixtures).
+fn update_fixtures() -> bool {
+    match std::env::var("MUSTER_UPDATE_FIXTURES") {
+        Ok(v) if v == "1" => true,
+        Ok(v) if v.is_empty() || v == "0" => false,
+        Err(std::env::VarError::NotPresent) => false,
+        Ok(v) => panic!("MUSTER_UPDATE_FIXTURES={v:?}: set it to 1, or leave it unset"),
+        Err(e) => panic!("MUSTER_UPDATE_FIXTURES: {e}; set it to 1, or leave it unset"),
+    }
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -37,7 +49,7 @@ fn golden(name: &str, args: &[&str]) {
         "{name}: no warnings on the clean fixture"
     );
     let path = data().join("wal-v1-out").join(format!("{name}.out"));
-    if std::env::var_os("MUSTER_UPDATE_FIXTURES").is_some() {
+    if update_fixtures() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &out.stdout).unwrap();
     }
