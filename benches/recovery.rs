@@ -15,8 +15,8 @@ mod common;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use muster::consensus::state_machine::{Durable, PersistentOp};
 use muster::instance::{Instance, InstanceSpec, Timing};
-use muster::persistent::{Durable, PersistentOp};
 use muster::roster::Roster;
 use muster::service::ServiceKey;
 

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashSet};
 
 use crate::command::{Command, Patch, Reply, Restore, ServiceSettings, Target};
+use crate::consensus::state_machine::PersistentOp;
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{Host, Instance, InstanceKey, InstanceSpec, Timing};
-use crate::persistent::PersistentOp;
 use crate::roster::Roster;
 use crate::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
 use crate::view::{ReadView, ServiceView};

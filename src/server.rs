@@ -155,11 +155,11 @@ pub fn run(config: Config) -> Result<(), String> {
     drop(reservation);
     tracing::info!(%listen, shards = n, data_dir = %config.data_dir.display(), "muster is ready");
     println!("muster listening on {listen}");
-    let raft = crate::consensus::spawn(
+    let raft = crate::node::raft::spawn(
         recovery,
         shared.clone(),
         proposals_rx,
-        crate::consensus::RaftSettings {
+        crate::node::raft::RaftSettings {
             snapshot_entries: config.snapshot_entries,
         },
     )

@@ -66,7 +66,7 @@ pub struct Shared {
     /// Shards still draining at shutdown.
     pub draining: AtomicUsize,
     /// Persistent changes to the raft thread.
-    pub proposals: flume::Sender<crate::consensus::Proposal>,
+    pub proposals: flume::Sender<crate::node::raft::Proposal>,
     /// Set once every shard has stopped: the raft thread finishes what is queued and ends.
     pub stopping: AtomicBool,
 }
@@ -287,10 +287,10 @@ impl Shard {
     pub async fn persist(
         &self,
         key: ServiceKey,
-        op: crate::persistent::PersistentOp,
+        op: crate::consensus::state_machine::PersistentOp,
     ) -> ApiResult<Reply> {
         let (tx, rx) = flume::bounded(1);
-        let p = crate::consensus::Proposal { key, op, reply: tx };
+        let p = crate::node::raft::Proposal { key, op, reply: tx };
         let sent = glommio::timer::timeout(INBOX_WAIT, async {
             Ok(self.shared.proposals.send_async(p).await.is_ok())
         })

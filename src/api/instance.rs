@@ -6,10 +6,10 @@ use bytes::Bytes;
 use super::{Answer, Ctx};
 use crate::clock::wall_ms;
 use crate::command::{Command, Patch, Reply, Target};
+use crate::consensus::state_machine::PersistentOp;
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{check_ip, parse_port, InstanceSpec};
 use crate::params::{parse_int, to_boolean};
-use crate::persistent::PersistentOp;
 use crate::push::{agent_can_push, target_addr, Subscription, PUSH_CACHE_MILLIS};
 use crate::registry::BEAT_OK;
 use crate::service::{

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::{Answer, Ctx};
 use crate::command::{Command, ServiceSettings};
+use crate::consensus::state_machine::PersistentOp;
 use crate::error::{ApiError, ApiResult};
-use crate::persistent::PersistentOp;
 use crate::service::{
     check_service_name_chars, group_of, name_of, parse_metadata, parse_selector, ClusterMeta,
     Metadata, DEFAULT_GROUP,

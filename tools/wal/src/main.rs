@@ -272,11 +272,11 @@ fn entry_type(t: u8) -> &'static str {
 /// A binary op body (the server's `PersistentOp::encode_body`) as the op's JSON; `None` when
 /// the body is not one.
 fn op_json(body: &[u8]) -> Option<Result<String, String>> {
-    if !body.starts_with(muster::persistent::OP_MAGIC) {
+    if !body.starts_with(muster::consensus::state_machine::OP_MAGIC) {
         return None;
     }
     Some(
-        muster::persistent::PersistentOp::decode_body(body).map(|op| {
+        muster::consensus::state_machine::PersistentOp::decode_body(body).map(|op| {
             serde_json::to_string(&op).unwrap_or_else(|e| format!("(op not printable: {e})"))
         }),
     )

@@ -1,34 +1,34 @@
-//! The CP group: a raft node (raft-rs) over the WAL, driven on its own thread.
+//! The raft thread: drives the consensus [`Driver`] over the WAL-backed store, carries out its
+//! actions (append, fdatasync, apply, snapshot) and hands committed ops to the owner shards.
 //!
 //! Persistent writes go propose → persist → commit → apply → answer: a shard sends a
 //! [`Proposal`]; this thread proposes it, appends and fdatasyncs the Ready's entries (one sync
 //! per Ready: group commit), and once raft commits the entry it folds the op into [`Durable`]
 //! and hands it to the owner shard, which applies it to the registry and answers the client.
-//! The thread follows raft-rs's Ready order (messages, snapshot, committed entries, append,
-//! hard state, sync, persisted messages, advance, light ready, advance_apply). Only this thread
-//! touches the WAL, so no shard ever waits on its IO.
+//! Only this thread touches the WAL, so no shard ever waits on its IO.
 //!
 //! Standalone Muster runs a one-member group (node id 1). A storage failure fails every
 //! pending proposal with 500 and reopens the store from disk, so nothing unsynced is ever
 //! acknowledged and writes resume once the cause (e.g. a full disk) is gone.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use muster_storage::event::Event;
 use muster_storage::raft_store::RaftStore;
-use muster_storage::wal::{Options, RecoveryMode};
-use raft::eraftpb::{ConfState, Entry, EntryType};
-use raft::{RawNode, StateRole};
+use muster_storage::wal::Options;
+use raft::eraftpb::Entry;
 
 use crate::clock::wall_ms;
 use crate::command::{Command, Envelope, Reply, Restore};
+use crate::consensus::driver::{Action, Driver, Ticks};
+use crate::consensus::recover::{fold, Recovery};
+use crate::consensus::state_machine::{event_key, Durable, PersistentOp};
 use crate::error::{ApiError, ApiResult};
 use crate::hash::owner_shard;
-use crate::persistent::{event_key, parse_event_key, Durable, PersistentOp};
 use crate::service::ServiceKey;
 use crate::shard::Shared;
 
@@ -46,167 +46,6 @@ pub struct Proposal {
     pub op: PersistentOp,
     /// Answered by the owner shard after it applied the committed change.
     pub reply: flume::Sender<ApiResult<Reply>>,
-}
-
-/// The opened log and the state recovered from it.
-pub struct Recovery {
-    store: RaftStore,
-    durable: Durable,
-    /// Log entries folded in after the snapshot.
-    tail: u64,
-    dir: PathBuf,
-    segment_bytes: u64,
-}
-
-fn logger() -> slog::Logger {
-    slog::Logger::root(slog::Discard, slog::o!())
-}
-
-/// Opens the WAL under `data_dir/raft` and rebuilds persistent state from the snapshot and
-/// committed entries. Corruption refuses to start, naming the file and offset; `mode` says what
-/// damage at the very end of the log may be dropped instead (every repair is logged at WARN).
-pub fn recover(
-    data_dir: &Path,
-    segment_bytes: u64,
-    mode: RecoveryMode,
-) -> Result<Recovery, String> {
-    let dir = data_dir.join("raft");
-    let opts = Options {
-        segment_size: segment_bytes,
-        recovery: mode,
-        ..Options::default()
-    };
-    let started = Instant::now();
-    let mut store = RaftStore::open(&dir, opts).map_err(|e| {
-        let hint = match mode {
-            RecoveryMode::Strict if e.is_corruption() => {
-                "; if the damage is confined to the end of the log, `muster-wal verify` says so and \
-                 --wal-recovery truncate-tail drops it (see README, Operations)"
-            }
-            _ => "",
-        };
-        format!("cannot open the write-ahead log in {}: {e}{hint}", dir.display())
-    })?;
-    let rec = store.wal().recovery();
-    if let Some(d) = &rec.dropped {
-        tracing::warn!(
-            data_dir = %data_dir.display(),
-            segment = %d.segment.display(),
-            offset = d.offset,
-            dropped_entries = %d.index_range(),
-            kept_last_index = d.kept_last_index,
-            commit_lowered_from = d.commit_lowered_from,
-            reason = %d.reason,
-            "wal recovery (truncate-tail): dropped corrupt records at the end of the log"
-        );
-    }
-    if let Some((seg, offset, broken)) = &rec.repaired {
-        tracing::warn!(
-            data_dir = %data_dir.display(),
-            segment = %seg.display(),
-            offset,
-            broken = %broken.display(),
-            "wal recovery: cut a damaged tail; the segment was kept as .broken"
-        );
-    }
-    let (hard_state, conf_state) = {
-        let st = store.wal().state();
-        (st.hard_state, st.conf_state.clone())
-    };
-    if conf_state.voters.is_empty() {
-        let cs = ConfState {
-            voters: vec![1],
-            ..Default::default()
-        };
-        store
-            .set_conf_state(&cs)
-            .and_then(|_| store.sync())
-            .map_err(|e| format!("cannot initialise the raft group in {}: {e}", dir.display()))?;
-    }
-    let opened = started.elapsed();
-    let mut durable = match store.take_opened_snapshot() {
-        Some(s) => {
-            let mut d = Durable::decode(&s.data)
-                .map_err(|e| format!("snapshot in {} at index {}: {e}", dir.display(), s.index))?;
-            d.applied = s.index;
-            d
-        }
-        None => Durable::default(),
-    };
-    // In a one-member group every persisted entry is committed (the quorum is this node), but
-    // the commit index in the hard state may lag the entries synced with it. Raise it so that
-    // everything acknowledged is folded in before the server reports ready.
-    let mut commit = hard_state.commit;
-    let last = store.wal().state().last_index();
-    let single = conf_state.voters.len() <= 1 && conf_state.learners.is_empty();
-    if single && last > commit {
-        store
-            .set_commit(last)
-            .and_then(|_| store.sync())
-            .map_err(|e| format!("cannot record the commit index in {}: {e}", dir.display()))?;
-        commit = last;
-    }
-    let mut tail = 0;
-    for e in &store.wal().state().entries {
-        if e.index <= durable.applied || e.index > commit {
-            continue;
-        }
-        tail += 1;
-        // Recovery keeps no op: each moves into the state whole.
-        durable.applied = durable.applied.max(e.index);
-        if let Some((key, op)) = decode_op(i32::from(e.entry_type), &e.data)
-            .map_err(|m| format!("entry {} in {}: {m}", e.index, dir.display()))?
-        {
-            durable.apply_owned(&key, op);
-        }
-    }
-    tracing::info!(
-        open_ms = opened.as_millis() as u64,
-        fold_ms = (started.elapsed() - opened).as_millis() as u64,
-        entries = store.wal().state().entries.len(),
-        "read the write-ahead log"
-    );
-    Ok(Recovery {
-        store,
-        durable,
-        tail,
-        dir,
-        segment_bytes,
-    })
-}
-
-/// Folds one committed entry (`index`, raft entry type `kind`, `data`) into `durable`;
-/// returns the service and op it carried, if any.
-fn fold(
-    durable: &mut Durable,
-    index: u64,
-    kind: i32,
-    data: &[u8],
-) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
-    durable.applied = durable.applied.max(index);
-    let found = decode_op(kind, data)?;
-    if let Some((key, op)) = &found {
-        durable.apply(key, op);
-    }
-    Ok(found)
-}
-
-/// The service and op a committed entry carries: `None` for raft's own entries (no-ops, conf
-/// changes). The event is read in place and the op decoded from its body.
-fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
-    if kind != EntryType::EntryNormal as i32 || data.is_empty() {
-        return Ok(None);
-    }
-    let decoded = Event::visit(data, |ev| {
-        let key = parse_event_key(ev.service_key.as_str())
-            .ok_or_else(|| format!("bad service key {:?}", ev.service_key.as_str()))?;
-        let op = PersistentOp::decode_body(ev.body.as_slice())?;
-        Ok((key, op))
-    });
-    match decoded {
-        None => Ok(None),
-        Some(r) => r?.map(Some),
-    }
 }
 
 /// Settings of the raft thread.
@@ -320,7 +159,7 @@ fn run(
     // Become leader (a one-member group elects itself on its first Ready) before opening the
     // gate, so the first write after readiness does not meet "no leader yet".
     for _ in 0..100 {
-        if node.raft.state == StateRole::Leader {
+        if node.is_leader() {
             break;
         }
         if let Err(e) = on_ready(
@@ -333,7 +172,7 @@ fn run(
             tracing::error!("raft failed while electing itself: {e}");
             return;
         }
-        if node.raft.state != StateRole::Leader {
+        if !node.is_leader() {
             node.tick();
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -369,7 +208,7 @@ fn run(
             last_tick = Instant::now();
         }
         for p in batch.drain(..) {
-            if node.raft.state != StateRole::Leader {
+            if !node.is_leader() {
                 let _ = p.reply.send(Err(ApiError::unavailable(
                     "the raft group has no leader yet, please try again later",
                 )));
@@ -439,20 +278,14 @@ fn fail_forever(proposals: &flume::Receiver<Proposal>, why: &str) {
     }
 }
 
-fn new_node(store: RaftStore, applied: u64) -> Result<RawNode<RaftStore>, String> {
-    let cfg = raft::Config {
-        id: 1,
-        election_tick: 10,
-        heartbeat_tick: 3,
-        applied,
-        max_size_per_msg: 1 << 20,
-        max_inflight_msgs: 256,
-        ..Default::default()
-    };
-    let mut node = RawNode::new(&cfg, store, &logger()).map_err(|e| e.to_string())?;
+/// The raft driver of this one-member group (node id 1), campaigning at once.
+fn new_node(store: RaftStore, applied: u64) -> Result<Node, String> {
+    let mut node = Driver::new(1, store, applied, Ticks::default()).map_err(|e| e.to_string())?;
     node.campaign().map_err(|e| e.to_string())?;
     Ok(node)
 }
+
+type Node = Driver<RaftStore>;
 
 /// Reopens the store after a failure: unsynced bytes are dropped by recovery, and entries that
 /// are committed on disk but not yet folded are applied now.
@@ -461,7 +294,7 @@ fn reopen(
     segment_bytes: u64,
     durable: &mut Durable,
     shared: &Shared,
-) -> Result<RawNode<RaftStore>, String> {
+) -> Result<Node, String> {
     let opts = Options {
         segment_size: segment_bytes,
         ..Options::default()
@@ -522,7 +355,7 @@ fn apply_entries(
 /// encoding per entry at 1M records) while the log a restart replays after the snapshot stays
 /// under half the state (recovery folds a logged op about 3× slower than a snapshotted record).
 fn maybe_snapshot(
-    node: &mut RawNode<RaftStore>,
+    node: &mut Node,
     durable: &Durable,
     since_snapshot: &mut u64,
     settings: RaftSettings,
@@ -535,14 +368,14 @@ fn maybe_snapshot(
     *since_snapshot = 0;
     let started = Instant::now();
     let applied = durable.applied;
-    let cs = node.raft.prs().conf().to_conf_state();
-    node.mut_store().sync().map_err(|e| e.to_string())?;
+    let cs = node.conf_state();
+    node.store_mut().sync().map_err(|e| e.to_string())?;
     let image = durable.encode();
     let encoded = started.elapsed();
-    match node.mut_store().create_snapshot(applied, &cs, image) {
+    match node.store_mut().create_snapshot(applied, &cs, image) {
         Ok(()) => {
             let removed = node
-                .mut_store()
+                .store_mut()
                 .compact(applied)
                 .map_err(|e| e.to_string())?;
             tracing::info!(
@@ -558,65 +391,24 @@ fn maybe_snapshot(
     Ok(())
 }
 
+/// Carries out everything raft has ready, in the driver's order: committed entries go to the
+/// owner shards, appends and the hard state are synced once per Ready (group commit).
 fn on_ready(
-    node: &mut RawNode<RaftStore>,
+    node: &mut Node,
     shared: &Shared,
     durable: &mut Durable,
     pending: &mut Pending,
     since_snapshot: &mut u64,
 ) -> Result<(), String> {
-    if !node.has_ready() {
-        return Ok(());
-    }
-    let mut ready = node.ready();
-    // 1. messages: none in a one-member group.
-    // 2. snapshot from a leader: none in a one-member group.
-    if !ready.snapshot().is_empty() {
-        node.mut_store()
-            .apply_snapshot(ready.snapshot())
-            .map_err(|e| e.to_string())?;
-    }
-    // 3. committed entries.
-    apply_entries(
-        ready.take_committed_entries(),
-        shared,
-        durable,
-        pending,
-        since_snapshot,
-    )?;
-    // 4–6. append entries, hard state, then one fdatasync for the whole Ready.
-    let wrote = !ready.entries().is_empty() || ready.hs().is_some();
-    if !ready.entries().is_empty() {
-        node.mut_store()
-            .append(ready.entries())
-            .map_err(|e| e.to_string())?;
-    }
-    if let Some(hs) = ready.hs() {
-        node.mut_store()
-            .set_hardstate(hs)
-            .map_err(|e| e.to_string())?;
-    }
-    if wrote {
-        node.mut_store().sync().map_err(|e| e.to_string())?;
-    }
-    // 7. persisted messages: none. 8. advance.
-    let mut light = node.advance(ready);
-    if let Some(commit) = light.commit_index() {
-        node.mut_store()
-            .set_commit(commit)
-            .map_err(|e| e.to_string())?;
-    }
-    apply_entries(
-        light.take_committed_entries(),
-        shared,
-        durable,
-        pending,
-        since_snapshot,
-    )?;
-    node.advance_apply();
-    // A one-member group may produce another Ready right away (commit after persist).
-    if node.has_ready() {
-        return on_ready(node, shared, durable, pending, since_snapshot);
-    }
-    Ok(())
+    node.drive(|store, action| match action {
+        // A one-member group has no peers to send to.
+        Action::Send(_) | Action::SendPersisted(_) => Ok(()),
+        Action::InstallSnapshot(snap) => store.apply_snapshot(&snap).map_err(|e| e.to_string()),
+        Action::Apply(entries) => apply_entries(entries, shared, durable, pending, since_snapshot),
+        Action::Append(entries) => store.append(&entries).map_err(|e| e.to_string()),
+        Action::SetHardState(hs) => store.set_hardstate(&hs).map_err(|e| e.to_string()),
+        Action::Sync => store.sync().map_err(|e| e.to_string()),
+        Action::SetCommit(commit) => store.set_commit(commit).map_err(|e| e.to_string()),
+    })
+    .map(|_| ())
 }

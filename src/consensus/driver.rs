@@ -1,0 +1,348 @@
+//! The raft driver: a raft-rs `RawNode` that does no IO of its own.
+//!
+//! Each [`Driver::drive`] turns one raft-rs `Ready` into [`Action`]s in raft-rs's required
+//! order and hands them to the caller's executor, which does the IO (WAL appends, fdatasync,
+//! sending to peers, applying to the state machine). Invariants the order encodes:
+//! - [`Action::Send`] messages may leave before anything is persisted (they are the leader's
+//!   appends and heartbeats, which raft allows in parallel with its own append);
+//! - [`Action::SendPersisted`] messages (votes, follower acks) leave only after the
+//!   [`Action::Sync`] that made this Ready's entries and hard state durable;
+//! - committed entries are handed over in index order, each exactly once.
+//!
+//! The executor gets `&mut S`, the log store raft reads from, so an append is visible to raft
+//! before the driver advances. Tests drive it with raft-rs's `MemStorage` and assert the
+//! actions; the server drives it with the WAL-backed `RaftStore` on its raft thread.
+
+use raft::eraftpb::{Entry, HardState, Message, Snapshot};
+use raft::{RawNode, StateRole, Storage};
+
+/// Election and heartbeat timing, in ticks. Defaults: heartbeat every tick, election after 10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticks {
+    /// Ticks without a leader before a follower campaigns (raft-rs randomises in
+    /// `[election, 2 × election)`).
+    pub election: usize,
+    /// Ticks between a leader's heartbeats (< `election`).
+    pub heartbeat: usize,
+}
+
+impl Default for Ticks {
+    fn default() -> Self {
+        Ticks {
+            election: 10,
+            heartbeat: 3,
+        }
+    }
+}
+
+/// One thing the executor must do. Actions come in the order they must be carried out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send to peers now, without waiting for persistence.
+    Send(Vec<Message>),
+    /// Install a snapshot from the leader into the log store.
+    InstallSnapshot(Snapshot),
+    /// Apply committed entries to the state machine, in index order.
+    Apply(Vec<Entry>),
+    /// Append entries to the log store (later entries at an existing index replace it).
+    Append(Vec<Entry>),
+    /// Record the hard state (term, vote, commit).
+    SetHardState(HardState),
+    /// Make every record above durable (fdatasync) before any action below.
+    Sync,
+    /// Send to peers, only after the preceding [`Action::Sync`] (when this Ready wrote nothing,
+    /// as for pre-vote requests, there is none and they may leave at once).
+    SendPersisted(Vec<Message>),
+    /// Record a commit index raft learned after the append.
+    SetCommit(u64),
+}
+
+/// A raft node that returns what to persist and send instead of doing it.
+pub struct Driver<S: Storage> {
+    node: RawNode<S>,
+}
+
+impl<S: Storage> Driver<S> {
+    /// A voter with `id` over `store`, whose state machine holds every entry up to `applied`.
+    /// Pre-vote and check-quorum are on, so a healed node cannot depose a working leader.
+    pub fn new(id: u64, store: S, applied: u64, ticks: Ticks) -> Result<Self, raft::Error> {
+        let cfg = raft::Config {
+            id,
+            election_tick: ticks.election,
+            heartbeat_tick: ticks.heartbeat,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        Ok(Driver {
+            node: RawNode::new(&cfg, store, &logger)?,
+        })
+    }
+
+    /// Starts an election now (a one-member group elects itself on its next Ready).
+    pub fn campaign(&mut self) -> Result<(), raft::Error> {
+        self.node.campaign()
+    }
+
+    /// Advances raft's logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    /// Proposes `data`; `context` comes back on the committed entry. Fails when not leader.
+    pub fn propose(&mut self, context: Vec<u8>, data: Vec<u8>) -> Result<(), raft::Error> {
+        self.node.propose(context, data)
+    }
+
+    /// Feeds a message from a peer.
+    pub fn step(&mut self, msg: Message) -> Result<(), raft::Error> {
+        self.node.step(msg)
+    }
+
+    /// True while this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The log store raft reads from.
+    pub fn store(&self) -> &S {
+        self.node.store()
+    }
+
+    /// The log store, for the executor's own maintenance (snapshots, compaction).
+    pub fn store_mut(&mut self) -> &mut S {
+        self.node.mut_store()
+    }
+
+    /// The current membership.
+    pub fn conf_state(&self) -> raft::eraftpb::ConfState {
+        self.node.raft.prs().conf().to_conf_state()
+    }
+
+    /// Runs every pending Ready through `exec`, in order, advancing raft after each; stops at
+    /// the first error (the caller then treats the store as failed). Returns whether anything
+    /// was ready.
+    pub fn drive<E>(
+        &mut self,
+        mut exec: impl FnMut(&mut S, Action) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        let mut any = false;
+        // A one-member group commits right after its own append, which is another Ready: keep
+        // going until raft has nothing more (bounded: each round applies or persists something).
+        for _ in 0..64 {
+            if !self.node.has_ready() {
+                break;
+            }
+            any = true;
+            let mut ready = self.node.ready();
+            let store = self.node.mut_store();
+            if !ready.messages().is_empty() {
+                exec(store, Action::Send(ready.take_messages()))?;
+            }
+            if !ready.snapshot().is_empty() {
+                exec(store, Action::InstallSnapshot(ready.snapshot().clone()))?;
+            }
+            let committed = ready.take_committed_entries();
+            if !committed.is_empty() {
+                exec(store, Action::Apply(committed))?;
+            }
+            let mut wrote = false;
+            if !ready.entries().is_empty() {
+                exec(store, Action::Append(ready.take_entries()))?;
+                wrote = true;
+            }
+            if let Some(hs) = ready.hs() {
+                exec(store, Action::SetHardState(hs.clone()))?;
+                wrote = true;
+            }
+            if wrote {
+                exec(store, Action::Sync)?;
+            }
+            if !ready.persisted_messages().is_empty() {
+                exec(
+                    store,
+                    Action::SendPersisted(ready.take_persisted_messages()),
+                )?;
+            }
+            let mut light = self.node.advance(ready);
+            let store = self.node.mut_store();
+            if let Some(commit) = light.commit_index() {
+                exec(store, Action::SetCommit(commit))?;
+            }
+            if !light.messages().is_empty() {
+                exec(store, Action::Send(light.take_messages()))?;
+            }
+            let committed = light.take_committed_entries();
+            if !committed.is_empty() {
+                exec(store, Action::Apply(committed))?;
+            }
+            self.node.advance_apply();
+        }
+        Ok(any)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{ConfState, MessageType};
+    use raft::storage::MemStorage;
+
+    /// Carries out actions on a `MemStorage` the way the server's executor does on the WAL,
+    /// and records a compact trace of them.
+    fn exec(trace: &mut Vec<String>) -> impl FnMut(&mut MemStorage, Action) -> Result<(), ()> + '_ {
+        move |store, a| {
+            trace.push(match &a {
+                Action::Send(m) => format!("send {}", describe(m)),
+                Action::SendPersisted(m) => format!("send-persisted {}", describe(m)),
+                Action::InstallSnapshot(s) => format!("install {}", s.get_metadata().index),
+                Action::Apply(es) => format!("apply {}", indexes(es)),
+                Action::Append(es) => format!("append {}", indexes(es)),
+                Action::SetHardState(h) => {
+                    format!(
+                        "hardstate term={} vote={} commit={}",
+                        h.term, h.vote, h.commit
+                    )
+                }
+                Action::Sync => "sync".into(),
+                Action::SetCommit(c) => format!("commit {c}"),
+            });
+            match a {
+                Action::Append(es) => store.wl().append(&es).unwrap(),
+                Action::SetHardState(h) => store.wl().set_hardstate(h),
+                Action::SetCommit(c) => store.wl().mut_hard_state().commit = c,
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    fn indexes(es: &[Entry]) -> String {
+        let v: Vec<String> = es
+            .iter()
+            .map(|e| {
+                if e.data.is_empty() {
+                    format!("{}(empty)", e.index)
+                } else {
+                    format!("{}({})", e.index, String::from_utf8_lossy(&e.data))
+                }
+            })
+            .collect();
+        v.join(",")
+    }
+
+    fn describe(ms: &[Message]) -> String {
+        let v: Vec<String> = ms
+            .iter()
+            .map(|m| format!("{:?}->{}", m.get_msg_type(), m.to))
+            .collect();
+        v.join(",")
+    }
+
+    fn store(voters: Vec<u64>) -> MemStorage {
+        MemStorage::new_with_conf_state(ConfState::from((voters, vec![])))
+    }
+
+    /// A one-member group: the campaign elects it, and a proposal is appended, synced, then
+    /// committed and applied exactly once, in that order, with nothing sent.
+    #[test]
+    fn one_member_group_persists_before_it_applies() {
+        let mut d = Driver::new(1, store(vec![1]), 0, Ticks::default()).unwrap();
+        d.campaign().unwrap();
+        let mut trace = Vec::new();
+        assert!(d.drive(exec(&mut trace)).unwrap());
+        assert!(d.is_leader());
+        assert_eq!(
+            trace,
+            [
+                "append 1(empty)",
+                "hardstate term=1 vote=1 commit=0",
+                "sync",
+                "commit 1",
+                "apply 1(empty)",
+            ],
+            "the leader's empty entry is appended and synced before it commits"
+        );
+        trace.clear();
+        d.propose(b"ctx".to_vec(), b"x".to_vec()).unwrap();
+        assert!(d.drive(exec(&mut trace)).unwrap());
+        assert_eq!(trace, ["append 2(x)", "sync", "commit 2", "apply 2(x)"]);
+        assert_eq!(d.store().rl().hard_state().commit, 2);
+        trace.clear();
+        assert!(!d.drive(exec(&mut trace)).unwrap(), "nothing more is ready");
+        assert!(trace.is_empty());
+    }
+
+    /// In a three-member group the candidate's pre-vote requests leave with nothing to sync, the real vote
+    /// requests only after the new term and self-vote are synced, and nothing is applied
+    /// before a quorum answers.
+    #[test]
+    fn votes_leave_only_after_the_hard_state_is_synced() {
+        let mut d = Driver::new(1, store(vec![1, 2, 3]), 0, Ticks::default()).unwrap();
+        d.campaign().unwrap();
+        let mut trace = Vec::new();
+        d.drive(exec(&mut trace)).unwrap();
+        assert_eq!(
+            trace,
+            ["send-persisted MsgRequestPreVote->2,MsgRequestPreVote->3"],
+            "pre-vote: no term change, so nothing to persist before the requests leave"
+        );
+        assert!(!d.is_leader());
+        // Node 2 grants the pre-vote: node 1 starts the real election.
+        let mut grant = Message::default();
+        grant.set_msg_type(MessageType::MsgRequestPreVoteResponse);
+        grant.from = 2;
+        grant.to = 1;
+        grant.term = 1;
+        d.step(grant).unwrap();
+        trace.clear();
+        d.drive(exec(&mut trace)).unwrap();
+        assert_eq!(
+            trace,
+            [
+                "hardstate term=1 vote=1 commit=0",
+                "sync",
+                "send-persisted MsgRequestVote->2,MsgRequestVote->3",
+            ]
+        );
+        // Node 3 grants the vote: node 1 leads, replicates its empty entry while appending it,
+        // and applies nothing until a follower acknowledges it.
+        let mut vote = Message::default();
+        vote.set_msg_type(MessageType::MsgRequestVoteResponse);
+        vote.from = 3;
+        vote.to = 1;
+        vote.term = 1;
+        d.step(vote).unwrap();
+        trace.clear();
+        d.drive(exec(&mut trace)).unwrap();
+        assert!(d.is_leader());
+        assert_eq!(
+            trace,
+            ["send MsgAppend->2,MsgAppend->3", "append 1(empty)", "sync"]
+        );
+        let mut ack = Message::default();
+        ack.set_msg_type(MessageType::MsgAppendResponse);
+        ack.from = 2;
+        ack.to = 1;
+        ack.term = 1;
+        ack.index = 1;
+        d.step(ack).unwrap();
+        trace.clear();
+        d.drive(exec(&mut trace)).unwrap();
+        assert_eq!(
+            trace,
+            [
+                "send MsgAppend->2",
+                "apply 1(empty)",
+                "hardstate term=1 vote=1 commit=1",
+                "sync"
+            ],
+            "a quorum (1 and 2) holds entry 1: it commits, is applied, and the new commit index \
+             goes to the follower that acknowledged (3 is still being probed)"
+        );
+    }
+}

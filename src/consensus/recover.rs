@@ -1,0 +1,174 @@
+//! Recovery: open the WAL and rebuild the persistent state machine from the snapshot and the
+//! committed entries, before the server reports ready.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use muster_storage::event::Event;
+use muster_storage::raft_store::RaftStore;
+use muster_storage::wal::{Options, RecoveryMode};
+use raft::eraftpb::{ConfState, EntryType};
+
+use crate::consensus::state_machine::{parse_event_key, Durable, PersistentOp};
+use crate::service::ServiceKey;
+
+/// The opened log and the state recovered from it.
+pub struct Recovery {
+    /// The opened log store.
+    pub(crate) store: RaftStore,
+    /// The persistent state, folded up to `durable.applied`.
+    pub(crate) durable: Durable,
+    /// Log entries folded in after the snapshot.
+    pub(crate) tail: u64,
+    /// The WAL directory (`DATA_DIR/raft`).
+    pub(crate) dir: PathBuf,
+    /// Segment size the store was opened with, in bytes.
+    pub(crate) segment_bytes: u64,
+}
+
+/// Opens the WAL under `data_dir/raft` and rebuilds persistent state from the snapshot and
+/// committed entries. Corruption refuses to start, naming the file and offset; `mode` says what
+/// damage at the very end of the log may be dropped instead (every repair is logged at WARN).
+pub fn recover(
+    data_dir: &Path,
+    segment_bytes: u64,
+    mode: RecoveryMode,
+) -> Result<Recovery, String> {
+    let dir = data_dir.join("raft");
+    let opts = Options {
+        segment_size: segment_bytes,
+        recovery: mode,
+        ..Options::default()
+    };
+    let started = Instant::now();
+    let mut store = RaftStore::open(&dir, opts).map_err(|e| {
+        let hint = match mode {
+            RecoveryMode::Strict if e.is_corruption() => {
+                "; if the damage is confined to the end of the log, `muster-wal verify` says so and \
+                 --wal-recovery truncate-tail drops it (see README, Operations)"
+            }
+            _ => "",
+        };
+        format!("cannot open the write-ahead log in {}: {e}{hint}", dir.display())
+    })?;
+    let rec = store.wal().recovery();
+    if let Some(d) = &rec.dropped {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            segment = %d.segment.display(),
+            offset = d.offset,
+            dropped_entries = %d.index_range(),
+            kept_last_index = d.kept_last_index,
+            commit_lowered_from = d.commit_lowered_from,
+            reason = %d.reason,
+            "wal recovery (truncate-tail): dropped corrupt records at the end of the log"
+        );
+    }
+    if let Some((seg, offset, broken)) = &rec.repaired {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            segment = %seg.display(),
+            offset,
+            broken = %broken.display(),
+            "wal recovery: cut a damaged tail; the segment was kept as .broken"
+        );
+    }
+    let (hard_state, conf_state) = {
+        let st = store.wal().state();
+        (st.hard_state, st.conf_state.clone())
+    };
+    if conf_state.voters.is_empty() {
+        let cs = ConfState {
+            voters: vec![1],
+            ..Default::default()
+        };
+        store
+            .set_conf_state(&cs)
+            .and_then(|_| store.sync())
+            .map_err(|e| format!("cannot initialise the raft group in {}: {e}", dir.display()))?;
+    }
+    let opened = started.elapsed();
+    let mut durable = match store.take_opened_snapshot() {
+        Some(s) => {
+            let mut d = Durable::decode(&s.data)
+                .map_err(|e| format!("snapshot in {} at index {}: {e}", dir.display(), s.index))?;
+            d.applied = s.index;
+            d
+        }
+        None => Durable::default(),
+    };
+    // In a one-member group every persisted entry is committed (the quorum is this node), but
+    // the commit index in the hard state may lag the entries synced with it. Raise it so that
+    // everything acknowledged is folded in before the server reports ready.
+    let mut commit = hard_state.commit;
+    let last = store.wal().state().last_index();
+    let single = conf_state.voters.len() <= 1 && conf_state.learners.is_empty();
+    if single && last > commit {
+        store
+            .set_commit(last)
+            .and_then(|_| store.sync())
+            .map_err(|e| format!("cannot record the commit index in {}: {e}", dir.display()))?;
+        commit = last;
+    }
+    let mut tail = 0;
+    for e in &store.wal().state().entries {
+        if e.index <= durable.applied || e.index > commit {
+            continue;
+        }
+        tail += 1;
+        // Recovery keeps no op: each moves into the state whole.
+        durable.applied = durable.applied.max(e.index);
+        if let Some((key, op)) = decode_op(i32::from(e.entry_type), &e.data)
+            .map_err(|m| format!("entry {} in {}: {m}", e.index, dir.display()))?
+        {
+            durable.apply_owned(&key, op);
+        }
+    }
+    tracing::info!(
+        open_ms = opened.as_millis() as u64,
+        fold_ms = (started.elapsed() - opened).as_millis() as u64,
+        entries = store.wal().state().entries.len(),
+        "read the write-ahead log"
+    );
+    Ok(Recovery {
+        store,
+        durable,
+        tail,
+        dir,
+        segment_bytes,
+    })
+}
+
+/// Folds one committed entry (`index`, raft entry type `kind`, `data`) into `durable`;
+/// returns the service and op it carried, if any.
+pub(crate) fn fold(
+    durable: &mut Durable,
+    index: u64,
+    kind: i32,
+    data: &[u8],
+) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
+    durable.applied = durable.applied.max(index);
+    let found = decode_op(kind, data)?;
+    if let Some((key, op)) = &found {
+        durable.apply(key, op);
+    }
+    Ok(found)
+}
+
+/// The service and op a committed entry carries: `None` for raft's own entries (no-ops, conf
+/// changes). The event is read in place and the op decoded from its body.
+fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
+    if kind != EntryType::EntryNormal as i32 || data.is_empty() {
+        return Ok(None);
+    }
+    let decoded = Event::visit(data, |ev| {
+        let key = parse_event_key(ev.service_key.as_str())
+            .ok_or_else(|| format!("bad service key {:?}", ev.service_key.as_str()))?;
+        let op = PersistentOp::decode_body(ev.body.as_slice())?;
+        Ok((key, op))
+    });
+    match decoded {
+        None => Ok(None),
+        Some(r) => r?.map(Some),
+    }
+}
