@@ -74,7 +74,12 @@ impl Timing {
 /// IPv6 ones) live inline, longer names in a shared allocation: a registry of 100k instances
 /// saves a 32-byte allocation each. Equality, order and hashing are the text's.
 #[derive(Clone)]
-pub enum Host {
+pub struct Host(HostRepr);
+
+/// The representation behind [`Host`], private so that safe code cannot build an inline value
+/// whose bytes are not UTF-8 (or whose `len` exceeds the buffer): only `From<&str>` makes one.
+#[derive(Clone)]
+enum HostRepr {
     /// `len` bytes of UTF-8 text at the start of `buf`.
     Inline {
         /// Length in bytes, at most [`Host::INLINE`].
@@ -93,12 +98,14 @@ impl Host {
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        match self {
-            Host::Inline { len, buf } => {
-                // SAFETY: `buf[..len]` was copied from a `&str` in `From<&str>`, whole.
+        match &self.0 {
+            HostRepr::Inline { len, buf } => {
+                // SAFETY: an inline value is only built by `From<&str>`, which copies a whole
+                // `&str` of `len <= INLINE` bytes into `buf`; the fields are private to this
+                // module, so `buf[..len]` is always that valid UTF-8.
                 unsafe { std::str::from_utf8_unchecked(&buf[..usize::from(*len)]) }
             }
-            Host::Shared(s) => s,
+            HostRepr::Shared(s) => s,
         }
     }
 }
@@ -108,12 +115,12 @@ impl From<&str> for Host {
         if s.len() <= Host::INLINE {
             let mut buf = [0u8; Host::INLINE];
             buf[..s.len()].copy_from_slice(s.as_bytes());
-            Host::Inline {
+            Host(HostRepr::Inline {
                 len: s.len() as u8,
                 buf,
-            }
+            })
         } else {
-            Host::Shared(Arc::from(s))
+            Host(HostRepr::Shared(Arc::from(s)))
         }
     }
 }
@@ -603,7 +610,7 @@ mod tests {
             assert_eq!(h.to_string(), t);
             assert_eq!(format!("{h:?}"), format!("{t:?}"));
             assert_eq!(
-                matches!(h, Host::Inline { .. }),
+                matches!(h.0, HostRepr::Inline { .. }),
                 t.len() <= Host::INLINE,
                 "{t}"
             );
