@@ -99,22 +99,11 @@ pub struct Patch {
     pub enabled: Option<bool>,
 }
 
-/// Service settings for create and update.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ServiceSettings {
-    /// Protect threshold, 0.0–1.0.
-    pub protect_threshold: f32,
-    /// Metadata (replaced whole).
-    pub metadata: Metadata,
-    /// Selector JSON.
-    pub selector: serde_json::Value,
-}
-
 /// A service's persistent state as recovered from the log (see `Durable`).
 #[derive(Debug, Clone)]
 pub struct Restore {
     /// Settings, if the service was created or updated through the API.
-    pub settings: Option<ServiceSettings>,
+    pub settings: Option<crate::service::ServiceSettings>,
     /// Clusters set with `PUT /cluster`.
     pub clusters: Vec<(String, crate::service::ClusterMeta)>,
     /// The persistent instances (shared with the raft thread's copy).

@@ -86,7 +86,7 @@ impl ApiError {
             ErrorKind::Servlet => serde_json::json!({
                 "timestamp": crate::clock::wall_ms(),
                 "status": self.status,
-                "error": crate::http::reason(self.status),
+                "error": crate::status::reason(self.status),
                 "message": self.msg,
                 "path": path,
             })

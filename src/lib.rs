@@ -38,5 +38,6 @@ pub mod roster;
 pub mod server;
 pub mod service;
 pub mod shard;
+pub mod status;
 pub mod view;
 pub mod wheel;

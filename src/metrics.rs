@@ -8,7 +8,6 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::api::Endpoint;
 use crate::push::PushStats;
 use crate::registry::Stats;
 
@@ -123,9 +122,9 @@ pub struct ShardMetrics {
     push_latency: Histogram,
 }
 
-impl Default for ShardMetrics {
-    fn default() -> Self {
-        let n = Endpoint::ALL.len();
+impl ShardMetrics {
+    /// Counters for `n` endpoints (labels given to [`Metrics::new`]).
+    fn new(n: usize) -> Self {
         let zeros = |k: usize| (0..k).map(|_| AtomicU64::new(0)).collect();
         ShardMetrics {
             requests: zeros(n * STATUSES.len()),
@@ -149,9 +148,9 @@ impl Default for ShardMetrics {
 }
 
 impl ShardMetrics {
-    /// Records one answered request.
-    pub fn record(&self, ep: Endpoint, status: u16, micros: u64) {
-        let e = ep as usize;
+    /// Records one answered request of endpoint number `e` (an index into the labels given to
+    /// [`Metrics::new`]).
+    pub fn record(&self, e: usize, status: u16, micros: u64) {
         self.requests[e * STATUSES.len() + status_index(status)].fetch_add(1, Relaxed);
         self.latency[e].record(micros);
     }
@@ -204,13 +203,17 @@ impl ShardMetrics {
 pub struct Metrics {
     /// Indexed by shard id.
     pub shards: Vec<ShardMetrics>,
+    /// The `endpoint` label of each endpoint number.
+    endpoints: &'static [&'static str],
 }
 
 impl Metrics {
-    /// Metrics for `n` shards.
-    pub fn new(n: usize) -> Self {
+    /// Metrics for `n` shards, counting requests per endpoint; `endpoints[e]` labels
+    /// endpoint number `e` (the API layer's numbering).
+    pub fn new(n: usize, endpoints: &'static [&'static str]) -> Self {
         Metrics {
-            shards: (0..n).map(|_| ShardMetrics::default()).collect(),
+            shards: (0..n).map(|_| ShardMetrics::new(endpoints.len())).collect(),
+            endpoints,
         }
     }
 
@@ -218,12 +221,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(16 * 1024);
         s.push_str("# HELP muster_http_requests_total HTTP requests answered, by endpoint and status.\n# TYPE muster_http_requests_total counter\n");
-        for &ep in Endpoint::ALL {
+        for (ep, name) in self.endpoints.iter().enumerate() {
             for (si, st) in STATUSES.iter().enumerate() {
                 let n: u64 = self
                     .shards
                     .iter()
-                    .map(|m| m.requests[ep as usize * STATUSES.len() + si].load(Relaxed))
+                    .map(|m| m.requests[ep * STATUSES.len() + si].load(Relaxed))
                     .sum();
                 if n > 0 {
                     let st = if *st == 0 {
@@ -233,16 +236,15 @@ impl Metrics {
                     };
                     let _ = writeln!(
                         s,
-                        "muster_http_requests_total{{endpoint=\"{}\",status=\"{st}\"}} {n}",
-                        ep.name()
+                        "muster_http_requests_total{{endpoint=\"{name}\",status=\"{st}\"}} {n}"
                     );
                 }
             }
         }
         s.push_str("# HELP muster_http_request_duration_seconds Time from request head to response, by endpoint.\n# TYPE muster_http_request_duration_seconds histogram\n");
-        for &ep in Endpoint::ALL {
-            let labels = format!("endpoint=\"{}\"", ep.name());
-            let hists = self.shards.iter().map(|m| &m.latency[ep as usize]);
+        for (ep, name) in self.endpoints.iter().enumerate() {
+            let labels = format!("endpoint=\"{name}\"");
+            let hists = self.shards.iter().map(|m| &m.latency[ep]);
             Histogram::write(
                 &mut s,
                 "muster_http_request_duration_seconds",
@@ -382,10 +384,10 @@ mod tests {
 
     #[test]
     fn renders_counters_and_histograms() {
-        let m = Metrics::new(2);
-        m.shards[0].record(Endpoint::InstanceList, 200, 120);
-        m.shards[1].record(Endpoint::InstanceList, 200, 3_000_000);
-        m.shards[1].record(Endpoint::InstanceRegister, 400, 10);
+        let m = Metrics::new(2, &["instance_register", "instance_list"]);
+        m.shards[0].record(1, 200, 120);
+        m.shards[1].record(1, 200, 3_000_000);
+        m.shards[1].record(0, 400, 10);
         let t = m.render();
         assert!(
             t.contains("muster_http_requests_total{endpoint=\"instance_list\",status=\"200\"} 2")

@@ -12,11 +12,12 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::command::{Command, Patch, Reply, Restore, ServiceSettings, Target};
+use crate::command::{Command, Patch, Reply, Restore, Target};
 use crate::consensus::state_machine::PersistentOp;
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{Host, Instance, InstanceKey, InstanceSpec, Timing};
 use crate::roster::Roster;
+use crate::service::ServiceSettings;
 use crate::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
 use crate::view::{ReadView, ServiceView};
 use crate::wheel::Wheel;

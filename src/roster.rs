@@ -1,7 +1,7 @@
 //! The roster: one service's instances, in shared copy-on-write chunks, ordered by a hash of
 //! their identity.
 //!
-//! The owner shard publishes a new [`crate::view::ServiceView`] after every change, and readers
+//! The owner shard publishes a new `ServiceView` (the read view) after every change, and readers
 //! on every shard keep old ones alive while they render. A flat `Vec<Arc<Instance>>` made each
 //! publish touch the reference count of every instance of the service — a cache miss per
 //! instance, O(n) per write. A roster is a two-level persistent vector instead: cloning it

@@ -110,7 +110,7 @@ pub fn run(config: Config) -> Result<(), String> {
         config: config.clone(),
         listen,
         view: Arc::new(ReadView::default()),
-        metrics: Arc::new(Metrics::new(n)),
+        metrics: Arc::new(Metrics::new(n, crate::api::Endpoint::NAMES)),
         inboxes,
         ready: AtomicBool::new(false),
         recovered: AtomicBool::new(false),

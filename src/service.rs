@@ -473,6 +473,17 @@ pub fn parse_selector(raw: Option<&str>) -> ApiResult<serde_json::Value> {
     }
 }
 
+/// Service settings for create and update.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ServiceSettings {
+    /// Protect threshold, 0.0–1.0.
+    pub protect_threshold: f32,
+    /// Metadata (replaced whole).
+    pub metadata: Metadata,
+    /// Selector JSON.
+    pub selector: serde_json::Value,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,8 @@ macro_rules! endpoints {
         impl Endpoint {
             /// All endpoints, in declaration order (`ALL[e as usize] == e`).
             pub const ALL: &'static [Endpoint] = &[$(Endpoint::$variant,)*];
+            /// The metrics labels, by endpoint number (`NAMES[e as usize] == e.name()`).
+            pub const NAMES: &'static [&'static str] = &[$($name,)*];
             /// The metrics label.
             pub fn name(self) -> &'static str {
                 match self { $(Endpoint::$variant => $name,)* }
@@ -317,9 +319,11 @@ pub async fn handle(
             }
         }
     };
-    shard
-        .metrics()
-        .record(ep, answer.status, start.elapsed().as_micros() as u64);
+    shard.metrics().record(
+        ep as usize,
+        answer.status,
+        start.elapsed().as_micros() as u64,
+    );
     answer
 }
 
@@ -420,6 +424,14 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_names_are_indexed_by_endpoint_number() {
+        for &e in Endpoint::ALL {
+            assert_eq!(Endpoint::NAMES[e as usize], e.name());
+        }
+        assert_eq!(Endpoint::NAMES.len(), Endpoint::ALL.len());
+    }
 
     #[test]
     fn routes_cover_the_instance_api_and_its_legacy_mirror() {

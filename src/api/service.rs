@@ -7,9 +7,10 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{Answer, Ctx};
-use crate::command::{Command, ServiceSettings};
+use crate::command::Command;
 use crate::consensus::state_machine::PersistentOp;
 use crate::error::{ApiError, ApiResult};
+use crate::service::ServiceSettings;
 use crate::service::{
     check_service_name_chars, group_of, name_of, parse_metadata, parse_selector, ClusterMeta,
     Metadata, DEFAULT_GROUP,

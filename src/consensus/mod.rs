@@ -1,7 +1,7 @@
 //! The CP layer: a raft driver that does no IO ([`driver`]), the replicated state machine of
 //! persistent naming data ([`state_machine`]) and recovery from the WAL ([`recover`]).
 //!
-//! The raft thread that carries out the driver's actions lives in [`crate::node::raft`].
+//! The raft thread that carries out the driver's actions lives in the node layer (`node::raft`).
 
 pub mod driver;
 pub mod recover;

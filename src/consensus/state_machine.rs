@@ -15,10 +15,9 @@ use hashbrown::{HashMap, HashTable};
 use rkyv::with::InlineAsBox;
 use serde::{Deserialize, Serialize};
 
-use crate::command::ServiceSettings;
 use crate::hash::instance_hash;
 use crate::instance::InstanceSpec;
-use crate::service::{ClusterMeta, Metadata, ServiceKey};
+use crate::service::{ClusterMeta, Metadata, ServiceKey, ServiceSettings};
 
 /// A persistent change to one service.
 ///
