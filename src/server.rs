@@ -17,7 +17,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::listener;
+use crate::listener::{self, ListenError};
 use crate::metrics::Metrics;
 use crate::shard::{Shard, Shared};
 use crate::view::ReadView;
@@ -45,15 +45,79 @@ fn raise_memlock() {
 
 /// Checks that no other process listens on `addr`, then binds it (not listening) with
 /// `SO_REUSEPORT` to resolve port 0 and hold the port until every shard listens.
-fn reserve(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), String> {
-    listener::ensure_free(addr).map_err(|e| e.to_string())?;
-    let sock = listener::bind(addr).map_err(|e| e.to_string())?;
+fn reserve(addr: SocketAddr) -> Result<(socket2::Socket, SocketAddr), ListenError> {
+    listener::ensure_free(addr)?;
+    let sock = listener::bind(addr)?;
     let bound = sock
         .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| format!("cannot read the bound address of {addr}"))?;
+        .and_then(|a| {
+            a.as_socket()
+                .ok_or_else(|| std::io::Error::other("not an IP socket address"))
+        })
+        .map_err(|source| ListenError::Io {
+            op: "read the bound address of",
+            addr,
+            source,
+        })?;
     Ok((sock, bound))
+}
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The data directory could not be created.
+    #[error("cannot create data dir {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The write-ahead log could not be recovered.
+    #[error("{source}{}", recovery_hint(source, *mode))]
+    Recovery {
+        /// What recovery reported.
+        source: crate::consensus::Error,
+        /// The recovery mode it ran in.
+        mode: crate::config::WalRecovery,
+    },
+    /// The listen address is taken or cannot be bound.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// A shard's push socket could not be bound.
+    #[error("shard {id} cannot bind its UDP push socket on {addr}: {source}")]
+    PushSocket {
+        /// The shard.
+        id: usize,
+        /// The address tried (the listen IP, port 0).
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard's executor could not be started, or did not report in time.
+    #[error("cannot start shard {id}: {why}")]
+    Shard {
+        /// The shard.
+        id: usize,
+        /// glommio's error, or the timeout.
+        why: String,
+    },
+    /// The raft thread could not be started.
+    #[error("cannot start the raft thread: {0}")]
+    RaftThread(std::io::Error),
+}
+
+/// What an operator can do about a recovery refusal in the strict mode.
+fn recovery_hint(e: &crate::consensus::Error, mode: crate::config::WalRecovery) -> &'static str {
+    if e.is_corruption() && mode == crate::config::WalRecovery::Strict {
+        "; if the damage is confined to the end of the log, `muster-wal verify` says so and \
+         --wal-recovery truncate-tail drops it (see README, Operations)"
+    } else {
+        ""
+    }
 }
 
 /// CPUs this process may run on, in order.
@@ -74,13 +138,13 @@ fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Runs the server until SIGTERM or SIGINT. Returns an error if startup fails.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(config: Config) -> Result<(), StartError> {
     // Installed first, so a signal that arrives during startup is not fatal.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])
-    .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    .map_err(StartError::Signals)?;
     raise_memlock();
     tracing::info!(
         listen = %config.listen,
@@ -89,13 +153,19 @@ pub fn run(config: Config) -> Result<(), String> {
         version = env!("CARGO_PKG_VERSION"),
         "muster starting"
     );
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
     let recovery = crate::consensus::recover(
         &config.data_dir,
         config.wal_segment_bytes,
         config.wal_recovery.into(),
-    )?;
+    )
+    .map_err(|source| StartError::Recovery {
+        source,
+        mode: config.wal_recovery,
+    })?;
     let (proposals_tx, proposals_rx) = flume::bounded(config.inbox_capacity);
     let (reservation, listen) = reserve(config.listen)?;
     let n = config.shards;
@@ -120,7 +190,7 @@ pub fn run(config: Config) -> Result<(), String> {
         stopping: AtomicBool::new(false),
     });
     let (shutdown_tx, shutdown_rx) = flume::bounded::<()>(1);
-    let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, String>>();
+    let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, StartError>>();
     let cpus = allowed_cpus();
     let clock = SystemClock::new();
     let mut handles = Vec::with_capacity(n);
@@ -141,15 +211,24 @@ pub fn run(config: Config) -> Result<(), String> {
             .spawn(move || async move {
                 run_shard(id, shared, inbox, shutdown, bound_tx, clock).await;
             })
-            .map_err(|e| format!("cannot start shard {id}: {e}"))?;
+            .map_err(|e| StartError::Shard {
+                id,
+                why: e.to_string(),
+            })?;
         handles.push(handle);
     }
     drop(bound_tx);
+    let mut started = vec![false; n];
     for _ in 0..n {
         match bound_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(_)) => {}
+            Ok(Ok(id)) => started[id] = true,
             Ok(Err(e)) => return Err(e),
-            Err(_) => return Err("a shard did not start within 30 s".into()),
+            Err(_) => {
+                return Err(StartError::Shard {
+                    id: started.iter().position(|s| !s).unwrap_or(0),
+                    why: "it did not report ready within 30 s".into(),
+                })
+            }
         }
     }
     drop(reservation);
@@ -163,7 +242,7 @@ pub fn run(config: Config) -> Result<(), String> {
             snapshot_entries: config.snapshot_entries,
         },
     )
-    .map_err(|e| format!("cannot start the raft thread: {e}"))?;
+    .map_err(StartError::RaftThread)?;
 
     if let Some(sig) = signals.forever().next() {
         tracing::info!(
@@ -190,13 +269,13 @@ async fn run_shard(
     shared: Arc<Shared>,
     inbox: flume::Receiver<crate::command::Envelope>,
     shutdown: flume::Receiver<()>,
-    bound: mpsc::Sender<Result<usize, String>>,
+    bound: mpsc::Sender<Result<usize, StartError>>,
     clock: SystemClock,
 ) {
     let listener = match listener::listen(shared.listen) {
         Ok(l) => l,
         Err(e) => {
-            let _ = bound.send(Err(format!("shard {id}: {e}")));
+            let _ = bound.send(Err(e.into()));
             return;
         }
     };
@@ -204,9 +283,11 @@ async fn run_shard(
     let udp = match glommio::net::UdpSocket::bind(udp_addr) {
         Ok(u) => u,
         Err(e) => {
-            let _ = bound.send(Err(format!(
-                "shard {id} cannot bind its UDP push socket on {udp_addr}: {e}"
-            )));
+            let _ = bound.send(Err(StartError::PushSocket {
+                id,
+                addr: udp_addr,
+                source: e.into(),
+            }));
             return;
         }
     };

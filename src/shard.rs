@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::hash::owner_shard;
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::node::Error;
 use crate::push::{Outgoing, Push, MAX_ACK_BYTES};
 use crate::registry::Registry;
 use crate::service::ServiceKey;
@@ -296,14 +297,16 @@ impl Shard {
         })
         .await;
         if !matches!(sent, Ok(true)) {
-            return Err(ApiError::unavailable(
-                "server is busy: the raft proposal queue is full, please try again later",
-            ));
+            return Err(Error::Busy {
+                queue: "the raft proposal queue".into(),
+            }
+            .into());
         }
         rx.recv_async().await.unwrap_or_else(|_| {
-            Err(ApiError::server(
-                "the raft thread stopped before the write was committed",
-            ))
+            Err(
+                Error::Dropped("the raft thread stopped before the write was committed".into())
+                    .into(),
+            )
         })
     }
 
@@ -350,21 +353,21 @@ impl Shard {
                     self.metrics()
                         .cross_shard_rejected
                         .fetch_add(1, Ordering::Relaxed);
-                    return Err(ApiError::unavailable(format!(
-                        "server is busy: shard {owner}'s inbox is full, please try again later"
-                    )));
+                    return Err(Error::Busy {
+                        queue: format!("shard {owner}'s inbox"),
+                    }
+                    .into());
                 }
             }
             Err(flume::TrySendError::Disconnected(_)) => {
-                return Err(ApiError::unavailable(format!(
+                return Err(Error::ShuttingDown(format!(
                     "shard {owner} is shutting down, please try again later"
-                )))
+                ))
+                .into())
             }
         }
         rx.recv_async().await.unwrap_or_else(|_| {
-            Err(ApiError::server(format!(
-                "shard {owner} dropped the write without answering"
-            )))
+            Err(Error::Dropped(format!("shard {owner} dropped the write without answering")).into())
         })
     }
 

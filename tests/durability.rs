@@ -464,8 +464,9 @@ fn a_full_disk_fails_persistent_writes_cleanly_and_they_resume() {
     let (st, b) = failure.expect("the disk never filled up");
     assert_eq!(st, 500, "{b}");
     assert!(
-        b.starts_with("caused: ") && b.contains("not persisted"),
-        "a clear error: {b}"
+        b.starts_with("caused: the write was not persisted (no space left): ")
+            && b.contains("No space left on device"),
+        "a clear error that says the disk is full: {b}"
     );
     // Ephemeral traffic keeps working, reads too.
     assert_eq!(

@@ -4,7 +4,9 @@
 //! The raft thread that carries out the driver's actions lives in the node layer (`node::raft`).
 
 pub mod driver;
+pub mod error;
 pub mod recover;
 pub mod state_machine;
 
+pub use error::Error;
 pub use recover::{recover, Recovery};

@@ -9,7 +9,8 @@ use muster_storage::raft_store::RaftStore;
 use muster_storage::wal::{Options, RecoveryMode};
 use raft::eraftpb::{ConfState, EntryType};
 
-use crate::consensus::state_machine::{parse_event_key, Durable, PersistentOp};
+use crate::consensus::state_machine::{parse_event_key, DecodeError, Durable, PersistentOp};
+use crate::consensus::Error;
 use crate::service::ServiceKey;
 
 /// The opened log and the state recovered from it.
@@ -29,11 +30,7 @@ pub struct Recovery {
 /// Opens the WAL under `data_dir/raft` and rebuilds persistent state from the snapshot and
 /// committed entries. Corruption refuses to start, naming the file and offset; `mode` says what
 /// damage at the very end of the log may be dropped instead (every repair is logged at WARN).
-pub fn recover(
-    data_dir: &Path,
-    segment_bytes: u64,
-    mode: RecoveryMode,
-) -> Result<Recovery, String> {
+pub fn recover(data_dir: &Path, segment_bytes: u64, mode: RecoveryMode) -> Result<Recovery, Error> {
     let dir = data_dir.join("raft");
     let opts = Options {
         segment_size: segment_bytes,
@@ -41,15 +38,9 @@ pub fn recover(
         ..Options::default()
     };
     let started = Instant::now();
-    let mut store = RaftStore::open(&dir, opts).map_err(|e| {
-        let hint = match mode {
-            RecoveryMode::Strict if e.is_corruption() => {
-                "; if the damage is confined to the end of the log, `muster-wal verify` says so and \
-                 --wal-recovery truncate-tail drops it (see README, Operations)"
-            }
-            _ => "",
-        };
-        format!("cannot open the write-ahead log in {}: {e}{hint}", dir.display())
+    let mut store = RaftStore::open(&dir, opts).map_err(|source| Error::Open {
+        dir: dir.clone(),
+        source,
     })?;
     let rec = store.wal().recovery();
     if let Some(d) = &rec.dropped {
@@ -82,16 +73,16 @@ pub fn recover(
             voters: vec![1],
             ..Default::default()
         };
-        store
-            .set_conf_state(&cs)
-            .and_then(|_| store.sync())
-            .map_err(|e| format!("cannot initialise the raft group in {}: {e}", dir.display()))?;
+        store.set_conf_state(&cs).and_then(|_| store.sync())?;
     }
     let opened = started.elapsed();
     let mut durable = match store.take_opened_snapshot() {
         Some(s) => {
-            let mut d = Durable::decode(&s.data)
-                .map_err(|e| format!("snapshot in {} at index {}: {e}", dir.display(), s.index))?;
+            let mut d = Durable::decode(&s.data).map_err(|source| Error::Decode {
+                what: format!("snapshot at index {}", s.index),
+                dir: dir.clone(),
+                source,
+            })?;
             d.applied = s.index;
             d
         }
@@ -104,10 +95,7 @@ pub fn recover(
     let last = store.wal().state().last_index();
     let single = conf_state.voters.len() <= 1 && conf_state.learners.is_empty();
     if single && last > commit {
-        store
-            .set_commit(last)
-            .and_then(|_| store.sync())
-            .map_err(|e| format!("cannot record the commit index in {}: {e}", dir.display()))?;
+        store.set_commit(last).and_then(|_| store.sync())?;
         commit = last;
     }
     let mut tail = 0;
@@ -118,8 +106,12 @@ pub fn recover(
         tail += 1;
         // Recovery keeps no op: each moves into the state whole.
         durable.applied = durable.applied.max(e.index);
-        if let Some((key, op)) = decode_op(i32::from(e.entry_type), &e.data)
-            .map_err(|m| format!("entry {} in {}: {m}", e.index, dir.display()))?
+        if let Some((key, op)) =
+            decode_op(i32::from(e.entry_type), &e.data).map_err(|source| Error::Decode {
+                what: format!("entry {}", e.index),
+                dir: dir.clone(),
+                source,
+            })?
         {
             durable.apply_owned(&key, op);
         }
@@ -146,7 +138,7 @@ pub(crate) fn fold(
     index: u64,
     kind: i32,
     data: &[u8],
-) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
+) -> Result<Option<(ServiceKey, PersistentOp)>, DecodeError> {
     durable.applied = durable.applied.max(index);
     let found = decode_op(kind, data)?;
     if let Some((key, op)) = &found {
@@ -157,18 +149,18 @@ pub(crate) fn fold(
 
 /// The service and op a committed entry carries: `None` for raft's own entries (no-ops, conf
 /// changes). The event is read in place and the op decoded from its body.
-fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)>, String> {
+fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)>, DecodeError> {
     if kind != EntryType::EntryNormal as i32 || data.is_empty() {
         return Ok(None);
     }
     let decoded = Event::visit(data, |ev| {
         let key = parse_event_key(ev.service_key.as_str())
-            .ok_or_else(|| format!("bad service key {:?}", ev.service_key.as_str()))?;
+            .ok_or_else(|| DecodeError::BadKey(ev.service_key.to_string()))?;
         let op = PersistentOp::decode_body(ev.body.as_slice())?;
         Ok((key, op))
     });
     match decoded {
         None => Ok(None),
-        Some(r) => r?.map(Some),
+        Some(r) => r.map_err(|e| DecodeError::invalid("event", e))?.map(Some),
     }
 }

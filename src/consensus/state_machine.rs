@@ -75,11 +75,61 @@ struct RawOp {
     meta: Option<ClusterMeta>,
 }
 
-impl TryFrom<RawOp> for PersistentOp {
-    type Error = String;
+/// Why persisted bytes (an op body, a snapshot image) do not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes do not start with the expected magic.
+    #[error("{what} starts with {found:?}, expected {expected}")]
+    Magic {
+        /// What was read, e.g. `op body`, `snapshot state`.
+        what: &'static str,
+        /// The first bytes found, lossily as text.
+        found: String,
+        /// What may start it.
+        expected: String,
+    },
+    /// The archive or JSON is malformed.
+    #[error("{what} is not valid: {why}")]
+    Invalid {
+        /// What was read, e.g. `snapshot image`, `settings of service public##g@@s in the
+        /// snapshot`.
+        what: String,
+        /// The decoder's message.
+        why: String,
+    },
+    /// A JSON op lacks a field its kind needs.
+    #[error("op {op:?} is missing field `{field}`")]
+    MissingField {
+        /// The op kind.
+        op: String,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A JSON op of an unknown kind.
+    #[error("unknown op {0:?}")]
+    UnknownOp(String),
+    /// A service key that is not `namespace##group@@name`.
+    #[error("bad service key {0:?}")]
+    BadKey(String),
+}
 
-    fn try_from(r: RawOp) -> Result<Self, String> {
-        let need = |name: &str| format!("op {:?} is missing field `{name}`", r.op);
+impl DecodeError {
+    pub(crate) fn invalid(what: impl Into<String>, why: impl std::fmt::Display) -> DecodeError {
+        DecodeError::Invalid {
+            what: what.into(),
+            why: why.to_string(),
+        }
+    }
+}
+
+impl TryFrom<RawOp> for PersistentOp {
+    type Error = DecodeError;
+
+    fn try_from(r: RawOp) -> Result<Self, DecodeError> {
+        let need = |field: &'static str| DecodeError::MissingField {
+            op: r.op.clone(),
+            field,
+        };
         Ok(match r.op.as_str() {
             "register" => PersistentOp::Register {
                 instance: r.instance.ok_or_else(|| need("instance"))?,
@@ -100,7 +150,7 @@ impl TryFrom<RawOp> for PersistentOp {
                 cluster: r.cluster.ok_or_else(|| need("cluster"))?,
                 meta: r.meta.ok_or_else(|| need("meta"))?,
             },
-            other => return Err(format!("unknown op {other:?}")),
+            other => return Err(DecodeError::UnknownOp(other.to_string())),
         })
     }
 }
@@ -142,20 +192,21 @@ impl PersistentOp {
 
     /// Decodes an event body written by [`PersistentOp::encode_body`], or the JSON body of a
     /// Muster 0.1 log. Errors say what is wrong with it.
-    pub fn decode_body(body: &[u8]) -> Result<PersistentOp, String> {
+    pub fn decode_body(body: &[u8]) -> Result<PersistentOp, DecodeError> {
         if body.first() == Some(&b'{') {
-            return serde_json::from_slice(body).map_err(|e| format!("bad JSON op body: {e}"));
+            return serde_json::from_slice(body)
+                .map_err(|e| DecodeError::invalid("JSON op body", e));
         }
-        let rest = body.strip_prefix(OP_MAGIC.as_slice()).ok_or_else(|| {
-            format!(
-                "op body starts with {:?}, neither JSON nor {:?}",
-                String::from_utf8_lossy(&body[..body.len().min(8)]),
-                String::from_utf8_lossy(OP_MAGIC)
-            )
-        })?;
+        let rest = body
+            .strip_prefix(OP_MAGIC.as_slice())
+            .ok_or_else(|| DecodeError::Magic {
+                what: "op body",
+                found: String::from_utf8_lossy(&body[..body.len().min(8)]).into_owned(),
+                expected: format!("JSON or {:?}", String::from_utf8_lossy(OP_MAGIC)),
+            })?;
         aligned(rest, |b| {
             let image = rkyv::access::<ArchivedOpImage, rkyv::rancor::Error>(b)
-                .map_err(|e| format!("bad binary op body: {e}"))?;
+                .map_err(|e| DecodeError::invalid("binary op body", e))?;
             Ok(match image {
                 ArchivedOpImage::Register(i) => PersistentOp::Register {
                     instance: i.to_spec(),
@@ -166,7 +217,7 @@ impl PersistentOp {
                     cluster: cluster.to_string(),
                 },
                 ArchivedOpImage::Json(j) => serde_json::from_str(j.as_str())
-                    .map_err(|e| format!("bad JSON op inside a binary body: {e}"))?,
+                    .map_err(|e| DecodeError::invalid("JSON op inside a binary body", e))?,
             })
         })
     }
@@ -393,23 +444,23 @@ impl Durable {
 
     /// Parses snapshot bytes: the binary image, or the JSON of Muster 0.1 snapshots (read so
     /// that an upgrade keeps its data; never written).
-    pub fn decode(bytes: &[u8]) -> Result<Durable, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Durable, DecodeError> {
         if bytes.first() == Some(&b'{') {
             return decode_json(bytes);
         }
         let Some(body) = bytes.strip_prefix(IMAGE_MAGIC) else {
-            return Err(format!(
-                "snapshot state starts with {:?}, not the image magic {:?}",
-                String::from_utf8_lossy(&bytes[..bytes.len().min(16)]),
-                String::from_utf8_lossy(IMAGE_MAGIC)
-            ));
+            return Err(DecodeError::Magic {
+                what: "snapshot state",
+                found: String::from_utf8_lossy(&bytes[..bytes.len().min(16)]).into_owned(),
+                expected: format!("the image magic {:?}", String::from_utf8_lossy(IMAGE_MAGIC)),
+            });
         };
         aligned(body, Self::decode_image)
     }
 
-    fn decode_image(body: &[u8]) -> Result<Durable, String> {
+    fn decode_image(body: &[u8]) -> Result<Durable, DecodeError> {
         let image = rkyv::access::<ArchivedImage, rkyv::rancor::Error>(body)
-            .map_err(|e| format!("snapshot image is not valid: {e}"))?;
+            .map_err(|e| DecodeError::invalid("snapshot image", e))?;
         let mut d = Durable::default();
         d.services.reserve(image.services.len());
         for s in image.services.iter() {
@@ -417,17 +468,23 @@ impl Durable {
             let svc = d.services.entry(key.clone()).or_default();
             if let Some(j) = s.settings.as_ref() {
                 svc.settings = Some(serde_json::from_str(j.as_str()).map_err(|e| {
-                    format!(
-                        "settings of service {}##{} in the snapshot: {e}",
-                        key.namespace, key.grouped
+                    DecodeError::invalid(
+                        format!(
+                            "settings of service {}##{} in the snapshot",
+                            key.namespace, key.grouped
+                        ),
+                        e,
                     )
                 })?);
             }
             for c in s.clusters.iter() {
                 let meta = serde_json::from_str(c.1.as_str()).map_err(|e| {
-                    format!(
-                        "cluster {} of service {}##{} in the snapshot: {e}",
-                        c.0, key.namespace, key.grouped
+                    DecodeError::invalid(
+                        format!(
+                            "cluster {} of service {}##{} in the snapshot",
+                            c.0, key.namespace, key.grouped
+                        ),
+                        e,
                     )
                 })?;
                 svc.clusters.insert(c.0.to_string(), meta);
@@ -524,7 +581,7 @@ impl ArchivedInstanceImage<'_> {
 
 /// Snapshots of Muster 0.1: `Durable` as JSON, services by event key, instances by
 /// `ip:port:cluster`.
-fn decode_json(bytes: &[u8]) -> Result<Durable, String> {
+fn decode_json(bytes: &[u8]) -> Result<Durable, DecodeError> {
     #[derive(Deserialize)]
     struct Old {
         services: BTreeMap<String, OldService>,
@@ -536,11 +593,10 @@ fn decode_json(bytes: &[u8]) -> Result<Durable, String> {
         instances: BTreeMap<String, InstanceSpec>,
     }
     let old: Old =
-        serde_json::from_slice(bytes).map_err(|e| format!("snapshot state is not valid: {e}"))?;
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::invalid("snapshot state", e))?;
     let mut d = Durable::default();
     for (k, s) in old.services {
-        let key =
-            parse_event_key(&k).ok_or_else(|| format!("bad service key {k:?} in the snapshot"))?;
+        let key = parse_event_key(&k).ok_or_else(|| DecodeError::BadKey(k.clone()))?;
         let svc = d.service(&key);
         svc.settings = s.settings;
         svc.clusters = s.clusters;
@@ -689,9 +745,13 @@ mod tests {
         use muster_storage::{Corruption, Error};
         let (d, _) = sample();
         let bytes = d.encode();
-        assert!(Durable::decode(b"NOT-AN-IMAGE-AT-ALL")
-            .unwrap_err()
-            .contains("image magic"));
+        assert!(matches!(
+            Durable::decode(b"NOT-AN-IMAGE-AT-ALL").unwrap_err(),
+            DecodeError::Magic {
+                what: "snapshot state",
+                ..
+            }
+        ));
         // The image carries no checksum of its own: it is stored as the data of a snapshot
         // file, whose crc covers it (FORMAT.md §7), and recovery reads it only through that
         // file. So every damaged copy of that file must be refused there, as corruption at the
@@ -747,16 +807,17 @@ mod tests {
         }
         // Below the file's crc, the image decoder still never panics, and what it refuses it
         // refuses with one of its own errors.
-        let known = |e: &str| {
-            [
-                "snapshot state starts with",
-                "snapshot state is not valid",
-                "snapshot image is not valid",
+        let known = |e: &DecodeError| match e {
+            DecodeError::Magic { what, .. } => *what == "snapshot state",
+            DecodeError::Invalid { what, .. } => [
+                "snapshot state",
+                "snapshot image",
                 "settings of service",
                 "cluster ",
             ]
             .iter()
-            .any(|k| e.starts_with(k))
+            .any(|k| what.starts_with(k)),
+            _ => false,
         };
         for cut in 0..bytes.len() {
             if let Err(e) = Durable::decode(&bytes[..cut]) {
@@ -831,7 +892,10 @@ mod tests {
             }
         }
         let e = PersistentOp::decode_body(b"garbage").unwrap_err();
-        assert!(e.contains("neither JSON nor"), "{e}");
+        assert!(
+            matches!(&e, DecodeError::Magic { what: "op body", found, .. } if found == "garbage"),
+            "{e}"
+        );
         let e = serde_json::from_str::<PersistentOp>(r#"{"op":"deregister","ip":"1.1.1.1"}"#)
             .unwrap_err()
             .to_string();

@@ -24,11 +24,13 @@ use raft::eraftpb::Entry;
 
 use crate::clock::wall_ms;
 use crate::command::{Command, Envelope, Reply, Restore};
+use crate::consensus;
 use crate::consensus::driver::{Action, Driver, Ticks};
 use crate::consensus::recover::{fold, Recovery};
 use crate::consensus::state_machine::{event_key, Durable, PersistentOp};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::hash::owner_shard;
+use crate::node::Error;
 use crate::service::ServiceKey;
 use crate::shard::Shared;
 
@@ -83,7 +85,7 @@ fn dispatch(
     };
     if let Err(e) = shared.inboxes[owner].send(env) {
         if let Some(r) = e.into_inner().reply {
-            let _ = r.send(Err(ApiError::unavailable("shutting down")));
+            let _ = r.send(Err(Error::ShuttingDown("shutting down".into()).into()));
         }
     }
 }
@@ -209,9 +211,7 @@ fn run(
         }
         for p in batch.drain(..) {
             if !node.is_leader() {
-                let _ = p.reply.send(Err(ApiError::unavailable(
-                    "the raft group has no leader yet, please try again later",
-                )));
+                let _ = p.reply.send(Err(Error::NotLeader.into()));
                 continue;
             }
             let ev = Event {
@@ -227,9 +227,7 @@ fn run(
                     pending.insert(id, (p.key, p.reply));
                 }
                 Err(e) => {
-                    let _ = p.reply.send(Err(ApiError::server(format!(
-                        "raft rejected the proposal: {e}"
-                    ))));
+                    let _ = p.reply.send(Err(Error::Rejected(e.to_string()).into()));
                 }
             }
         }
@@ -244,11 +242,9 @@ fn run(
         match step {
             Ok(()) => {}
             Err(e) => {
-                tracing::error!(dir = %dir.display(), "write-ahead log failed: {e}; failing pending writes and reopening");
+                tracing::error!(dir = %dir.display(), "{e}; failing pending writes and reopening the log");
                 for (_, (_, reply)) in pending.drain() {
-                    let _ = reply.send(Err(ApiError::server(format!(
-                        "the write was not persisted: {e}"
-                    ))));
+                    let _ = reply.send(Err(Error::storage(&e).into()));
                 }
                 // The old store holds the directory lock: drop it before reopening.
                 let old = node;
@@ -260,7 +256,7 @@ fn run(
                             "cannot reopen the write-ahead log: {e}; persistent writes stop"
                         );
                         shared.ready.store(false, Ordering::SeqCst);
-                        fail_forever(&proposals, &e);
+                        fail_forever(&proposals, &e.to_string());
                         return;
                     }
                 }
@@ -272,16 +268,16 @@ fn run(
 /// Answers every further proposal with 500 after an unrecoverable storage failure.
 fn fail_forever(proposals: &flume::Receiver<Proposal>, why: &str) {
     while let Ok(p) = proposals.recv() {
-        let _ = p.reply.send(Err(ApiError::server(format!(
-            "persistent storage is unavailable: {why}"
-        ))));
+        let _ = p
+            .reply
+            .send(Err(Error::StorageGone(why.to_string()).into()));
     }
 }
 
 /// The raft driver of this one-member group (node id 1), campaigning at once.
-fn new_node(store: RaftStore, applied: u64) -> Result<Node, String> {
-    let mut node = Driver::new(1, store, applied, Ticks::default()).map_err(|e| e.to_string())?;
-    node.campaign().map_err(|e| e.to_string())?;
+fn new_node(store: RaftStore, applied: u64) -> Result<Node, consensus::Error> {
+    let mut node = Driver::new(1, store, applied, Ticks::default())?;
+    node.campaign()?;
     Ok(node)
 }
 
@@ -294,16 +290,27 @@ fn reopen(
     segment_bytes: u64,
     durable: &mut Durable,
     shared: &Shared,
-) -> Result<Node, String> {
+) -> Result<Node, consensus::Error> {
     let opts = Options {
         segment_size: segment_bytes,
         ..Options::default()
     };
-    let store = RaftStore::open(dir, opts).map_err(|e| e.to_string())?;
+    let store = RaftStore::open(dir, opts).map_err(|source| consensus::Error::Open {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let st = store.wal().state();
     for e in &st.entries {
         if e.index > durable.applied && e.index <= st.hard_state.commit {
-            if let Some((key, op)) = fold(durable, e.index, i32::from(e.entry_type), &e.data)? {
+            let folded =
+                fold(durable, e.index, i32::from(e.entry_type), &e.data).map_err(|source| {
+                    consensus::Error::Decode {
+                        what: format!("entry {}", e.index),
+                        dir: dir.to_path_buf(),
+                        source,
+                    }
+                })?;
+            if let Some((key, op)) = folded {
                 dispatch(shared, key, Command::Committed(op), None);
             }
         }
@@ -319,7 +326,7 @@ fn apply_entries(
     durable: &mut Durable,
     pending: &mut Pending,
     since_snapshot: &mut u64,
-) -> Result<(), String> {
+) -> Result<(), consensus::Error> {
     for e in entries {
         let id = (e.context.len() == 8).then(|| {
             let mut b = [0u8; 8];
@@ -335,14 +342,19 @@ fn apply_entries(
                     let _ = r.send(Ok(Reply::Ok));
                 }
             }
-            Err(m) => {
+            Err(source) => {
                 if let Some(r) = reply {
-                    let _ = r.send(Err(ApiError::server(format!(
-                        "committed entry {} is unreadable: {m}",
-                        e.index
-                    ))));
+                    let _ = r.send(Err(Error::Unreadable {
+                        index: e.index,
+                        why: source.to_string(),
+                    }
+                    .into()));
                 }
-                return Err(format!("committed entry {} is unreadable: {m}", e.index));
+                return Err(consensus::Error::Decode {
+                    what: format!("committed entry {}", e.index),
+                    dir: node_dir(shared),
+                    source,
+                });
             }
         }
     }
@@ -359,7 +371,7 @@ fn maybe_snapshot(
     durable: &Durable,
     since_snapshot: &mut u64,
     settings: RaftSettings,
-) -> Result<(), String> {
+) -> Result<(), consensus::Error> {
     let min = settings.snapshot_entries.max(1);
     let records = durable.instance_count() as u64 + durable.service_count() as u64;
     if *since_snapshot < min || *since_snapshot < records / 2 {
@@ -369,15 +381,12 @@ fn maybe_snapshot(
     let started = Instant::now();
     let applied = durable.applied;
     let cs = node.conf_state();
-    node.store_mut().sync().map_err(|e| e.to_string())?;
+    node.store_mut().sync()?;
     let image = durable.encode();
     let encoded = started.elapsed();
     match node.store_mut().create_snapshot(applied, &cs, image) {
         Ok(()) => {
-            let removed = node
-                .store_mut()
-                .compact(applied)
-                .map_err(|e| e.to_string())?;
+            let removed = node.store_mut().compact(applied)?;
             tracing::info!(
                 index = applied,
                 segments_removed = removed,
@@ -399,16 +408,21 @@ fn on_ready(
     durable: &mut Durable,
     pending: &mut Pending,
     since_snapshot: &mut u64,
-) -> Result<(), String> {
+) -> Result<(), consensus::Error> {
     node.drive(|store, action| match action {
         // A one-member group has no peers to send to.
         Action::Send(_) | Action::SendPersisted(_) => Ok(()),
-        Action::InstallSnapshot(snap) => store.apply_snapshot(&snap).map_err(|e| e.to_string()),
+        Action::InstallSnapshot(snap) => Ok(store.apply_snapshot(&snap)?),
         Action::Apply(entries) => apply_entries(entries, shared, durable, pending, since_snapshot),
-        Action::Append(entries) => store.append(&entries).map_err(|e| e.to_string()),
-        Action::SetHardState(hs) => store.set_hardstate(&hs).map_err(|e| e.to_string()),
-        Action::Sync => store.sync().map_err(|e| e.to_string()),
-        Action::SetCommit(commit) => store.set_commit(commit).map_err(|e| e.to_string()),
+        Action::Append(entries) => Ok(store.append(&entries)?),
+        Action::SetHardState(hs) => Ok(store.set_hardstate(&hs)?),
+        Action::Sync => Ok(store.sync()?),
+        Action::SetCommit(commit) => Ok(store.set_commit(commit)?),
     })
     .map(|_| ())
+}
+
+/// The WAL directory, for errors that name it.
+fn node_dir(shared: &Shared) -> std::path::PathBuf {
+    shared.config.data_dir.join("raft")
 }

@@ -57,7 +57,8 @@ pub enum Error {
 
 impl Error {
     /// True when this is an out-of-space error (`ENOSPC`, or `EDQUOT`). The WAL stays usable:
-    /// nothing was written, the caller may retry once space is freed (the server answers 507).
+    /// nothing was written, the caller may retry once space is freed (the server answers 500
+    /// `the write was not persisted (no space left): …`).
     pub fn is_no_space(&self) -> bool {
         match self {
             Error::Io { source, .. } => matches!(

@@ -98,8 +98,8 @@
 //!
 //! [`Error::Corruption`] (file + byte offset: refuse to start), [`Error::Io`] (fatal; after a
 //! failed sync the WAL is [`Error::Poisoned`] and the process must restart), and
-//! [`Error::is_no_space`] (disk full at segment preallocation: nothing was written, retry later,
-//! answer 507).
+//! [`Error::is_no_space`] (disk full at segment preallocation: nothing was written, retry later;
+//! the server answers 500, as Nacos does for a failed write).
 #![deny(missing_docs)]
 
 pub mod error;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use muster::consensus::state_machine::DecodeError;
 use muster_storage::format::{frame_len, SegmentId};
 use muster_storage::fs::{FileSystem, RealFs};
 use muster_storage::record::{EntryRecord, Record};
@@ -271,7 +272,7 @@ fn entry_type(t: u8) -> &'static str {
 
 /// A binary op body (the server's `PersistentOp::encode_body`) as the op's JSON; `None` when
 /// the body is not one.
-fn op_json(body: &[u8]) -> Option<Result<String, String>> {
+fn op_json(body: &[u8]) -> Option<Result<String, DecodeError>> {
     if !body.starts_with(muster::consensus::state_machine::OP_MAGIC) {
         return None;
     }
@@ -304,7 +305,7 @@ fn body_text(body: &[u8]) -> String {
 fn body_json(body: &[u8]) -> Value {
     match op_json(body) {
         Some(Ok(j)) => return Value::String(j),
-        Some(Err(e)) => return json!({ "error": e, "hex": hex(body) }),
+        Some(Err(e)) => return json!({ "error": e.to_string(), "hex": hex(body) }),
         None => {}
     }
     match std::str::from_utf8(body) {

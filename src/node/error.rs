@@ -1,0 +1,129 @@
+//! Why the node could not carry out a write, and the one place such a failure becomes a Nacos
+//! answer ([`From<Error> for ApiError`]).
+
+use crate::error::ApiError;
+
+/// A write the node could not carry out. Nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Persistent storage failed; `kind` says how, `why` names the file and cause.
+    #[error("the write was not persisted ({kind}): {why}")]
+    Storage {
+        /// The kind of failure.
+        kind: StorageFailure,
+        /// What storage reported.
+        why: String,
+    },
+    /// Persistent storage stopped after an unrecoverable failure; a restart is needed.
+    #[error("persistent storage is unavailable: {0}")]
+    StorageGone(String),
+    /// The raft group has no leader (yet): retry shortly.
+    #[error("the raft group has no leader yet, please try again later")]
+    NotLeader,
+    /// raft refused the proposal.
+    #[error("raft rejected the proposal: {0}")]
+    Rejected(String),
+    /// A committed entry could not be decoded, so it was not applied.
+    #[error("committed entry {index} is unreadable: {why}")]
+    Unreadable {
+        /// The entry's raft index.
+        index: u64,
+        /// Why it does not decode.
+        why: String,
+    },
+    /// A bounded queue stayed full for its whole wait: `queue` names it.
+    #[error("server is busy: {queue} is full, please try again later")]
+    Busy {
+        /// E.g. `the raft proposal queue`, `shard 1's inbox`.
+        queue: String,
+    },
+    /// The server is stopping: retry on another server or later.
+    #[error("{0}")]
+    ShuttingDown(String),
+    /// The part that took the write stopped without answering; whether it was applied is
+    /// unknown to this request.
+    #[error("{0}")]
+    Dropped(String),
+}
+
+/// How persistent storage failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// The disk is full: writes resume once space is freed.
+    NoSpace,
+    /// Bytes on disk are damaged.
+    Corruption,
+    /// Any other IO failure.
+    Io,
+}
+
+impl std::fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageFailure::NoSpace => "no space left",
+            StorageFailure::Corruption => "corruption",
+            StorageFailure::Io => "io error",
+        })
+    }
+}
+
+impl Error {
+    /// A storage failure, classified from the consensus error.
+    pub fn storage(e: &crate::consensus::Error) -> Error {
+        let kind = if e.is_no_space() {
+            StorageFailure::NoSpace
+        } else if e.is_corruption() {
+            StorageFailure::Corruption
+        } else {
+            StorageFailure::Io
+        };
+        Error::Storage {
+            kind,
+            why: e.to_string(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    /// Nacos answers a failed write with 500 (`caused: …;`) and asks a retry with 503. A full
+    /// disk is a 500 like any storage failure: Nacos clients treat 5xx alike and retry.
+    fn from(e: Error) -> ApiError {
+        match &e {
+            Error::NotLeader | Error::Busy { .. } | Error::ShuttingDown(_) => {
+                ApiError::unavailable(e.to_string())
+            }
+            Error::Storage { .. }
+            | Error::StorageGone(_)
+            | Error::Rejected(_)
+            | Error::Unreadable { .. }
+            | Error::Dropped(_) => ApiError::server(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_errors_become_nacos_answers() {
+        let busy = ApiError::from(Error::Busy {
+            queue: "the raft proposal queue".into(),
+        });
+        assert_eq!(busy.status, 503);
+        assert_eq!(
+            busy.msg,
+            "server is busy: the raft proposal queue is full, please try again later"
+        );
+        assert_eq!(ApiError::from(Error::NotLeader).status, 503);
+        let full = ApiError::from(Error::Storage {
+            kind: StorageFailure::NoSpace,
+            why: "fallocate x: No space left on device".into(),
+        });
+        assert_eq!(full.status, 500);
+        assert_eq!(
+            full.body("/"),
+            "caused: the write was not persisted (no space left): fallocate x: No space left on device;"
+        );
+    }
+}
