@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use muster::consensus::state_machine::{Durable, PersistentOp};
+use muster::consensus::naming::{Durable, PersistentOp};
 use muster::instance::{Instance, InstanceSpec, Timing};
 use muster::roster::Roster;
 use muster::service::ServiceKey;
@@ -45,7 +45,7 @@ fn ops() -> Vec<(ServiceKey, Vec<u8>)> {
 fn durable() -> Durable {
     let mut d = Durable::default();
     for (key, body) in ops() {
-        d.apply_owned(&key, PersistentOp::decode_body(&body).unwrap());
+        d.apply_change_owned(&key, PersistentOp::decode_body(&body).unwrap());
     }
     d
 }
@@ -63,7 +63,7 @@ fn bench_recovery(c: &mut Criterion) {
     let fold = |logged: &[(ServiceKey, Vec<u8>)]| {
         let mut d = Durable::default();
         for (key, body) in logged {
-            d.apply_owned(key, PersistentOp::decode_body(body).unwrap());
+            d.apply_change_owned(key, PersistentOp::decode_body(body).unwrap());
         }
         d
     };

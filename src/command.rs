@@ -61,7 +61,7 @@ pub enum Command {
     /// `GET /service/subscribers`: the live push targets.
     Subscribers,
     /// A committed persistent change, applied by the owner after raft committed it.
-    Committed(crate::consensus::state_machine::PersistentOp),
+    Committed(crate::consensus::naming::PersistentOp),
     /// A service's recovered persistent state, applied once at startup before the server is
     /// ready (one message per service instead of one per instance).
     Restore(Box<Restore>),

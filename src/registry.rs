@@ -13,7 +13,7 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashSet};
 
 use crate::command::{Command, Patch, Reply, Restore, Target};
-use crate::consensus::state_machine::PersistentOp;
+use crate::consensus::naming::PersistentOp;
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{Host, Instance, InstanceKey, InstanceSpec, Timing};
 use crate::roster::Roster;

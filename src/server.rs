@@ -112,7 +112,11 @@ pub enum StartError {
 
 /// What an operator can do about a recovery refusal in the strict mode.
 fn recovery_hint(e: &crate::consensus::Error, mode: crate::config::WalRecovery) -> &'static str {
-    if e.is_corruption() && mode == crate::config::WalRecovery::Strict {
+    // Only damage to the log's bytes: an entry this version cannot apply (say, a newer
+    // domain) is not a damaged tail, and dropping it would lose acknowledged data.
+    let damaged =
+        matches!(e, crate::consensus::Error::Open { source, .. } if source.is_corruption());
+    if damaged && mode == crate::config::WalRecovery::Strict {
         "; if the damage is confined to the end of the log, `muster-wal verify` says so and \
          --wal-recovery truncate-tail drops it (see README, Operations)"
     } else {

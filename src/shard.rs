@@ -288,7 +288,7 @@ impl Shard {
     pub async fn persist(
         &self,
         key: ServiceKey,
-        op: crate::consensus::state_machine::PersistentOp,
+        op: crate::consensus::naming::PersistentOp,
     ) -> ApiResult<Reply> {
         let (tx, rx) = flume::bounded(1);
         let p = crate::node::raft::Proposal { key, op, reply: tx };

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::{Answer, Ctx};
 use crate::clock::wall_ms;
 use crate::command::{Command, Patch, Reply, Target};
-use crate::consensus::state_machine::PersistentOp;
+use crate::consensus::naming::PersistentOp;
 use crate::error::{ApiError, ApiResult};
 use crate::instance::{check_ip, parse_port, InstanceSpec};
 use crate::params::{parse_int, to_boolean};

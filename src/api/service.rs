@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{Answer, Ctx};
 use crate::command::Command;
-use crate::consensus::state_machine::PersistentOp;
+use crate::consensus::naming::PersistentOp;
 use crate::error::{ApiError, ApiResult};
 use crate::service::ServiceSettings;
 use crate::service::{

@@ -1,10 +1,12 @@
-//! The CP layer: a raft driver that does no IO ([`driver`]), the replicated state machine of
-//! persistent naming data ([`state_machine`]) and recovery from the WAL ([`recover`]).
+//! The CP layer: a raft driver that does no IO ([`driver`]), the replicated state machine with
+//! its domains ([`state_machine`]; the naming domain in [`naming`]) and recovery from the WAL
+//! ([`recover`]).
 //!
 //! The raft thread that carries out the driver's actions lives in the node layer (`node::raft`).
 
 pub mod driver;
 pub mod error;
+pub mod naming;
 pub mod recover;
 pub mod state_machine;
 

@@ -4,21 +4,19 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use muster_storage::event::Event;
 use muster_storage::raft_store::RaftStore;
 use muster_storage::wal::{Options, RecoveryMode};
-use raft::eraftpb::{ConfState, EntryType};
+use raft::eraftpb::ConfState;
 
-use crate::consensus::state_machine::{parse_event_key, DecodeError, Durable, PersistentOp};
+use crate::consensus::state_machine::{Change, DecodeError, StateMachine};
 use crate::consensus::Error;
-use crate::service::ServiceKey;
 
 /// The opened log and the state recovered from it.
 pub struct Recovery {
     /// The opened log store.
     pub(crate) store: RaftStore,
-    /// The persistent state, folded up to `durable.applied`.
-    pub(crate) durable: Durable,
+    /// The persistent state, folded up to `sm.applied`.
+    pub(crate) sm: StateMachine,
     /// Log entries folded in after the snapshot.
     pub(crate) tail: u64,
     /// The WAL directory (`DATA_DIR/raft`).
@@ -76,17 +74,17 @@ pub fn recover(data_dir: &Path, segment_bytes: u64, mode: RecoveryMode) -> Resul
         store.set_conf_state(&cs).and_then(|_| store.sync())?;
     }
     let opened = started.elapsed();
-    let mut durable = match store.take_opened_snapshot() {
+    let mut sm = match store.take_opened_snapshot() {
         Some(s) => {
-            let mut d = Durable::decode(&s.data).map_err(|source| Error::Decode {
+            let mut sm = StateMachine::decode(&s.data).map_err(|source| Error::Decode {
                 what: format!("snapshot at index {}", s.index),
                 dir: dir.clone(),
                 source,
             })?;
-            d.applied = s.index;
-            d
+            sm.applied = s.index;
+            sm
         }
-        None => Durable::default(),
+        None => StateMachine::default(),
     };
     // In a one-member group every persisted entry is committed (the quorum is this node), but
     // the commit index in the hard state may lag the entries synced with it. Raise it so that
@@ -100,20 +98,22 @@ pub fn recover(data_dir: &Path, segment_bytes: u64, mode: RecoveryMode) -> Resul
     }
     let mut tail = 0;
     for e in &store.wal().state().entries {
-        if e.index <= durable.applied || e.index > commit {
+        if e.index <= sm.applied || e.index > commit {
             continue;
         }
         tail += 1;
         // Recovery keeps no op: each moves into the state whole.
-        durable.applied = durable.applied.max(e.index);
-        if let Some((key, op)) =
-            decode_op(i32::from(e.entry_type), &e.data).map_err(|source| Error::Decode {
-                what: format!("entry {}", e.index),
-                dir: dir.clone(),
-                source,
-            })?
-        {
-            durable.apply_owned(&key, op);
+        let change =
+            StateMachine::decode_entry(i32::from(e.entry_type), &e.data).map_err(|source| {
+                Error::Decode {
+                    what: format!("entry {}", e.index),
+                    dir: dir.clone(),
+                    source,
+                }
+            })?;
+        match change {
+            Some(c) => sm.apply_owned(e.index, c),
+            None => sm.applied = sm.applied.max(e.index),
         }
     }
     tracing::info!(
@@ -124,43 +124,25 @@ pub fn recover(data_dir: &Path, segment_bytes: u64, mode: RecoveryMode) -> Resul
     );
     Ok(Recovery {
         store,
-        durable,
+        sm,
         tail,
         dir,
         segment_bytes,
     })
 }
 
-/// Folds one committed entry (`index`, raft entry type `kind`, `data`) into `durable`;
-/// returns the service and op it carried, if any.
+/// Folds one committed entry (`index`, raft entry type `kind`, `data`) into `sm`; returns the
+/// change it carried, if any (the owner shards apply naming changes too).
 pub(crate) fn fold(
-    durable: &mut Durable,
+    sm: &mut StateMachine,
     index: u64,
     kind: i32,
     data: &[u8],
-) -> Result<Option<(ServiceKey, PersistentOp)>, DecodeError> {
-    durable.applied = durable.applied.max(index);
-    let found = decode_op(kind, data)?;
-    if let Some((key, op)) = &found {
-        durable.apply(key, op);
+) -> Result<Option<Change>, DecodeError> {
+    let found = StateMachine::decode_entry(kind, data)?;
+    match &found {
+        Some(change) => sm.apply(index, change),
+        None => sm.applied = sm.applied.max(index),
     }
     Ok(found)
-}
-
-/// The service and op a committed entry carries: `None` for raft's own entries (no-ops, conf
-/// changes). The event is read in place and the op decoded from its body.
-fn decode_op(kind: i32, data: &[u8]) -> Result<Option<(ServiceKey, PersistentOp)>, DecodeError> {
-    if kind != EntryType::EntryNormal as i32 || data.is_empty() {
-        return Ok(None);
-    }
-    let decoded = Event::visit(data, |ev| {
-        let key = parse_event_key(ev.service_key.as_str())
-            .ok_or_else(|| DecodeError::BadKey(ev.service_key.to_string()))?;
-        let op = PersistentOp::decode_body(ev.body.as_slice())?;
-        Ok((key, op))
-    });
-    match decoded {
-        None => Ok(None),
-        Some(r) => r.map_err(|e| DecodeError::invalid("event", e))?.map(Some),
-    }
 }

@@ -3,7 +3,7 @@
 //!
 //! Persistent writes go propose → persist → commit → apply → answer: a shard sends a
 //! [`Proposal`]; this thread proposes it, appends and fdatasyncs the Ready's entries (one sync
-//! per Ready: group commit), and once raft commits the entry it folds the op into [`Durable`]
+//! per Ready: group commit), and once raft commits the entry it folds the op into the [`StateMachine`]
 //! and hands it to the owner shard, which applies it to the registry and answers the client.
 //! Only this thread touches the WAL, so no shard ever waits on its IO.
 //!
@@ -17,7 +17,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use muster_storage::event::Event;
 use muster_storage::raft_store::RaftStore;
 use muster_storage::wal::Options;
 use raft::eraftpb::Entry;
@@ -26,8 +25,9 @@ use crate::clock::wall_ms;
 use crate::command::{Command, Envelope, Reply, Restore};
 use crate::consensus;
 use crate::consensus::driver::{Action, Driver, Ticks};
+use crate::consensus::naming::PersistentOp;
 use crate::consensus::recover::{fold, Recovery};
-use crate::consensus::state_machine::{event_key, Durable, PersistentOp};
+use crate::consensus::state_machine::{Change, StateMachine};
 use crate::error::ApiResult;
 use crate::hash::owner_shard;
 use crate::node::Error;
@@ -98,7 +98,7 @@ fn run(
 ) {
     let Recovery {
         store,
-        mut durable,
+        mut sm,
         tail,
         dir,
         segment_bytes,
@@ -107,12 +107,12 @@ fn run(
     // has applied them.
     let restoring = Instant::now();
     tracing::info!(
-        services = durable.service_count(),
-        instances = durable.instance_count(),
-        applied = durable.applied,
+        services = sm.naming.service_count(),
+        instances = sm.naming.instance_count(),
+        applied = sm.applied,
         "recovered persistent state"
     );
-    for (key, s) in durable.services() {
+    for (key, s) in sm.naming.services() {
         let restore = Restore {
             settings: s.settings.clone(),
             clusters: s
@@ -146,7 +146,7 @@ fn run(
         restore_ms = restoring.elapsed().as_millis() as u64,
         "the shards hold the recovered state"
     );
-    let mut node = match new_node(store, durable.applied) {
+    let mut node = match new_node(store, sm.applied) {
         Ok(n) => n,
         Err(e) => {
             tracing::error!("cannot start the raft node: {e}");
@@ -167,7 +167,7 @@ fn run(
         if let Err(e) = on_ready(
             &mut node,
             &shared,
-            &mut durable,
+            &mut sm,
             &mut pending,
             &mut since_snapshot,
         ) {
@@ -214,12 +214,11 @@ fn run(
                 let _ = p.reply.send(Err(Error::NotLeader.into()));
                 continue;
             }
-            let ev = Event {
-                service_key: event_key(&p.key),
-                kind: p.op.kind().to_string(),
-                time_ms: wall_ms(),
-                body: p.op.encode_body(),
+            let change = Change::Naming {
+                key: p.key.clone(),
+                op: p.op,
             };
+            let ev = change.to_event(wall_ms());
             let id = next_id;
             next_id += 1;
             match node.propose(id.to_le_bytes().to_vec(), ev.encode()) {
@@ -234,11 +233,11 @@ fn run(
         let step = on_ready(
             &mut node,
             &shared,
-            &mut durable,
+            &mut sm,
             &mut pending,
             &mut since_snapshot,
         )
-        .and_then(|()| maybe_snapshot(&mut node, &durable, &mut since_snapshot, settings));
+        .and_then(|()| maybe_snapshot(&mut node, &sm, &mut since_snapshot, settings));
         match step {
             Ok(()) => {}
             Err(e) => {
@@ -249,7 +248,7 @@ fn run(
                 // The old store holds the directory lock: drop it before reopening.
                 let old = node;
                 drop(old);
-                match reopen(&dir, segment_bytes, &mut durable, &shared) {
+                match reopen(&dir, segment_bytes, &mut sm, &shared) {
                     Ok(n) => node = n,
                     Err(e) => {
                         tracing::error!(
@@ -288,7 +287,7 @@ type Node = Driver<RaftStore>;
 fn reopen(
     dir: &Path,
     segment_bytes: u64,
-    durable: &mut Durable,
+    sm: &mut StateMachine,
     shared: &Shared,
 ) -> Result<Node, consensus::Error> {
     let opts = Options {
@@ -301,21 +300,20 @@ fn reopen(
     })?;
     let st = store.wal().state();
     for e in &st.entries {
-        if e.index > durable.applied && e.index <= st.hard_state.commit {
-            let folded =
-                fold(durable, e.index, i32::from(e.entry_type), &e.data).map_err(|source| {
-                    consensus::Error::Decode {
-                        what: format!("entry {}", e.index),
-                        dir: dir.to_path_buf(),
-                        source,
-                    }
-                })?;
-            if let Some((key, op)) = folded {
+        if e.index > sm.applied && e.index <= st.hard_state.commit {
+            let folded = fold(sm, e.index, i32::from(e.entry_type), &e.data).map_err(|source| {
+                consensus::Error::Decode {
+                    what: format!("entry {}", e.index),
+                    dir: dir.to_path_buf(),
+                    source,
+                }
+            })?;
+            if let Some(Change::Naming { key, op }) = folded {
                 dispatch(shared, key, Command::Committed(op), None);
             }
         }
     }
-    new_node(store, durable.applied)
+    new_node(store, sm.applied)
 }
 
 type Pending = HashMap<u64, (ServiceKey, flume::Sender<ApiResult<Reply>>)>;
@@ -323,7 +321,7 @@ type Pending = HashMap<u64, (ServiceKey, flume::Sender<ApiResult<Reply>>)>;
 fn apply_entries(
     entries: Vec<Entry>,
     shared: &Shared,
-    durable: &mut Durable,
+    sm: &mut StateMachine,
     pending: &mut Pending,
     since_snapshot: &mut u64,
 ) -> Result<(), consensus::Error> {
@@ -335,8 +333,10 @@ fn apply_entries(
         });
         let reply = id.and_then(|id| pending.remove(&id)).map(|(_, r)| r);
         *since_snapshot += 1;
-        match fold(durable, e.index, e.get_entry_type() as i32, &e.data) {
-            Ok(Some((key, op))) => dispatch(shared, key, Command::Committed(op), reply),
+        match fold(sm, e.index, e.get_entry_type() as i32, &e.data) {
+            Ok(Some(Change::Naming { key, op })) => {
+                dispatch(shared, key, Command::Committed(op), reply)
+            }
             Ok(None) => {
                 if let Some(r) = reply {
                     let _ = r.send(Ok(Reply::Ok));
@@ -368,21 +368,21 @@ fn apply_entries(
 /// under half the state (recovery folds a logged op about 3× slower than a snapshotted record).
 fn maybe_snapshot(
     node: &mut Node,
-    durable: &Durable,
+    sm: &StateMachine,
     since_snapshot: &mut u64,
     settings: RaftSettings,
 ) -> Result<(), consensus::Error> {
     let min = settings.snapshot_entries.max(1);
-    let records = durable.instance_count() as u64 + durable.service_count() as u64;
+    let records = sm.records();
     if *since_snapshot < min || *since_snapshot < records / 2 {
         return Ok(());
     }
     *since_snapshot = 0;
     let started = Instant::now();
-    let applied = durable.applied;
+    let applied = sm.applied;
     let cs = node.conf_state();
     node.store_mut().sync()?;
-    let image = durable.encode();
+    let image = sm.encode();
     let encoded = started.elapsed();
     match node.store_mut().create_snapshot(applied, &cs, image) {
         Ok(()) => {
@@ -405,7 +405,7 @@ fn maybe_snapshot(
 fn on_ready(
     node: &mut Node,
     shared: &Shared,
-    durable: &mut Durable,
+    sm: &mut StateMachine,
     pending: &mut Pending,
     since_snapshot: &mut u64,
 ) -> Result<(), consensus::Error> {
@@ -413,7 +413,7 @@ fn on_ready(
         // A one-member group has no peers to send to.
         Action::Send(_) | Action::SendPersisted(_) => Ok(()),
         Action::InstallSnapshot(snap) => Ok(store.apply_snapshot(&snap)?),
-        Action::Apply(entries) => apply_entries(entries, shared, durable, pending, since_snapshot),
+        Action::Apply(entries) => apply_entries(entries, shared, sm, pending, since_snapshot),
         Action::Append(entries) => Ok(store.append(&entries)?),
         Action::SetHardState(hs) => Ok(store.set_hardstate(&hs)?),
         Action::Sync => Ok(store.sync()?),

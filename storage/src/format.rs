@@ -5,8 +5,13 @@ use std::fmt;
 
 /// Segment header magic (FORMAT.md §2).
 pub const SEGMENT_MAGIC: &[u8; 8] = b"MUSTRWAL";
-/// On-disk format version written and accepted by this crate.
-pub const FORMAT_VERSION: u32 = 1;
+/// On-disk format version written by this crate (segment and snapshot headers). Version 2
+/// added state-machine domains (events `MEV2`, FORMAT.md §8); its framing is version 1's, so
+/// both are read, while a binary that knows only version 1 refuses a version-2 directory instead
+/// of skipping its events.
+pub const FORMAT_VERSION: u32 = 2;
+/// Oldest format version still read.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Size of the segment header in bytes; the first record starts here.
 pub const SEGMENT_HEADER_LEN: usize = 64;
 /// Size of a record header in bytes.
@@ -311,8 +316,10 @@ impl SegmentId {
             return Err("header crc mismatch".into());
         }
         let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
-            return Err(format!("unsupported version {version}"));
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
+            return Err(format!(
+                "unsupported version {version} (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+            ));
         }
         let seq = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
         let first = u64::from_le_bytes(h[24..32].try_into().expect("8 bytes"));

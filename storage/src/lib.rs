@@ -46,6 +46,7 @@
 //!
 //! // 2. Propose: the state machine event travels in the entry data.
 //! let ev = Event {
+//!     domain: "naming".into(),
 //!     service_key: "public##DEFAULT_GROUP@@orders".into(),
 //!     kind: "register".into(),
 //!     time_ms: 1_763_000_000_000,

@@ -70,7 +70,7 @@ pub fn decode(path: &Path, index: u64, bytes: &[u8]) -> Result<SnapshotData> {
         return Err(bad(0, "bad magic".into()));
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4"));
-    if version != crate::format::FORMAT_VERSION {
+    if !(crate::format::OLDEST_FORMAT_VERSION..=crate::format::FORMAT_VERSION).contains(&version) {
         return Err(bad(0, format!("unsupported version {version}")));
     }
     if bytes[12..16].iter().chain(&bytes[28..32]).any(|&b| b != 0) {

@@ -171,6 +171,7 @@ fn single_node_ready_loop_survives_restart() {
         for round in 0..200 {
             if node.raft.state == raft::StateRole::Leader && proposed < 20 {
                 let ev = Event {
+                    domain: "naming".into(),
                     service_key: format!("public##DEFAULT_GROUP@@svc{}", proposed % 3),
                     kind: "register".into(),
                     time_ms: 1_000 + proposed,

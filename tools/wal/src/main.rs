@@ -273,11 +273,11 @@ fn entry_type(t: u8) -> &'static str {
 /// A binary op body (the server's `PersistentOp::encode_body`) as the op's JSON; `None` when
 /// the body is not one.
 fn op_json(body: &[u8]) -> Option<Result<String, DecodeError>> {
-    if !body.starts_with(muster::consensus::state_machine::OP_MAGIC) {
+    if !body.starts_with(muster::consensus::naming::OP_MAGIC) {
         return None;
     }
     Some(
-        muster::consensus::state_machine::PersistentOp::decode_body(body).map(|op| {
+        muster::consensus::naming::PersistentOp::decode_body(body).map(|op| {
             serde_json::to_string(&op).unwrap_or_else(|e| format!("(op not printable: {e})"))
         }),
     )
@@ -314,14 +314,21 @@ fn body_json(body: &[u8]) -> Value {
     }
 }
 
+/// The domain whose events name a service; others (config, cluster) show `domain` and `key`.
+const NAMING: &str = muster_storage::event::V1_DOMAIN;
+
 fn event_json(ev: &Event) -> Value {
-    json!({
-        "service": ev.service_key,
-        "kind": ev.kind,
-        "time_ms": ev.time_ms,
-        "time": time::format_ms(ev.time_ms),
-        "body": body_json(&ev.body),
-    })
+    let mut v = if ev.domain == NAMING {
+        json!({ "service": ev.service_key })
+    } else {
+        json!({ "domain": ev.domain, "key": ev.service_key })
+    };
+    let m = v.as_object_mut().expect("object");
+    m.insert("kind".into(), json!(ev.kind));
+    m.insert("time_ms".into(), json!(ev.time_ms));
+    m.insert("time".into(), json!(time::format_ms(ev.time_ms)));
+    m.insert("body".into(), body_json(&ev.body));
+    v
 }
 
 fn entry_text(e: &EntryRecord) -> String {
@@ -333,7 +340,12 @@ fn entry_text(e: &EntryRecord) -> String {
     );
     match Event::decode(&e.data) {
         Some(Ok(ev)) => s.push_str(&format!(
-            " service={} event={} time={} body={}",
+            " {}={} event={} time={} body={}",
+            if ev.domain == NAMING {
+                "service".to_string()
+            } else {
+                format!("domain={} key", ev.domain)
+            },
             ev.service_key,
             ev.kind,
             time::format_ms(ev.time_ms),

@@ -1,4 +1,5 @@
-//! Golden-output tests of `muster-wal` against the fixture `tests/data/wal-v1/`, plus its
+//! Golden-output tests of `muster-wal` against the fixtures `tests/data/wal-v1/` and `wal-v2/`
+//! (formats 1 and 2, the same content), plus its
 //! read-only promise and `repair`'s refusals. Regenerate the `.out` files (only when the output
 //! format changes on purpose) with `MUSTER_UPDATE_FIXTURES=1 cargo test -p muster-wal`.
 
@@ -36,9 +37,17 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Runs a command on the fixture and compares stdout with `tests/data/wal-v1-out/<name>.out`.
+/// Runs a command on each fixture, format 1 (before state-machine domains) and format 2, and
+/// compares stdout with `tests/data/wal-v<N>-out/<name>.out`. The two outputs differ only in
+/// byte offsets (a format-2 event also archives its domain).
 fn golden(name: &str, args: &[&str]) {
-    let dir = fixture();
+    for version in ["wal-v1", "wal-v2"] {
+        golden_in(version, name, args);
+    }
+}
+
+fn golden_in(version: &str, name: &str, args: &[&str]) {
+    let dir = data().join(version);
     let mut full: Vec<&str> = vec![args[0], dir.to_str().unwrap()];
     full.extend_from_slice(&args[1..]);
     let out = run(&full);
@@ -48,7 +57,9 @@ fn golden(name: &str, args: &[&str]) {
         "",
         "{name}: no warnings on the clean fixture"
     );
-    let path = data().join("wal-v1-out").join(format!("{name}.out"));
+    let path = data()
+        .join(format!("{version}-out"))
+        .join(format!("{name}.out"));
     if update_fixtures() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &out.stdout).unwrap();
