@@ -186,6 +186,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         view: Arc::new(ReadView::default()),
         metrics: Arc::new(Metrics::new(n, crate::api::Endpoint::NAMES)),
         inboxes,
+        ownership: crate::node::ownership::Ownership::standalone(n),
         ready: AtomicBool::new(false),
         recovered: AtomicBool::new(false),
         connections: AtomicUsize::new(0),

@@ -15,7 +15,6 @@ use crate::clock::{wall_ms, Clock, SystemClock};
 use crate::command::{Command, Envelope, Reply};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
-use crate::hash::owner_shard;
 use crate::metrics::{Metrics, ShardMetrics};
 use crate::node::Error;
 use crate::push::{Outgoing, Push, MAX_ACK_BYTES};
@@ -58,6 +57,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Each shard's inbox, indexed by shard id.
     pub inboxes: Vec<flume::Sender<Envelope>>,
+    /// Who owns each service (member and shard).
+    pub ownership: crate::node::ownership::Ownership,
     /// Whether the server is ready to serve (readiness probe): recovered and not stopping.
     pub ready: AtomicBool,
     /// Persistent state has been recovered: the naming API is open (Nacos's status gate).
@@ -315,9 +316,14 @@ impl Shard {
         &self.shared.metrics.shards[self.id]
     }
 
-    /// The shard that owns `key`.
+    /// The shard of this node that owns `key` (standalone: this node owns every service).
     pub fn owner_of(&self, key: &ServiceKey) -> usize {
-        owner_shard(&key.namespace, &key.grouped, self.shared.inboxes.len())
+        let owner = self.shared.ownership.owner(key);
+        debug_assert!(
+            self.shared.ownership.is_local(owner),
+            "standalone owns everything"
+        );
+        owner.shard
     }
 
     /// Applies `command` to `key` on its owner shard and returns the owner's answer.

@@ -29,7 +29,6 @@ use crate::consensus::naming::PersistentOp;
 use crate::consensus::recover::{fold, Recovery};
 use crate::consensus::state_machine::{Change, StateMachine};
 use crate::error::ApiResult;
-use crate::hash::owner_shard;
 use crate::node::Error;
 use crate::service::ServiceKey;
 use crate::shard::Shared;
@@ -77,7 +76,7 @@ fn dispatch(
     command: Command,
     reply: Option<flume::Sender<ApiResult<Reply>>>,
 ) {
-    let owner = owner_shard(&key.namespace, &key.grouped, shared.inboxes.len());
+    let owner = shared.ownership.owner(&key).shard;
     let env = Envelope {
         key,
         command,
