@@ -71,6 +71,20 @@ impl Metadata {
         }
     }
 
+    /// Metadata from pairs in any order; of a repeated key the last pair wins. O(n log n).
+    pub fn from_pairs(mut pairs: Vec<(String, String)>) -> Self {
+        // A stable sort keeps repeats in input order, so the last of each run is the winner.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => out.push((k, v)),
+            }
+        }
+        Metadata(out)
+    }
+
     /// Removes `k`, returning its value.
     pub fn remove(&mut self, k: &str) -> Option<String> {
         self.find(k).ok().map(|i| self.0.remove(i).1)
@@ -343,43 +357,143 @@ pub fn check_instance_params(grouped: &str, cluster: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Longest raw `metadata` parameter accepted, in bytes (32 KiB).
+///
+/// Checked before any parsing, so an oversized parameter costs one length comparison. No
+/// metadata that passes [`MAX_METADATA_LEN`] needs more: each of its 1024 bytes takes at most 6
+/// in JSON (`\u00XX`), and each of its at most 1025 distinct keys adds at most 10 bytes of
+/// quotes, colon, comma and `null`, about 16.4 KiB in all. Only insignificant whitespace or
+/// repeated keys could make a valid value longer; those are refused (a deliberate deviation
+/// from Nacos, which parses whatever arrives).
+pub const MAX_METADATA_RAW_LEN: usize = 32 << 10;
+
+/// Most key/value pairs read from one `metadata` parameter (repeats included): the most
+/// distinct keys that fit in [`MAX_METADATA_LEN`] (1024 one-byte keys plus the empty key).
+pub const MAX_METADATA_PAIRS: usize = MAX_METADATA_LEN + 1;
+
+fn metadata_too_long() -> ApiError {
+    ApiError::bad_request(format!(
+        "Param 'Metadata' is illegal, the param length should not exceed {MAX_METADATA_LEN}."
+    ))
+}
+
 /// `UtilsAndCommons.parseMetadata`: a JSON object (scalar values become strings), else
-/// `k=v,k=v`. Rejects a bad pair, and a result over [`MAX_METADATA_LEN`] bytes of JSON.
+/// `k=v,k=v`. Rejects a bad pair, and a result over [`MAX_METADATA_LEN`] bytes.
+///
+/// Cost is bounded before and during parsing, so a hostile value is refused cheaply: a raw
+/// value over [`MAX_METADATA_RAW_LEN`] is refused unread; the JSON reader stops at the first
+/// pair that takes the total over [`MAX_METADATA_LEN`] or the count over
+/// [`MAX_METADATA_PAIRS`], and at the first nested object or array (nesting depth is 1, so
+/// deep nesting can never recurse). Pairs are sorted once at the end, not inserted one by one.
 pub fn parse_metadata(raw: &str) -> ApiResult<Metadata> {
-    let mut out = Metadata::new();
+    if raw.len() > MAX_METADATA_RAW_LEN {
+        return Err(metadata_too_long());
+    }
     if raw.trim().is_empty() {
-        return Ok(out);
+        return Ok(Metadata::new());
     }
-    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw) {
-        Ok(obj) => {
-            for (k, v) in obj {
-                let s = match v {
-                    serde_json::Value::String(s) => s,
-                    serde_json::Value::Null => String::new(),
-                    serde_json::Value::Bool(_) | serde_json::Value::Number(_) => v.to_string(),
-                    _ => {
-                        return Err(ApiError::bad_request(format!(
-                            "metadata format incorrect:{raw}"
-                        )))
-                    }
-                };
-                out.insert(k, s);
-            }
-        }
+    let incorrect = || ApiError::bad_request(format!("metadata format incorrect:{raw}"));
+    let mut de = serde_json::Deserializer::from_str(raw);
+    let json = serde::Deserializer::deserialize_map(&mut de, FlatObject::default())
+        .and_then(|pairs| de.end().map(|()| pairs));
+    let pairs = match json {
+        Ok(pairs) => pairs,
+        Err(e) if e.to_string().starts_with(TOO_LONG) => return Err(metadata_too_long()),
+        Err(e) if e.to_string().starts_with(NESTED) => return Err(incorrect()),
         Err(_) => {
+            let mut pairs = Vec::new();
+            let mut len = 0usize;
             for pair in raw.split(',') {
-                let kv: Vec<&str> = pair.split('=').collect();
-                if kv.len() != 2 {
-                    return Err(ApiError::bad_request(format!(
-                        "metadata format incorrect:{raw}"
-                    )));
+                let mut kv = pair.split('=');
+                let (Some(k), Some(v), None) = (kv.next(), kv.next(), kv.next()) else {
+                    return Err(incorrect());
+                };
+                len += k.len() + v.len();
+                if len > MAX_METADATA_LEN || pairs.len() >= MAX_METADATA_PAIRS {
+                    return Err(metadata_too_long());
                 }
-                out.insert(kv[0].to_string(), kv[1].to_string());
+                pairs.push((k.to_string(), v.to_string()));
             }
+            pairs
         }
-    }
+    };
+    let out = Metadata::from_pairs(pairs);
     check_metadata(&out)?;
     Ok(out)
+}
+
+/// Error-message prefixes the [`FlatObject`] visitor uses to say why it stopped.
+const TOO_LONG: &str = "muster: metadata too long";
+const NESTED: &str = "muster: metadata value nested";
+
+/// A serde visitor for a flat JSON object of scalars, bounded as [`parse_metadata`] says.
+/// Yields the pairs in input order (a repeated key appears twice; the last one wins).
+#[derive(Default)]
+struct FlatObject;
+
+/// One metadata value: a string, or a scalar rendered as Jackson would coerce it.
+struct Scalar(String);
+
+impl<'de> serde::Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar(v))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(
+                    serde_json::Number::from_f64(v).map_or_else(String::new, |n| n.to_string()),
+                ))
+            }
+            fn visit_unit<E>(self) -> Result<Scalar, E> {
+                Ok(Scalar(String::new()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Scalar, A::Error> {
+                Err(serde::de::Error::custom(NESTED))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Scalar, A::Error> {
+                Err(serde::de::Error::custom(NESTED))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FlatObject {
+    type Value = Vec<(String, String)>;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of scalars")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut pairs = Vec::new();
+        let mut len = 0usize;
+        while let Some(k) = map.next_key::<String>()? {
+            let Scalar(v) = map.next_value()?;
+            len += k.len() + v.len();
+            if len > MAX_METADATA_LEN || pairs.len() >= MAX_METADATA_PAIRS {
+                return Err(serde::de::Error::custom(TOO_LONG));
+            }
+            pairs.push((k, v));
+        }
+        Ok(pairs)
+    }
 }
 
 /// Rejects metadata whose keys and values add up to more than [`MAX_METADATA_LEN`] bytes.
@@ -548,6 +662,49 @@ mod tests {
         );
         let big = format!("k={}", "x".repeat(1100));
         assert_eq!(parse_metadata(&big).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn metadata_values_coerce_like_jackson_and_repeats_keep_the_last() {
+        let m = parse_metadata(r#"{"z":null,"f":1.5,"n":-3,"a":"x","a":"y"}"#).unwrap();
+        let keys: Vec<&str> = m.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "f", "n", "z"]);
+        assert_eq!(m["a"], "y");
+        assert_eq!(m["f"], "1.5");
+        assert_eq!(m["n"], "-3");
+        assert_eq!(m["z"], "");
+        let m = parse_metadata("b=1,a=2,b=3").unwrap();
+        assert_eq!((m["a"].as_str(), m["b"].as_str()), ("2", "3"));
+    }
+
+    #[test]
+    fn hostile_metadata_is_refused_by_its_bounds() {
+        let too_long = "Param 'Metadata' is illegal, the param length should not exceed 1024.";
+        // Over the raw cap: refused unread.
+        let many: String = (0..80_000).map(|i| format!("\"k{i}\":\"v\",")).collect();
+        let raw = format!("{{{}\"end\":\"\"}}", many);
+        assert_eq!(parse_metadata(&raw).unwrap_err().msg, too_long);
+        // Under the raw cap but over 1024 bytes of content: stops at the first pair over.
+        let some: String = (0..1000).map(|i| format!("\"k{i}\":\"v\",")).collect();
+        let raw = format!("{{{}\"end\":\"\"}}", some);
+        assert!(raw.len() < MAX_METADATA_RAW_LEN);
+        assert_eq!(parse_metadata(&raw).unwrap_err().msg, too_long);
+        // Repeats of one empty pair: content 0 bytes, but more pairs than any valid value has.
+        let raw = format!("{{{}\"\":\"\"}}", "\"\":\"\",".repeat(MAX_METADATA_PAIRS));
+        assert_eq!(parse_metadata(&raw).unwrap_err().msg, too_long);
+        let pairs = format!("{}=", "=,".repeat(MAX_METADATA_PAIRS));
+        assert_eq!(parse_metadata(&pairs).unwrap_err().msg, too_long);
+        // Deep nesting is refused at depth 2, whatever the depth.
+        for depth in [2, 100, 5000] {
+            let raw = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            let e = parse_metadata(&raw).unwrap_err();
+            assert_eq!(e.status, 400, "depth {depth}");
+            let raw = format!("{{\"a\":{}1{}}}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(parse_metadata(&raw).unwrap_err().status, 400);
+        }
+        // Escapes count as what they decode to: 1024 escaped bytes is still valid.
+        let raw = format!("{{\"k\":\"{}\"}}", "\\u0041".repeat(1023));
+        assert_eq!(parse_metadata(&raw).unwrap()["k"].len(), 1023);
     }
 
     #[test]

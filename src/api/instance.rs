@@ -314,7 +314,17 @@ struct BeatInfo {
     metadata: crate::service::Metadata,
 }
 
+/// Longest `beat` parameter accepted, in bytes: the largest metadata
+/// ([`crate::service::MAX_METADATA_RAW_LEN`]) plus 8 KiB for the other fields (ip, cluster and
+/// service name are all bounded well below that). Checked before parsing.
+pub const MAX_BEAT_LEN: usize = crate::service::MAX_METADATA_RAW_LEN + (8 << 10);
+
 fn parse_beat(raw: &str) -> ApiResult<BeatInfo> {
+    if raw.len() > MAX_BEAT_LEN {
+        return Err(ApiError::bad_request(format!(
+            "Param 'beat' is illegal, the param length should not exceed {MAX_BEAT_LEN}."
+        )));
+    }
     let v: serde_json::Value = serde_json::from_str(raw)
         .map_err(|e| ApiError::bad_request(format!("Param 'beat' is not valid JSON: {e}")))?;
     if !v.is_object() {
