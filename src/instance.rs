@@ -269,7 +269,18 @@ impl InstanceSpec {
     }
 }
 
-/// Rejects an empty, overlong or whitespace/control-laden `ip`.
+/// Rejects an `ip` that is empty, overlong, has whitespace or control characters, or is
+/// misspelled (`instance format invalid: Your IP address is spelled incorrectly`, 400):
+///
+/// - Only digits and dots: must be four groups of 1–3 digits, Nacos 1.4.0's `IP_PATTERN`
+///   (`1.2.3.4.5` is refused). Nacos 1.4.1–1.4.6 meant to keep this check, but their
+///   `IPUtil.containsPort` rewrite made it always pass.
+/// - A `:`: must be an IPv6 address (brackets and a `%zone` allowed), so `1.2.3.4:80` is
+///   refused; the datumKey `ip:port:…` would otherwise be ambiguous. Nacos 1.4.6 accepts it.
+/// - A `#`: refused; the instance id `ip#port#cluster#service` would be ambiguous. Nacos 1.4.6
+///   accepts it.
+///
+/// Host names are otherwise accepted, as Nacos does.
 pub fn check_ip(ip: &str) -> ApiResult<()> {
     if ip.is_empty()
         || ip.len() > MAX_IP_LEN
@@ -278,6 +289,24 @@ pub fn check_ip(ip: &str) -> ApiResult<()> {
         return Err(ApiError::bad_request(format!(
             "Param 'ip' is illegal: '{ip}' is not an IP address or host name"
         )));
+    }
+    let misspelled = if ip.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let groups: Vec<&str> = ip.split('.').collect();
+        groups.len() != 4 || groups.iter().any(|g| g.is_empty() || g.len() > 3)
+    } else if ip.contains(':') {
+        let bare = ip
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .unwrap_or(ip);
+        let addr = bare.split_once('%').map_or(bare, |(a, _zone)| a);
+        addr.parse::<std::net::Ipv6Addr>().is_err()
+    } else {
+        ip.contains('#')
+    };
+    if misspelled {
+        return Err(ApiError::bad_request(
+            "instance format invalid: Your IP address is spelled incorrectly",
+        ));
     }
     Ok(())
 }
@@ -586,6 +615,37 @@ pub fn java_double(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_rules_follow_nacos_and_keep_ids_unambiguous() {
+        for ok in [
+            "10.0.0.5",
+            "999.1.1.1",
+            "host-a.example",
+            "::1",
+            "[fe80::1]",
+            "fe80::1%eth0",
+            "::ffff:1.2.3.4",
+        ] {
+            assert_eq!(check_ip(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "1.2.3.4.5",
+            "1.2.3",
+            "1..2.3",
+            "1234.1.1.1",
+            "1.2.3.4:80",
+            "a#b",
+            "a:b",
+            "",
+        ] {
+            assert_eq!(check_ip(bad).unwrap_err().status, 400, "{bad}");
+        }
+        assert_eq!(
+            check_ip("1.2.3.4:80").unwrap_err().msg,
+            "instance format invalid: Your IP address is spelled incorrectly"
+        );
+    }
 
     #[test]
     fn hosts_inline_short_text_and_compare_as_text() {
