@@ -273,7 +273,8 @@ pub fn parse_head(buf: &[u8], max_header: usize) -> Result<Option<Head>, ApiErro
         len,
     };
     let mut length: Option<usize> = None;
-    let mut chunked = false;
+    // Every Transfer-Encoding field's codings, in order (repeated fields are one list).
+    let mut codings: Vec<&[u8]> = Vec::new();
     let mut version_agent = None;
     for f in req.headers.iter() {
         let v = f.value;
@@ -290,14 +291,14 @@ pub fn parse_head(buf: &[u8], max_header: usize) -> Result<Option<Head>, ApiErro
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = v.rsplit(|&b| b == b',').next().unwrap_or(b"").trim_ascii();
-            if http10 || !last.eq_ignore_ascii_case(b"chunked") {
-                return Err(malformed(format!(
-                    "unsupported Transfer-Encoding: {}",
-                    String::from_utf8_lossy(v)
-                )));
+            if http10 {
+                return Err(malformed("Transfer-Encoding in an HTTP/1.0 request"));
             }
-            chunked = true;
+            codings.extend(
+                v.split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|t| !t.is_empty()),
+            );
         } else if name.eq_ignore_ascii_case("connection") {
             if lists(v, "close") {
                 head.keep_alive = false;
@@ -324,6 +325,7 @@ pub fn parse_head(buf: &[u8], max_header: usize) -> Result<Option<Head>, ApiErro
             head.agent = a;
         }
     }
+    let chunked = transfer_codings(&codings)?;
     head.framing = match (chunked, length) {
         (true, Some(_)) => {
             return Err(malformed(
@@ -335,6 +337,38 @@ pub fn parse_head(buf: &[u8], max_header: usize) -> Result<Option<Head>, ApiErro
         (false, Some(n)) => Framing::Length(n),
     };
     Ok(Some(head))
+}
+
+/// Judges a request's transfer codings (RFC 9112 §6.1, §7): `Ok(true)` for exactly one
+/// `chunked`, last; `Ok(false)` for none. Chunked not last, or applied twice, leaves the body
+/// length unknowable: 400. Any other coding (`gzip, chunked`) is one we do not implement:
+/// 501, rather than reading the body as if it were not encoded.
+fn transfer_codings(codings: &[&[u8]]) -> Result<bool, ApiError> {
+    let is_chunked = |t: &[u8]| t.eq_ignore_ascii_case(b"chunked");
+    let Some(&last) = codings.last() else {
+        return Ok(false);
+    };
+    let list = || {
+        codings
+            .iter()
+            .map(|t| String::from_utf8_lossy(t))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !is_chunked(last) || codings.iter().filter(|t| is_chunked(t)).count() > 1 {
+        return Err(malformed(format!(
+            "Transfer-Encoding must end with exactly one chunked: {}",
+            list()
+        )));
+    }
+    if codings.len() > 1 {
+        return Err(ApiError {
+            status: 501,
+            msg: format!("unsupported transfer coding: {}", list()),
+            kind: crate::error::ErrorKind::Caused,
+        });
+    }
+    Ok(true)
 }
 
 /// Where a chunked body's decoder stands.
@@ -1030,6 +1064,22 @@ mod tests {
                 .unwrap_err()
                 .status,
             400
+        );
+        for (te, status) in [
+            ("gzip, chunked", 501),
+            ("deflate,chunked", 501),
+            ("chunked, chunked", 400),
+            ("chunked, gzip", 400),
+            ("chunked\r\nTransfer-Encoding: chunked", 400),
+            ("gzip\r\nTransfer-Encoding: chunked", 501),
+        ] {
+            let h = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {te}\r\n\r\n");
+            assert_eq!(head(&h).unwrap_err().status, status, "{te}");
+        }
+        assert!(
+            head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n")
+                .unwrap()
+                .is_some()
         );
         assert_eq!(
             head("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n")
