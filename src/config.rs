@@ -53,6 +53,12 @@ pub struct Cli {
     /// Delete a service after it has been empty this long, in ms; 0 keeps empty services. [default: 120000]
     #[arg(long, value_name = "MS")]
     pub empty_service_ttl_ms: Option<u64>,
+    /// Most services in total; creating more answers 503. [default: 200000]
+    #[arg(long, value_name = "N")]
+    pub max_services: Option<usize>,
+    /// Most services in one namespace; creating more answers 503. [default: 200000]
+    #[arg(long, value_name = "N")]
+    pub max_services_per_namespace: Option<usize>,
     /// Most open client connections per process; more are closed at accept. [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -173,6 +179,8 @@ struct FileConfig {
     ip_delete_timeout_ms: Option<u64>,
     expire_instances: Option<bool>,
     empty_service_ttl_ms: Option<u64>,
+    max_services: Option<usize>,
+    max_services_per_namespace: Option<usize>,
     max_connections: Option<usize>,
     max_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -310,6 +318,9 @@ impl Config {
             timing,
             expire: pick!(expire_instances).unwrap_or(d.lifecycle.expire),
             empty_service_ms: pick!(empty_service_ttl_ms).unwrap_or(d.lifecycle.empty_service_ms),
+            max_services: pick!(max_services).unwrap_or(d.lifecycle.max_services),
+            max_services_per_namespace: pick!(max_services_per_namespace)
+                .unwrap_or(d.lifecycle.max_services_per_namespace),
             slot_ms: d.lifecycle.slot_ms,
         };
         let cfg = Config {

@@ -49,6 +49,10 @@ pub struct Lifecycle {
     pub empty_service_ms: u64,
     /// Wheel slot width (ms). Default 250.
     pub slot_ms: u64,
+    /// Most services over all namespaces and shards; creating more is a 503. Default 200 000.
+    pub max_services: usize,
+    /// Most services in one namespace; creating more is a 503. Default 200 000.
+    pub max_services_per_namespace: usize,
 }
 
 impl Default for Lifecycle {
@@ -58,6 +62,8 @@ impl Default for Lifecycle {
             expire: true,
             empty_service_ms: 120_000,
             slot_ms: 250,
+            max_services: 200_000,
+            max_services_per_namespace: 200_000,
         }
     }
 }
@@ -288,9 +294,22 @@ impl Registry {
         })
     }
 
+    /// Whether `key` exists or one more service fits under the caps (else 503).
+    pub fn room_for(&self, key: &ServiceKey) -> ApiResult<()> {
+        if self.services.contains_key(key) {
+            return Ok(());
+        }
+        self.view.census.room_for(
+            &key.namespace,
+            self.life.max_services,
+            self.life.max_services_per_namespace,
+        )
+    }
+
     fn apply_now(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
         match cmd {
             Command::Register(spec) => {
+                self.room_for(key)?;
                 self.upsert(key, &spec, now);
                 Ok(Reply::Ok)
             }
@@ -310,6 +329,7 @@ impl Registry {
                         return Err(spec.not_exist());
                     }
                 }
+                self.room_for(key)?;
                 self.upsert(key, &spec, now);
                 Ok(Reply::Ok)
             }
@@ -333,7 +353,12 @@ impl Registry {
                 port,
                 cluster,
                 register,
-            } => Ok(self.beat(key, &ip, port, &cluster, register, now)),
+            } => {
+                if register.is_some() {
+                    self.room_for(key)?;
+                }
+                Ok(self.beat(key, &ip, port, &cluster, register, now))
+            }
             Command::SetHealth {
                 ip,
                 port,
@@ -389,10 +414,23 @@ impl Registry {
         }
     }
 
-    /// Applies a committed persistent change. Never fails: existence checks were made before
-    /// proposing, and applying is an upsert so replays are idempotent. Services touched here
-    /// are durable: the empty-service cleaner leaves them alone.
-    pub fn apply_committed(&mut self, key: &ServiceKey, op: PersistentOp, now: u64) {
+    /// Applies a committed persistent change. Existence checks were made before proposing, and
+    /// applying is an upsert so replays are idempotent. Services touched here are durable: the
+    /// empty-service cleaner leaves them alone.
+    ///
+    /// The one refusal: `DeleteService` of a service that still has persistent instances
+    /// changes nothing and answers 400, exactly when
+    /// [`crate::consensus::naming::Durable::apply_change`] refuses it too, so live state and a
+    /// replay agree. (The API refuses any non-empty
+    /// service before proposing; this catches a persistent register that raced the delete. An
+    /// ephemeral one that raced it goes with the service, as it would on replay; its next beat
+    /// is answered 20404 and the client registers again.)
+    pub fn apply_committed(
+        &mut self,
+        key: &ServiceKey,
+        op: PersistentOp,
+        now: u64,
+    ) -> ApiResult<()> {
         match op {
             PersistentOp::Register { instance } => {
                 self.upsert(key, &instance, now);
@@ -404,24 +442,27 @@ impl Registry {
                         Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
                     }
                 }
-                return;
+                return Ok(());
             }
             PersistentOp::CreateService { settings } | PersistentOp::UpdateService { settings } => {
-                let svc = service_entry(&mut self.services, &mut self.ids, key);
+                let svc = service_entry(&mut self.services, &mut self.ids, &self.view.census, key);
                 apply_settings(Arc::make_mut(&mut svc.meta), settings);
                 Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
             }
             PersistentOp::DeleteService => {
-                if let Some(svc) = self.services.remove(key) {
-                    self.ids.keys.remove(&svc.id);
-                    self.dirty.remove(key);
-                    self.deleted.push(key.clone());
+                let persistent = self
+                    .services
+                    .get(key)
+                    .is_some_and(|svc| svc.instances.iter().any(|i| !i.key.ephemeral));
+                if persistent {
+                    return Err(has_instances(key));
                 }
-                return;
+                self.drop_service(key);
+                return Ok(());
             }
             PersistentOp::UpdateCluster { cluster, meta } => {
                 let name = intern(&mut self.clusters, &cluster);
-                let svc = service_entry(&mut self.services, &mut self.ids, key);
+                let svc = service_entry(&mut self.services, &mut self.ids, &self.view.census, key);
                 Arc::make_mut(&mut svc.meta).clusters.insert(name, meta);
                 Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
             }
@@ -429,16 +470,34 @@ impl Registry {
         if let Some(svc) = self.services.get_mut(key) {
             svc.durable = true;
         }
+        Ok(())
+    }
+
+    /// Removes a service with all its bookkeeping: its id, pending publication, its instances'
+    /// share of the health counters, and its census entry. Returns whether it existed.
+    fn drop_service(&mut self, key: &ServiceKey) -> bool {
+        let Some(svc) = self.services.remove(key) else {
+            return false;
+        };
+        self.ids.keys.remove(&svc.id);
+        self.dirty.remove(key);
+        self.deleted.push(key.clone());
+        self.stats.healthy -= svc.counted.0;
+        self.stats.unhealthy -= svc.counted.1;
+        self.stats.services = self.services.len() as u64;
+        self.view.census.remove(&key.namespace);
+        true
     }
 
     /// Applies a service's recovered persistent state (startup, before the server is ready):
     /// settings, then clusters, then every instance, as the committed ops that made them would.
     pub fn restore(&mut self, key: &ServiceKey, r: Restore, now: u64) {
         if let Some(settings) = r.settings {
-            self.apply_committed(key, PersistentOp::CreateService { settings }, now);
+            // Neither op can be refused.
+            let _ = self.apply_committed(key, PersistentOp::CreateService { settings }, now);
         }
         for (cluster, meta) in r.clusters {
-            self.apply_committed(key, PersistentOp::UpdateCluster { cluster, meta }, now);
+            let _ = self.apply_committed(key, PersistentOp::UpdateCluster { cluster, meta }, now);
         }
         let fresh = self
             .services
@@ -469,7 +528,7 @@ impl Registry {
             built.push(Arc::new(inst));
             self.new_persistent.push_back((key.clone(), ik));
         }
-        let svc = service_entry(&mut self.services, &mut self.ids, key);
+        let svc = service_entry(&mut self.services, &mut self.ids, &self.view.census, key);
         for inst in &built {
             if !svc.meta.clusters.contains_key(&inst.key.cluster) {
                 Arc::make_mut(&mut svc.meta)
@@ -605,10 +664,8 @@ impl Registry {
         match svc.empty_since {
             _ if svc.durable => {}
             Some(since) if svc.instances.is_empty() && now.saturating_sub(since) >= limit => {
-                let service = self.ids.keys.remove(&sid).expect("id just looked up");
-                self.services.remove(&service);
-                self.dirty.remove(&service);
-                self.deleted.push(service);
+                let service = service.clone();
+                self.drop_service(&service);
                 self.stats.empty_services_removed += 1;
             }
             Some(since) if svc.instances.is_empty() => {
@@ -625,7 +682,7 @@ impl Registry {
         self.next_gen = self.next_gen.wrapping_add(1);
         let gen = self.next_gen;
         let cluster = ik.cluster.clone();
-        let svc = service_entry(&mut self.services, &mut self.ids, key);
+        let svc = service_entry(&mut self.services, &mut self.ids, &self.view.census, key);
         if !svc.meta.clusters.contains_key(&cluster) {
             Arc::make_mut(&mut svc.meta)
                 .clusters
@@ -853,21 +910,34 @@ impl Registry {
 }
 
 /// The state of `key`, created empty (with a new id) if absent.
+/// The state of `key`, created (and counted in `census`) if absent.
 fn service_entry<'a>(
     services: &'a mut HashMap<ServiceKey, ServiceState>,
     ids: &mut ServiceIds,
+    census: &crate::view::Census,
     key: &ServiceKey,
 ) -> &'a mut ServiceState {
-    services.entry_ref(key).or_insert_with(|| ServiceState {
-        id: ids.assign(key),
-        meta: Arc::new(ServiceMeta::default()),
-        instances: Roster::new(),
-        revision: 0,
-        published: 0,
-        counted: (0, 0),
-        empty_since: None,
-        durable: false,
+    services.entry_ref(key).or_insert_with(|| {
+        census.add(&key.namespace);
+        ServiceState {
+            id: ids.assign(key),
+            meta: Arc::new(ServiceMeta::default()),
+            instances: Roster::new(),
+            revision: 0,
+            published: 0,
+            counted: (0, 0),
+            empty_since: None,
+            durable: false,
+        }
     })
+}
+
+/// Nacos 1.0–1.1's `easyRemoveService` refusal (400), kept for a service with instances.
+pub fn has_instances(key: &ServiceKey) -> ApiError {
+    ApiError::bad_request(format!(
+        "specified service has instances, serviceName : {}",
+        key.grouped
+    ))
 }
 
 fn apply_settings(meta: &mut ServiceMeta, s: ServiceSettings) {
@@ -975,6 +1045,96 @@ mod tests {
             let v = self.view.get(self.key.as_ref())?;
             v.instances.first().map(|i| i.healthy)
         }
+    }
+
+    #[test]
+    fn removing_a_service_takes_its_instances_out_of_every_counter() {
+        let life = Lifecycle {
+            empty_service_ms: 1_000,
+            ..Lifecycle::default()
+        };
+        let mut f = Fixture::new(life);
+        let now = f.clock.now_ms();
+        let mut db = spec("10.0.0.9", 3306);
+        db.ephemeral = false;
+        f.reg
+            .apply_committed(&f.key, PersistentOp::Register { instance: db }, now)
+            .unwrap();
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        let mut sick = spec("10.0.0.2", 80);
+        sick.healthy = false;
+        f.apply(Command::Register(sick)).unwrap();
+        assert_eq!((f.reg.stats().healthy, f.reg.stats().unhealthy), (2, 1));
+        assert_eq!(f.view.census.total(), 1);
+        // With a persistent instance the delete is refused and changes nothing.
+        let e = f
+            .reg
+            .apply_committed(&f.key, PersistentOp::DeleteService, now)
+            .unwrap_err();
+        assert_eq!(
+            (e.status, e.msg.as_str()),
+            (
+                400,
+                "specified service has instances, serviceName : DEFAULT_GROUP@@orders"
+            )
+        );
+        f.reg.flush(now);
+        assert_eq!((f.reg.stats().healthy, f.reg.stats().unhealthy), (2, 1));
+        // With only ephemeral ones (a register that raced the API's check) it follows the log.
+        f.reg
+            .apply_committed(
+                &f.key,
+                PersistentOp::Deregister {
+                    ip: "10.0.0.9".into(),
+                    port: 3306,
+                    cluster: "DEFAULT".into(),
+                },
+                now,
+            )
+            .unwrap();
+        f.reg
+            .apply_committed(&f.key, PersistentOp::DeleteService, now)
+            .unwrap();
+        f.reg.flush(now);
+        let s = f.reg.stats();
+        assert_eq!((s.services, s.healthy, s.unhealthy), (0, 0, 0));
+        assert_eq!(f.view.census.total(), 0);
+        // The empty-service cleaner keeps the counters too.
+        f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+        f.deregister("10.0.0.1");
+        f.run_for(2_000);
+        assert!(f.view.get(f.key.as_ref()).is_none());
+        let s = f.reg.stats();
+        assert_eq!((s.services, s.healthy, s.unhealthy), (0, 0, 0));
+        assert_eq!(f.view.census.total(), 0);
+    }
+
+    #[test]
+    fn new_services_over_the_caps_are_refused_with_503() {
+        let life = Lifecycle {
+            max_services: 3,
+            max_services_per_namespace: 2,
+            ..Lifecycle::default()
+        };
+        let mut f = Fixture::new(life);
+        let now = f.clock.now_ms();
+        let key = |ns: &str, n: u32| ServiceKey::new(ns, &format!("DEFAULT_GROUP@@s{n}"));
+        let reg = |f: &mut Fixture, k: &ServiceKey| {
+            f.reg
+                .apply(k, Command::Register(spec("10.0.0.1", 80)), now)
+                .map(|_| ())
+        };
+        reg(&mut f, &key("a", 1)).unwrap();
+        reg(&mut f, &key("a", 2)).unwrap();
+        let e = reg(&mut f, &key("a", 3)).unwrap_err();
+        assert_eq!(e.status, 503);
+        assert!(e.msg.contains("max_services_per_namespace"), "{}", e.msg);
+        // Existing services still take writes.
+        reg(&mut f, &key("a", 2)).unwrap();
+        reg(&mut f, &key("b", 1)).unwrap();
+        let e = reg(&mut f, &key("c", 1)).unwrap_err();
+        assert_eq!(e.status, 503);
+        assert!(e.msg.contains("(max_services)"), "{}", e.msg);
     }
 
     #[test]
@@ -1152,20 +1312,24 @@ mod tests {
             selector: serde_json::json!({"type": "none"}),
         };
         let now = f.clock.now_ms();
-        f.reg.apply_committed(
-            &f.key,
-            PersistentOp::CreateService {
-                settings: settings.clone(),
-            },
-            now,
-        );
+        f.reg
+            .apply_committed(
+                &f.key,
+                PersistentOp::CreateService {
+                    settings: settings.clone(),
+                },
+                now,
+            )
+            .unwrap();
         // Replays are idempotent.
         f.reg
-            .apply_committed(&f.key, PersistentOp::CreateService { settings }, now);
+            .apply_committed(&f.key, PersistentOp::CreateService { settings }, now)
+            .unwrap();
         let mut db = spec("10.0.0.9", 3306);
         db.ephemeral = false;
         f.reg
-            .apply_committed(&f.key, PersistentOp::Register { instance: db }, now);
+            .apply_committed(&f.key, PersistentOp::Register { instance: db }, now)
+            .unwrap();
         f.reg.flush(now);
         let v = f.view.get(f.key.as_ref()).unwrap();
         assert_eq!(v.meta.protect_threshold, 0.5);
@@ -1173,22 +1337,25 @@ mod tests {
         // Persistent instances never expire; durable services are never auto-cleaned.
         f.run_for(40_000);
         assert_eq!(f.health(), Some(true));
-        f.reg.apply_committed(
-            &f.key,
-            PersistentOp::Deregister {
-                ip: "10.0.0.9".into(),
-                port: 3306,
-                cluster: "DEFAULT".into(),
-            },
-            f.clock.now_ms(),
-        );
+        f.reg
+            .apply_committed(
+                &f.key,
+                PersistentOp::Deregister {
+                    ip: "10.0.0.9".into(),
+                    port: 3306,
+                    cluster: "DEFAULT".into(),
+                },
+                f.clock.now_ms(),
+            )
+            .unwrap();
         f.run_for(5_000);
         assert!(
             f.view.get(f.key.as_ref()).is_some(),
             "a durable empty service stays"
         );
         f.reg
-            .apply_committed(&f.key, PersistentOp::DeleteService, f.clock.now_ms());
+            .apply_committed(&f.key, PersistentOp::DeleteService, f.clock.now_ms())
+            .unwrap();
         f.reg.flush(f.clock.now_ms());
         assert!(f.view.get(f.key.as_ref()).is_none());
     }
@@ -1408,20 +1575,24 @@ mod tests {
         let key = replayed.key.clone();
         replayed
             .reg
-            .apply_committed(&key, PersistentOp::CreateService { settings }, now);
-        replayed.reg.apply_committed(
-            &key,
-            PersistentOp::UpdateCluster {
-                cluster: "c1".into(),
-                meta,
-            },
-            now,
-        );
+            .apply_committed(&key, PersistentOp::CreateService { settings }, now)
+            .unwrap();
+        replayed
+            .reg
+            .apply_committed(
+                &key,
+                PersistentOp::UpdateCluster {
+                    cluster: "c1".into(),
+                    meta,
+                },
+                now,
+            )
+            .unwrap();
         for s in &specs {
             let op = PersistentOp::Register {
                 instance: (**s).clone(),
             };
-            replayed.reg.apply_committed(&key, op, now);
+            replayed.reg.apply_committed(&key, op, now).unwrap();
         }
         replayed.reg.flush(now);
         let seen = |f: &Fixture| {

@@ -130,10 +130,11 @@ impl Shard {
                 Ok(Reply::Subscribers(self.push.borrow().subscribers(key, now)))
             }
             Command::Barrier => Ok(Reply::Ok),
-            Command::Committed(op) => {
-                self.registry.borrow_mut().apply_committed(key, op, now);
-                Ok(Reply::Ok)
-            }
+            Command::Committed(op) => self
+                .registry
+                .borrow_mut()
+                .apply_committed(key, op, now)
+                .map(|()| Reply::Ok),
             Command::Restore(r) => {
                 self.registry.borrow_mut().restore(key, *r, now);
                 Ok(Reply::Ok)
@@ -285,12 +286,26 @@ impl Shard {
     }
 
     /// Sends a persistent change through raft; answers after the owner applied the committed
-    /// change. A full proposal queue for 2 s answers 503.
+    /// change. A full proposal queue for 2 s answers 503, and so does an op that would create a
+    /// service over `max_services` or `max_services_per_namespace`.
     pub async fn persist(
         &self,
         key: ServiceKey,
         op: crate::consensus::naming::PersistentOp,
     ) -> ApiResult<Reply> {
+        use crate::consensus::naming::PersistentOp as Op;
+        let creates = matches!(
+            op,
+            Op::Register { .. } | Op::CreateService { .. } | Op::UpdateCluster { .. }
+        );
+        if creates && self.shared.view.get(key.as_ref()).is_none() {
+            let life = &self.shared.config.lifecycle;
+            self.shared.view.census.room_for(
+                &key.namespace,
+                life.max_services,
+                life.max_services_per_namespace,
+            )?;
+        }
         let (tx, rx) = flume::bounded(1);
         let p = crate::node::raft::Proposal { key, op, reply: tx };
         let sent = glommio::timer::timeout(INBOX_WAIT, async {

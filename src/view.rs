@@ -309,13 +309,89 @@ type Stripe = RwLock<HashMap<ServiceKey, Arc<ServiceView>>>;
 #[derive(Debug)]
 pub struct ReadView {
     stripes: Box<[Stripe]>,
+    /// How many services exist, for the service caps.
+    pub census: Census,
 }
 
 impl Default for ReadView {
     fn default() -> Self {
         ReadView {
             stripes: (0..STRIPES).map(|_| RwLock::default()).collect(),
+            census: Census::default(),
         }
+    }
+}
+
+/// Services in total and per namespace over every shard: what `max_services` and
+/// `max_services_per_namespace` bound.
+///
+/// Invariant: equals the services the shards' registries hold (each registry adds a service
+/// when it creates one and removes it when it drops one). It counts services as they are
+/// created, before they are published. The caps are soft by at most one creation per shard
+/// racing another shard's check, and a persistent service that passed its check before
+/// proposing is applied even if the cap filled meanwhile (committed entries never fail).
+#[derive(Debug, Default)]
+pub struct Census {
+    total: std::sync::atomic::AtomicUsize,
+    namespaces: std::sync::Mutex<HashMap<Arc<str>, usize>>,
+}
+
+impl Census {
+    /// Counts a created service.
+    pub fn add(&self, namespace: &Arc<str>) {
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut ns = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        *ns.entry(namespace.clone()).or_insert(0) += 1;
+    }
+
+    /// Uncounts a removed service.
+    pub fn remove(&self, namespace: &str) {
+        self.total
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let mut ns = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = ns.get_mut(namespace) {
+            *n -= 1;
+            if *n == 0 {
+                ns.remove(namespace);
+            }
+        }
+    }
+
+    /// Services in total.
+    pub fn total(&self) -> usize {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Services in `namespace`.
+    pub fn in_namespace(&self, namespace: &str) -> usize {
+        let ns = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        ns.get(namespace).copied().unwrap_or(0)
+    }
+
+    /// Whether one more service may be created in `namespace`: else 503 naming the cap.
+    pub fn room_for(&self, namespace: &str, max_total: usize, max_in_ns: usize) -> ApiResult<()> {
+        let full = |msg: String| ApiError {
+            status: 503,
+            msg,
+            kind: crate::error::ErrorKind::Caused,
+        };
+        let total = self.total();
+        if total >= max_total {
+            return Err(full(format!(
+                "too many services: the server holds {total}, the limit (max_services) is \
+                 {max_total}; delete unused services or raise the limit"
+            )));
+        }
+        let here = self.in_namespace(namespace);
+        if here >= max_in_ns {
+            return Err(full(format!(
+                "too many services in namespace {namespace}: it holds {here}, the limit \
+                 (max_services_per_namespace) is {max_in_ns}; delete unused services or raise \
+                 the limit"
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -58,15 +58,24 @@ pub async fn create(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     Ok(Answer::ok())
 }
 
-/// `DELETE /nacos/v1/ns/service` → `ok`; a missing service is a 400. Instances go with it.
+/// `DELETE /nacos/v1/ns/service` → `ok`; a missing service is a 400, and so is one that still
+/// has instances (`specified service has instances, serviceName : <name>`), changing nothing.
+///
+/// The refusal is Nacos 1.0–1.1's `easyRemoveService` (and 2.x refuses too); Nacos 1.2–1.4
+/// dropped the check and delete the instances with the service, persistent ones included.
+/// We keep the refusal: deleting registered instances as a side effect loses data.
 pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
-    if ctx.shard.shared.view.get(key.as_ref()).is_none() {
+    let Some(view) = ctx.shard.shared.view.get(key.as_ref()) else {
         return Err(ApiError::bad_request(format!(
             "specified service not exist, serviceName : {}",
             key.grouped
         )));
+    };
+    if !view.instances.is_empty() {
+        return Err(crate::registry::has_instances(&key));
     }
+    drop(view);
     ctx.shard.persist(key, PersistentOp::DeleteService).await?;
     Ok(Answer::ok())
 }

@@ -326,8 +326,14 @@ impl Durable {
                 self.service(key).settings = Some(settings.clone());
             }
             PersistentOp::DeleteService => {
-                if let Some(s) = self.services.remove(key) {
-                    self.instances -= s.instances.len();
+                // A service with persistent instances is kept: the registry refuses the same
+                // delete (`Registry::apply_committed`), so live state and replay agree.
+                if self
+                    .services
+                    .get(key)
+                    .is_some_and(|s| s.instances.is_empty())
+                {
+                    self.services.remove(key);
                 }
             }
             PersistentOp::UpdateCluster { cluster, meta } => {
@@ -664,6 +670,21 @@ mod tests {
             },
         );
         assert_eq!(d.instance_count(), 3);
+        // A service with persistent instances is not deleted (the registry refuses it too).
+        d.apply_change(&key, &PersistentOp::DeleteService);
+        assert_eq!(d.instance_count(), 3);
+        assert_eq!(d.service_count(), 2);
+        for (ip, cluster) in [("10.0.0.2", "DEFAULT"), ("10.0.0.3", "c1")] {
+            let (ip, cluster) = (ip.into(), cluster.into());
+            d.apply_change(
+                &key,
+                &PersistentOp::Deregister {
+                    ip,
+                    port: 3306,
+                    cluster,
+                },
+            );
+        }
         d.apply_change(&key, &PersistentOp::DeleteService);
         assert_eq!(d.instance_count(), 1);
         assert_eq!(d.service_count(), 1);
