@@ -139,6 +139,9 @@ pub enum Reply {
     Updated(Vec<String>),
     /// Live push targets of a service.
     Subscribers(Vec<Subscription>),
+    /// Whether a `Subscribe` made (or refreshed) a push target: false when the shard's target
+    /// table is full.
+    Subscribed(bool),
 }
 
 /// A command in flight between shards.

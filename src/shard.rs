@@ -122,10 +122,9 @@ impl Shard {
     /// Applies a command to a service this shard owns (no publish).
     fn apply_local(&self, key: &ServiceKey, command: Command, now: u64) -> ApiResult<Reply> {
         match command {
-            Command::Subscribe(sub) => {
-                self.push.borrow_mut().subscribe(key, sub, now);
-                Ok(Reply::Ok)
-            }
+            Command::Subscribe(sub) => Ok(Reply::Subscribed(
+                self.push.borrow_mut().subscribe(key, sub, now),
+            )),
             Command::Subscribers => {
                 Ok(Reply::Subscribers(self.push.borrow().subscribers(key, now)))
             }

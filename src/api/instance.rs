@@ -263,7 +263,7 @@ pub async fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
         )));
     }
     let push_cfg = ctx.shard.shared.config.push;
-    let pushed = udp_port > 0 && push_cfg.enabled && agent_can_push(ctx.agent);
+    let mut pushed = udp_port > 0 && push_cfg.enabled && agent_can_push(ctx.agent);
     if pushed {
         let sub = Subscription {
             addr: target_addr(p.optional("clientIP"), ctx.peer.ip(), udp_port as u16),
@@ -274,11 +274,14 @@ pub async fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
         };
         // Registered on the owner before the reply is rendered (as Nacos adds its push client
         // before answering), so any change after this reply reaches the subscriber. A full
-        // owner inbox only skips the registration: the client's next poll retries it.
-        let _ = ctx
+        // owner inbox or a full target table only skips the registration: the client is told
+        // the pull interval, as Nacos does when adding its push client fails, and its next
+        // poll retries.
+        let r = ctx
             .shard
             .execute(key.clone(), Command::Subscribe(sub))
             .await;
+        pushed = matches!(r, Ok(Reply::Subscribed(true)));
     }
     let q = ListQuery {
         clusters_raw,
