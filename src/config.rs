@@ -71,6 +71,10 @@ pub struct Cli {
     /// Close a connection idle (no bytes received) this long, in ms. [default: 60000]
     #[arg(long, value_name = "MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// A request head must arrive whole this long after its first byte (after accept, for a
+    /// connection's first request), in ms; else the connection is closed. [default: 10000]
+    #[arg(long, value_name = "MS")]
+    pub head_timeout_ms: Option<u64>,
     /// Capacity of each shard's cross-shard inbox; a full inbox answers 503. [default: 4096]
     #[arg(long, value_name = "N")]
     pub inbox_capacity: Option<usize>,
@@ -185,6 +189,7 @@ struct FileConfig {
     max_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
     idle_timeout_ms: Option<u64>,
+    head_timeout_ms: Option<u64>,
     inbox_capacity: Option<usize>,
     shutdown_grace_ms: Option<u64>,
     pin: Option<bool>,
@@ -219,6 +224,9 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Idle connection timeout in ms. Default 60 000.
     pub idle_timeout_ms: u64,
+    /// Request-head deadline in ms (≥ 1), from the head's first byte, or from accept for a
+    /// connection's first request. Default 10 000.
+    pub head_timeout_ms: u64,
     /// Cross-shard inbox capacity per shard. Default 4096.
     pub inbox_capacity: usize,
     /// Shutdown grace period in ms. Default 10 000.
@@ -252,6 +260,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_header_bytes: 16 << 10,
             idle_timeout_ms: 60_000,
+            head_timeout_ms: 10_000,
             inbox_capacity: 4096,
             shutdown_grace_ms: 10_000,
             pin: true,
@@ -332,6 +341,7 @@ impl Config {
             max_body_bytes: pick!(max_body_bytes).unwrap_or(d.max_body_bytes),
             max_header_bytes: pick!(max_header_bytes).unwrap_or(d.max_header_bytes),
             idle_timeout_ms: pick!(idle_timeout_ms).unwrap_or(d.idle_timeout_ms),
+            head_timeout_ms: pick!(head_timeout_ms).unwrap_or(d.head_timeout_ms).max(1),
             inbox_capacity: pick!(inbox_capacity).unwrap_or(d.inbox_capacity),
             shutdown_grace_ms: pick!(shutdown_grace_ms).unwrap_or(d.shutdown_grace_ms),
             pin: pick!(pin).unwrap_or(d.pin),

@@ -18,10 +18,14 @@
 //! - HTTP/1.1 keeps the connection unless the request says `Connection: close`; HTTP/1.0
 //!   closes it unless the request says `Connection: keep-alive`.
 //! - A head larger than `max_header_bytes` (or with more than [`MAX_HEADERS`] fields) is 431;
-//!   a malformed head, a bad `Content-Length`, an unsupported `Transfer-Encoding` or broken
-//!   chunking is 400; a body over `max_body_bytes` is 413. Each of these closes the connection
-//!   after the answer, with a bounded lingering read so the client sees the answer rather than
-//!   a reset.
+//!   a malformed head, a bad `Content-Length`, `chunked` not last or applied twice, or broken
+//!   chunking is 400; any transfer coding other than `chunked` is 501; a body over
+//!   `max_body_bytes` is 413. Each of these closes the connection after the answer, with a
+//!   bounded lingering read so the client sees the answer rather than a reset.
+//! - A request head must arrive whole within `head_timeout_ms` (default 10 s) of its first
+//!   byte, or of accept for a connection's first request, however slowly it trickles; else the
+//!   connection is closed without an answer (`muster_http_head_timeouts_total`). Between
+//!   requests the separate `idle_timeout_ms` applies. Bodies are read under the idle timeout.
 //! - `Expect: 100-continue` is answered with `100 Continue` before the body is read.
 //! - A client may shut its write side after a request and still read the answer.
 //! - At shutdown ([`Connections::stop`]), idle connections close at once; a connection in the
@@ -34,7 +38,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -481,6 +486,55 @@ impl Dechunker {
 /// Set while a connection waits for its next request.
 type Idle = Rc<Cell<bool>>;
 
+/// Admission of new connections over all shards: the `max_connections` cap, and a per-IP
+/// share once the cap is near, so one address flooding cannot lock every other client out.
+///
+/// Rule: a connection is refused when `max` are open; and once three quarters of `max` are
+/// open, also when its IP already holds half of `max` (at least 1). One address flooding thus
+/// gets at most three quarters of the connections, and at least a quarter stays for everyone
+/// else. Clients behind one NAT or proxy address share its share: such a deployment can use
+/// three quarters of `max`, so size `max_connections` for it.
+///
+/// Invariant: `open` equals the sum of `per_ip`'s counts, which has no zero entries.
+#[derive(Debug, Default)]
+pub struct Admission {
+    open: std::sync::atomic::AtomicUsize,
+    per_ip: std::sync::Mutex<HashMap<std::net::IpAddr, usize>>,
+}
+
+impl Admission {
+    /// Admits a connection from `ip` under the rule above; the caller must [`Self::release`]
+    /// it when it closes.
+    pub fn admit(&self, ip: std::net::IpAddr, max: usize) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let open = self.open.load(Ordering::Relaxed);
+        let held = per_ip.get(&ip).copied().unwrap_or(0);
+        if open >= max || (open >= max - max / 4 && held >= (max / 2).max(1)) {
+            return false;
+        }
+        *per_ip.entry(ip).or_insert(0) += 1;
+        self.open.store(open + 1, Ordering::Relaxed);
+        true
+    }
+
+    /// Releases a connection [`Self::admit`] admitted.
+    pub fn release(&self, ip: std::net::IpAddr) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Open connections.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
 /// The open connections of one shard, so that shutdown can close the idle ones.
 #[derive(Debug, Default)]
 pub struct Connections {
@@ -779,8 +833,9 @@ enum Connection {
     Close,
 }
 
-/// Serves one connection until the client closes it, it idles out (`idle_timeout_ms`), a
-/// request is refused at the protocol level, or shutdown closes it.
+/// Serves one connection until the client closes it, it idles out (`idle_timeout_ms`), a head
+/// misses its deadline (`head_timeout_ms`), a request is refused at the protocol level, or
+/// shutdown closes it.
 pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
     let cfg = &shard.shared.config;
     let _ = stream.set_nodelay(true);
@@ -795,7 +850,12 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(cfg.idle_timeout_ms.max(1))));
+    let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms.max(1));
+    let head_timeout = Duration::from_millis(cfg.head_timeout_ms.max(1));
+    // A fresh connection's first head must arrive whole within the head deadline of accept;
+    // later heads within it of their first byte. Between requests the idle timeout applies.
+    let _ = stream.set_read_timeout(Some(idle_timeout.min(head_timeout)));
+    let mut head_deadline = Some(Instant::now() + head_timeout);
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -827,20 +887,46 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
             let got = c.fill(max_header + 1).await;
             idle.set(false);
             if got.is_err() {
+                if head_deadline.is_some_and(|d| Instant::now() >= d) {
+                    shard
+                        .metrics()
+                        .head_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
         }
+        let deadline = *head_deadline.get_or_insert_with(|| Instant::now() + head_timeout);
         let head = loop {
             match parse_head(&c.buf[c.start..c.end], max_header) {
                 Ok(Some(h)) => break h,
                 Ok(None) => {
+                    // Each read waits at most until the deadline, so a head trickled a byte
+                    // at a time cannot hold the connection past it.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        shard
+                            .metrics()
+                            .head_timeouts
+                            .fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    let _ = c.stream.set_read_timeout(Some(left.min(idle_timeout)));
                     if c.fill(max_header + 1).await.is_err() {
+                        if Instant::now() >= deadline {
+                            shard
+                                .metrics()
+                                .head_timeouts
+                                .fetch_add(1, Ordering::Relaxed);
+                        }
                         return;
                     }
                 }
                 Err(e) => return c.refuse(shard.metrics(), e, "/").await,
             }
         };
+        head_deadline = None;
+        let _ = c.stream.set_read_timeout(Some(idle_timeout));
         let path = |c: &Conn| head_str(&c.buf[c.start..], head.path);
         let body_at = c.start + head.len;
         let consumed = match head.framing {
@@ -1041,6 +1127,36 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn one_ip_gets_a_share_once_the_cap_is_near() {
+        let a = Admission::default();
+        let (x, y): (std::net::IpAddr, std::net::IpAddr) =
+            ("127.0.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap());
+        // Below 3/4 of the cap anyone is admitted; from there on, x (holding 75 ≥ 50) is not,
+        // and y is, up to the cap.
+        assert_eq!((0..100).filter(|_| a.admit(x, 100)).count(), 75);
+        assert_eq!((0..100).filter(|_| a.admit(y, 100)).count(), 25);
+        assert_eq!(a.open(), 100);
+        for _ in 0..50 {
+            a.release(x);
+        }
+        assert_eq!(a.open(), 50);
+        assert!(a.admit(x, 100));
+        // Others first: x may still take its half, not more.
+        let c = Admission::default();
+        assert_eq!((0..60).filter(|_| c.admit(y, 100)).count(), 60);
+        assert_eq!((0..100).filter(|_| c.admit(x, 100)).count(), 40);
+        let d = Admission::default();
+        assert_eq!((0..50).filter(|_| d.admit(y, 100)).count(), 50);
+        assert_eq!((0..100).filter(|_| d.admit(x, 100)).count(), 50);
+        // The total cap holds whatever the addresses.
+        let b = Admission::default();
+        let n = (0..200u8)
+            .filter(|i| b.admit(std::net::IpAddr::from([10, 0, 0, *i]), 100))
+            .count();
+        assert_eq!(n, 100);
     }
 
     #[test]

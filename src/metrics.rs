@@ -102,8 +102,11 @@ pub struct ShardMetrics {
     latency: Vec<Histogram>,
     /// Connections currently open.
     pub connections_open: AtomicU64,
-    /// Connections closed at accept because of the cap.
+    /// Connections closed at accept because of the cap (total, or the per-IP share near it).
     pub connections_rejected: AtomicU64,
+    /// Connections closed because a request head did not arrive whole within the head
+    /// deadline (`head_timeout_ms`).
+    pub head_timeouts: AtomicU64,
     /// Requests refused by the HTTP layer (400, 413, 431) before reaching an endpoint.
     pub http_refused: AtomicU64,
     /// Writes sent to another shard.
@@ -131,6 +134,7 @@ impl ShardMetrics {
             latency: (0..n).map(|_| Histogram::default()).collect(),
             connections_open: AtomicU64::new(0),
             connections_rejected: AtomicU64::new(0),
+            head_timeouts: AtomicU64::new(0),
             http_refused: AtomicU64::new(0),
             cross_shard_sent: AtomicU64::new(0),
             cross_shard_rejected: AtomicU64::new(0),
@@ -256,7 +260,7 @@ impl Metrics {
         let hists = self.shards.iter().map(|m| &m.push_latency);
         Histogram::write(&mut s, "muster_push_latency_seconds", "", hists);
         type Getter = fn(&ShardMetrics) -> u64;
-        let per_shard: [(&str, &str, &str, Getter); 18] = [
+        let per_shard: [(&str, &str, &str, Getter); 19] = [
             (
                 "muster_services",
                 "gauge",
@@ -314,13 +318,19 @@ impl Metrics {
             (
                 "muster_connections_rejected_total",
                 "counter",
-                "Connections closed at accept because of the connection cap.",
+                "Connections closed at accept because of the connection cap, or because their IP already held its share of connections near the cap.",
                 |m| m.connections_rejected.load(Relaxed),
+            ),
+            (
+                "muster_http_head_timeouts_total",
+                "counter",
+                "Connections closed because a request head did not arrive whole within the head deadline (head_timeout_ms).",
+                |m| m.head_timeouts.load(Relaxed),
             ),
             (
                 "muster_http_refused_total",
                 "counter",
-                "Requests refused by the HTTP layer before reaching an endpoint (malformed head or framing: 400; body over the cap: 413; head over the cap: 431); the connection is closed after the answer.",
+                "Requests refused by the HTTP layer before reaching an endpoint (malformed head or framing: 400; body over the cap: 413; head over the cap: 431; a transfer coding other than chunked: 501); the connection is closed after the answer.",
                 |m| m.http_refused.load(Relaxed),
             ),
             (

@@ -189,7 +189,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         ownership: crate::node::ownership::Ownership::standalone(n),
         ready: AtomicBool::new(false),
         recovered: AtomicBool::new(false),
-        connections: AtomicUsize::new(0),
+        connections: Default::default(),
         draining: AtomicUsize::new(n),
         proposals: proposals_tx,
         stopping: AtomicBool::new(false),
@@ -331,8 +331,10 @@ async fn run_shard(
             }
         };
         let m = shard.metrics();
-        if shared.connections.fetch_add(1, Ordering::Relaxed) >= max {
-            shared.connections.fetch_sub(1, Ordering::Relaxed);
+        let peer = stream
+            .peer_addr()
+            .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+        if !shared.connections.admit(peer, max) {
             m.connections_rejected.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
@@ -343,7 +345,7 @@ async fn run_shard(
         glommio::spawn_local(async move {
             crate::http::serve(shard2.clone(), stream).await;
             open2.set(open2.get() - 1);
-            shared2.connections.fetch_sub(1, Ordering::Relaxed);
+            shared2.connections.release(peer);
             shard2
                 .metrics()
                 .connections_open

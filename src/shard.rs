@@ -63,8 +63,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Persistent state has been recovered: the naming API is open (Nacos's status gate).
     pub recovered: AtomicBool,
-    /// Open connections across all shards (for the connection cap).
-    pub connections: AtomicUsize,
+    /// Open connections across all shards: the connection cap and the per-IP share.
+    pub connections: crate::http::Admission,
     /// Shards still draining at shutdown.
     pub draining: AtomicUsize,
     /// Persistent changes to the raft thread.
