@@ -212,3 +212,203 @@ fn a_half_closed_client_still_gets_its_answer() {
         "{m}"
     );
 }
+
+/// A connection to `s` from the loopback address `from` (any of 127.0.0.0/8), so tests can
+/// play several client addresses.
+fn connect_from(s: &Server, from: [u8; 4]) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    sock.connect_timeout(&s.addr.into(), TIMEOUT)?;
+    Ok(sock.into())
+}
+
+/// The start of a head that is never finished; one byte of it is sent per second.
+const SLOW_HEAD: &[u8] = b"GET /nacos/v1/ns/instance/list?serviceName=slow HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+/// One slowloris connection: when it opened, how much of its head it sent, and when the
+/// server closed it.
+struct Slow {
+    conn: TcpStream,
+    opened: std::time::Instant,
+    sent: usize,
+    closed: Option<Duration>,
+}
+
+impl Slow {
+    fn open(s: &Server, from: [u8; 4]) -> Option<Slow> {
+        let conn = connect_from(s, from).ok()?;
+        conn.set_nonblocking(true).ok()?;
+        Some(Slow {
+            conn,
+            opened: std::time::Instant::now(),
+            sent: 0,
+            closed: None,
+        })
+    }
+
+    /// Notes whether the server has closed the connection.
+    fn check(&mut self) {
+        let mut b = [0u8; 64];
+        if self.closed.is_none() {
+            match self.conn.read(&mut b) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                _ => self.closed = Some(self.opened.elapsed()),
+            }
+        }
+    }
+
+    /// Sends the next byte of the head (a closed connection sends nothing).
+    fn trickle(&mut self) {
+        if self.closed.is_none() && self.sent < SLOW_HEAD.len() {
+            if self
+                .conn
+                .write_all(&SLOW_HEAD[self.sent..self.sent + 1])
+                .is_ok()
+            {
+                self.sent += 1;
+            } else {
+                self.closed = Some(self.opened.elapsed());
+            }
+        }
+    }
+}
+
+/// Runs slow connections for `secs` seconds: every 100 ms notes closes, every second trickles
+/// one byte on each open one. Pacing the trickle is the behaviour under test, not a wait.
+fn trickle_for(slow: &mut [Slow], secs: u32, mut between: impl FnMut()) {
+    for tick in 0..secs * 10 {
+        for c in slow.iter_mut() {
+            c.check();
+            if tick % 10 == 0 {
+                c.trickle();
+            }
+        }
+        between();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn prom(s: &Server, name: &str) -> u64 {
+    let (_, m) = s.request("GET", "/metrics", "");
+    m.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+        .sum()
+}
+
+/// Issue 17: heads trickled at one byte a second held connections forever (each byte restarted
+/// the idle timeout). With every connection slot taken by such heads from distinct addresses,
+/// each is closed at the head deadline, not before, while still trickling, and fresh clients
+/// are served again.
+#[test]
+fn slow_heads_are_closed_at_the_head_deadline() {
+    const DEADLINE_MS: u64 = 1500;
+    let s = Server::start_with_env(
+        &[
+            "--shards",
+            "1",
+            "--max-connections",
+            "8",
+            "--idle-timeout-ms",
+            "60000",
+        ],
+        &[("MUSTER_HEAD_TIMEOUT_MS", "1500")],
+    );
+    // Eight addresses, one connection each: the per-IP share never applies.
+    let mut slow: Vec<Slow> = (0..8u8)
+        .map(|i| Slow::open(&s, [127, 0, 0, 10 + i]).expect("connect"))
+        .collect();
+    // Bounded: at most 12 s of trickling, stopping once all are closed.
+    for _ in 0..12 {
+        trickle_for(&mut slow, 1, || {});
+        if slow.iter().all(|c| c.closed.is_some()) {
+            break;
+        }
+    }
+    for c in &slow {
+        let life = c
+            .closed
+            .expect("closed by the server while still trickling");
+        assert!(
+            life >= Duration::from_millis(DEADLINE_MS),
+            "closed after {life:?}, before the deadline"
+        );
+        assert!(c.sent < SLOW_HEAD.len(), "the head was never finished");
+        eprintln!(
+            "slow connection closed after {life:?}, {} bytes sent",
+            c.sent
+        );
+    }
+    // A fresh client is served (poll: the server notices closes asynchronously).
+    let start = std::time::Instant::now();
+    let mut served = false;
+    while !served && start.elapsed() < TIMEOUT {
+        served = s.request("GET", "/nacos/v1/console/health/liveness", "").0 == 200;
+    }
+    assert!(served);
+    assert_eq!(prom(&s, "muster_http_head_timeouts_total"), 8);
+}
+
+/// Issue 17: one address opening slow heads in a loop (replacing each one the server closes)
+/// while the connection cap is small. Its connections are closed at the head deadline, it
+/// gets no more than its share, and a client on another address keeps being served
+/// throughout (297 of 388 fresh clients were refused before).
+#[test]
+fn a_slowloris_address_cannot_lock_out_other_clients() {
+    let s = Server::start(&[
+        "--shards",
+        "1",
+        "--max-connections",
+        "40",
+        "--idle-timeout-ms",
+        "60000",
+        "--head-timeout-ms",
+        "1500",
+    ]);
+    let attacker = [127, 0, 0, 2];
+    let mut slow: Vec<Slow> = Vec::new();
+    let (mut served, mut refused) = (0u32, 0u32);
+    let mut opened = 0u32;
+    // Bounded: 8 s; the attacker keeps 60 connections attempted at all times (at most 600).
+    for _ in 0..8 {
+        while slow.iter().filter(|c| c.closed.is_none()).count() < 60 && opened < 600 {
+            if let Some(c) = Slow::open(&s, attacker) {
+                slow.push(c);
+            }
+            opened += 1;
+        }
+        trickle_for(&mut slow, 1, || {
+            match common::Client::new(s.addr).request(
+                "GET",
+                "/nacos/v1/console/health/liveness",
+                "",
+            ) {
+                Some((200, _)) => served += 1,
+                _ => refused += 1,
+            }
+        });
+    }
+    let long_lived: Vec<Duration> = slow
+        .iter()
+        .filter_map(|c| c.closed)
+        .filter(|l| *l >= Duration::from_millis(1500))
+        .collect();
+    let still_open = slow.iter().filter(|c| c.closed.is_none()).count();
+    eprintln!(
+        "attacker: {opened} opened, {} closed at the deadline, {still_open} open at the end; fresh client: {served} served, {refused} refused",
+        long_lived.len()
+    );
+    assert_eq!(refused, 0, "the other address was always served");
+    assert!(served >= 60);
+    assert!(
+        still_open <= 30,
+        "at most three quarters of the cap: {still_open}"
+    );
+    assert!(!long_lived.is_empty());
+    assert!(
+        slow.iter().all(|c| c.closed.is_none_or(|l| l < TIMEOUT)),
+        "no slow head outlived the deadline by much"
+    );
+    assert!(prom(&s, "muster_connections_rejected_total") > 0);
+    assert!(prom(&s, "muster_http_head_timeouts_total") >= long_lived.len() as u64);
+}

@@ -173,6 +173,34 @@ fn packet_format_gzip_and_cache_millis() {
     );
 }
 
+/// Issue 17: with the shard's target table full a query gets no push, so it is told the pull
+/// interval (3000), as Nacos does when adding its push client fails; a target already in the
+/// table keeps 10000 when it refreshes.
+#[test]
+fn a_full_target_table_tells_the_client_to_pull() {
+    let s = Server::start(&["--shards", "1", "--push-max-targets", "2"]);
+    let socks: Vec<UdpSocket> = (0..3).map(|_| subscriber()).collect();
+    assert_eq!(subscribe(&s, &socks[0], "full")["cacheMillis"], 10000);
+    assert_eq!(subscribe(&s, &socks[1], "full")["cacheMillis"], 10000);
+    assert_eq!(
+        subscribe(&s, &socks[2], "full")["cacheMillis"],
+        3000,
+        "no room for a third target: poll every 3 s"
+    );
+    assert_eq!(
+        subscribe(&s, &socks[0], "full")["cacheMillis"],
+        10000,
+        "a refresh of a target already held still gets pushes"
+    );
+    let (_, b) = s.request(
+        "GET",
+        "/nacos/v1/ns/service/subscribers?serviceName=full",
+        "",
+    );
+    let v: Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(v["count"], 2);
+}
+
 #[test]
 fn unacked_pushes_are_resent_exactly_once() {
     let s = Server::start(&["--shards", "2", "--push-ack-timeout-ms", "300"]);
