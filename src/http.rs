@@ -623,8 +623,9 @@ impl Conn {
                 self.end -= self.start;
                 self.start = 0;
             } else {
-                let want = (self.buf.len() * 2).min(cap.max(self.buf.len() + 1));
-                self.buf.resize(want.max(self.buf.len() + 1), 0);
+                let len = self.buf.len();
+                let want = (len * 2).min(cap.max(len + 1));
+                grow_zeroed(&mut self.buf, want.max(len + 1));
             }
         }
         match self.stream.read(&mut self.buf[self.end..]).await {
@@ -700,6 +701,23 @@ impl Conn {
                 Ok(n) => dropped += n,
             }
         }
+    }
+}
+
+/// Grows `buf` to `len` bytes, the new ones zero, with one `memset`. (`Vec::resize` is a byte
+/// loop in unoptimised builds: reading a 1 MB body spent ~10 ms there, 75% of a debug shard
+/// under a looping 1 MB client.)
+fn grow_zeroed(buf: &mut Vec<u8>, len: usize) {
+    let old = buf.len();
+    if len <= old {
+        return;
+    }
+    buf.reserve(len - old);
+    // SAFETY: `reserve` made room for `len` bytes; `write_bytes` initialises `old..len` before
+    // `set_len` exposes them.
+    unsafe {
+        buf.as_mut_ptr().add(old).write_bytes(0, len - old);
+        buf.set_len(len);
     }
 }
 
