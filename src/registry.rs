@@ -146,7 +146,14 @@ pub struct Registry {
     revisions: u64,
     stats: Stats,
     due: Vec<Lease>,
+    /// Services removed since the last [`Registry::compact`] that did work.
+    removed_since_compact: usize,
+    /// When the pending compaction runs (monotonic ms), once enough removals are counted.
+    compact_at: Option<u64>,
 }
+
+/// [`Registry::compact`] runs once at least this many services were removed since it last did.
+pub const COMPACT_AFTER_REMOVALS: usize = 4096;
 
 impl Registry {
     /// An empty registry publishing into `view`, with its wheel starting at `now` (ms).
@@ -165,6 +172,8 @@ impl Registry {
             revisions: 0,
             stats: Stats::default(),
             due: Vec::new(),
+            removed_since_compact: 0,
+            compact_at: None,
         }
     }
 
@@ -486,6 +495,38 @@ impl Registry {
         self.stats.unhealthy -= svc.counted.1;
         self.stats.services = self.services.len() as u64;
         self.view.census.remove(&key.namespace);
+        self.removed_since_compact += 1;
+        true
+    }
+
+    /// After many removals (at least [`COMPACT_AFTER_REMOVALS`] services since the last time
+    /// it did work), gives back the spare capacity of maps that are at most a quarter full and
+    /// returns true, so the caller can also hand freed heap pages back to the OS. Otherwise
+    /// returns false at the cost of a comparison or two (it is called every tick).
+    ///
+    /// The work waits one beat timeout (plus a second) after the threshold is reached: a
+    /// removed instance's lease holds it until its deadline, so freeing earlier would find
+    /// much of the memory still in use.
+    pub fn compact(&mut self, now: u64) -> bool {
+        if self.removed_since_compact < COMPACT_AFTER_REMOVALS {
+            return false;
+        }
+        let at = *self
+            .compact_at
+            .get_or_insert(now + self.life.timing.timeout_ms + 1000);
+        if now < at {
+            return false;
+        }
+        self.compact_at = None;
+        self.removed_since_compact = 0;
+        if self.services.len() * 4 <= self.services.capacity() {
+            self.services.shrink_to_fit();
+        }
+        if self.ids.keys.len() * 4 <= self.ids.keys.capacity() {
+            self.ids.keys.shrink_to_fit();
+        }
+        self.dirty.shrink_to_fit();
+        self.deleted.shrink_to_fit();
         true
     }
 
@@ -1106,6 +1147,48 @@ mod tests {
         assert!(f.view.get(f.key.as_ref()).is_none());
         let s = f.reg.stats();
         assert_eq!((s.services, s.healthy, s.unhealthy), (0, 0, 0));
+        assert_eq!(f.view.census.total(), 0);
+    }
+
+    #[test]
+    fn compaction_waits_for_leases_after_many_removals() {
+        let mut f = Fixture::new(Lifecycle::default());
+        let now = f.clock.now_ms();
+        let n = COMPACT_AFTER_REMOVALS as u32;
+        for i in 0..n {
+            let k = ServiceKey::new("public", &format!("DEFAULT_GROUP@@c{i}"));
+            f.reg
+                .apply_committed(
+                    &k,
+                    PersistentOp::CreateService {
+                        settings: ServiceSettings {
+                            protect_threshold: 0.0,
+                            metadata: Metadata::new(),
+                            selector: serde_json::json!({"type": "none"}),
+                        },
+                    },
+                    now,
+                )
+                .unwrap();
+        }
+        f.reg.flush(now);
+        assert!(!f.reg.compact(now), "nothing removed yet");
+        for i in 0..n {
+            let k = ServiceKey::new("public", &format!("DEFAULT_GROUP@@c{i}"));
+            f.reg
+                .apply_committed(&k, PersistentOp::DeleteService, now)
+                .unwrap();
+        }
+        f.reg.flush(now);
+        let wait = Lifecycle::default().timing.timeout_ms + 1000;
+        assert!(
+            !f.reg.compact(now),
+            "leases of removed instances may still hold memory"
+        );
+        assert!(!f.reg.compact(now + wait - 1));
+        assert!(f.reg.compact(now + wait));
+        assert!(!f.reg.compact(now + wait + 1), "once per batch of removals");
+        assert!(f.reg.services.capacity() < n as usize);
         assert_eq!(f.view.census.total(), 0);
     }
 

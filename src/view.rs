@@ -450,6 +450,17 @@ impl ReadView {
         map.remove(key);
     }
 
+    /// Gives back the spare capacity of stripes at most a quarter full (after many services
+    /// were removed). Takes each stripe's write lock in turn, briefly.
+    pub fn shrink(&self) {
+        for s in self.stripes.iter() {
+            let mut map = s.write().unwrap_or_else(|e| e.into_inner());
+            if map.len() * 4 <= map.capacity() {
+                map.shrink_to_fit();
+            }
+        }
+    }
+
     /// Every published service, in no particular order.
     pub fn all(&self) -> Vec<Arc<ServiceView>> {
         let mut out = Vec::new();
