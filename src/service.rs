@@ -394,7 +394,7 @@ pub fn parse_metadata(raw: &str) -> ApiResult<Metadata> {
     }
     let incorrect = || ApiError::bad_request(format!("metadata format incorrect:{raw}"));
     let mut de = serde_json::Deserializer::from_str(raw);
-    let json = serde::Deserializer::deserialize_map(&mut de, FlatObject::default())
+    let json = serde::Deserializer::deserialize_map(&mut de, FlatObject)
         .and_then(|pairs| de.end().map(|()| pairs));
     let pairs = match json {
         Ok(pairs) => pairs,
@@ -428,7 +428,6 @@ const NESTED: &str = "muster: metadata value nested";
 
 /// A serde visitor for a flat JSON object of scalars, bounded as [`parse_metadata`] says.
 /// Yields the pairs in input order (a repeated key appears twice; the last one wins).
-#[derive(Default)]
 struct FlatObject;
 
 /// One metadata value: a string, or a scalar rendered as Jackson would coerce it.
