@@ -148,17 +148,11 @@ pub fn parse_f64(v: &str) -> ApiResult<f64> {
     }
 }
 
-/// The first `byte` in `hay`, with the C library's vectorised `memchr`: a large form (a 1 MB
+/// The first `byte` in `hay`, with the `memchr` crate's vectorised search: a large form (a 1 MB
 /// metadata value, say) is scanned at memory speed rather than a byte per cycle; byte loops
 /// over such bodies were 80% of a shard's time under a looping 1 MB attacker (issue 17).
 fn find(hay: &[u8], byte: u8) -> Option<usize> {
-    if hay.is_empty() {
-        return None;
-    }
-    // SAFETY: `hay` is a live slice of `hay.len()` readable bytes; memchr reads no further and
-    // returns either null or a pointer into it.
-    let at = unsafe { libc::memchr(hay.as_ptr().cast(), i32::from(byte), hay.len()) };
-    (!at.is_null()).then(|| at as usize - hay.as_ptr() as usize)
+    memchr::memchr(byte, hay)
 }
 
 /// `hay` split on `sep`, like `<[u8]>::split`, found with [`find`].
