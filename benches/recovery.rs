@@ -15,10 +15,11 @@ mod common;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use muster::consensus::naming::{Durable, PersistentOp};
-use muster::instance::{Instance, InstanceSpec, Timing};
-use muster::roster::Roster;
-use muster::service::ServiceKey;
+use muster::consensus::naming::Durable;
+use muster::naming::instance::{Instance, InstanceSpec, Timing};
+use muster::naming::op::PersistentOp;
+use muster::naming::roster::Roster;
+use muster::naming::service::ServiceKey;
 
 const RECORDS: u32 = 100_000;
 const SERVICES: u32 = 100;
@@ -87,7 +88,7 @@ fn bench_recovery(c: &mut Criterion) {
             Arc::new(Instance::build(
                 &s,
                 Arc::from("DEFAULT"),
-                muster::instance::Host::from(s.ip.as_str()),
+                muster::naming::instance::Host::from(s.ip.as_str()),
                 None,
                 true,
                 Timing::default(),

@@ -9,11 +9,11 @@ mod common;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use muster::command::Command;
-use muster::instance::InstanceSpec;
-use muster::registry::{Lifecycle, Registry};
-use muster::service::{Metadata, ServiceKey};
-use muster::view::{ListQuery, ReadView};
+use muster::naming::command::Command;
+use muster::naming::instance::InstanceSpec;
+use muster::naming::registry::{Lifecycle, Registry};
+use muster::naming::service::{Metadata, ServiceKey};
+use muster::naming::view::{ListQuery, ReadView};
 
 const SIZES: [usize; 4] = [1, 10, 100, 1000];
 

@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::instance::Timing;
-use crate::push::PushConfig;
-use crate::registry::Lifecycle;
+use crate::naming::instance::Timing;
+use crate::naming::push::PushConfig;
+use crate::naming::registry::Lifecycle;
 
 /// Command-line interface of the `muster` server.
 #[derive(Parser, Debug, Default)]

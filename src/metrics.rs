@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::push::PushStats;
-use crate::registry::Stats;
+use crate::naming::push::PushStats;
+use crate::naming::registry::Stats;
 
 /// Status codes tracked individually; anything else counts as `other`.
 const STATUSES: [u16; 11] = [200, 304, 400, 403, 404, 413, 431, 500, 501, 503, 0];

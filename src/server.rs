@@ -19,8 +19,8 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::listener::{self, ListenError};
 use crate::metrics::Metrics;
+use crate::naming::view::ReadView;
 use crate::shard::{Shard, Shared};
-use crate::view::ReadView;
 
 /// Raises `RLIMIT_MEMLOCK` as far as allowed: io_uring needs locked memory for its rings.
 fn raise_memlock() {
@@ -272,7 +272,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 async fn run_shard(
     id: usize,
     shared: Arc<Shared>,
-    inbox: flume::Receiver<crate::command::Envelope>,
+    inbox: flume::Receiver<crate::naming::command::Envelope>,
     shutdown: flume::Receiver<()>,
     bound: mpsc::Sender<Result<usize, StartError>>,
     clock: SystemClock,

@@ -12,15 +12,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{wall_ms, Clock, SystemClock};
-use crate::command::{Command, Envelope, Reply};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::{Metrics, ShardMetrics};
+use crate::naming::command::{Command, Envelope, Reply};
+use crate::naming::push::{Outgoing, Push, MAX_ACK_BYTES};
+use crate::naming::registry::Registry;
+use crate::naming::service::ServiceKey;
+use crate::naming::view::ReadView;
 use crate::node::Error;
-use crate::push::{Outgoing, Push, MAX_ACK_BYTES};
-use crate::registry::Registry;
-use crate::service::ServiceKey;
-use crate::view::ReadView;
 
 /// Most envelopes an owner applies before publishing and answering them as one batch.
 const INBOX_BATCH: usize = 256;
@@ -32,7 +32,7 @@ const TICK: Duration = Duration::from_millis(100);
 /// Hands the heap's free pages back to the OS (glibc `malloc_trim`), after a shard removed many
 /// services: without it, 200,000 services created and removed left ~690 MB resident, free but
 /// held by the allocator (`perf/ANALYSIS.md`). It walks every arena, so it costs the calling
-/// shard a few ms at such a moment; it runs at most once per [`crate::registry::COMPACT_AFTER_REMOVALS`]
+/// shard a few ms at such a moment; it runs at most once per [`crate::naming::registry::COMPACT_AFTER_REMOVALS`]
 /// removed services.
 fn release_free_heap() {
     #[cfg(target_env = "gnu")]
@@ -101,7 +101,7 @@ pub struct Shard {
     /// Monotonic clock for leases.
     pub clock: SystemClock,
     /// Probe schedules of persistent instances this shard owns.
-    pub prober: RefCell<crate::probe::Prober>,
+    pub prober: RefCell<crate::naming::probe::Prober>,
     /// This shard's open HTTP connections.
     pub connections: crate::http::Connections,
     datagrams: std::cell::Cell<u64>,
@@ -125,7 +125,7 @@ impl Shard {
             push: RefCell::new(push),
             udp,
             clock,
-            prober: RefCell::new(crate::probe::Prober::new(clock.now_ms())),
+            prober: RefCell::new(crate::naming::probe::Prober::new(clock.now_ms())),
             connections: Default::default(),
             datagrams: std::cell::Cell::new(0),
             probes_running: std::cell::Cell::new(0),
@@ -197,11 +197,12 @@ impl Shard {
     /// refuses is sent one by one, waiting on io_uring.
     async fn send_all(&self, out: Vec<Outgoing>, changed_at: Option<Instant>) {
         use std::os::fd::AsRawFd;
-        let mut batch: Vec<&Outgoing> = Vec::with_capacity(out.len().min(crate::push::SEND_BATCH));
+        let mut batch: Vec<&Outgoing> =
+            Vec::with_capacity(out.len().min(crate::naming::push::SEND_BATCH));
         let mut i = 0;
         while i < out.len() {
             batch.clear();
-            while i < out.len() && batch.len() < crate::push::SEND_BATCH {
+            while i < out.len() && batch.len() < crate::naming::push::SEND_BATCH {
                 let o = &out[i];
                 i += 1;
                 let n = self.datagrams.get().wrapping_add(1);
@@ -212,12 +213,12 @@ impl Shard {
                     batch.push(o);
                 }
             }
-            let sent = crate::push::send_batch(self.udp.as_raw_fd(), &batch);
+            let sent = crate::naming::push::send_batch(self.udp.as_raw_fd(), &batch);
             for (k, o) in batch.iter().enumerate() {
                 let ok = if k < sent {
                     true
                 } else {
-                    match crate::push::send_now(self.udp.as_raw_fd(), &o.packet, o.addr) {
+                    match crate::naming::push::send_now(self.udp.as_raw_fd(), &o.packet, o.addr) {
                         Some(r) => r.is_ok(),
                         None => self.udp.send_to(&o.packet, o.addr).await.is_ok(),
                     }
@@ -233,7 +234,7 @@ impl Shard {
 
     /// Starts the probes that are due (at most [`MAX_PROBES`] running at once).
     fn start_probes(self: &Rc<Self>, now: u64) {
-        use crate::registry::ProbeTarget;
+        use crate::naming::registry::ProbeTarget;
         let new = self
             .registry
             .borrow_mut()
@@ -262,7 +263,7 @@ impl Shard {
             self.probes_running.set(self.probes_running.get() + 1);
             let me = self.clone();
             glommio::spawn_local(async move {
-                let outcome = crate::probe::run(&p).await;
+                let outcome = crate::naming::probe::run(&p).await;
                 me.probes_running.set(me.probes_running.get() - 1);
                 let now = me.clock.now_ms();
                 let health = me.registry.borrow().health_of(&p.service, &p.key);
@@ -303,9 +304,9 @@ impl Shard {
     pub async fn persist(
         &self,
         key: ServiceKey,
-        op: crate::consensus::naming::PersistentOp,
+        op: crate::naming::op::PersistentOp,
     ) -> ApiResult<Reply> {
-        use crate::consensus::naming::PersistentOp as Op;
+        use crate::naming::op::PersistentOp as Op;
         let creates = matches!(
             op,
             Op::Register { .. } | Op::CreateService { .. } | Op::UpdateCluster { .. }

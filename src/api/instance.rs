@@ -5,18 +5,18 @@ use bytes::Bytes;
 
 use super::{Answer, Ctx};
 use crate::clock::wall_ms;
-use crate::command::{Command, Patch, Reply, Target};
-use crate::consensus::naming::PersistentOp;
 use crate::error::{ApiError, ApiResult};
-use crate::instance::{check_ip, parse_port, InstanceSpec};
-use crate::params::{parse_int, to_boolean};
-use crate::push::{agent_can_push, target_addr, Subscription, PUSH_CACHE_MILLIS};
-use crate::registry::BEAT_OK;
-use crate::service::{
+use crate::naming::command::{Command, Patch, Reply, Target};
+use crate::naming::instance::{check_ip, parse_port, InstanceSpec};
+use crate::naming::op::PersistentOp;
+use crate::naming::params::{parse_int, to_boolean};
+use crate::naming::push::{agent_can_push, target_addr, Subscription, PUSH_CACHE_MILLIS};
+use crate::naming::registry::BEAT_OK;
+use crate::naming::service::{
     check_instance_params, check_metadata, check_service_name_chars, parse_metadata, ServiceKey,
     DEFAULT_CLUSTER,
 };
-use crate::view::{render_missing, ListQuery};
+use crate::naming::view::{render_missing, ListQuery};
 
 /// `cacheMillis` for clients that are not push targets (Nacos `defaultCacheMillis`).
 pub const CACHE_MILLIS: u64 = 3000;
@@ -87,7 +87,7 @@ fn published(
     port: u16,
     cluster: Option<&str>,
     ephemeral: Option<bool>,
-) -> Option<std::sync::Arc<crate::instance::Instance>> {
+) -> Option<std::sync::Arc<crate::naming::instance::Instance>> {
     let view = ctx.shard.shared.view.get(key.as_ref())?;
     view.instances
         .iter()
@@ -178,7 +178,7 @@ pub async fn patch(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         None => None,
     };
     let weight = match p.optional("weight") {
-        Some(w) => Some(crate::params::parse_f64(w)?),
+        Some(w) => Some(crate::naming::params::parse_f64(w)?),
         None => None,
     };
     let patch = Patch {
@@ -314,13 +314,13 @@ struct BeatInfo {
     cluster: Option<String>,
     weight: f64,
     ephemeral: bool,
-    metadata: crate::service::Metadata,
+    metadata: crate::naming::service::Metadata,
 }
 
 /// Longest `beat` parameter accepted, in bytes: the largest metadata
-/// ([`crate::service::MAX_METADATA_RAW_LEN`]) plus 8 KiB for the other fields (ip, cluster and
+/// ([`crate::naming::service::MAX_METADATA_RAW_LEN`]) plus 8 KiB for the other fields (ip, cluster and
 /// service name are all bounded well below that). Checked before parsing.
-pub const MAX_BEAT_LEN: usize = crate::service::MAX_METADATA_RAW_LEN + (8 << 10);
+pub const MAX_BEAT_LEN: usize = crate::naming::service::MAX_METADATA_RAW_LEN + (8 << 10);
 
 fn parse_beat(raw: &str) -> ApiResult<BeatInfo> {
     if raw.len() > MAX_BEAT_LEN {
@@ -344,7 +344,7 @@ fn parse_beat(raw: &str) -> ApiResult<BeatInfo> {
         None => None,
     };
     let weight = match text("weight") {
-        Some(w) => crate::params::parse_f64(&w)?,
+        Some(w) => crate::naming::params::parse_f64(&w)?,
         None => 1.0,
     };
     let metadata = match v.get("metadata") {

@@ -19,8 +19,8 @@ use futures_lite::FutureExt;
 
 use crate::error::{ApiError, ApiResult};
 use crate::http::{Chunks, Method, Request};
-use crate::params::Params;
-use crate::service::{
+use crate::naming::params::Params;
+use crate::naming::service::{
     check_namespace, check_service_name_format, grouped_name, ServiceKey, DEFAULT_NAMESPACE,
 };
 use crate::shard::Shard;

@@ -7,15 +7,15 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::{Answer, Ctx};
-use crate::command::Command;
-use crate::consensus::naming::PersistentOp;
 use crate::error::{ApiError, ApiResult};
-use crate::service::ServiceSettings;
-use crate::service::{
+use crate::naming::command::Command;
+use crate::naming::op::PersistentOp;
+use crate::naming::service::ServiceSettings;
+use crate::naming::service::{
     check_service_name_chars, group_of, name_of, parse_metadata, parse_selector, ClusterMeta,
     Metadata, DEFAULT_GROUP,
 };
-use crate::view::ServiceView;
+use crate::naming::view::ServiceView;
 
 fn settings(ctx: &Ctx<'_>, threshold_required: bool) -> ApiResult<ServiceSettings> {
     let p = &ctx.params;
@@ -24,7 +24,7 @@ fn settings(ctx: &Ctx<'_>, threshold_required: bool) -> ApiResult<ServiceSetting
     } else {
         p.optional_or("protectThreshold", "0.0")
     };
-    let t = crate::params::parse_f64(raw)?;
+    let t = crate::naming::params::parse_f64(raw)?;
     if !(0.0..=1.0).contains(&t) {
         return Err(ApiError::bad_request(format!(
             "Param 'protectThreshold' is illegal: {t} is not in 0.0-1.0"
@@ -73,7 +73,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         )));
     };
     if !view.instances.is_empty() {
-        return Err(crate::registry::has_instances(&key));
+        return Err(crate::naming::registry::has_instances(&key));
     }
     drop(view);
     ctx.shard.persist(key, PersistentOp::DeleteService).await?;
@@ -254,8 +254,8 @@ pub fn all_dom_names(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 /// a bare array and, as in Nacos 1.4.6, page `pageNo` starts at item `pageNo * pageSize`.
 pub fn catalog_services(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let p = &ctx.params;
-    let page_no = crate::params::parse_int(p.required("pageNo")?)?;
-    let page_size = crate::params::parse_int(p.required("pageSize")?)?.max(0) as usize;
+    let page_no = crate::naming::params::parse_int(p.required("pageNo")?)?;
+    let page_size = crate::naming::params::parse_int(p.required("pageSize")?)?.max(0) as usize;
     let ns = ctx.namespace()?;
     let with_instances = p.strict_bool("withInstances", false);
     let name_q = p.optional_or("serviceNameParam", "");
@@ -346,8 +346,8 @@ pub fn catalog_instances(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let p = &ctx.params;
     let key = ctx.service_key()?;
     let cluster = p.required("clusterName")?;
-    let page_no = crate::params::parse_int(p.required("pageNo")?)?.max(1) as usize;
-    let page_size = crate::params::parse_int(p.required("pageSize")?)?.max(0) as usize;
+    let page_no = crate::naming::params::parse_int(p.required("pageNo")?)?.max(1) as usize;
+    let page_size = crate::naming::params::parse_int(p.required("pageSize")?)?.max(0) as usize;
     let Some(view) = ctx.shard.shared.view.get(key.as_ref()) else {
         return Err(ApiError::server(format!(
             "service {} is not found!",
@@ -414,10 +414,11 @@ pub fn catalog_service(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 pub async fn subscribers(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let p = &ctx.params;
     let key = ctx.service_key()?;
-    let page_no = crate::params::parse_int(p.optional_or("pageNo", "1"))?.max(1) as usize;
-    let page_size = crate::params::parse_int(p.optional_or("pageSize", "1000"))?.max(0) as usize;
+    let page_no = crate::naming::params::parse_int(p.optional_or("pageNo", "1"))?.max(1) as usize;
+    let page_size =
+        crate::naming::params::parse_int(p.optional_or("pageSize", "1000"))?.max(0) as usize;
     let subs = match ctx.shard.execute(key.clone(), Command::Subscribers).await? {
-        crate::command::Reply::Subscribers(s) => s,
+        crate::naming::command::Reply::Subscribers(s) => s,
         _ => Vec::new(),
     };
     let count = subs.len();
@@ -446,8 +447,8 @@ pub async fn update_cluster(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let p = &ctx.params;
     let key = ctx.service_key()?;
     let cluster = p.required("clusterName")?;
-    let check_port = crate::params::parse_int(p.required("checkPort")?)?;
-    let use_instance_port = crate::params::to_boolean(p.required("useInstancePort4Check")?);
+    let check_port = crate::naming::params::parse_int(p.required("checkPort")?)?;
+    let use_instance_port = crate::naming::params::to_boolean(p.required("useInstancePort4Check")?);
     let checker_raw = p.required("healthChecker")?;
     let checker: Value = serde_json::from_str(checker_raw).map_err(|e| {
         ApiError::bad_request(format!("Param 'healthChecker' is not valid JSON: {e}"))
@@ -470,7 +471,7 @@ pub async fn update_cluster(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         use_instance_port,
         metadata,
     };
-    crate::service::check_cluster_name(cluster)?;
+    crate::naming::service::check_cluster_name(cluster)?;
     if ctx.shard.shared.view.get(key.as_ref()).is_none() {
         return Err(ApiError::server(format!(
             "service not found:{}",

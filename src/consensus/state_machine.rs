@@ -15,8 +15,9 @@
 use muster_storage::event::Event;
 use raft::eraftpb::EntryType;
 
-use crate::consensus::naming::{event_key, parse_event_key, Durable, PersistentOp};
-use crate::service::ServiceKey;
+use crate::consensus::naming::{event_key, parse_event_key, Durable};
+use crate::naming::op::PersistentOp;
+use crate::naming::service::ServiceKey;
 
 /// Why persisted bytes (an op body, a snapshot image) do not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,17 +41,6 @@ pub enum DecodeError {
         /// The decoder's message.
         why: String,
     },
-    /// A JSON op lacks a field its kind needs.
-    #[error("op {op:?} is missing field `{field}`")]
-    MissingField {
-        /// The op kind.
-        op: String,
-        /// The missing field.
-        field: &'static str,
-    },
-    /// A JSON op of an unknown kind.
-    #[error("unknown op {0:?}")]
-    UnknownOp(String),
     /// A service key that is not `namespace##group@@name`.
     #[error("bad service key {0:?}")]
     BadKey(String),
@@ -267,7 +257,7 @@ impl Domain for Durable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::InstanceSpec;
+    use crate::naming::instance::InstanceSpec;
 
     fn register(ip: &str) -> Change {
         let mut instance = InstanceSpec::new(ip, 3306);

@@ -6,7 +6,7 @@
 //! processes and versions, so every member computes the same owner.
 
 use crate::hash::owner_shard;
-use crate::service::ServiceKey;
+use crate::naming::service::ServiceKey;
 
 /// A cluster member's identity. Standalone Muster is member 0 of a one-member cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -22,15 +22,15 @@ use muster_storage::wal::Options;
 use raft::eraftpb::Entry;
 
 use crate::clock::wall_ms;
-use crate::command::{Command, Envelope, Reply, Restore};
 use crate::consensus;
 use crate::consensus::driver::{Action, Driver, Ticks};
-use crate::consensus::naming::PersistentOp;
 use crate::consensus::recover::{fold, Recovery};
 use crate::consensus::state_machine::{Change, StateMachine};
 use crate::error::ApiResult;
+use crate::naming::command::{Command, Envelope, Reply, Restore};
+use crate::naming::op::PersistentOp;
+use crate::naming::service::ServiceKey;
 use crate::node::Error;
-use crate::service::ServiceKey;
 use crate::shard::Shared;
 
 /// Raft tick period.

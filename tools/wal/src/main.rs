@@ -277,7 +277,7 @@ fn op_json(body: &[u8]) -> Option<Result<String, DecodeError>> {
         return None;
     }
     Some(
-        muster::consensus::naming::PersistentOp::decode_body(body).map(|op| {
+        muster::naming::op::PersistentOp::decode_body(body).map(|op| {
             serde_json::to_string(&op).unwrap_or_else(|e| format!("(op not printable: {e})"))
         }),
     )

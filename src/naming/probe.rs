@@ -12,9 +12,9 @@ use hashbrown::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::instance::InstanceKey;
-use crate::service::ServiceKey;
-use crate::wheel::Wheel;
+use crate::naming::instance::InstanceKey;
+use crate::naming::service::ServiceKey;
+use crate::naming::wheel::Wheel;
 
 /// Consecutive results needed to flip health.
 pub const CHECK_TIMES: u8 = 3;
@@ -317,7 +317,7 @@ mod tests {
         Probe {
             service: ServiceKey::new("public", "DEFAULT_GROUP@@db"),
             key: InstanceKey {
-                ip: crate::instance::Host::from("127.0.0.1"),
+                ip: crate::naming::instance::Host::from("127.0.0.1"),
                 port: 3306,
                 cluster: Arc::from("DEFAULT"),
                 ephemeral: false,

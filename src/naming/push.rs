@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::service::ServiceKey;
-use crate::view::{ListQuery, ServiceView};
+use crate::naming::service::ServiceKey;
+use crate::naming::view::{ListQuery, ServiceView};
 
 /// `cacheMillis` told to push targets (Nacos `defaultPushCacheMillis`).
 pub const PUSH_CACHE_MILLIS: u64 = 10_000;
@@ -481,7 +481,7 @@ fn render_data(
     };
     match view.map(|v| v.render_list(&q)) {
         Some(Ok(chunks)) => chunks.concat(),
-        _ => crate::view::render_missing(&key.grouped, &q).to_vec(),
+        _ => crate::naming::view::render_missing(&key.grouped, &q).to_vec(),
     }
 }
 
@@ -534,8 +534,8 @@ pub fn target_addr(client_ip: Option<&str>, peer: IpAddr, udp_port: u16) -> Sock
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::{Instance, InstanceSpec, Timing};
-    use crate::service::ServiceMeta;
+    use crate::naming::instance::{Instance, InstanceSpec, Timing};
+    use crate::naming::service::ServiceMeta;
     use std::io::Read;
     use std::sync::Arc;
 

@@ -4,9 +4,9 @@
 //! bounded inbox and is answered through its reply channel after the owner has applied it.
 
 use crate::error::ApiResult;
-use crate::instance::InstanceSpec;
-use crate::push::Subscription;
-use crate::service::{Metadata, ServiceKey};
+use crate::naming::instance::InstanceSpec;
+use crate::naming::push::Subscription;
+use crate::naming::service::{Metadata, ServiceKey};
 
 /// A change to one service.
 #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ pub enum Command {
     /// `GET /service/subscribers`: the live push targets.
     Subscribers,
     /// A committed persistent change, applied by the owner after raft committed it.
-    Committed(crate::consensus::naming::PersistentOp),
+    Committed(crate::naming::op::PersistentOp),
     /// A service's recovered persistent state, applied once at startup before the server is
     /// ready (one message per service instead of one per instance).
     Restore(Box<Restore>),
@@ -103,9 +103,9 @@ pub struct Patch {
 #[derive(Debug, Clone)]
 pub struct Restore {
     /// Settings, if the service was created or updated through the API.
-    pub settings: Option<crate::service::ServiceSettings>,
+    pub settings: Option<crate::naming::service::ServiceSettings>,
     /// Clusters set with `PUT /cluster`.
-    pub clusters: Vec<(String, crate::service::ClusterMeta)>,
+    pub clusters: Vec<(String, crate::naming::service::ClusterMeta)>,
     /// The persistent instances (shared with the raft thread's copy).
     pub instances: Vec<std::sync::Arc<InstanceSpec>>,
 }

@@ -12,15 +12,15 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
-use crate::command::{Command, Patch, Reply, Restore, Target};
-use crate::consensus::naming::PersistentOp;
 use crate::error::{ApiError, ApiResult};
-use crate::instance::{Host, Instance, InstanceKey, InstanceSpec, Timing};
-use crate::roster::Roster;
-use crate::service::ServiceSettings;
-use crate::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
-use crate::view::{ReadView, ServiceView};
-use crate::wheel::Wheel;
+use crate::naming::command::{Command, Patch, Reply, Restore, Target};
+use crate::naming::instance::{Host, Instance, InstanceKey, InstanceSpec, Timing};
+use crate::naming::op::PersistentOp;
+use crate::naming::roster::Roster;
+use crate::naming::service::ServiceSettings;
+use crate::naming::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
+use crate::naming::view::{ReadView, ServiceView};
+use crate::naming::wheel::Wheel;
 
 /// Beat answer code: OK.
 pub const BEAT_OK: u32 = 10200;
@@ -31,7 +31,7 @@ pub const BEAT_NOT_FOUND: u32 = 20404;
 #[derive(Debug)]
 pub enum ProbeTarget {
     /// Probe it now.
-    Probe(crate::probe::Probe),
+    Probe(crate::naming::probe::Probe),
     /// Not probe-able at the moment; look again later.
     Idle,
     /// Gone: stop tracking.
@@ -139,7 +139,7 @@ pub struct Registry {
     view: Arc<ReadView>,
     clusters: HashMap<Arc<str>, ()>,
     /// Persistent instances added since the prober last asked, oldest first.
-    new_persistent: std::collections::VecDeque<crate::probe::ProbeId>,
+    new_persistent: std::collections::VecDeque<crate::naming::probe::ProbeId>,
     dirty: HashSet<ServiceKey>,
     deleted: Vec<ServiceKey>,
     next_gen: u32,
@@ -185,7 +185,7 @@ impl Registry {
     /// Up to `limit` of the persistent instances added and not yet taken, oldest first, for the
     /// prober to track. Bounded so that a restore of a million instances is handed over over
     /// several ticks instead of stalling one.
-    pub fn take_new_persistent(&mut self, limit: usize) -> Vec<crate::probe::ProbeId> {
+    pub fn take_new_persistent(&mut self, limit: usize) -> Vec<crate::naming::probe::ProbeId> {
         let n = limit.min(self.new_persistent.len());
         self.new_persistent.drain(..n).collect()
     }
@@ -208,7 +208,8 @@ impl Registry {
         let Some(cluster) = svc.meta.clusters.get(&key.cluster) else {
             return ProbeTarget::Idle;
         };
-        let Some(checker) = crate::probe::Checker::from_json(&cluster.health_checker) else {
+        let Some(checker) = crate::naming::probe::Checker::from_json(&cluster.health_checker)
+        else {
             return ProbeTarget::Idle;
         };
         let Ok(ip) = key.ip.parse::<std::net::IpAddr>() else {
@@ -222,7 +223,7 @@ impl Registry {
         } else {
             u16::try_from(cluster.check_port).unwrap_or(key.port)
         };
-        ProbeTarget::Probe(crate::probe::Probe {
+        ProbeTarget::Probe(crate::naming::probe::Probe {
             service: service.clone(),
             key: key.clone(),
             addr: std::net::SocketAddr::new(ip, port),
@@ -429,7 +430,7 @@ impl Registry {
     ///
     /// The one refusal: `DeleteService` of a service that still has persistent instances
     /// changes nothing and answers 400, exactly when
-    /// [`crate::consensus::naming::Durable::apply_change`] refuses it too, so live state and a
+    /// `consensus::naming::Durable::apply_change` refuses it too, so live state and a
     /// replay agree. (The API refuses any non-empty
     /// service before proposing; this catches a persistent register that raced the delete. An
     /// ephemeral one that raced it goes with the service, as it would on replay; its next beat
@@ -834,7 +835,7 @@ impl Registry {
                     let interval = self.life.timing.with_overrides(&spec.metadata).interval_ms;
                     let explicit = spec
                         .metadata
-                        .contains_key(crate::instance::HEART_BEAT_INTERVAL);
+                        .contains_key(crate::naming::instance::HEART_BEAT_INTERVAL);
                     self.upsert(key, &spec, now);
                     if explicit {
                         interval
@@ -955,7 +956,7 @@ impl Registry {
 fn service_entry<'a>(
     services: &'a mut HashMap<ServiceKey, ServiceState>,
     ids: &mut ServiceIds,
-    census: &crate::view::Census,
+    census: &crate::naming::view::Census,
     key: &ServiceKey,
 ) -> &'a mut ServiceState {
     services.entry_ref(key).or_insert_with(|| {
@@ -999,7 +1000,7 @@ fn intern(pool: &mut HashMap<Arc<str>, ()>, s: &str) -> Arc<str> {
 fn interval_of(inst: &Instance, default: u64) -> u64 {
     if inst
         .metadata
-        .contains_key(crate::instance::HEART_BEAT_INTERVAL)
+        .contains_key(crate::naming::instance::HEART_BEAT_INTERVAL)
     {
         inst.timing().interval_ms
     } else {
@@ -1017,7 +1018,7 @@ fn smallest_unused_id(ids: impl Iterator<Item = u32>) -> u32 {
 mod tests {
     use super::*;
     use crate::clock::{Clock, ManualClock};
-    use crate::view::ListQuery;
+    use crate::naming::view::ListQuery;
 
     fn spec(ip: &str, port: u16) -> InstanceSpec {
         InstanceSpec::new(ip, port)
@@ -1264,12 +1265,18 @@ mod tests {
     fn preserved_metadata_overrides_timeouts_and_interval() {
         let mut f = Fixture::new(Lifecycle::default());
         let mut s = spec("10.0.0.1", 80);
-        s.metadata
-            .insert(crate::instance::HEART_BEAT_TIMEOUT.into(), "1000".into());
-        s.metadata
-            .insert(crate::instance::IP_DELETE_TIMEOUT.into(), "2000".into());
-        s.metadata
-            .insert(crate::instance::HEART_BEAT_INTERVAL.into(), "500".into());
+        s.metadata.insert(
+            crate::naming::instance::HEART_BEAT_TIMEOUT.into(),
+            "1000".into(),
+        );
+        s.metadata.insert(
+            crate::naming::instance::IP_DELETE_TIMEOUT.into(),
+            "2000".into(),
+        );
+        s.metadata.insert(
+            crate::naming::instance::HEART_BEAT_INTERVAL.into(),
+            "500".into(),
+        );
         f.apply(Command::Register(s)).unwrap();
         let r = f.beat("10.0.0.1");
         assert_eq!(
@@ -1638,7 +1645,7 @@ mod tests {
                 }
                 if i == 5 {
                     s.metadata.insert(
-                        crate::instance::INSTANCE_ID_GENERATOR.into(),
+                        crate::naming::instance::INSTANCE_ID_GENERATOR.into(),
                         "snowflake".into(),
                     );
                 }
@@ -1727,7 +1734,7 @@ mod tests {
         for i in 1..=3 {
             let mut s = spec(&format!("10.0.0.{i}"), 80);
             s.metadata.insert(
-                crate::instance::INSTANCE_ID_GENERATOR.into(),
+                crate::naming::instance::INSTANCE_ID_GENERATOR.into(),
                 "snowflake".into(),
             );
             f.apply(Command::Register(s)).unwrap();

@@ -22,7 +22,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use crate::hash::instance_hash;
-use crate::instance::{Instance, InstanceKey};
+use crate::naming::instance::{Instance, InstanceKey};
 
 /// Most instances in one chunk; a chunk that would grow past it splits in two halves.
 pub const MAX: usize = 32;
@@ -410,7 +410,7 @@ impl<'a> IntoIterator for &'a Roster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instance::{InstanceSpec, Timing};
+    use crate::naming::instance::{InstanceSpec, Timing};
 
     fn inst(n: u32, eph: bool, healthy: bool) -> Arc<Instance> {
         let ip = format!("10.0.{}.{}", n / 256, n % 256);
@@ -419,7 +419,7 @@ mod tests {
         Arc::new(Instance::build(
             &spec,
             Arc::from("DEFAULT"),
-            crate::instance::Host::from(ip.as_str()),
+            crate::naming::instance::Host::from(ip.as_str()),
             None,
             healthy,
             Timing::default(),

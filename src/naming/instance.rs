@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::error::{ApiError, ApiResult};
-use crate::service::{name_of, Metadata};
+use crate::naming::service::{name_of, Metadata};
 
 /// Smallest accepted weight.
 pub const MIN_WEIGHT: f64 = 0.0;
@@ -243,7 +243,7 @@ impl InstanceSpec {
         InstanceSpec {
             ip: ip.to_string(),
             port,
-            cluster: crate::service::DEFAULT_CLUSTER.to_string(),
+            cluster: crate::naming::service::DEFAULT_CLUSTER.to_string(),
             weight: 1.0,
             healthy: true,
             enabled: true,
@@ -313,7 +313,7 @@ pub fn check_ip(ip: &str) -> ApiResult<()> {
 
 /// Parses a port like `Integer.parseInt` and bounds it to 0–65535.
 pub fn parse_port(raw: &str) -> ApiResult<u16> {
-    let p = crate::params::parse_int(raw)?;
+    let p = crate::naming::params::parse_int(raw)?;
     u16::try_from(p).map_err(|_| {
         ApiError::bad_request(format!("Param 'port' is illegal: {p} is not in 0-65535"))
     })
@@ -693,7 +693,7 @@ mod tests {
         Instance::build(
             s,
             Arc::from(s.cluster.as_str()),
-            crate::instance::Host::from(s.ip.as_str()),
+            crate::naming::instance::Host::from(s.ip.as_str()),
             None,
             true,
             Timing::default(),

@@ -17,9 +17,9 @@ use md5::{Digest, Md5};
 
 use crate::error::{ApiError, ApiResult};
 use crate::hash::stable_hash;
-use crate::instance::Instance;
-use crate::roster::Roster;
-use crate::service::{name_of, KeyRef, ServiceKey, ServiceMeta};
+use crate::naming::instance::Instance;
+use crate::naming::roster::Roster;
+use crate::naming::service::{name_of, KeyRef, ServiceKey, ServiceMeta};
 
 /// Number of lock stripes in the read view.
 const STRIPES: usize = 64;
