@@ -2,7 +2,8 @@
 //!
 //! A connection is one task on the shard that accepted it: read into a per-connection buffer,
 //! parse the head with `httparse` (borrowed slices, no allocation), take the body (declared
-//! length or chunked, under the configured cap), answer through [`crate::api::handle`], and
+//! length or chunked, under the configured cap), answer through the application's
+//! [`Handler`] (the Nacos API; this module knows nothing of it), and
 //! write the reply head and body with one `sendmsg` (a large cached body goes out with
 //! `sendfile` from the [`crate::arena`]). Requests on a keep-alive connection are answered in
 //! order, pipelined ones included.
@@ -46,7 +47,57 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use hashbrown::HashMap;
 
 use crate::error::ApiError;
-use crate::shard::Shard;
+
+/// Content type of protocol-level refusals.
+const TEXT: &str = "text/plain;charset=UTF-8";
+
+/// Limits the HTTP layer enforces on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (request line + headers) in bytes; larger is 431.
+    pub max_header_bytes: usize,
+    /// Largest request body in bytes; larger is 413.
+    pub max_body_bytes: usize,
+    /// A connection with no request in progress is closed after this long.
+    pub idle_timeout: Duration,
+    /// A request head must arrive whole within this long of its first byte (of accept for a
+    /// connection's first request).
+    pub head_timeout: Duration,
+}
+
+/// A response: status, content type and body (`Content-Length` framed).
+#[derive(Debug)]
+pub struct Response {
+    /// HTTP status.
+    pub status: u16,
+    /// Content type.
+    pub content_type: &'static str,
+    /// Body.
+    pub body: Chunks,
+}
+
+/// What the HTTP layer needs from the application that answers requests: its limits, the
+/// registry of open connections (closed at shutdown), the answer to each request, and where to
+/// count what the protocol layer refused on its own.
+pub trait Handler: 'static {
+    /// Limits for connections of this handler.
+    fn limits(&self) -> Limits;
+    /// The open connections of this executor.
+    fn connections(&self) -> &Connections;
+    /// The address listened on (the local address when a socket cannot tell its own).
+    fn listen_addr(&self) -> SocketAddr;
+    /// Answers one request. Never fails: errors are answers too.
+    fn handle<'a>(
+        self: &'a Rc<Self>,
+        req: &'a Request<'a>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> impl std::future::Future<Output = Response> + 'a;
+    /// Counts a request refused by the HTTP layer (400, 413, 431, 501) before [`Handler::handle`].
+    fn refused(&self);
+    /// Counts a connection closed because its head missed the head deadline.
+    fn head_timed_out(&self);
+}
 
 /// Most header fields in one request head.
 pub const MAX_HEADERS: usize = 64;
@@ -854,8 +905,8 @@ enum Connection {
 /// Serves one connection until the client closes it, it idles out (`idle_timeout_ms`), a head
 /// misses its deadline (`head_timeout_ms`), a request is refused at the protocol level, or
 /// shutdown closes it.
-pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
-    let cfg = &shard.shared.config;
+pub async fn serve<H: Handler>(app: Rc<H>, stream: glommio::net::TcpStream) {
+    let limits = app.limits();
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
     // Non-blocking, so `sendfile` (which has no MSG_DONTWAIT) never parks the shard on a full
@@ -868,8 +919,8 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
             libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
     }
-    let idle_timeout = Duration::from_millis(cfg.idle_timeout_ms.max(1));
-    let head_timeout = Duration::from_millis(cfg.head_timeout_ms.max(1));
+    let idle_timeout = limits.idle_timeout.max(Duration::from_millis(1));
+    let head_timeout = limits.head_timeout.max(Duration::from_millis(1));
     // A fresh connection's first head must arrive whole within the head deadline of accept;
     // later heads within it of their first byte. Between requests the idle timeout applies.
     let _ = stream.set_read_timeout(Some(idle_timeout.min(head_timeout)));
@@ -877,8 +928,8 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
     let peer = stream
         .peer_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let local = stream.local_addr().unwrap_or(shard.shared.listen);
-    let conns = &shard.connections;
+    let local = stream.local_addr().unwrap_or_else(|_| app.listen_addr());
+    let conns = app.connections();
     let (id, idle) = conns.add(fd);
     let _registered = Registered { conns, id };
     let mut c = Conn {
@@ -889,7 +940,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
         body: Vec::new(),
         out: Vec::with_capacity(256),
     };
-    let (max_header, max_body) = (cfg.max_header_bytes, cfg.max_body_bytes);
+    let (max_header, max_body) = (limits.max_header_bytes, limits.max_body_bytes);
     loop {
         // Between requests: close at shutdown, otherwise wait for the next head.
         if c.start == c.end {
@@ -906,10 +957,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
             idle.set(false);
             if got.is_err() {
                 if head_deadline.is_some_and(|d| Instant::now() >= d) {
-                    shard
-                        .metrics()
-                        .head_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
+                    app.head_timed_out();
                 }
                 return;
             }
@@ -923,24 +971,18 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                     // at a time cannot hold the connection past it.
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        shard
-                            .metrics()
-                            .head_timeouts
-                            .fetch_add(1, Ordering::Relaxed);
+                        app.head_timed_out();
                         return;
                     }
                     let _ = c.stream.set_read_timeout(Some(left.min(idle_timeout)));
                     if c.fill(max_header + 1).await.is_err() {
                         if Instant::now() >= deadline {
-                            shard
-                                .metrics()
-                                .head_timeouts
-                                .fetch_add(1, Ordering::Relaxed);
+                            app.head_timed_out();
                         }
                         return;
                     }
                 }
-                Err(e) => return c.refuse(shard.metrics(), e, "/").await,
+                Err(e) => return c.refuse(&*app, e, "/").await,
             }
         };
         head_deadline = None;
@@ -952,9 +994,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
             Framing::Length(n) => {
                 if n > max_body {
                     let p = path(&c);
-                    return c
-                        .refuse(shard.metrics(), ApiError::too_large(max_body), &p)
-                        .await;
+                    return c.refuse(&*app, ApiError::too_large(max_body), &p).await;
                 }
                 if head.expect_continue && c.end - body_at < n && c.send_continue().await.is_err() {
                     return;
@@ -969,7 +1009,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                                 "cannot read request body: the client closed after {} of {n} bytes",
                                 c.end - body_at
                             ));
-                            return c.refuse(shard.metrics(), e, &p).await;
+                            return c.refuse(&*app, e, &p).await;
                         }
                         Err(ReadEnd::Failed) => return,
                     }
@@ -993,7 +1033,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                                 }
                             };
                             let p = path(&c);
-                            return c.refuse(shard.metrics(), err, &p).await;
+                            return c.refuse(&*app, err, &p).await;
                         }
                     }
                     if dechunk.state == ChunkState::Done {
@@ -1018,7 +1058,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                             let e = malformed(
                                 "cannot read request body: the client closed inside the chunked body",
                             );
-                            return c.refuse(shard.metrics(), e, &p).await;
+                            return c.refuse(&*app, e, &p).await;
                         }
                         Err(ReadEnd::Failed) => return,
                     }
@@ -1046,7 +1086,7 @@ pub async fn serve(shard: Rc<Shard>, stream: glommio::net::TcpStream) {
                     Framing::Chunked => &c.body,
                 },
             };
-            crate::api::handle(&shard, &req, peer, local).await
+            app.handle(&req, peer, local).await
         };
         c.start += consumed;
         // A request that arrives while shutdown begins is still answered; then the connection
@@ -1082,15 +1122,13 @@ fn head_str(head: &[u8], r: (usize, usize)) -> String {
 impl Conn {
     /// Answers a request refused at the protocol level with `err` (rendered for `path`), then
     /// closes with a lingering read. Counted in `muster_http_refused_total`.
-    async fn refuse(&mut self, metrics: &crate::metrics::ShardMetrics, err: ApiError, path: &str) {
-        metrics
-            .http_refused
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    async fn refuse(&mut self, app: &impl Handler, err: ApiError, path: &str) {
+        app.refused();
         let body = Chunks::one(Bytes::from(err.body(path)));
         write_head(
             &mut self.out,
             err.status,
-            crate::api::TEXT,
+            TEXT,
             body.len(),
             Connection::Close,
         );

@@ -2,7 +2,7 @@
 //!
 //! Startup checks that no other process listens on the address, binds it once to resolve port 0,
 //! then every shard listens on the same address with `SO_REUSEPORT` so the kernel spreads
-//! connections across shards (see [`crate::listener`] for why a restart on the same port works). When every
+//! connections across shards (see [`crate::node::listener`] for why a restart on the same port works). When every
 //! shard is accepting, `muster listening on ADDR` is printed on stdout. SIGTERM or SIGINT stops
 //! accepting, lets in-flight requests finish (bounded by the grace period), and returns.
 
@@ -17,10 +17,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::listener::{self, ListenError};
-use crate::metrics::Metrics;
 use crate::naming::view::ReadView;
-use crate::shard::{Shard, Shared};
+use crate::node::listener::{self, ListenError};
+use crate::node::metrics::Metrics;
+use crate::node::shard::{Shard, Shared};
 
 /// Raises `RLIMIT_MEMLOCK` as far as allowed: io_uring needs locked memory for its rings.
 fn raise_memlock() {

@@ -23,7 +23,7 @@ use crate::naming::params::Params;
 use crate::naming::service::{
     check_namespace, check_service_name_format, grouped_name, ServiceKey, DEFAULT_NAMESPACE,
 };
-use crate::shard::Shard;
+use crate::node::shard::Shard;
 
 /// `application/json;charset=UTF-8`
 pub const JSON: &str = "application/json;charset=UTF-8";
@@ -163,15 +163,48 @@ pub fn route(method: Method, path: &str) -> Endpoint {
     }
 }
 
-/// A successful answer.
-#[derive(Debug)]
-pub struct Answer {
-    /// HTTP status (200 unless a handler says otherwise).
-    pub status: u16,
-    /// Content type.
-    pub content_type: &'static str,
-    /// Body.
-    pub body: Chunks,
+/// An answer: the HTTP layer's response (status 200 unless a handler says otherwise).
+pub use crate::http::Response as Answer;
+
+impl crate::http::Handler for Shard {
+    fn limits(&self) -> crate::http::Limits {
+        let cfg = &self.shared.config;
+        crate::http::Limits {
+            max_header_bytes: cfg.max_header_bytes,
+            max_body_bytes: cfg.max_body_bytes,
+            idle_timeout: std::time::Duration::from_millis(cfg.idle_timeout_ms),
+            head_timeout: std::time::Duration::from_millis(cfg.head_timeout_ms),
+        }
+    }
+
+    fn connections(&self) -> &crate::http::Connections {
+        &self.connections
+    }
+
+    fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    fn handle<'a>(
+        self: &'a Rc<Self>,
+        req: &'a Request<'a>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> impl std::future::Future<Output = Answer> + 'a {
+        handle(self, req, peer, local)
+    }
+
+    fn refused(&self) {
+        self.metrics()
+            .http_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn head_timed_out(&self) {
+        self.metrics()
+            .head_timeouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Answer {

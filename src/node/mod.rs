@@ -1,11 +1,18 @@
 //! The node layer: threads and IO around the domain and consensus layers.
 //!
+//! - [`shard`]: one pinned glommio executor owning a disjoint set of services: its mailbox,
+//!   ticks, push sockets and probes.
+//! - [`listener`]: the listening address: a live listener refuses start, leftovers never do.
+//! - [`metrics`]: counters and histograms of every shard, rendered for Prometheus.
 //! - [`error`]: why a write failed in the node, and how that becomes a Nacos answer.
 //! - [`ownership`]: who owns a service (member and shard): every routing decision asks it.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
 
 pub mod error;
+pub mod listener;
+pub mod metrics;
 pub mod ownership;
 pub mod raft;
+pub mod shard;
 
 pub use error::Error;

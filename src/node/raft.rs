@@ -30,8 +30,8 @@ use crate::error::ApiResult;
 use crate::naming::command::{Command, Envelope, Reply, Restore};
 use crate::naming::op::PersistentOp;
 use crate::naming::service::ServiceKey;
+use crate::node::shard::Shared;
 use crate::node::Error;
-use crate::shard::Shared;
 
 /// Raft tick period.
 const TICK: Duration = Duration::from_millis(100);

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use crate::clock::{wall_ms, Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
-use crate::metrics::{Metrics, ShardMetrics};
 use crate::naming::command::{Command, Envelope, Reply};
 use crate::naming::push::{Outgoing, Push, MAX_ACK_BYTES};
 use crate::naming::registry::Registry;
 use crate::naming::service::ServiceKey;
 use crate::naming::view::ReadView;
+use crate::node::metrics::{Metrics, ShardMetrics};
 use crate::node::Error;
 
 /// Most envelopes an owner applies before publishing and answering them as one batch.
