@@ -1,7 +1,7 @@
 //! The push round's send path and the list-cache arena.
 //!
 //! - `push_round_100`: one datagram (1 KiB) to each of 100 loopback subscribers, as one
-//!   `sendmmsg` batch ([`muster::naming::push::send_batch`]) and, for comparison, as 100 `sendto`s.
+//!   `sendmmsg` batch ([`muster::node::udp::send_batch`]) and, for comparison, as 100 `sendto`s.
 //!   Receivers are drained between iterations so socket buffers never fill.
 //! - `arena_store`: caching a 25 KiB host array in the memfd arena (written once, later sent
 //!   with `sendfile`) against a plain heap copy.
@@ -15,7 +15,8 @@ use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use muster::naming::push::{send_batch, Outgoing};
+use muster::naming::push::Outgoing;
+use muster::node::udp::send_batch;
 
 const SUBSCRIBERS: usize = 100;
 

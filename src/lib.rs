@@ -1,31 +1,28 @@
 //! Muster: a Nacos 1.x compatible service registry on a thread-per-core io_uring runtime.
 //!
-//! Reading order:
-//! - [`server`]: process lifecycle — shards, accept loops, graceful shutdown.
-//! - [`listener`]: the listening address: a live listener refuses start, leftovers never do.
-//! - [`shard`]: one pinned glommio executor owning a disjoint set of services; cross-shard writes.
-//! - [`http`]: HTTP/1.1 connections on glommio sockets (`httparse` heads, borrowed requests);
-//!   large cached bodies go out with `sendfile` from the [`arena`].
-//! - [`api`]: the Nacos 1.x HTTP surface, one module per resource.
-//! - [`registry`]: a shard's services, instances and leases; [`wheel`] keeps lease deadlines.
-//! - [`view`]: immutable published services that every shard reads without a hop; a service's
-//!   instances are a [`roster`] of shared copy-on-write chunks.
-//! - [`push`]: UDP push of changes to subscribers, with acks and one re-send.
-//! - [`probe`]: TCP and HTTP health probes of persistent instances.
-//! - [`service`], [`instance`], [`command`]: the data model and the writes.
-//! - [`consensus`], [`persistent`]: the raft group over the WAL and the persistent state it folds.
-//! - [`params`], [`error`]: request decoding and Nacos-style errors.
-//! - [`config`], [`clock`], [`hash`], [`metrics`]: settings, time, ownership, observability.
+//! Layers, each depending only on the ones before it (ARCHITECTURE.md; `tests/layers.rs`
+//! checks it):
+//! 1. Leaves: [`clock`], [`hash`] (stable ownership hash), [`status`], [`arena`] (memfd pages
+//!    for cached bodies), [`error`] (Nacos-style answers).
+//! 2. [`naming`]: the domain (model, validation, registry, leases, views, push and probe
+//!    schedules). No IO, no executor.
+//! 3. [`settings`]: the server's settings (flags, TOML, environment).
+//! 4. [`consensus`]: the raft driver without IO, the replicated state machine and its domains,
+//!    recovery from the WAL.
+//! 5. [`node`] and [`http`]: shards, their mailboxes and IO, the raft thread, ownership,
+//!    metrics; HTTP/1.1 connections, generic over a handler.
+//! 6. [`api`]: the Nacos HTTP surface (the one place domain errors become Nacos answers).
+//! 7. [`server`]: process lifecycle — start, accept everywhere, shut down gracefully.
 
-pub mod api;
+pub(crate) mod api;
 pub mod arena;
 pub mod clock;
-pub mod config;
 pub mod consensus;
-pub mod error;
-pub mod hash;
+pub(crate) mod error;
+pub(crate) mod hash;
 pub mod http;
 pub mod naming;
 pub mod node;
 pub mod server;
-pub mod status;
+pub mod settings;
+pub(crate) mod status;

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use muster::config::{Config, LogFormat};
+use muster::settings::{Config, LogFormat};
 
 fn main() -> ExitCode {
     let config = match Config::load() {

@@ -16,11 +16,11 @@ use std::time::Duration;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::clock::SystemClock;
-use crate::config::Config;
 use crate::naming::view::ReadView;
 use crate::node::listener::{self, ListenError};
 use crate::node::metrics::Metrics;
 use crate::node::shard::{Shard, Shared};
+use crate::settings::Config;
 
 /// Raises `RLIMIT_MEMLOCK` as far as allowed: io_uring needs locked memory for its rings.
 fn raise_memlock() {
@@ -82,7 +82,7 @@ pub enum StartError {
         /// What recovery reported.
         source: crate::consensus::Error,
         /// The recovery mode it ran in.
-        mode: crate::config::WalRecovery,
+        mode: crate::settings::WalRecovery,
     },
     /// The listen address is taken or cannot be bound.
     #[error(transparent)]
@@ -111,12 +111,12 @@ pub enum StartError {
 }
 
 /// What an operator can do about a recovery refusal in the strict mode.
-fn recovery_hint(e: &crate::consensus::Error, mode: crate::config::WalRecovery) -> &'static str {
+fn recovery_hint(e: &crate::consensus::Error, mode: crate::settings::WalRecovery) -> &'static str {
     // Only damage to the log's bytes: an entry this version cannot apply (say, a newer
     // domain) is not a damaged tail, and dropping it would lose acknowledged data.
     let damaged =
         matches!(e, crate::consensus::Error::Open { source, .. } if source.is_corruption());
-    if damaged && mode == crate::config::WalRecovery::Strict {
+    if damaged && mode == crate::settings::WalRecovery::Strict {
         "; if the damage is confined to the end of the log, `muster-wal verify` says so and \
          --wal-recovery truncate-tail drops it (see README, Operations)"
     } else {

@@ -38,10 +38,12 @@ macro_rules! endpoints {
         pub enum Endpoint { $($variant,)* }
         impl Endpoint {
             /// All endpoints, in declaration order (`ALL[e as usize] == e`).
+            #[cfg(test)]
             pub const ALL: &'static [Endpoint] = &[$(Endpoint::$variant,)*];
             /// The metrics labels, by endpoint number (`NAMES[e as usize] == e.name()`).
             pub const NAMES: &'static [&'static str] = &[$($name,)*];
             /// The metrics label.
+            #[cfg(test)]
             pub fn name(self) -> &'static str {
                 match self { $(Endpoint::$variant => $name,)* }
             }
@@ -262,8 +264,6 @@ pub struct Ctx<'a> {
     pub peer: SocketAddr,
     /// The address the client connected to.
     pub local: SocketAddr,
-    /// The raw body.
-    pub body: &'a [u8],
 }
 
 impl Ctx<'_> {
@@ -405,7 +405,6 @@ async fn dispatch(
         agent: req.agent,
         peer,
         local,
-        body: req.body,
     };
     match ep {
         InstanceRegister => instance::register(&ctx).await,

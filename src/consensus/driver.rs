@@ -98,7 +98,9 @@ impl<S: Storage> Driver<S> {
         self.node.propose(context, data)
     }
 
-    /// Feeds a message from a peer.
+    /// Feeds a message from a peer. Used by the tests now and by the peer transport once the
+    /// group has more than one member (cluster part 2).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn step(&mut self, msg: Message) -> Result<(), raft::Error> {
         self.node.step(msg)
     }
@@ -109,6 +111,7 @@ impl<S: Storage> Driver<S> {
     }
 
     /// The log store raft reads from.
+    #[cfg(test)]
     pub fn store(&self) -> &S {
         self.node.store()
     }

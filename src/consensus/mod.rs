@@ -4,10 +4,10 @@
 //!
 //! The raft thread that carries out the driver's actions lives in the node layer (`node::raft`).
 
-pub mod driver;
-pub mod error;
+pub(crate) mod driver;
+pub(crate) mod error;
 pub mod naming;
-pub mod recover;
+pub(crate) mod recover;
 pub mod state_machine;
 
 pub use error::Error;

@@ -14,11 +14,11 @@
 pub mod command;
 pub mod instance;
 pub mod op;
-pub mod params;
-pub mod probe;
+pub(crate) mod params;
+pub(crate) mod probe;
 pub mod push;
 pub mod registry;
 pub mod roster;
 pub mod service;
 pub mod view;
-pub mod wheel;
+pub(crate) mod wheel;

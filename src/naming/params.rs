@@ -113,11 +113,6 @@ impl<'a> Params<'a> {
             Some(v) => parse_f64(v),
         }
     }
-
-    /// Every (key, value) pair in order, for handlers that forward or echo parameters.
-    pub fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
-    }
 }
 
 /// commons-lang3 `BooleanUtils.toBoolean(String)`.

@@ -4,15 +4,18 @@
 //!   ticks, push sockets and probes.
 //! - [`listener`]: the listening address: a live listener refuses start, leftovers never do.
 //! - [`metrics`]: counters and histograms of every shard, rendered for Prometheus.
+//! - [`probe`], [`udp`]: the IO of health probes and of push datagrams.
 //! - [`error`]: why a write failed in the node, and how that becomes a Nacos answer.
 //! - [`ownership`]: who owns a service (member and shard): every routing decision asks it.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
 
-pub mod error;
-pub mod listener;
-pub mod metrics;
-pub mod ownership;
-pub mod raft;
-pub mod shard;
+pub(crate) mod error;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod ownership;
+pub(crate) mod probe;
+pub(crate) mod raft;
+pub(crate) mod shard;
+pub mod udp;
 
 pub use error::Error;

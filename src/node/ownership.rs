@@ -41,13 +41,9 @@ impl Ownership {
     }
 
     /// This member.
+    #[cfg(test)]
     pub fn this(&self) -> NodeId {
         self.this
-    }
-
-    /// Shards on each member.
-    pub fn shards(&self) -> usize {
-        self.shards
     }
 
     /// The owner of `key`. With one member, always this node.

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{wall_ms, Clock, SystemClock};
-use crate::config::Config;
 use crate::error::{ApiError, ApiResult};
 use crate::naming::command::{Command, Envelope, Reply};
 use crate::naming::push::{Outgoing, Push, MAX_ACK_BYTES};
@@ -21,6 +20,7 @@ use crate::naming::service::ServiceKey;
 use crate::naming::view::ReadView;
 use crate::node::metrics::{Metrics, ShardMetrics};
 use crate::node::Error;
+use crate::settings::Config;
 
 /// Most envelopes an owner applies before publishing and answering them as one batch.
 const INBOX_BATCH: usize = 256;
@@ -198,11 +198,11 @@ impl Shard {
     async fn send_all(&self, out: Vec<Outgoing>, changed_at: Option<Instant>) {
         use std::os::fd::AsRawFd;
         let mut batch: Vec<&Outgoing> =
-            Vec::with_capacity(out.len().min(crate::naming::push::SEND_BATCH));
+            Vec::with_capacity(out.len().min(crate::node::udp::SEND_BATCH));
         let mut i = 0;
         while i < out.len() {
             batch.clear();
-            while i < out.len() && batch.len() < crate::naming::push::SEND_BATCH {
+            while i < out.len() && batch.len() < crate::node::udp::SEND_BATCH {
                 let o = &out[i];
                 i += 1;
                 let n = self.datagrams.get().wrapping_add(1);
@@ -213,12 +213,12 @@ impl Shard {
                     batch.push(o);
                 }
             }
-            let sent = crate::naming::push::send_batch(self.udp.as_raw_fd(), &batch);
+            let sent = crate::node::udp::send_batch(self.udp.as_raw_fd(), &batch);
             for (k, o) in batch.iter().enumerate() {
                 let ok = if k < sent {
                     true
                 } else {
-                    match crate::naming::push::send_now(self.udp.as_raw_fd(), &o.packet, o.addr) {
+                    match crate::node::udp::send_now(self.udp.as_raw_fd(), &o.packet, o.addr) {
                         Some(r) => r.is_ok(),
                         None => self.udp.send_to(&o.packet, o.addr).await.is_ok(),
                     }
@@ -263,7 +263,7 @@ impl Shard {
             self.probes_running.set(self.probes_running.get() + 1);
             let me = self.clone();
             glommio::spawn_local(async move {
-                let outcome = crate::naming::probe::run(&p).await;
+                let outcome = crate::node::probe::run(&p).await;
                 me.probes_running.set(me.probes_running.get() - 1);
                 let now = me.clock.now_ms();
                 let health = me.registry.borrow().health_of(&p.service, &p.key);

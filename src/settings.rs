@@ -1,4 +1,4 @@
-//! Configuration: CLI flags, a TOML file and `MUSTER_*` environment variables.
+//! Server settings: CLI flags, a TOML file and `MUSTER_*` environment variables.
 //!
 //! Precedence, highest first: command-line flag, then the `--config` TOML file, then the
 //! `MUSTER_<NAME>` environment variable (name upper-cased, `-` → `_`), then the built-in default.
