@@ -692,12 +692,9 @@ fn history(dir: &Path, service: &str, json_out: bool) -> Result<ExitCode, String
     }
 }
 
-fn repair(dir: &Path) -> Result<ExitCode, String> {
-    let fs = RealFs;
-    if !dir.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
-    }
-    let _lock = fs.lock(&dir.join(wal::LOCK_FILE)).map_err(|e| {
+/// Takes the data directory's lock for a repair; refuses while a server holds it.
+fn lock_for_repair(fs: &RealFs, dir: &Path) -> Result<Box<dyn std::any::Any + Send>, String> {
+    fs.lock(&dir.join(wal::LOCK_FILE)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::WouldBlock {
             format!(
                 "refusing to repair {}: it is in use (LOCK held by a running server)",
@@ -706,7 +703,15 @@ fn repair(dir: &Path) -> Result<ExitCode, String> {
         } else {
             format!("cannot lock {}: {e}", dir.display())
         }
-    })?;
+    })
+}
+
+fn repair(dir: &Path) -> Result<ExitCode, String> {
+    let fs = RealFs;
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let _lock = lock_for_repair(&fs, dir)?;
     let scan = wal::scan(&fs, dir).map_err(|e| match e {
         Error::Corruption { .. } => format!(
             "refusing to repair: {e}; only a torn tail of the last segment can be repaired, this needs a restore from a peer or backup"
@@ -744,16 +749,7 @@ fn repair(dir: &Path) -> Result<ExitCode, String> {
 fn truncate_corrupt_tail(dir: &Path, yes: bool) -> Result<ExitCode, String> {
     use std::io::{BufRead, IsTerminal, Write};
     let fs = RealFs;
-    let lock = fs.lock(&dir.join(wal::LOCK_FILE)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::WouldBlock {
-            format!(
-                "refusing to repair {}: it is in use (LOCK held by a running server)",
-                dir.display()
-            )
-        } else {
-            format!("cannot lock {}: {e}", dir.display())
-        }
-    })?;
+    let lock = lock_for_repair(&fs, dir)?;
     let scan = wal::scan_mode(&fs, dir, RecoveryMode::TruncateTail).map_err(|e| match e {
         Error::Corruption { .. } => format!(
             "refusing to repair: {e}; a valid record follows the damage (or it is not in the last segment), so dropping the tail would lose acknowledged records: restore from a peer or backup"
