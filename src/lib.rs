@@ -2,8 +2,8 @@
 //!
 //! Layers, each depending only on the ones before it (ARCHITECTURE.md; `tests/layers.rs`
 //! checks it):
-//! 1. Leaves: [`clock`], [`hash`] (stable ownership hash), [`status`], [`arena`] (memfd pages
-//!    for cached bodies), [`error`] (Nacos-style answers).
+//! 1. Leaves: [`clock`], `hash` (stable ownership hash), `status`, [`arena`] (memfd pages
+//!    for cached bodies), `error` (Nacos-style answers).
 //! 2. [`naming`]: the domain (model, validation, registry, leases, views, push and probe
 //!    schedules). No IO, no executor.
 //! 3. [`settings`]: the server's settings (flags, TOML, environment).
@@ -11,7 +11,7 @@
 //!    recovery from the WAL.
 //! 5. [`node`] and [`http`]: shards, their mailboxes and IO, the raft thread, ownership,
 //!    metrics; HTTP/1.1 connections, generic over a handler.
-//! 6. [`api`]: the Nacos HTTP surface (the one place domain errors become Nacos answers).
+//! 6. `api`: the Nacos HTTP surface (the one place domain errors become Nacos answers).
 //! 7. [`server`]: process lifecycle — start, accept everywhere, shut down gracefully.
 
 pub(crate) mod api;

@@ -272,7 +272,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 async fn run_shard(
     id: usize,
     shared: Arc<Shared>,
-    inbox: flume::Receiver<crate::naming::command::Envelope>,
+    inbox: flume::Receiver<crate::node::mailbox::Message>,
     shutdown: flume::Receiver<()>,
     bound: mpsc::Sender<Result<usize, StartError>>,
     clock: SystemClock,

@@ -279,7 +279,7 @@ pub async fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
         // poll retries.
         let r = ctx
             .shard
-            .execute(key.clone(), Command::Subscribe(sub))
+            .execute(key.clone(), crate::node::mailbox::Op::Subscribe(sub))
             .await;
         pushed = matches!(r, Ok(Reply::Subscribed(true)));
     }

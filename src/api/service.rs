@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 use super::{Answer, Ctx};
 use crate::error::{ApiError, ApiResult};
-use crate::naming::command::Command;
 use crate::naming::op::PersistentOp;
 use crate::naming::service::ServiceSettings;
 use crate::naming::service::{
@@ -417,7 +416,11 @@ pub async fn subscribers(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let page_no = crate::naming::params::parse_int(p.optional_or("pageNo", "1"))?.max(1) as usize;
     let page_size =
         crate::naming::params::parse_int(p.optional_or("pageSize", "1000"))?.max(0) as usize;
-    let subs = match ctx.shard.execute(key.clone(), Command::Subscribers).await? {
+    let subs = match ctx
+        .shard
+        .execute(key.clone(), crate::node::mailbox::Op::Subscribers)
+        .await?
+    {
         crate::naming::command::Reply::Subscribers(s) => s,
         _ => Vec::new(),
     };

@@ -1,12 +1,11 @@
-//! Writes: the messages a shard applies to the services it owns.
+//! Writes: what a service's owner applies to its registry, and the answers.
 //!
-//! A write for a service owned by another shard travels as an [`Envelope`] over that shard's
-//! bounded inbox and is answered through its reply channel after the owner has applied it.
+//! A write for a service owned by another shard travels in that shard's mailbox
+//! (`node::mailbox::Message`) and is answered after the owner has applied and published it.
 
-use crate::error::ApiResult;
 use crate::naming::instance::InstanceSpec;
 use crate::naming::push::Subscription;
-use crate::naming::service::{Metadata, ServiceKey};
+use crate::naming::service::Metadata;
 
 /// A change to one service.
 #[derive(Debug, Clone)]
@@ -55,18 +54,6 @@ pub enum Command {
         /// New health.
         healthy: bool,
     },
-    /// An `instance/list` with `udpPort > 0`: register or refresh a push target, on the owner,
-    /// before the list reply is rendered.
-    Subscribe(Subscription),
-    /// `GET /service/subscribers`: the live push targets.
-    Subscribers,
-    /// A committed persistent change, applied by the owner after raft committed it.
-    Committed(crate::naming::op::PersistentOp),
-    /// A service's recovered persistent state, applied once at startup before the server is
-    /// ready (one message per service instead of one per instance).
-    Restore(Box<Restore>),
-    /// Answers once everything queued before it on the owner's inbox has been applied.
-    Barrier,
     /// `PUT|DELETE /instance/metadata/batch`.
     BatchMetadata {
         /// The instances to touch; `None` means all of the given kind.
@@ -142,16 +129,4 @@ pub enum Reply {
     /// Whether a `Subscribe` made (or refreshed) a push target: false when the shard's target
     /// table is full.
     Subscribed(bool),
-}
-
-/// A command in flight between shards.
-#[derive(Debug)]
-pub struct Envelope {
-    /// The service the command targets.
-    pub key: ServiceKey,
-    /// The command.
-    pub command: Command,
-    /// Where the owner sends the result; `None` for fire-and-forget commands (committed ops
-    /// the raft thread replays).
-    pub reply: Option<flume::Sender<ApiResult<Reply>>>,
 }

@@ -414,13 +414,6 @@ impl Registry {
                 metadata,
                 delete,
             } => Ok(self.batch_metadata(key, targets, ephemeral, metadata, delete)),
-            Command::Subscribe(_)
-            | Command::Subscribers
-            | Command::Barrier
-            | Command::Committed(_)
-            | Command::Restore(_) => Err(ApiError::server(
-                "this command is handled by the shard, not the registry",
-            )),
         }
     }
 

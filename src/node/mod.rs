@@ -2,6 +2,7 @@
 //!
 //! - [`shard`]: one pinned glommio executor owning a disjoint set of services: its mailbox,
 //!   ticks, push sockets and probes.
+//! - [`mailbox`]: what a shard's inbox carries (writes, committed ops, restores, barriers).
 //! - [`listener`]: the listening address: a live listener refuses start, leftovers never do.
 //! - [`metrics`]: counters and histograms of every shard, rendered for Prometheus.
 //! - [`probe`], [`udp`]: the IO of health probes and of push datagrams.
@@ -11,6 +12,7 @@
 
 pub(crate) mod error;
 pub(crate) mod listener;
+pub(crate) mod mailbox;
 pub(crate) mod metrics;
 pub(crate) mod ownership;
 pub(crate) mod probe;

@@ -27,9 +27,10 @@ use crate::consensus::driver::{Action, Driver, Ticks};
 use crate::consensus::recover::{fold, Recovery};
 use crate::consensus::state_machine::{Change, StateMachine};
 use crate::error::ApiResult;
-use crate::naming::command::{Command, Envelope, Reply, Restore};
+use crate::naming::command::{Reply, Restore};
 use crate::naming::op::PersistentOp;
 use crate::naming::service::ServiceKey;
+use crate::node::mailbox::{Message, Op};
 use crate::node::shard::Shared;
 use crate::node::Error;
 
@@ -70,20 +71,17 @@ pub fn spawn(
         .spawn(move || run(rec, shared, proposals, settings))
 }
 
+/// Sends `op` for `key` to its owner shard's mailbox (blocking while the inbox is full: the
+/// raft thread never drops committed work). A stopped shard answers `reply` with 503.
 fn dispatch(
     shared: &Shared,
     key: ServiceKey,
-    command: Command,
+    op: Op,
     reply: Option<flume::Sender<ApiResult<Reply>>>,
 ) {
     let owner = shared.ownership.owner(&key).shard;
-    let env = Envelope {
-        key,
-        command,
-        reply,
-    };
-    if let Err(e) = shared.inboxes[owner].send(env) {
-        if let Some(r) = e.into_inner().reply {
+    if let Err(e) = shared.inboxes[owner].send(Message::Apply { key, op, reply }) {
+        if let Message::Apply { reply: Some(r), .. } = e.into_inner() {
             let _ = r.send(Err(Error::ShuttingDown("shutting down".into()).into()));
         }
     }
@@ -121,21 +119,12 @@ fn run(
                 .collect(),
             instances: s.instances().cloned().collect(),
         };
-        dispatch(
-            &shared,
-            key.clone(),
-            Command::Restore(Box::new(restore)),
-            None,
-        );
+        dispatch(&shared, key.clone(), Op::Restore(Box::new(restore)), None);
     }
     let mut barriers = Vec::new();
     for shard in 0..shared.inboxes.len() {
         let (tx, rx) = flume::bounded(1);
-        let _ = shared.inboxes[shard].send(Envelope {
-            key: ServiceKey::new("", ""),
-            command: Command::Barrier,
-            reply: Some(tx),
-        });
+        let _ = shared.inboxes[shard].send(Message::Barrier { reply: tx });
         barriers.push(rx);
     }
     for b in barriers {
@@ -308,7 +297,7 @@ fn reopen(
                 }
             })?;
             if let Some(Change::Naming { key, op }) = folded {
-                dispatch(shared, key, Command::Committed(op), None);
+                dispatch(shared, key, Op::Committed(op), None);
             }
         }
     }
@@ -333,9 +322,7 @@ fn apply_entries(
         let reply = id.and_then(|id| pending.remove(&id)).map(|(_, r)| r);
         *since_snapshot += 1;
         match fold(sm, e.index, e.get_entry_type() as i32, &e.data) {
-            Ok(Some(Change::Naming { key, op })) => {
-                dispatch(shared, key, Command::Committed(op), reply)
-            }
+            Ok(Some(Change::Naming { key, op })) => dispatch(shared, key, Op::Committed(op), reply),
             Ok(None) => {
                 if let Some(r) = reply {
                     let _ = r.send(Ok(Reply::Ok));

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{wall_ms, Clock, SystemClock};
 use crate::error::{ApiError, ApiResult};
-use crate::naming::command::{Command, Envelope, Reply};
+use crate::naming::command::Reply;
 use crate::naming::push::{Outgoing, Push, MAX_ACK_BYTES};
 use crate::naming::registry::Registry;
 use crate::naming::service::ServiceKey;
 use crate::naming::view::ReadView;
+use crate::node::mailbox::{Message, Op};
 use crate::node::metrics::{Metrics, ShardMetrics};
 use crate::node::Error;
 use crate::settings::Config;
@@ -69,7 +70,7 @@ pub struct Shared {
     /// Metrics of every shard.
     pub metrics: Arc<Metrics>,
     /// Each shard's inbox, indexed by shard id.
-    pub inboxes: Vec<flume::Sender<Envelope>>,
+    pub inboxes: Vec<flume::Sender<Message>>,
     /// Who owns each service (member and shard).
     pub ownership: crate::node::ownership::Ownership,
     /// Whether the server is ready to serve (readiness probe): recovered and not stopping.
@@ -132,26 +133,23 @@ impl Shard {
         }
     }
 
-    /// Applies a command to a service this shard owns (no publish).
-    fn apply_local(&self, key: &ServiceKey, command: Command, now: u64) -> ApiResult<Reply> {
-        match command {
-            Command::Subscribe(sub) => Ok(Reply::Subscribed(
+    /// Does `op` to a service this shard owns (no publish).
+    fn apply_local(&self, key: &ServiceKey, op: Op, now: u64) -> ApiResult<Reply> {
+        match op {
+            Op::Write(command) => self.registry.borrow_mut().apply(key, command, now),
+            Op::Subscribe(sub) => Ok(Reply::Subscribed(
                 self.push.borrow_mut().subscribe(key, sub, now),
             )),
-            Command::Subscribers => {
-                Ok(Reply::Subscribers(self.push.borrow().subscribers(key, now)))
-            }
-            Command::Barrier => Ok(Reply::Ok),
-            Command::Committed(op) => self
+            Op::Subscribers => Ok(Reply::Subscribers(self.push.borrow().subscribers(key, now))),
+            Op::Committed(op) => self
                 .registry
                 .borrow_mut()
                 .apply_committed(key, op, now)
                 .map(|()| Reply::Ok),
-            Command::Restore(r) => {
+            Op::Restore(r) => {
                 self.registry.borrow_mut().restore(key, *r, now);
                 Ok(Reply::Ok)
             }
-            other => self.registry.borrow_mut().apply(key, other, now),
         }
     }
 
@@ -354,22 +352,24 @@ impl Shard {
         owner.shard
     }
 
-    /// Applies `command` to `key` on its owner shard and returns the owner's answer.
+    /// Does `op` (a registry `Command`, or a push subscription) to `key` on its owner shard
+    /// and returns the owner's answer.
     ///
-    /// Local writes apply and publish synchronously. Remote writes wait for room in the owner's
-    /// inbox for at most [`INBOX_WAIT`], then answer 503.
-    pub async fn execute(self: &Rc<Self>, key: ServiceKey, command: Command) -> ApiResult<Reply> {
+    /// Local work applies and publishes synchronously. Remote work waits for room in the
+    /// owner's inbox for at most [`INBOX_WAIT`], then answers 503.
+    pub async fn execute(self: &Rc<Self>, key: ServiceKey, op: impl Into<Op>) -> ApiResult<Reply> {
+        let op = op.into();
         let owner = self.owner_of(&key);
         if owner == self.id {
             let now = self.clock.now_ms();
-            let r = self.apply_local(&key, command, now);
+            let r = self.apply_local(&key, op, now);
             self.flush(now);
             return r;
         }
         let (tx, rx) = flume::bounded(1);
-        let env = Envelope {
+        let env = Message::Apply {
             key,
-            command,
+            op,
             reply: Some(tx),
         };
         let inbox = &self.shared.inboxes[owner];
@@ -405,9 +405,11 @@ impl Shard {
         })
     }
 
-    /// Applies envelopes from other shards in batches: apply all, publish once, answer all.
-    pub async fn run_inbox(self: Rc<Self>, rx: flume::Receiver<Envelope>) {
+    /// Applies messages from other shards and the raft thread in batches: apply all, publish
+    /// once, answer all.
+    pub async fn run_inbox(self: Rc<Self>, rx: flume::Receiver<Message>) {
         let mut batch: Vec<(flume::Sender<ApiResult<Reply>>, ApiResult<Reply>)> = Vec::new();
+        let mut barriers: Vec<flume::Sender<()>> = Vec::new();
         while let Ok(first) = rx.recv_async().await {
             self.metrics()
                 .inbox_depth
@@ -415,17 +417,28 @@ impl Shard {
             let now = self.clock.now_ms();
             let mut next = Some(first);
             let mut applied = 0;
-            while let Some(env) = next.take() {
-                // A panic while applying one write answers 500 and leaves the shard running.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.apply_local(&env.key, env.command, now)
-                }))
-                .unwrap_or_else(|_| {
-                    tracing::error!(shard = self.id, "applying a write panicked; answering 500");
-                    Err(ApiError::server("internal error while applying the write"))
-                });
-                if let Some(reply) = env.reply {
-                    batch.push((reply, r));
+            while let Some(msg) = next.take() {
+                match msg {
+                    // Answered after this batch is applied and published, with everything
+                    // queued before it.
+                    Message::Barrier { reply } => barriers.push(reply),
+                    Message::Apply { key, op, reply } => {
+                        // A panic while applying one write answers 500 and leaves the shard
+                        // running.
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.apply_local(&key, op, now)
+                        }))
+                        .unwrap_or_else(|_| {
+                            tracing::error!(
+                                shard = self.id,
+                                "applying a write panicked; answering 500"
+                            );
+                            Err(ApiError::server("internal error while applying the write"))
+                        });
+                        if let Some(reply) = reply {
+                            batch.push((reply, r));
+                        }
+                    }
                 }
                 applied += 1;
                 if applied < INBOX_BATCH {
@@ -435,6 +448,9 @@ impl Shard {
             self.flush(now);
             for (reply, r) in batch.drain(..) {
                 let _ = reply.send(r);
+            }
+            for reply in barriers.drain(..) {
+                let _ = reply.send(());
             }
             glommio::executor().yield_if_needed().await;
         }
