@@ -1,0 +1,153 @@
+//! Leases of ephemeral instances: beats stamp them, the wheel brings each due, and an
+//! instance without beats turns unhealthy, then is removed; empty services are removed after
+//! their TTL.
+
+use super::*;
+
+impl Registry {
+    /// Runs lease deadlines up to `now` (ms): instances without a beat for their timeout turn
+    /// unhealthy, and after their delete timeout are removed; long-empty services are removed.
+    pub fn tick(&mut self, now: u64) {
+        let mut due = std::mem::take(&mut self.due);
+        self.wheel.advance(now, &mut due);
+        for lease in due.drain(..) {
+            match lease {
+                Lease::Instance { service, inst } => self.check_lease(service, inst, now),
+                Lease::EmptyService { service } => self.check_empty(service, now),
+            }
+        }
+        self.due = due;
+    }
+
+    pub(super) fn check_lease(&mut self, sid: u32, lease: Arc<Instance>, now: u64) {
+        let expire = self.life.expire;
+        let Some(service) = self.ids.keys.get(&sid) else {
+            return;
+        };
+        let Some(svc) = self.services.get_mut(service) else {
+            return;
+        };
+        let Some(cur) = svc.instances.get(&lease.key) else {
+            return;
+        };
+        if cur.gen != lease.gen {
+            return;
+        }
+        let t = cur.timing();
+        let last_beat = cur.last_beat();
+        let idle = now.saturating_sub(last_beat);
+        let next;
+        let mut keep = cur.clone();
+        if expire && idle > t.delete_ms {
+            svc.instances.remove(&lease.key);
+            self.stats.expired += 1;
+            Self::touch(&mut self.revisions, &mut self.dirty, service, svc);
+            return;
+        } else if idle > t.timeout_ms && cur.healthy && !cur.marked {
+            keep = Arc::new(cur.with_health(false));
+            svc.instances.insert(keep.clone());
+            self.stats.beat_timeouts += 1;
+            next = last_beat + t.delete_ms + 1;
+            Self::touch(&mut self.revisions, &mut self.dirty, service, svc);
+        } else if cur.healthy || !expire {
+            next = (last_beat + t.timeout_ms + 1)
+                .max(now + t.timeout_ms.max(1) * u64::from(!cur.healthy));
+        } else {
+            next = last_beat + t.delete_ms + 1;
+        }
+        self.wheel.schedule(
+            next,
+            Lease::Instance {
+                service: sid,
+                inst: keep,
+            },
+        );
+    }
+
+    pub(super) fn check_empty(&mut self, sid: u32, now: u64) {
+        let limit = self.life.empty_service_ms;
+        let Some(service) = self.ids.keys.get(&sid) else {
+            return;
+        };
+        let Some(svc) = self.services.get(service) else {
+            return;
+        };
+        match svc.empty_since {
+            _ if svc.durable => {}
+            Some(since) if svc.instances.is_empty() && now.saturating_sub(since) >= limit => {
+                let service = service.clone();
+                self.drop_service(&service);
+                self.stats.empty_services_removed += 1;
+            }
+            Some(since) if svc.instances.is_empty() => {
+                self.wheel
+                    .schedule(since + limit, Lease::EmptyService { service: sid });
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn beat(
+        &mut self,
+        key: &ServiceKey,
+        ip: &str,
+        port: u16,
+        cluster: &str,
+        register: Option<InstanceSpec>,
+        now: u64,
+    ) -> Reply {
+        let default_interval = self.life.timing.interval_ms;
+        let found = self
+            .services
+            .get_mut(key)
+            .and_then(|svc| Some((svc.instances.find_any(ip, port, cluster)?.clone(), svc)));
+        let interval = match found {
+            Some((inst, svc)) => {
+                let interval = interval_of(&inst, default_interval);
+                if inst.key.ephemeral {
+                    inst.last_beat.store(now, Ordering::Relaxed);
+                    if !inst.healthy && !inst.marked {
+                        svc.instances.insert(Arc::new(inst.with_health(true)));
+                        Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                    }
+                }
+                interval
+            }
+            None => match register {
+                None => {
+                    return Reply::Beat {
+                        code: BEAT_NOT_FOUND,
+                        interval_ms: default_interval,
+                    }
+                }
+                Some(spec) => {
+                    let interval = self.life.timing.with_overrides(&spec.metadata).interval_ms;
+                    let explicit = spec
+                        .metadata
+                        .contains_key(crate::naming::instance::HEART_BEAT_INTERVAL);
+                    self.upsert(key, &spec, now);
+                    if explicit {
+                        interval
+                    } else {
+                        default_interval
+                    }
+                }
+            },
+        };
+        Reply::Beat {
+            code: BEAT_OK,
+            interval_ms: interval,
+        }
+    }
+}
+
+fn interval_of(inst: &Instance, default: u64) -> u64 {
+    if inst
+        .metadata
+        .contains_key(crate::naming::instance::HEART_BEAT_INTERVAL)
+    {
+        inst.timing().interval_ms
+    } else {
+        default
+    }
+}

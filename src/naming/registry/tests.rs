@@ -1,0 +1,806 @@
+//! The registry's unit tests, on a driven clock.
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::naming::view::ListQuery;
+
+fn spec(ip: &str, port: u16) -> InstanceSpec {
+    InstanceSpec::new(ip, port)
+}
+
+struct Fixture {
+    clock: ManualClock,
+    view: Arc<ReadView>,
+    reg: Registry,
+    key: ServiceKey,
+}
+
+impl Fixture {
+    fn new(life: Lifecycle) -> Self {
+        let clock = ManualClock::new(1_000);
+        let view = Arc::new(ReadView::default());
+        let reg = Registry::new(life, view.clone(), clock.now_ms());
+        Fixture {
+            clock,
+            view,
+            reg,
+            key: ServiceKey::new("public", "DEFAULT_GROUP@@orders"),
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) -> ApiResult<Reply> {
+        let now = self.clock.now_ms();
+        let r = self.reg.apply(&self.key, cmd, now);
+        self.reg.flush(now);
+        r
+    }
+
+    /// Moves time forward in 100 ms steps, ticking like a shard does.
+    fn run_for(&mut self, ms: u64) {
+        for _ in 0..ms / 100 {
+            self.clock.advance(100);
+            let now = self.clock.now_ms();
+            self.reg.tick(now);
+            self.reg.flush(now);
+        }
+    }
+
+    /// Deregisters the ephemeral `ip:80` in DEFAULT.
+    fn deregister(&mut self, ip: &str) {
+        self.apply(Command::Deregister {
+            ip: ip.into(),
+            port: 80,
+            cluster: "DEFAULT".into(),
+            ephemeral: true,
+        })
+        .unwrap();
+    }
+
+    /// A light beat for `ip:80` in DEFAULT.
+    fn beat(&mut self, ip: &str) -> Reply {
+        self.apply(Command::Beat {
+            ip: ip.into(),
+            port: 80,
+            cluster: "DEFAULT".into(),
+            register: None,
+        })
+        .unwrap()
+    }
+
+    fn health(&self) -> Option<bool> {
+        let v = self.view.get(self.key.as_ref())?;
+        v.instances.first().map(|i| i.healthy)
+    }
+}
+
+#[test]
+fn removing_a_service_takes_its_instances_out_of_every_counter() {
+    let life = Lifecycle {
+        empty_service_ms: 1_000,
+        ..Lifecycle::default()
+    };
+    let mut f = Fixture::new(life);
+    let now = f.clock.now_ms();
+    let mut db = spec("10.0.0.9", 3306);
+    db.ephemeral = false;
+    f.reg
+        .apply_committed(&f.key, PersistentOp::Register { instance: db }, now)
+        .unwrap();
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    let mut sick = spec("10.0.0.2", 80);
+    sick.healthy = false;
+    f.apply(Command::Register(sick)).unwrap();
+    assert_eq!((f.reg.stats().healthy, f.reg.stats().unhealthy), (2, 1));
+    assert_eq!(f.view.census.total(), 1);
+    // With a persistent instance the delete is refused and changes nothing.
+    let e = f
+        .reg
+        .apply_committed(&f.key, PersistentOp::DeleteService, now)
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.msg.as_str()),
+        (
+            400,
+            "specified service has instances, serviceName : DEFAULT_GROUP@@orders"
+        )
+    );
+    f.reg.flush(now);
+    assert_eq!((f.reg.stats().healthy, f.reg.stats().unhealthy), (2, 1));
+    // With only ephemeral ones (a register that raced the API's check) it follows the log.
+    f.reg
+        .apply_committed(
+            &f.key,
+            PersistentOp::Deregister {
+                ip: "10.0.0.9".into(),
+                port: 3306,
+                cluster: "DEFAULT".into(),
+            },
+            now,
+        )
+        .unwrap();
+    f.reg
+        .apply_committed(&f.key, PersistentOp::DeleteService, now)
+        .unwrap();
+    f.reg.flush(now);
+    let s = f.reg.stats();
+    assert_eq!((s.services, s.healthy, s.unhealthy), (0, 0, 0));
+    assert_eq!(f.view.census.total(), 0);
+    // The empty-service cleaner keeps the counters too.
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.deregister("10.0.0.1");
+    f.run_for(2_000);
+    assert!(f.view.get(f.key.as_ref()).is_none());
+    let s = f.reg.stats();
+    assert_eq!((s.services, s.healthy, s.unhealthy), (0, 0, 0));
+    assert_eq!(f.view.census.total(), 0);
+}
+
+#[test]
+fn compaction_waits_for_leases_after_many_removals() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let now = f.clock.now_ms();
+    let n = COMPACT_AFTER_REMOVALS as u32;
+    for i in 0..n {
+        let k = ServiceKey::new("public", &format!("DEFAULT_GROUP@@c{i}"));
+        f.reg
+            .apply_committed(
+                &k,
+                PersistentOp::CreateService {
+                    settings: ServiceSettings {
+                        protect_threshold: 0.0,
+                        metadata: Metadata::new(),
+                        selector: serde_json::json!({"type": "none"}),
+                    },
+                },
+                now,
+            )
+            .unwrap();
+    }
+    f.reg.flush(now);
+    assert!(!f.reg.compact(now), "nothing removed yet");
+    for i in 0..n {
+        let k = ServiceKey::new("public", &format!("DEFAULT_GROUP@@c{i}"));
+        f.reg
+            .apply_committed(&k, PersistentOp::DeleteService, now)
+            .unwrap();
+    }
+    f.reg.flush(now);
+    let wait = Lifecycle::default().timing.timeout_ms + 1000;
+    assert!(
+        !f.reg.compact(now),
+        "leases of removed instances may still hold memory"
+    );
+    assert!(!f.reg.compact(now + wait - 1));
+    assert!(f.reg.compact(now + wait));
+    assert!(!f.reg.compact(now + wait + 1), "once per batch of removals");
+    assert!(f.reg.services.capacity() < n as usize);
+    assert_eq!(f.view.census.total(), 0);
+}
+
+#[test]
+fn new_services_over_the_caps_are_refused_with_503() {
+    let life = Lifecycle {
+        max_services: 3,
+        max_services_per_namespace: 2,
+        ..Lifecycle::default()
+    };
+    let mut f = Fixture::new(life);
+    let now = f.clock.now_ms();
+    let key = |ns: &str, n: u32| ServiceKey::new(ns, &format!("DEFAULT_GROUP@@s{n}"));
+    let reg = |f: &mut Fixture, k: &ServiceKey| {
+        f.reg
+            .apply(k, Command::Register(spec("10.0.0.1", 80)), now)
+            .map(|_| ())
+    };
+    reg(&mut f, &key("a", 1)).unwrap();
+    reg(&mut f, &key("a", 2)).unwrap();
+    let e = reg(&mut f, &key("a", 3)).unwrap_err();
+    assert_eq!(e.status, 503);
+    assert!(e.msg.contains("max_services_per_namespace"), "{}", e.msg);
+    // Existing services still take writes.
+    reg(&mut f, &key("a", 2)).unwrap();
+    reg(&mut f, &key("b", 1)).unwrap();
+    let e = reg(&mut f, &key("c", 1)).unwrap_err();
+    assert_eq!(e.status, 503);
+    assert!(e.msg.contains("(max_services)"), "{}", e.msg);
+}
+
+#[test]
+fn register_publishes_with_increasing_revisions() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
+    f.apply(Command::Register(spec("10.0.0.2", 80))).unwrap();
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert!(v.revision > r1);
+    assert_eq!(v.instances.len(), 2);
+    assert_eq!(f.reg.stats().healthy, 2);
+    assert_eq!(f.reg.stats().services, 1);
+}
+
+#[test]
+fn missed_beats_turn_unhealthy_at_15s_and_remove_at_30s() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.run_for(14_900);
+    assert_eq!(f.health(), Some(true));
+    f.run_for(400);
+    assert_eq!(f.health(), Some(false), "unhealthy just after 15 s");
+    assert_eq!(f.reg.stats().beat_timeouts, 1);
+    // A beat brings it back and restarts the lease.
+    let r = f.beat("10.0.0.1");
+    assert_eq!(
+        r,
+        Reply::Beat {
+            code: BEAT_OK,
+            interval_ms: 5000
+        }
+    );
+    assert_eq!(f.health(), Some(true));
+    f.run_for(29_800);
+    assert_eq!(f.health(), Some(false));
+    f.run_for(500);
+    assert_eq!(f.health(), None, "removed just after 30 s");
+    assert_eq!(f.reg.stats().expired, 1);
+    assert_eq!(f.reg.stats().healthy + f.reg.stats().unhealthy, 0);
+}
+
+#[test]
+fn preserved_metadata_overrides_timeouts_and_interval() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let mut s = spec("10.0.0.1", 80);
+    s.metadata.insert(
+        crate::naming::instance::HEART_BEAT_TIMEOUT.into(),
+        "1000".into(),
+    );
+    s.metadata.insert(
+        crate::naming::instance::IP_DELETE_TIMEOUT.into(),
+        "2000".into(),
+    );
+    s.metadata.insert(
+        crate::naming::instance::HEART_BEAT_INTERVAL.into(),
+        "500".into(),
+    );
+    f.apply(Command::Register(s)).unwrap();
+    let r = f.beat("10.0.0.1");
+    assert_eq!(
+        r,
+        Reply::Beat {
+            code: BEAT_OK,
+            interval_ms: 500
+        }
+    );
+    f.run_for(1_300);
+    assert_eq!(f.health(), Some(false));
+    f.run_for(1_000);
+    assert_eq!(f.health(), None);
+}
+
+#[test]
+fn expire_off_keeps_unhealthy_instances() {
+    let life = Lifecycle {
+        expire: false,
+        ..Lifecycle::default()
+    };
+    let mut f = Fixture::new(life);
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.run_for(60_000);
+    assert_eq!(f.health(), Some(false));
+}
+
+#[test]
+fn beats_for_unknown_instances() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let unknown = Command::Beat {
+        ip: "10.0.0.9".into(),
+        port: 80,
+        cluster: "DEFAULT".into(),
+        register: None,
+    };
+    assert_eq!(
+        f.apply(unknown).unwrap(),
+        Reply::Beat {
+            code: BEAT_NOT_FOUND,
+            interval_ms: 5000
+        }
+    );
+    assert!(
+        f.view.get(f.key.as_ref()).is_none(),
+        "a 20404 beat changes nothing"
+    );
+    let with_json = Command::Beat {
+        ip: "10.0.0.9".into(),
+        port: 80,
+        cluster: "DEFAULT".into(),
+        register: Some(spec("10.0.0.9", 80)),
+    };
+    assert_eq!(
+        f.apply(with_json).unwrap(),
+        Reply::Beat {
+            code: BEAT_OK,
+            interval_ms: 5000
+        }
+    );
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().instances.len(), 1);
+}
+
+#[test]
+fn strict_update_and_patch_errors_change_nothing() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let e = f
+        .apply(Command::Update {
+            spec: spec("10.0.0.1", 80),
+            strict: true,
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.msg,
+        "service not found, namespace: public, service: DEFAULT_GROUP@@orders"
+    );
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    let rev = f.view.get(f.key.as_ref()).unwrap().revision;
+    let e = f
+        .apply(Command::Update {
+            spec: spec("10.0.0.2", 80),
+            strict: true,
+        })
+        .unwrap_err();
+    assert_eq!(
+        e.msg,
+        "instance not exist: 10.0.0.2:80:unknown:DEFAULT_1.0_true_false_DEFAULT"
+    );
+    let e = f
+        .apply(Command::Patch(Patch {
+            ip: "10.0.0.3".into(),
+            port: 80,
+            cluster: "DEFAULT".into(),
+            ..Patch::default()
+        }))
+        .unwrap_err();
+    assert_eq!((e.status, e.msg.as_str()), (400, "instance not found"));
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, rev);
+    // A strict update of an existing instance keeps its health and id, changes weight.
+    let mut s = spec("10.0.0.1", 80);
+    s.weight = 3.0;
+    s.healthy = false;
+    f.apply(Command::Update {
+        spec: s,
+        strict: true,
+    })
+    .unwrap();
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(v.instances.first().unwrap().weight, 3.0);
+    assert!(v.instances.first().unwrap().healthy);
+}
+
+#[test]
+fn committed_ops_upsert_and_mark_services_durable() {
+    let life = Lifecycle {
+        empty_service_ms: 1_000,
+        ..Lifecycle::default()
+    };
+    let mut f = Fixture::new(life);
+    let settings = ServiceSettings {
+        protect_threshold: 0.5,
+        metadata: Metadata::new(),
+        selector: serde_json::json!({"type": "none"}),
+    };
+    let now = f.clock.now_ms();
+    f.reg
+        .apply_committed(
+            &f.key,
+            PersistentOp::CreateService {
+                settings: settings.clone(),
+            },
+            now,
+        )
+        .unwrap();
+    // Replays are idempotent.
+    f.reg
+        .apply_committed(&f.key, PersistentOp::CreateService { settings }, now)
+        .unwrap();
+    let mut db = spec("10.0.0.9", 3306);
+    db.ephemeral = false;
+    f.reg
+        .apply_committed(&f.key, PersistentOp::Register { instance: db }, now)
+        .unwrap();
+    f.reg.flush(now);
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(v.meta.protect_threshold, 0.5);
+    assert!(!v.instances.first().unwrap().key.ephemeral);
+    // Persistent instances never expire; durable services are never auto-cleaned.
+    f.run_for(40_000);
+    assert_eq!(f.health(), Some(true));
+    f.reg
+        .apply_committed(
+            &f.key,
+            PersistentOp::Deregister {
+                ip: "10.0.0.9".into(),
+                port: 3306,
+                cluster: "DEFAULT".into(),
+            },
+            f.clock.now_ms(),
+        )
+        .unwrap();
+    f.run_for(5_000);
+    assert!(
+        f.view.get(f.key.as_ref()).is_some(),
+        "a durable empty service stays"
+    );
+    f.reg
+        .apply_committed(&f.key, PersistentOp::DeleteService, f.clock.now_ms())
+        .unwrap();
+    f.reg.flush(f.clock.now_ms());
+    assert!(f.view.get(f.key.as_ref()).is_none());
+}
+
+#[test]
+fn empty_services_are_removed_after_their_ttl() {
+    let life = Lifecycle {
+        empty_service_ms: 5_000,
+        ..Lifecycle::default()
+    };
+    let mut f = Fixture::new(life);
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.deregister("10.0.0.1");
+    f.run_for(4_800);
+    assert!(f.view.get(f.key.as_ref()).is_some());
+    f.run_for(400);
+    assert!(f.view.get(f.key.as_ref()).is_none());
+    assert_eq!(f.reg.stats().empty_services_removed, 1);
+}
+
+#[test]
+fn protect_threshold_serves_everyone_as_healthy() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.run_for(15_500);
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    let q = ListQuery {
+        clusters_raw: "",
+        clusters: vec![],
+        healthy_only: true,
+        grouped: false,
+        cache_millis: 3000,
+        env: "",
+        is_check: false,
+        now_wall_ms: 1,
+    };
+    let body: Vec<u8> = v.render_list(&q).unwrap().concat();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json["hosts"][0]["healthy"], true,
+        "0/1 healthy <= 0.0 threshold"
+    );
+}
+
+#[test]
+fn writes_update_an_unheld_view_in_place_and_leave_a_held_one_alone() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let q = ListQuery {
+        clusters_raw: "",
+        clusters: vec![],
+        healthy_only: false,
+        grouped: false,
+        cache_millis: 3000,
+        env: "",
+        is_check: false,
+        now_wall_ms: 1,
+    };
+    let ips = |v: &ServiceView| -> Vec<String> {
+        let body: Vec<u8> = v.render_list(&q).unwrap().concat();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        json["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["ip"].as_str().unwrap().to_string())
+            .collect()
+    };
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    // A reader holds the view (and has rendered it): the next write may not touch it.
+    let held = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(ips(&held), ["10.0.0.1"]);
+    f.apply(Command::Register(spec("10.0.0.2", 80))).unwrap();
+    let next = f.view.get(f.key.as_ref()).unwrap();
+    assert!(!Arc::ptr_eq(&held, &next), "copy-on-write while held");
+    assert_eq!(ips(&held), ["10.0.0.1"], "a held view never changes");
+    assert_eq!(held.instances.len(), 1);
+    assert_eq!(next.instances.len(), 2);
+    assert!(next.revision > held.revision);
+    let (r2, ptr) = (next.revision, Arc::as_ptr(&next));
+    drop((held, next));
+    // Nobody holds it now: the write lands in the published view itself, visible before
+    // any flush, with a new revision and no stale rendering.
+    let now = f.clock.now_ms();
+    f.reg
+        .apply(&f.key, Command::Register(spec("10.0.0.3", 80)), now)
+        .unwrap();
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(Arc::as_ptr(&v), ptr, "updated in place");
+    assert!(v.revision > r2);
+    assert_eq!(v.instances.len(), 3);
+    let rendered = ips(&v);
+    assert_eq!(rendered.len(), 3, "{rendered:?}");
+    drop(v);
+    // The flush after it publishes nothing new, and says the service changed (for push).
+    let changed = f.reg.flush(now);
+    assert_eq!(changed, vec![f.key.clone()]);
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(Arc::as_ptr(&v), ptr);
+    assert_eq!(f.reg.stats().healthy, 3);
+    // A write that changes nothing (an identical re-register) keeps the revision and the
+    // cached rendering.
+    let rev = v.revision;
+    drop(v);
+    f.apply(Command::Register(spec("10.0.0.3", 80))).unwrap();
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(v.revision, rev);
+    assert_eq!(ips(&v).len(), 3);
+    // Deregistering in place drops the instance from the view at once.
+    drop(v);
+    f.deregister("10.0.0.1");
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(Arc::as_ptr(&v), ptr);
+    let mut left = ips(&v);
+    left.sort();
+    assert_eq!(left, ["10.0.0.2", "10.0.0.3"]);
+}
+
+#[test]
+fn readers_on_other_threads_see_whole_revisions_while_writes_land_in_place() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Command::Register(spec("10.1.0.0", 80))).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (view, key) = (f.view.clone(), f.key.clone());
+            let (stop, started) = (stop.clone(), started.clone());
+            std::thread::spawn(move || {
+                let mut last = (0, 0);
+                let mut seen = 0u64;
+                // Bounded: at most 2 M looks; stops once the writer is done.
+                for _ in 0..2_000_000 {
+                    let v = view.get(key.as_ref()).expect("published");
+                    // Each write adds one instance: a revision shows all of them, whole.
+                    let n = v.instances.len();
+                    assert_eq!(v.instances.iter().count(), n);
+                    assert!(
+                        (v.revision, n) >= last,
+                        "went back: {last:?} -> {:?}",
+                        (v.revision, n)
+                    );
+                    last = (v.revision, n);
+                    seen += 1;
+                    if seen == 1 {
+                        started.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    // Write only once both readers are looking (bounded wait: 10 s).
+    let t0 = std::time::Instant::now();
+    while started.load(Ordering::SeqCst) < 2 && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::yield_now();
+    }
+    for i in 1..3000u32 {
+        let ip = format!("10.1.{}.{}", i / 256, i % 256);
+        f.apply(Command::Register(spec(&ip, 80))).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().expect("reader panicked") > 0);
+    }
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(v.instances.len(), 3000);
+    assert_eq!(v.instances.iter().count(), 3000);
+}
+
+#[test]
+fn a_restore_equals_the_committed_ops_it_stands_for() {
+    let settings = ServiceSettings {
+        protect_threshold: 0.25,
+        metadata: Metadata::new(),
+        selector: serde_json::json!({"type": "none"}),
+    };
+    let meta = ClusterMeta {
+        check_port: 9,
+        ..ClusterMeta::default()
+    };
+    let specs: Vec<Arc<InstanceSpec>> = (0..40)
+        .map(|i| {
+            let mut s = spec(&format!("10.0.1.{i}"), 3306);
+            s.ephemeral = false;
+            s.weight = f64::from(i % 5 + 1);
+            s.healthy = i % 7 != 0;
+            if i % 3 == 0 {
+                s.cluster = "c1".into();
+            }
+            if i % 4 == 0 {
+                s.metadata.insert("zone".into(), format!("z{i}"));
+            }
+            if i == 5 {
+                s.metadata.insert(
+                    crate::naming::instance::INSTANCE_ID_GENERATOR.into(),
+                    "snowflake".into(),
+                );
+            }
+            Arc::new(s)
+        })
+        .collect();
+    let mut restored = Fixture::new(Lifecycle::default());
+    let now = restored.clock.now_ms();
+    let r = Restore {
+        settings: Some(settings.clone()),
+        clusters: vec![("c1".into(), meta.clone())],
+        instances: specs.clone(),
+    };
+    restored.reg.restore(&restored.key, r, now);
+    restored.reg.flush(now);
+    let mut replayed = Fixture::new(Lifecycle::default());
+    let key = replayed.key.clone();
+    replayed
+        .reg
+        .apply_committed(&key, PersistentOp::CreateService { settings }, now)
+        .unwrap();
+    replayed
+        .reg
+        .apply_committed(
+            &key,
+            PersistentOp::UpdateCluster {
+                cluster: "c1".into(),
+                meta,
+            },
+            now,
+        )
+        .unwrap();
+    for s in &specs {
+        let op = PersistentOp::Register {
+            instance: (**s).clone(),
+        };
+        replayed.reg.apply_committed(&key, op, now).unwrap();
+    }
+    replayed.reg.flush(now);
+    let seen = |f: &Fixture| {
+        let v = f.view.get(f.key.as_ref()).unwrap();
+        let mut clusters: Vec<_> = v
+            .meta
+            .clusters
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.check_port))
+            .collect();
+        clusters.sort();
+        let mut insts: Vec<_> = v
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.key.ip.to_string(),
+                    i.key.cluster.to_string(),
+                    i.weight,
+                    i.healthy,
+                    i.key.ephemeral,
+                    i.metadata
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>(),
+                    i.instance_id(&f.key.grouped).to_string(),
+                )
+            })
+            .collect();
+        insts.sort_by(|a, b| a.0.cmp(&b.0));
+        (
+            v.meta.protect_threshold,
+            clusters,
+            insts,
+            v.instances.healthy(),
+        )
+    };
+    assert_eq!(seen(&restored), seen(&replayed));
+    assert_eq!(seen(&restored).2.len(), 40);
+    assert_eq!(restored.reg.take_new_persistent(100).len(), 40);
+    assert_eq!(replayed.reg.take_new_persistent(100).len(), 40);
+    // Restored services are durable: empty, they are never cleaned away.
+    assert!(restored.reg.services.get(&restored.key).unwrap().durable);
+}
+
+#[test]
+fn snowflake_ids_fill_the_smallest_gap() {
+    let mut f = Fixture::new(Lifecycle::default());
+    for i in 1..=3 {
+        let mut s = spec(&format!("10.0.0.{i}"), 80);
+        s.metadata.insert(
+            crate::naming::instance::INSTANCE_ID_GENERATOR.into(),
+            "snowflake".into(),
+        );
+        f.apply(Command::Register(s)).unwrap();
+    }
+    let mut ids: Vec<(String, String)> = f
+        .view
+        .get(f.key.as_ref())
+        .unwrap()
+        .instances
+        .iter()
+        .map(|i| {
+            (
+                i.key.ip.to_string(),
+                i.instance_id(&f.key.grouped).to_string(),
+            )
+        })
+        .collect();
+    ids.sort();
+    let want = [("10.0.0.1", "0"), ("10.0.0.2", "1"), ("10.0.0.3", "2")];
+    assert_eq!(ids, want.map(|(a, b)| (a.to_string(), b.to_string())));
+}
+
+#[test]
+fn batch_metadata_reports_datum_keys() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    let mut md = Metadata::new();
+    md.insert("zone".into(), "a".into());
+    let r = f
+        .apply(Command::BatchMetadata {
+            targets: None,
+            ephemeral: true,
+            metadata: md,
+            delete: false,
+        })
+        .unwrap();
+    assert_eq!(
+        r,
+        Reply::Updated(vec!["10.0.0.1:80:unknown:DEFAULT:ephemeral".into()])
+    );
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(v.instances.first().unwrap().metadata["zone"], "a");
+    // The copy keeps the lease: beats keep it, and without beats it still expires.
+    f.run_for(10_000);
+    f.beat("10.0.0.1");
+    f.run_for(10_000);
+    assert_eq!(f.health(), Some(true));
+    f.run_for(31_000);
+    assert_eq!(f.health(), None);
+    assert_eq!(f.reg.stats().expired, 1);
+}
+
+#[test]
+fn an_unchanged_re_register_only_renews_the_lease() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
+    let leases = f.reg.lease_count();
+    f.run_for(10_000);
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, r1);
+    assert_eq!(f.reg.lease_count(), leases);
+    // The lease was renewed: 10 s + 10 s is past the 15 s timeout of the first registration.
+    f.run_for(10_000);
+    assert_eq!(f.health(), Some(true));
+    // A changed weight is a change.
+    let mut heavier = spec("10.0.0.1", 80);
+    heavier.weight = 2.0;
+    f.apply(Command::Register(heavier)).unwrap();
+    assert!(f.view.get(f.key.as_ref()).unwrap().revision > r1);
+}
+
+#[test]
+fn beats_do_not_publish_but_health_flips_do() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
+    f.beat("10.0.0.1");
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, r1);
+    f.run_for(16_000);
+    assert_eq!(f.health(), Some(false));
+    let r2 = f.view.get(f.key.as_ref()).unwrap().revision;
+    assert!(r2 > r1);
+    f.beat("10.0.0.1");
+    assert_eq!(f.health(), Some(true));
+    assert!(f.view.get(f.key.as_ref()).unwrap().revision > r2);
+}
