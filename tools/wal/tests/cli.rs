@@ -157,6 +157,20 @@ fn snapshot_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// Runs a repair that must be refused: exit 1, `refusing to repair` on stderr, and the
+/// directory unchanged (but for the LOCK file the attempt creates). Returns stderr.
+fn refused_repair(dir: &Path, args: &[&str]) -> String {
+    let before = snapshot_of(dir);
+    let out = run(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("refusing to repair"), "{err}");
+    let mut after = snapshot_of(dir);
+    after.retain(|(n, _)| n != "LOCK");
+    assert_eq!(after, before, "a refused repair changes nothing");
+    err
+}
+
 const SEG1: &str = "0000000000000001-0000000000000001.wal";
 const SEG2: &str = "0000000000000002-0000000000000018.wal";
 
@@ -208,17 +222,7 @@ fn bit_flip_mid_log_verify_names_file_and_offset_and_repair_refuses() {
         "{err}"
     );
 
-    let before = snapshot_of(tmp.path());
-    let out = run(&["repair", d]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("refusing to repair"),
-        "{}",
-        text(&out.stderr)
-    );
-    let mut after = snapshot_of(tmp.path());
-    after.retain(|(n, _)| n != "LOCK");
-    assert_eq!(after, before, "refused repair changes nothing");
+    refused_repair(tmp.path(), &["repair", d]);
 
     let out = run(&["dump", d]);
     assert_eq!(out.status.code(), Some(1));
@@ -328,18 +332,7 @@ fn golden_repair_truncate_corrupt_tail() {
     let tmp = copy_fixture();
     let d = tmp.path().to_str().unwrap();
     let damaged = corrupt_final_records(tmp.path());
-    let before = snapshot_of(tmp.path());
-
-    let out = run(&["repair", d]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        text(&out.stderr).contains("refusing to repair"),
-        "{}",
-        text(&out.stderr)
-    );
-    let mut after = snapshot_of(tmp.path());
-    after.retain(|(n, _)| n != "LOCK");
-    assert_eq!(after, before, "refused repair changes nothing");
+    refused_repair(tmp.path(), &["repair", d]);
 
     let out = run(&["verify", d]);
     assert_eq!(out.status.code(), Some(1));
@@ -381,17 +374,12 @@ fn truncate_corrupt_tail_refuses_damage_followed_by_a_valid_record() {
     let mut bytes = std::fs::read(&seg).unwrap();
     bytes[248 + 20] ^= 0x5a; // entry 24; the hard state at 408 stays valid
     std::fs::write(&seg, &bytes).unwrap();
-    let before = snapshot_of(tmp.path());
-    let out = run(&["repair", "--truncate-corrupt-tail", "--yes", d]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = refused_repair(
+        tmp.path(),
+        &["repair", "--truncate-corrupt-tail", "--yes", d],
+    );
     assert!(
-        err.contains("refusing to repair")
-            && err.contains("at byte 248")
-            && err.contains("a valid record follows"),
+        err.contains("at byte 248") && err.contains("a valid record follows"),
         "{err}"
     );
-    let mut after = snapshot_of(tmp.path());
-    after.retain(|(n, _)| n != "LOCK");
-    assert_eq!(after, before);
 }
