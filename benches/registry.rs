@@ -9,11 +9,11 @@ mod common;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use muster::naming::command::Command;
 use muster::naming::instance::InstanceSpec;
 use muster::naming::registry::{Lifecycle, Registry};
 use muster::naming::service::{Metadata, ServiceKey};
 use muster::naming::view::{ListQuery, ReadView};
+use muster::naming::write::Write;
 
 const SIZES: [usize; 4] = [1, 10, 100, 1000];
 
@@ -36,7 +36,7 @@ fn filled(n: usize) -> (Registry, Arc<ReadView>, ServiceKey) {
     let mut reg = Registry::new(Lifecycle::default(), view.clone(), 0);
     let key = ServiceKey::new("public", "DEFAULT_GROUP@@orders");
     for i in 0..n {
-        reg.apply(&key, Command::Register(spec(i)), 0).unwrap();
+        reg.apply(&key, Write::Register(spec(i)), 0).unwrap();
     }
     reg.flush(0);
     (reg, view, key)
@@ -70,7 +70,7 @@ fn bench_register(c: &mut Criterion) {
                 // Alternate the weight: an unchanged re-register is a no-op (lease renewal only).
                 let mut s = s.clone();
                 s.weight = (t % 2 + 1) as f64;
-                reg.apply(&key, Command::Register(s), t).unwrap();
+                reg.apply(&key, Write::Register(s), t).unwrap();
                 reg.flush(t)
             })
         });
@@ -91,7 +91,7 @@ fn bench_register_spread(c: &mut Criterion) {
         .collect();
     for (s, key) in keys.iter().enumerate() {
         for i in 0..PER {
-            reg.apply(key, Command::Register(spec(s * PER + i)), 0)
+            reg.apply(key, Write::Register(spec(s * PER + i)), 0)
                 .unwrap();
         }
     }
@@ -106,7 +106,7 @@ fn bench_register_spread(c: &mut Criterion) {
             n = (n + 7919) % (SERVICES * PER);
             let mut s = spec(n);
             s.weight = (t % 2 + 1) as f64;
-            reg.apply(&keys[n / PER], Command::Register(s), t).unwrap();
+            reg.apply(&keys[n / PER], Write::Register(s), t).unwrap();
             reg.flush(t)
         })
     });
@@ -124,7 +124,7 @@ fn bench_beat(c: &mut Criterion) {
             let mut t = 1;
             b.iter(|| {
                 t += 1;
-                let cmd = Command::Beat {
+                let cmd = Write::Beat {
                     ip: ip.clone(),
                     port: 8080,
                     cluster: "DEFAULT".into(),

@@ -6,9 +6,7 @@ use bytes::Bytes;
 use super::{Answer, Ctx};
 use crate::clock::wall_ms;
 use crate::error::{ApiError, ApiResult};
-use crate::naming::command::{Command, Patch, Reply, Target};
 use crate::naming::instance::{check_ip, parse_port, InstanceSpec};
-use crate::naming::op::PersistentOp;
 use crate::naming::params::{parse_int, to_boolean};
 use crate::naming::push::{agent_can_push, target_addr, Subscription, PUSH_CACHE_MILLIS};
 use crate::naming::registry::BEAT_OK;
@@ -17,6 +15,7 @@ use crate::naming::service::{
     DEFAULT_CLUSTER,
 };
 use crate::naming::view::{render_missing, ListQuery};
+use crate::naming::write::{Durability, Patch, Reply, Target, Write};
 
 /// `cacheMillis` for clients that are not push targets (Nacos `defaultCacheMillis`).
 pub const CACHE_MILLIS: u64 = 3000;
@@ -69,35 +68,8 @@ fn check_spec(key: &ServiceKey, spec: &InstanceSpec) -> ApiResult<()> {
 pub async fn register(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     let spec = instance_spec(ctx, &key)?;
-    if spec.ephemeral {
-        ctx.shard.execute(key, Command::Register(spec)).await?;
-    } else {
-        ctx.shard
-            .persist(key, PersistentOp::Register { instance: spec })
-            .await?;
-    }
+    ctx.shard.execute(key, Write::Register(spec)).await?;
     Ok(Answer::ok())
-}
-
-/// The instance `ip:port` in `cluster` of the given kind, as currently published.
-fn published(
-    ctx: &Ctx<'_>,
-    key: &ServiceKey,
-    ip: &str,
-    port: u16,
-    cluster: Option<&str>,
-    ephemeral: Option<bool>,
-) -> Option<std::sync::Arc<crate::naming::instance::Instance>> {
-    let view = ctx.shard.shared.view.get(key.as_ref())?;
-    view.instances
-        .iter()
-        .find(|i| {
-            *i.key.ip == *ip
-                && i.key.port == port
-                && cluster.is_none_or(|c| *i.key.cluster == *c)
-                && ephemeral.is_none_or(|e| i.key.ephemeral == e)
-        })
-        .cloned()
 }
 
 /// `DELETE /nacos/v1/ns/instance` → `ok`, even when nothing matches.
@@ -106,35 +78,13 @@ pub async fn deregister(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let ip = p.required("ip")?;
     let port = parse_port(p.required("port")?)?;
     let key = ctx.service_key()?;
-    let cluster = cluster_param(ctx);
-    let ephemeral = p.lenient_bool("ephemeral", true);
-    if !ephemeral {
-        // Nothing to remove: answer ok without writing a log entry.
-        if published(ctx, &key, ip, port, Some(cluster), Some(false)).is_some() {
-            ctx.shard
-                .persist(
-                    key,
-                    PersistentOp::Deregister {
-                        ip: ip.to_string(),
-                        port,
-                        cluster: cluster.to_string(),
-                    },
-                )
-                .await?;
-        }
-        return Ok(Answer::ok());
-    }
-    ctx.shard
-        .execute(
-            key,
-            Command::Deregister {
-                ip: ip.to_string(),
-                port,
-                cluster: cluster.to_string(),
-                ephemeral,
-            },
-        )
-        .await?;
+    let write = Write::Deregister {
+        ip: ip.to_string(),
+        port,
+        cluster: cluster_param(ctx).to_string(),
+        durability: Durability::from_ephemeral(p.lenient_bool("ephemeral", true)),
+    };
+    ctx.shard.execute(key, write).await?;
     Ok(Answer::ok())
 }
 
@@ -143,25 +93,8 @@ pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     let spec = instance_spec(ctx, &key)?;
     let strict = ctx.java_1x();
-    if spec.ephemeral {
-        ctx.shard
-            .execute(key, Command::Update { spec, strict })
-            .await?;
-        return Ok(Answer::ok());
-    }
-    if strict {
-        if ctx.shard.shared.view.get(key.as_ref()).is_none() {
-            return Err(ApiError::server(format!(
-                "service not found, namespace: {}, service: {}",
-                key.namespace, key.grouped
-            )));
-        }
-        if published(ctx, &key, &spec.ip, spec.port, None, Some(false)).is_none() {
-            return Err(spec.not_exist());
-        }
-    }
     ctx.shard
-        .persist(key, PersistentOp::Register { instance: spec })
+        .execute(key, Write::Update { spec, strict })
         .await?;
     Ok(Answer::ok())
 }
@@ -190,28 +123,7 @@ pub async fn patch(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         weight,
         enabled: p.optional("enabled").map(to_boolean),
     };
-    let current = published(ctx, &key, ip, port, Some(cluster), None);
-    if let Some(old) = current.filter(|i| !i.key.ephemeral) {
-        let mut spec = old.to_spec();
-        if let Some(m) = patch.metadata {
-            spec.metadata = m;
-        }
-        if let Some(a) = patch.app {
-            spec.app = a;
-        }
-        if let Some(w) = patch.weight {
-            spec.weight = w;
-        }
-        if let Some(e) = patch.enabled {
-            spec.enabled = e;
-        }
-        spec.validate()?;
-        ctx.shard
-            .persist(key, PersistentOp::Register { instance: spec })
-            .await?;
-        return Ok(Answer::ok());
-    }
-    ctx.shard.execute(key, Command::Patch(patch)).await?;
+    ctx.shard.execute(key, Write::Patch(patch)).await?;
     Ok(Answer::ok())
 }
 
@@ -398,19 +310,6 @@ pub async fn beat(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
             Some(spec)
         }
     };
-    // A beat registering a persistent instance goes through raft first; the beat itself is
-    // then a no-op (persistent instances are not kept alive by beats).
-    let register = match register {
-        Some(spec) if !spec.ephemeral => {
-            if published(ctx, &key, &ip, port, Some(&cluster), None).is_none() {
-                ctx.shard
-                    .persist(key.clone(), PersistentOp::Register { instance: spec })
-                    .await?;
-            }
-            None
-        }
-        other => other,
-    };
     if register.is_none() {
         check_ip(&ip)?;
     }
@@ -418,7 +317,7 @@ pub async fn beat(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
         .shard
         .execute(
             key,
-            Command::Beat {
+            Write::Beat {
                 ip,
                 port,
                 cluster,
@@ -451,69 +350,20 @@ pub async fn metadata_batch(ctx: &Ctx<'_>, delete: bool) -> ApiResult<Answer> {
         "persist" => (None, false),
         _ => (Some(parse_targets(p.optional_or("instances", "[]"))?), true),
     };
-    let mut updated = Vec::new();
-    // Persistent instances change through raft, one durable re-register each.
-    let wants_persistent = match &targets {
-        None => !ephemeral,
-        Some(ts) => ts.iter().any(|t| !t.ephemeral),
+    let write = Write::BatchMetadata {
+        targets,
+        durability: Durability::from_ephemeral(ephemeral),
+        metadata,
+        delete,
     };
-    if wants_persistent {
-        let view = ctx.shard.shared.view.get(key.as_ref());
-        let hits: Vec<_> = view
-            .iter()
-            .flat_map(|v| v.instances.iter())
-            .filter(|i| !i.key.ephemeral)
-            .filter(|i| match &targets {
-                None => true,
-                Some(ts) => ts.iter().any(|t| {
-                    !t.ephemeral
-                        && *t.ip == *i.key.ip
-                        && t.port == i.key.port
-                        && t.cluster.as_deref().is_none_or(|c| *c == *i.key.cluster)
-                }),
-            })
-            .cloned()
-            .collect();
-        for inst in hits {
-            let mut spec = inst.to_spec();
-            for (k, v) in &metadata {
-                if delete {
-                    spec.metadata.remove(k);
-                } else {
-                    spec.metadata.insert(k.clone(), v.clone());
-                }
-            }
-            check_metadata(&spec.metadata)?;
-            ctx.shard
-                .persist(key.clone(), PersistentOp::Register { instance: spec })
-                .await?;
-            updated.push(format!(
-                "{}:{}:unknown:{}:persist",
-                inst.key.ip, inst.key.port, inst.key.cluster
-            ));
+    let updated = match ctx.shard.execute(key, write).await? {
+        Reply::Updated(u) => u,
+        _ => {
+            return Err(ApiError::server(
+                "metadata batch produced an unexpected reply",
+            ))
         }
-    }
-    let wants_ephemeral = match &targets {
-        None => ephemeral,
-        Some(ts) => ts.iter().any(|t| t.ephemeral),
     };
-    if wants_ephemeral {
-        let reply = ctx
-            .shard
-            .execute(
-                key,
-                Command::BatchMetadata {
-                    targets: targets.map(|ts| ts.into_iter().filter(|t| t.ephemeral).collect()),
-                    ephemeral: true,
-                    metadata,
-                    delete,
-                },
-            )
-            .await?;
-        if let Reply::Updated(u) = reply {
-            updated.extend(u);
-        }
-    }
     Ok(Answer::json(&serde_json::json!({ "updated": updated })))
 }
 
@@ -541,7 +391,9 @@ fn parse_targets(raw: &str) -> ApiResult<Vec<Target>> {
                     .filter(|c| !c.trim().is_empty())
                     .unwrap_or_else(|| DEFAULT_CLUSTER.to_string()),
             ),
-            ephemeral: s("ephemeral").map(|e| to_boolean(&e)).unwrap_or(true),
+            durability: Durability::from_ephemeral(
+                s("ephemeral").map(|e| to_boolean(&e)).unwrap_or(true),
+            ),
         });
     }
     Ok(out)
@@ -563,7 +415,7 @@ pub async fn set_health(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     ctx.shard
         .execute(
             key,
-            Command::SetHealth {
+            Write::SetHealth {
                 ip: ip.to_string(),
                 port,
                 cluster: cluster.to_string(),

@@ -8,13 +8,13 @@ use serde_json::{json, Value};
 
 use super::{Answer, Ctx};
 use crate::error::{ApiError, ApiResult};
-use crate::naming::op::PersistentOp;
 use crate::naming::service::ServiceSettings;
 use crate::naming::service::{
     check_service_name_chars, group_of, name_of, parse_metadata, parse_selector, ClusterMeta,
     Metadata, DEFAULT_GROUP,
 };
 use crate::naming::view::ServiceView;
+use crate::naming::write::Write;
 
 fn settings(ctx: &Ctx<'_>, threshold_required: bool) -> ApiResult<ServiceSettings> {
     let p = &ctx.params;
@@ -45,14 +45,8 @@ pub async fn create(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     check_service_name_chars(&key.grouped)?;
     let settings = settings(ctx, false)?;
-    if ctx.shard.shared.view.get(key.as_ref()).is_some() {
-        return Err(ApiError::bad_request(format!(
-            "specified service already exists, serviceName : {}",
-            key.grouped
-        )));
-    }
     ctx.shard
-        .persist(key, PersistentOp::CreateService { settings })
+        .execute(key, Write::CreateService(settings))
         .await?;
     Ok(Answer::ok())
 }
@@ -65,17 +59,7 @@ pub async fn create(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 /// We keep the refusal: deleting registered instances as a side effect loses data.
 pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
-    let Some(view) = ctx.shard.shared.view.get(key.as_ref()) else {
-        return Err(ApiError::bad_request(format!(
-            "specified service not exist, serviceName : {}",
-            key.grouped
-        )));
-    };
-    if !view.instances.is_empty() {
-        return Err(crate::naming::registry::has_instances(&key));
-    }
-    drop(view);
-    ctx.shard.persist(key, PersistentOp::DeleteService).await?;
+    ctx.shard.execute(key, Write::DeleteService).await?;
     Ok(Answer::ok())
 }
 
@@ -83,14 +67,8 @@ pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let key = ctx.service_key()?;
     let settings = settings(ctx, true)?;
-    if ctx.shard.shared.view.get(key.as_ref()).is_none() {
-        return Err(ApiError::server(format!(
-            "service {} not found!",
-            key.grouped
-        )));
-    }
     ctx.shard
-        .persist(key, PersistentOp::UpdateService { settings })
+        .execute(key, Write::UpdateService(settings))
         .await?;
     Ok(Answer::ok())
 }
@@ -421,7 +399,7 @@ pub async fn subscribers(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         .execute(key.clone(), crate::node::mailbox::Op::Subscribers)
         .await?
     {
-        crate::naming::command::Reply::Subscribers(s) => s,
+        crate::naming::write::Reply::Subscribers(s) => s,
         _ => Vec::new(),
     };
     let count = subs.len();
@@ -475,20 +453,10 @@ pub async fn update_cluster(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         metadata,
     };
     crate::naming::service::check_cluster_name(cluster)?;
-    if ctx.shard.shared.view.get(key.as_ref()).is_none() {
-        return Err(ApiError::server(format!(
-            "service not found:{}",
-            key.grouped
-        )));
-    }
-    ctx.shard
-        .persist(
-            key,
-            PersistentOp::UpdateCluster {
-                cluster: cluster.to_string(),
-                meta,
-            },
-        )
-        .await?;
+    let write = Write::UpdateCluster {
+        cluster: cluster.to_string(),
+        meta,
+    };
+    ctx.shard.execute(key, write).await?;
     Ok(Answer::ok())
 }

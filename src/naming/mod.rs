@@ -11,7 +11,6 @@
 //! - [`push`]: subscribers, push rounds and the `dom` packets (the sockets are the node's).
 //! - [`probe`]: health-probe schedules of persistent instances (the probes run in the node).
 
-pub mod command;
 pub mod instance;
 pub mod op;
 pub(crate) mod params;
@@ -22,3 +21,4 @@ pub mod roster;
 pub mod service;
 pub mod view;
 pub(crate) mod wheel;
+pub mod write;

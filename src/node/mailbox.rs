@@ -5,16 +5,16 @@
 //! publishes once, then answers each.
 
 use crate::error::ApiResult;
-use crate::naming::command::{Command, Reply, Restore};
 use crate::naming::op::PersistentOp;
 use crate::naming::push::Subscription;
 use crate::naming::service::ServiceKey;
+use crate::naming::write::{Reply, Restore, Write};
 
 /// What the owner of a service does to it.
 #[derive(Debug)]
 pub enum Op {
     /// A registry write (register, beat, update, …).
-    Write(Command),
+    Write(Write),
     /// An `instance/list` with `udpPort > 0`: register or refresh a push target before the
     /// list answer is rendered.
     Subscribe(Subscription),
@@ -27,8 +27,8 @@ pub enum Op {
     Restore(Box<Restore>),
 }
 
-impl From<Command> for Op {
-    fn from(c: Command) -> Op {
+impl From<Write> for Op {
+    fn from(c: Write) -> Op {
         Op::Write(c)
     }
 }

@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use crate::clock::{wall_ms, Clock, SystemClock};
 use crate::error::{ApiError, ApiResult};
-use crate::naming::command::Reply;
+use crate::naming::op::PersistentOp;
 use crate::naming::push::{Outgoing, Push, MAX_ACK_BYTES};
 use crate::naming::registry::Registry;
 use crate::naming::service::ServiceKey;
 use crate::naming::view::ReadView;
+use crate::naming::write::{Outcome, Reply};
 use crate::node::mailbox::{Message, Op};
 use crate::node::metrics::{Metrics, ShardMetrics};
 use crate::node::Error;
@@ -133,24 +134,25 @@ impl Shard {
         }
     }
 
-    /// Does `op` to a service this shard owns (no publish).
-    fn apply_local(&self, key: &ServiceKey, op: Op, now: u64) -> ApiResult<Reply> {
-        match op {
-            Op::Write(command) => self.registry.borrow_mut().apply(key, command, now),
-            Op::Subscribe(sub) => Ok(Reply::Subscribed(
-                self.push.borrow_mut().subscribe(key, sub, now),
-            )),
-            Op::Subscribers => Ok(Reply::Subscribers(self.push.borrow().subscribers(key, now))),
-            Op::Committed(op) => self
-                .registry
-                .borrow_mut()
-                .apply_committed(key, op, now)
-                .map(|()| Reply::Ok),
+    /// Does `op` to a service this shard owns (no publish). A persistent write comes back as
+    /// [`Outcome::Propose`]: nothing changed yet.
+    fn apply_local(&self, key: &ServiceKey, op: Op, now: u64) -> ApiResult<Outcome> {
+        let reply = match op {
+            Op::Write(write) => return self.registry.borrow_mut().apply(key, write, now),
+            Op::Subscribe(sub) => {
+                Reply::Subscribed(self.push.borrow_mut().subscribe(key, sub, now))
+            }
+            Op::Subscribers => Reply::Subscribers(self.push.borrow().subscribers(key, now)),
+            Op::Committed(op) => {
+                self.registry.borrow_mut().apply_committed(key, op, now)?;
+                Reply::Ok
+            }
             Op::Restore(r) => {
                 self.registry.borrow_mut().restore(key, *r, now);
-                Ok(Reply::Ok)
+                Reply::Ok
             }
-        }
+        };
+        Ok(Outcome::Applied(reply))
     }
 
     /// Publishes what changed and starts push rounds for it.
@@ -296,45 +298,51 @@ impl Shard {
         }
     }
 
-    /// Sends a persistent change through raft; answers after the owner applied the committed
-    /// change. A full proposal queue for 2 s answers 503, and so does an op that would create a
-    /// service over `max_services` or `max_services_per_namespace`.
-    pub async fn persist(
-        &self,
-        key: ServiceKey,
-        op: crate::naming::op::PersistentOp,
-    ) -> ApiResult<Reply> {
-        use crate::naming::op::PersistentOp as Op;
-        let creates = matches!(
-            op,
-            Op::Register { .. } | Op::CreateService { .. } | Op::UpdateCluster { .. }
-        );
-        if creates && self.shared.view.get(key.as_ref()).is_none() {
-            let life = &self.shared.config.lifecycle;
-            self.shared.view.census.room_for(
-                &key.namespace,
-                life.max_services,
-                life.max_services_per_namespace,
-            )?;
-        }
-        let (tx, rx) = flume::bounded(1);
-        let p = crate::node::raft::Proposal { key, op, reply: tx };
-        let sent = glommio::timer::timeout(INBOX_WAIT, async {
-            Ok(self.shared.proposals.send_async(p).await.is_ok())
-        })
-        .await;
-        if !matches!(sent, Ok(true)) {
-            return Err(Error::Busy {
-                queue: "the raft proposal queue".into(),
+    /// Proposes the persistent changes an owner's registry asked for, in order, and waits
+    /// until the owner has applied every one of them after raft committed it (the answer then
+    /// reads its own write). Called by the owner only. A proposal queue full for
+    /// [`INBOX_WAIT`] answers 503; ops already queued before that still commit.
+    async fn propose(&self, key: ServiceKey, ops: Vec<PersistentOp>) -> ApiResult<()> {
+        let mut applied = Vec::with_capacity(ops.len());
+        for op in ops {
+            let (tx, rx) = flume::bounded(1);
+            let p = crate::node::raft::Proposal {
+                key: key.clone(),
+                op,
+                reply: tx,
+            };
+            let sent = glommio::timer::timeout(INBOX_WAIT, async {
+                Ok(self.shared.proposals.send_async(p).await.is_ok())
+            })
+            .await;
+            if !matches!(sent, Ok(true)) {
+                return Err(Error::Busy {
+                    queue: "the raft proposal queue".into(),
+                }
+                .into());
             }
-            .into());
+            applied.push(rx);
         }
-        rx.recv_async().await.unwrap_or_else(|_| {
-            Err(
-                Error::Dropped("the raft thread stopped before the write was committed".into())
-                    .into(),
-            )
-        })
+        for rx in applied {
+            rx.recv_async().await.unwrap_or_else(|_| {
+                Err(
+                    Error::Dropped("the raft thread stopped before the write was committed".into())
+                        .into(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Finishes an owner's outcome: the answer now, or after its proposals are applied.
+    async fn settle(&self, key: ServiceKey, outcome: Outcome) -> ApiResult<Reply> {
+        match outcome {
+            Outcome::Applied(reply) => Ok(reply),
+            Outcome::Propose { ops, reply } => {
+                self.propose(key, ops).await?;
+                Ok(reply)
+            }
+        }
     }
 
     /// This shard's metrics.
@@ -352,8 +360,10 @@ impl Shard {
         owner.shard
     }
 
-    /// Does `op` (a registry `Command`, or a push subscription) to `key` on its owner shard
-    /// and returns the owner's answer.
+    /// Does `op` (a naming [`crate::naming::write::Write`], or a push subscription) to `key`
+    /// on its owner shard and returns the owner's answer. This is the one write path: the
+    /// owner checks the preconditions and applies an ephemeral write at once, or proposes a
+    /// persistent one and answers once it has applied the committed change.
     ///
     /// Local work applies and publishes synchronously. Remote work waits for room in the
     /// owner's inbox for at most [`INBOX_WAIT`], then answers 503.
@@ -364,7 +374,7 @@ impl Shard {
             let now = self.clock.now_ms();
             let r = self.apply_local(&key, op, now);
             self.flush(now);
-            return r;
+            return self.settle(key, r?).await;
         }
         let (tx, rx) = flume::bounded(1);
         let env = Message::Apply {
@@ -435,8 +445,29 @@ impl Shard {
                             );
                             Err(ApiError::server("internal error while applying the write"))
                         });
-                        if let Some(reply) = reply {
-                            batch.push((reply, r));
+                        match r {
+                            Ok(Outcome::Applied(r)) => {
+                                if let Some(reply) = reply {
+                                    batch.push((reply, Ok(r)));
+                                }
+                            }
+                            Err(e) => {
+                                if let Some(reply) = reply {
+                                    batch.push((reply, Err(e)));
+                                }
+                            }
+                            // Answered by a task once raft committed it and this shard applied
+                            // it (the commit comes back through this inbox).
+                            Ok(outcome) => {
+                                let me = self.clone();
+                                glommio::spawn_local(async move {
+                                    let r = me.settle(key, outcome).await;
+                                    if let Some(reply) = reply {
+                                        let _ = reply.send(r);
+                                    }
+                                })
+                                .detach();
+                            }
                         }
                     }
                 }

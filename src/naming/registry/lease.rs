@@ -95,7 +95,7 @@ impl Registry {
         cluster: &str,
         register: Option<InstanceSpec>,
         now: u64,
-    ) -> Reply {
+    ) -> Outcome {
         let default_interval = self.life.timing.interval_ms;
         let found = self
             .services
@@ -115,29 +115,41 @@ impl Registry {
             }
             None => match register {
                 None => {
-                    return Reply::Beat {
+                    return Outcome::Applied(Reply::Beat {
                         code: BEAT_NOT_FOUND,
                         interval_ms: default_interval,
-                    }
+                    })
                 }
                 Some(spec) => {
-                    let interval = self.life.timing.with_overrides(&spec.metadata).interval_ms;
-                    let explicit = spec
+                    let interval = if spec
                         .metadata
-                        .contains_key(crate::naming::instance::HEART_BEAT_INTERVAL);
-                    self.upsert(key, &spec, now);
-                    if explicit {
-                        interval
+                        .contains_key(crate::naming::instance::HEART_BEAT_INTERVAL)
+                    {
+                        self.life.timing.with_overrides(&spec.metadata).interval_ms
                     } else {
                         default_interval
+                    };
+                    let reply = Reply::Beat {
+                        code: BEAT_OK,
+                        interval_ms: interval,
+                    };
+                    // A beat that registers a persistent instance goes through raft; the
+                    // beat itself is then a no-op (beats do not keep persistent instances).
+                    if !spec.ephemeral {
+                        return Outcome::Propose {
+                            ops: vec![PersistentOp::Register { instance: spec }],
+                            reply,
+                        };
                     }
+                    self.upsert(key, &spec, now);
+                    return Outcome::Applied(reply);
                 }
             },
         };
-        Reply::Beat {
+        Outcome::Applied(Reply::Beat {
             code: BEAT_OK,
             interval_ms: interval,
-        }
+        })
     }
 }
 

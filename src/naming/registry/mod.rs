@@ -17,7 +17,6 @@ use std::sync::Arc;
 use hashbrown::{HashMap, HashSet};
 
 use crate::error::{ApiError, ApiResult};
-use crate::naming::command::{Command, Patch, Reply, Restore, Target};
 use crate::naming::instance::{Host, Instance, InstanceKey, InstanceSpec, Timing};
 use crate::naming::op::PersistentOp;
 use crate::naming::roster::Roster;
@@ -25,6 +24,7 @@ use crate::naming::service::ServiceSettings;
 use crate::naming::service::{ClusterMeta, Metadata, ServiceKey, ServiceMeta};
 use crate::naming::view::{ReadView, ServiceView};
 use crate::naming::wheel::Wheel;
+use crate::naming::write::{Durability, Outcome, Patch, Reply, Restore, Target, Write};
 
 mod lease;
 mod persistent;
@@ -197,7 +197,11 @@ impl Registry {
         self.wheel.len()
     }
 
-    /// Applies one command at monotonic time `now` (ms). An error changes nothing.
+    /// Applies one write at monotonic time `now` (ms), after checking its preconditions
+    /// against this owner's state. An error changes nothing. An ephemeral write is applied
+    /// here ([`Outcome::Applied`]); a persistent one changes nothing yet and comes back as the
+    /// ops to propose ([`Outcome::Propose`]), applied by [`Registry::apply_committed`] once
+    /// raft commits them.
     ///
     /// Changes become visible to readers at the next [`Registry::flush`], or at once for an
     /// instance write to a published service that no reader holds: then the published view is
@@ -205,31 +209,29 @@ impl Registry {
     /// owner's roster changes its chunks in place instead of copying them, and is put back
     /// with the new revision. Otherwise (a reader holds the view, or the service is new) the
     /// change is copy-on-write and published by the next flush.
-    pub fn apply(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
+    pub fn apply(&mut self, key: &ServiceKey, write: Write, now: u64) -> ApiResult<Outcome> {
         // Beats are left out: nearly all of them change nothing (they stamp `last_beat`), and
         // must not take the stripe lock; the rare one that changes health is copy-on-write.
-        let instance_write = matches!(
-            cmd,
-            Command::Register(_)
-                | Command::Update { .. }
-                | Command::Deregister { .. }
-                | Command::Patch(_)
-                | Command::SetHealth { .. }
-                | Command::BatchMetadata { .. }
-        );
+        // So are persistent instance writes, which change nothing until committed.
+        let instance_write = match &write {
+            Write::Register(spec) | Write::Update { spec, .. } => spec.ephemeral,
+            Write::Deregister { durability, .. } => durability.is_ephemeral(),
+            Write::Patch(_) | Write::SetHealth { .. } | Write::BatchMetadata { .. } => true,
+            _ => false,
+        };
         if !instance_write || !self.services.contains_key(key) {
-            return self.apply_now(key, cmd, now);
+            return self.apply_now(key, write, now);
         }
         let view = self.view.clone();
         view.update_in_place(key.as_ref(), |published| {
             let Some(published) = published else {
-                return self.apply_now(key, cmd, now);
+                return self.apply_now(key, write, now);
             };
             drop(published.take_instances());
             // Whatever happens (even a panic, which the API layer turns into a 500), the view
             // gets the owner's roster back before the lock is released.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.apply_now(key, cmd, now)
+                self.apply_now(key, write, now)
             }));
             // Instance writes never remove the service, so its state is still here.
             if let Some(svc) = self.services.get_mut(key) {
@@ -252,21 +254,29 @@ impl Registry {
         )
     }
 
-    fn apply_now(&mut self, key: &ServiceKey, cmd: Command, now: u64) -> ApiResult<Reply> {
-        match cmd {
-            Command::Register(spec) => {
+    /// The state of an existing service, or `missing(key)`.
+    fn existing(
+        &self,
+        key: &ServiceKey,
+        missing: impl FnOnce(&ServiceKey) -> ApiError,
+    ) -> ApiResult<&ServiceState> {
+        self.services.get(key).ok_or_else(|| missing(key))
+    }
+
+    fn apply_now(&mut self, key: &ServiceKey, write: Write, now: u64) -> ApiResult<Outcome> {
+        match write {
+            Write::Register(spec) => {
                 self.room_for(key)?;
-                self.upsert(key, &spec, now);
-                Ok(Reply::Ok)
+                Ok(self.put(key, spec, now))
             }
-            Command::Update { spec, strict } => {
+            Write::Update { spec, strict } => {
                 if strict {
-                    let Some(svc) = self.services.get(key) else {
-                        return Err(ApiError::server(format!(
+                    let svc = self.existing(key, |key| {
+                        ApiError::server(format!(
                             "service not found, namespace: {}, service: {}",
                             key.namespace, key.grouped
-                        )));
-                    };
+                        ))
+                    })?;
                     let exists = svc.instances.iter().any(|i| {
                         let k = &i.key;
                         *k.ip == *spec.ip && k.port == spec.port && k.ephemeral == spec.ephemeral
@@ -276,25 +286,35 @@ impl Registry {
                     }
                 }
                 self.room_for(key)?;
-                self.upsert(key, &spec, now);
-                Ok(Reply::Ok)
+                Ok(self.put(key, spec, now))
             }
-            Command::Deregister {
+            Write::Deregister {
                 ip,
                 port,
                 cluster,
-                ephemeral,
+                durability,
             } => {
-                let ik = self.instance_key(&ip, port, &cluster, ephemeral);
-                if let Some(svc) = self.services.get_mut(key) {
-                    if svc.instances.remove(&ik).is_some() {
-                        Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                let ik = self.instance_key(&ip, port, &cluster, durability.is_ephemeral());
+                let Some(svc) = self.services.get_mut(key) else {
+                    return Ok(Outcome::Applied(Reply::Ok));
+                };
+                if durability == Durability::Persistent {
+                    // Nothing to remove: answer ok without writing a log entry.
+                    if svc.instances.get(&ik).is_none() {
+                        return Ok(Outcome::Applied(Reply::Ok));
                     }
+                    return Ok(Outcome::Propose {
+                        ops: vec![PersistentOp::Deregister { ip, port, cluster }],
+                        reply: Reply::Ok,
+                    });
                 }
-                Ok(Reply::Ok)
+                if svc.instances.remove(&ik).is_some() {
+                    Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
+                }
+                Ok(Outcome::Applied(Reply::Ok))
             }
-            Command::Patch(p) => self.patch(key, p, now),
-            Command::Beat {
+            Write::Patch(p) => self.patch(key, p, now),
+            Write::Beat {
                 ip,
                 port,
                 cluster,
@@ -305,7 +325,7 @@ impl Registry {
                 }
                 Ok(self.beat(key, &ip, port, &cluster, register, now))
             }
-            Command::SetHealth {
+            Write::SetHealth {
                 ip,
                 port,
                 cluster,
@@ -342,15 +362,58 @@ impl Registry {
                 if changed {
                     Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
                 }
-                Ok(Reply::Ok)
+                Ok(Outcome::Applied(Reply::Ok))
             }
-            Command::BatchMetadata {
+            Write::BatchMetadata {
                 targets,
-                ephemeral,
+                durability,
                 metadata,
                 delete,
-            } => Ok(self.batch_metadata(key, targets, ephemeral, metadata, delete)),
+            } => self.batch_metadata(key, targets, durability, metadata, delete),
+            Write::CreateService(settings) => {
+                if self.services.contains_key(key) {
+                    return Err(ApiError::bad_request(format!(
+                        "specified service already exists, serviceName : {}",
+                        key.grouped
+                    )));
+                }
+                self.room_for(key)?;
+                Ok(propose(PersistentOp::CreateService { settings }))
+            }
+            Write::UpdateService(settings) => {
+                self.existing(key, |key| {
+                    ApiError::server(format!("service {} not found!", key.grouped))
+                })?;
+                Ok(propose(PersistentOp::UpdateService { settings }))
+            }
+            Write::DeleteService => {
+                let svc = self.existing(key, |key| {
+                    ApiError::bad_request(format!(
+                        "specified service not exist, serviceName : {}",
+                        key.grouped
+                    ))
+                })?;
+                if !svc.instances.is_empty() {
+                    return Err(has_instances(key));
+                }
+                Ok(propose(PersistentOp::DeleteService))
+            }
+            Write::UpdateCluster { cluster, meta } => {
+                self.existing(key, |key| {
+                    ApiError::server(format!("service not found:{}", key.grouped))
+                })?;
+                Ok(propose(PersistentOp::UpdateCluster { cluster, meta }))
+            }
         }
+    }
+
+    /// Adds or replaces an instance: at once if ephemeral, else as a proposal.
+    fn put(&mut self, key: &ServiceKey, spec: InstanceSpec, now: u64) -> Outcome {
+        if !spec.ephemeral {
+            return propose(PersistentOp::Register { instance: spec });
+        }
+        self.upsert(key, &spec, now);
+        Outcome::Applied(Reply::Ok)
     }
 
     /// Publishes every service changed since the last flush, at monotonic time `now` (ms), and
@@ -459,74 +522,85 @@ impl Registry {
         }
     }
 
-    fn patch(&mut self, key: &ServiceKey, p: Patch, now: u64) -> ApiResult<Reply> {
+    /// `PATCH /instance`: merges the given fields into the instance `ip:port` in `cluster`
+    /// (either kind; the first found) and writes it back the way its kind is written.
+    fn patch(&mut self, key: &ServiceKey, p: Patch, now: u64) -> ApiResult<Outcome> {
         let svc = self.services.get(key);
         let found = svc.and_then(|svc| svc.instances.find_any(&p.ip, p.port, &p.cluster).cloned());
         let Some(old) = found else {
             return Err(ApiError::bad_request("instance not found"));
         };
-        let spec = InstanceSpec {
-            ip: p.ip,
-            port: p.port,
-            cluster: p.cluster,
-            weight: p.weight.unwrap_or(old.weight),
-            healthy: old.healthy,
-            enabled: p.enabled.unwrap_or(old.enabled),
-            ephemeral: old.key.ephemeral,
-            metadata: p.metadata.unwrap_or_else(|| (*old.metadata).clone()),
-            app: p.app.unwrap_or_else(|| old.app.to_string()),
-        };
+        let mut spec = old.to_spec();
+        if let Some(m) = p.metadata {
+            spec.metadata = m;
+        }
+        if let Some(a) = p.app {
+            spec.app = a;
+        }
+        if let Some(w) = p.weight {
+            spec.weight = w;
+        }
+        if let Some(e) = p.enabled {
+            spec.enabled = e;
+        }
         spec.validate()?;
-        self.upsert(key, &spec, now);
-        Ok(Reply::Ok)
+        Ok(self.put(key, spec, now))
     }
 
+    /// `PUT|DELETE /instance/metadata/batch`: sets or deletes `metadata`'s keys on every
+    /// instance `targets` names (or every instance of `durability` when `None`). Ephemeral
+    /// instances change at once; persistent ones are re-registered through raft, one op each.
+    /// Every changed metadata map is checked before anything changes. The answer lists the
+    /// persistent instances first, then the ephemeral ones.
     fn batch_metadata(
         &mut self,
         key: &ServiceKey,
         targets: Option<Vec<Target>>,
-        ephemeral: bool,
+        durability: Durability,
         metadata: Metadata,
         delete: bool,
-    ) -> Reply {
+    ) -> ApiResult<Outcome> {
         let Some(svc) = self.services.get_mut(key) else {
-            return Reply::Updated(Vec::new());
+            return Ok(Outcome::Applied(Reply::Updated(Vec::new())));
         };
         let mut updated = Vec::new();
+        let mut ops = Vec::new();
         let mut changed = Vec::new();
         for old in svc.instances.iter() {
             let k = &old.key;
             let hit = match &targets {
-                None => k.ephemeral == ephemeral,
+                None => k.ephemeral == durability.is_ephemeral(),
                 Some(ts) => ts.iter().any(|t| {
                     *t.ip == *k.ip
                         && t.port == k.port
-                        && t.ephemeral == k.ephemeral
+                        && t.durability.is_ephemeral() == k.ephemeral
                         && t.cluster.as_deref().is_none_or(|c| *c == *k.cluster)
                 }),
             };
             if !hit {
                 continue;
             }
-            let mut md = (*old.metadata).clone();
+            let mut spec = old.to_spec();
             for (mk, mv) in &metadata {
                 if delete {
-                    md.remove(mk);
+                    spec.metadata.remove(mk);
                 } else {
-                    md.insert(mk.clone(), mv.clone());
+                    spec.metadata.insert(mk.clone(), mv.clone());
                 }
             }
-            let spec = InstanceSpec {
-                ip: old.key.ip.to_string(),
-                port: old.key.port,
-                cluster: old.key.cluster.to_string(),
-                weight: old.weight,
-                healthy: old.healthy,
-                enabled: old.enabled,
-                ephemeral: old.key.ephemeral,
-                metadata: md,
-                app: old.app.to_string(),
-            };
+            crate::naming::service::check_metadata(&spec.metadata)?;
+            let line = format!(
+                "{}:{}:unknown:{}:{}",
+                k.ip,
+                k.port,
+                k.cluster,
+                if k.ephemeral { "ephemeral" } else { "persist" }
+            );
+            if !k.ephemeral {
+                ops.push(PersistentOp::Register { instance: spec });
+                updated.push(line);
+                continue;
+            }
             let mut inst = Instance::build(
                 &spec,
                 old.key.cluster.clone(),
@@ -539,22 +613,22 @@ impl Registry {
             // Same lease: the generation and last beat carry over.
             inst.gen = old.gen;
             inst.last_beat = AtomicU64::new(old.last_beat());
-            updated.push(format!(
-                "{}:{}:unknown:{}:{}",
-                k.ip,
-                k.port,
-                k.cluster,
-                if k.ephemeral { "ephemeral" } else { "persist" }
-            ));
-            changed.push(Arc::new(inst));
+            changed.push((line, Arc::new(inst)));
         }
-        for inst in changed {
+        let touched = !changed.is_empty();
+        for (line, inst) in changed {
+            updated.push(line);
             svc.instances.insert(inst);
         }
-        if !updated.is_empty() {
+        if touched {
             Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
         }
-        Reply::Updated(updated)
+        let reply = Reply::Updated(updated);
+        Ok(if ops.is_empty() {
+            Outcome::Applied(reply)
+        } else {
+            Outcome::Propose { ops, reply }
+        })
     }
 
     fn instance_key(&mut self, ip: &str, port: u16, cluster: &str, ephemeral: bool) -> InstanceKey {
@@ -602,6 +676,14 @@ fn service_entry<'a>(
             durable: false,
         }
     })
+}
+
+/// One persistent op to propose, answered `ok` once applied.
+fn propose(op: PersistentOp) -> Outcome {
+    Outcome::Propose {
+        ops: vec![op],
+        reply: Reply::Ok,
+    }
 }
 
 /// Nacos 1.0–1.1's `easyRemoveService` refusal (400), kept for a service with instances.

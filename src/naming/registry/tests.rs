@@ -28,9 +28,26 @@ impl Fixture {
         }
     }
 
-    fn apply(&mut self, cmd: Command) -> ApiResult<Reply> {
+    /// Applies `write` the way its owner shard does: at once, or (persistent) by applying the
+    /// proposed ops as raft would commit them; then publishes.
+    fn apply(&mut self, write: Write) -> ApiResult<Reply> {
         let now = self.clock.now_ms();
-        let r = self.reg.apply(&self.key, cmd, now);
+        let r = match self.reg.apply(&self.key, write, now) {
+            Ok(Outcome::Applied(reply)) => Ok(reply),
+            Ok(Outcome::Propose { ops, reply }) => ops
+                .into_iter()
+                .try_for_each(|op| self.reg.apply_committed(&self.key, op, now))
+                .map(|()| reply),
+            Err(e) => Err(e),
+        };
+        self.reg.flush(now);
+        r
+    }
+
+    /// What the owner makes of `write`, without committing anything it proposes.
+    fn plan(&mut self, write: Write) -> ApiResult<Outcome> {
+        let now = self.clock.now_ms();
+        let r = self.reg.apply(&self.key, write, now);
         self.reg.flush(now);
         r
     }
@@ -47,18 +64,18 @@ impl Fixture {
 
     /// Deregisters the ephemeral `ip:80` in DEFAULT.
     fn deregister(&mut self, ip: &str) {
-        self.apply(Command::Deregister {
+        self.apply(Write::Deregister {
             ip: ip.into(),
             port: 80,
             cluster: "DEFAULT".into(),
-            ephemeral: true,
+            durability: Durability::Ephemeral,
         })
         .unwrap();
     }
 
     /// A light beat for `ip:80` in DEFAULT.
     fn beat(&mut self, ip: &str) -> Reply {
-        self.apply(Command::Beat {
+        self.apply(Write::Beat {
             ip: ip.into(),
             port: 80,
             cluster: "DEFAULT".into(),
@@ -86,10 +103,10 @@ fn removing_a_service_takes_its_instances_out_of_every_counter() {
     f.reg
         .apply_committed(&f.key, PersistentOp::Register { instance: db }, now)
         .unwrap();
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     let mut sick = spec("10.0.0.2", 80);
     sick.healthy = false;
-    f.apply(Command::Register(sick)).unwrap();
+    f.apply(Write::Register(sick)).unwrap();
     assert_eq!((f.reg.stats().healthy, f.reg.stats().unhealthy), (2, 1));
     assert_eq!(f.view.census.total(), 1);
     // With a persistent instance the delete is refused and changes nothing.
@@ -126,7 +143,7 @@ fn removing_a_service_takes_its_instances_out_of_every_counter() {
     assert_eq!((s.services, s.healthy, s.unhealthy), (0, 0, 0));
     assert_eq!(f.view.census.total(), 0);
     // The empty-service cleaner keeps the counters too.
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     f.deregister("10.0.0.1");
     f.run_for(2_000);
     assert!(f.view.get(f.key.as_ref()).is_none());
@@ -189,7 +206,7 @@ fn new_services_over_the_caps_are_refused_with_503() {
     let key = |ns: &str, n: u32| ServiceKey::new(ns, &format!("DEFAULT_GROUP@@s{n}"));
     let reg = |f: &mut Fixture, k: &ServiceKey| {
         f.reg
-            .apply(k, Command::Register(spec("10.0.0.1", 80)), now)
+            .apply(k, Write::Register(spec("10.0.0.1", 80)), now)
             .map(|_| ())
     };
     reg(&mut f, &key("a", 1)).unwrap();
@@ -208,9 +225,9 @@ fn new_services_over_the_caps_are_refused_with_503() {
 #[test]
 fn register_publishes_with_increasing_revisions() {
     let mut f = Fixture::new(Lifecycle::default());
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
-    f.apply(Command::Register(spec("10.0.0.2", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.2", 80))).unwrap();
     let v = f.view.get(f.key.as_ref()).unwrap();
     assert!(v.revision > r1);
     assert_eq!(v.instances.len(), 2);
@@ -221,7 +238,7 @@ fn register_publishes_with_increasing_revisions() {
 #[test]
 fn missed_beats_turn_unhealthy_at_15s_and_remove_at_30s() {
     let mut f = Fixture::new(Lifecycle::default());
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     f.run_for(14_900);
     assert_eq!(f.health(), Some(true));
     f.run_for(400);
@@ -261,7 +278,7 @@ fn preserved_metadata_overrides_timeouts_and_interval() {
         crate::naming::instance::HEART_BEAT_INTERVAL.into(),
         "500".into(),
     );
-    f.apply(Command::Register(s)).unwrap();
+    f.apply(Write::Register(s)).unwrap();
     let r = f.beat("10.0.0.1");
     assert_eq!(
         r,
@@ -283,7 +300,7 @@ fn expire_off_keeps_unhealthy_instances() {
         ..Lifecycle::default()
     };
     let mut f = Fixture::new(life);
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     f.run_for(60_000);
     assert_eq!(f.health(), Some(false));
 }
@@ -291,7 +308,7 @@ fn expire_off_keeps_unhealthy_instances() {
 #[test]
 fn beats_for_unknown_instances() {
     let mut f = Fixture::new(Lifecycle::default());
-    let unknown = Command::Beat {
+    let unknown = Write::Beat {
         ip: "10.0.0.9".into(),
         port: 80,
         cluster: "DEFAULT".into(),
@@ -308,7 +325,7 @@ fn beats_for_unknown_instances() {
         f.view.get(f.key.as_ref()).is_none(),
         "a 20404 beat changes nothing"
     );
-    let with_json = Command::Beat {
+    let with_json = Write::Beat {
         ip: "10.0.0.9".into(),
         port: 80,
         cluster: "DEFAULT".into(),
@@ -328,7 +345,7 @@ fn beats_for_unknown_instances() {
 fn strict_update_and_patch_errors_change_nothing() {
     let mut f = Fixture::new(Lifecycle::default());
     let e = f
-        .apply(Command::Update {
+        .apply(Write::Update {
             spec: spec("10.0.0.1", 80),
             strict: true,
         })
@@ -337,10 +354,10 @@ fn strict_update_and_patch_errors_change_nothing() {
         e.msg,
         "service not found, namespace: public, service: DEFAULT_GROUP@@orders"
     );
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     let rev = f.view.get(f.key.as_ref()).unwrap().revision;
     let e = f
-        .apply(Command::Update {
+        .apply(Write::Update {
             spec: spec("10.0.0.2", 80),
             strict: true,
         })
@@ -350,7 +367,7 @@ fn strict_update_and_patch_errors_change_nothing() {
         "instance not exist: 10.0.0.2:80:unknown:DEFAULT_1.0_true_false_DEFAULT"
     );
     let e = f
-        .apply(Command::Patch(Patch {
+        .apply(Write::Patch(Patch {
             ip: "10.0.0.3".into(),
             port: 80,
             cluster: "DEFAULT".into(),
@@ -363,7 +380,7 @@ fn strict_update_and_patch_errors_change_nothing() {
     let mut s = spec("10.0.0.1", 80);
     s.weight = 3.0;
     s.healthy = false;
-    f.apply(Command::Update {
+    f.apply(Write::Update {
         spec: s,
         strict: true,
     })
@@ -441,7 +458,7 @@ fn empty_services_are_removed_after_their_ttl() {
         ..Lifecycle::default()
     };
     let mut f = Fixture::new(life);
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     f.deregister("10.0.0.1");
     f.run_for(4_800);
     assert!(f.view.get(f.key.as_ref()).is_some());
@@ -453,7 +470,7 @@ fn empty_services_are_removed_after_their_ttl() {
 #[test]
 fn protect_threshold_serves_everyone_as_healthy() {
     let mut f = Fixture::new(Lifecycle::default());
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     f.run_for(15_500);
     let v = f.view.get(f.key.as_ref()).unwrap();
     let q = ListQuery {
@@ -497,11 +514,11 @@ fn writes_update_an_unheld_view_in_place_and_leave_a_held_one_alone() {
             .map(|h| h["ip"].as_str().unwrap().to_string())
             .collect()
     };
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     // A reader holds the view (and has rendered it): the next write may not touch it.
     let held = f.view.get(f.key.as_ref()).unwrap();
     assert_eq!(ips(&held), ["10.0.0.1"]);
-    f.apply(Command::Register(spec("10.0.0.2", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.2", 80))).unwrap();
     let next = f.view.get(f.key.as_ref()).unwrap();
     assert!(!Arc::ptr_eq(&held, &next), "copy-on-write while held");
     assert_eq!(ips(&held), ["10.0.0.1"], "a held view never changes");
@@ -514,7 +531,7 @@ fn writes_update_an_unheld_view_in_place_and_leave_a_held_one_alone() {
     // any flush, with a new revision and no stale rendering.
     let now = f.clock.now_ms();
     f.reg
-        .apply(&f.key, Command::Register(spec("10.0.0.3", 80)), now)
+        .apply(&f.key, Write::Register(spec("10.0.0.3", 80)), now)
         .unwrap();
     let v = f.view.get(f.key.as_ref()).unwrap();
     assert_eq!(Arc::as_ptr(&v), ptr, "updated in place");
@@ -533,7 +550,7 @@ fn writes_update_an_unheld_view_in_place_and_leave_a_held_one_alone() {
     // cached rendering.
     let rev = v.revision;
     drop(v);
-    f.apply(Command::Register(spec("10.0.0.3", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.3", 80))).unwrap();
     let v = f.view.get(f.key.as_ref()).unwrap();
     assert_eq!(v.revision, rev);
     assert_eq!(ips(&v).len(), 3);
@@ -550,7 +567,7 @@ fn writes_update_an_unheld_view_in_place_and_leave_a_held_one_alone() {
 #[test]
 fn readers_on_other_threads_see_whole_revisions_while_writes_land_in_place() {
     let mut f = Fixture::new(Lifecycle::default());
-    f.apply(Command::Register(spec("10.1.0.0", 80))).unwrap();
+    f.apply(Write::Register(spec("10.1.0.0", 80))).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let readers: Vec<_> = (0..2)
@@ -591,7 +608,7 @@ fn readers_on_other_threads_see_whole_revisions_while_writes_land_in_place() {
     }
     for i in 1..3000u32 {
         let ip = format!("10.1.{}.{}", i / 256, i % 256);
-        f.apply(Command::Register(spec(&ip, 80))).unwrap();
+        f.apply(Write::Register(spec(&ip, 80))).unwrap();
     }
     stop.store(true, Ordering::Relaxed);
     for r in readers {
@@ -719,7 +736,7 @@ fn snowflake_ids_fill_the_smallest_gap() {
             crate::naming::instance::INSTANCE_ID_GENERATOR.into(),
             "snowflake".into(),
         );
-        f.apply(Command::Register(s)).unwrap();
+        f.apply(Write::Register(s)).unwrap();
     }
     let mut ids: Vec<(String, String)> = f
         .view
@@ -742,13 +759,13 @@ fn snowflake_ids_fill_the_smallest_gap() {
 #[test]
 fn batch_metadata_reports_datum_keys() {
     let mut f = Fixture::new(Lifecycle::default());
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     let mut md = Metadata::new();
     md.insert("zone".into(), "a".into());
     let r = f
-        .apply(Command::BatchMetadata {
+        .apply(Write::BatchMetadata {
             targets: None,
-            ephemeral: true,
+            durability: Durability::Ephemeral,
             metadata: md,
             delete: false,
         })
@@ -772,11 +789,11 @@ fn batch_metadata_reports_datum_keys() {
 #[test]
 fn an_unchanged_re_register_only_renews_the_lease() {
     let mut f = Fixture::new(Lifecycle::default());
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
     let leases = f.reg.lease_count();
     f.run_for(10_000);
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, r1);
     assert_eq!(f.reg.lease_count(), leases);
     // The lease was renewed: 10 s + 10 s is past the 15 s timeout of the first registration.
@@ -785,14 +802,14 @@ fn an_unchanged_re_register_only_renews_the_lease() {
     // A changed weight is a change.
     let mut heavier = spec("10.0.0.1", 80);
     heavier.weight = 2.0;
-    f.apply(Command::Register(heavier)).unwrap();
+    f.apply(Write::Register(heavier)).unwrap();
     assert!(f.view.get(f.key.as_ref()).unwrap().revision > r1);
 }
 
 #[test]
 fn beats_do_not_publish_but_health_flips_do() {
     let mut f = Fixture::new(Lifecycle::default());
-    f.apply(Command::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
     let r1 = f.view.get(f.key.as_ref()).unwrap().revision;
     f.beat("10.0.0.1");
     assert_eq!(f.view.get(f.key.as_ref()).unwrap().revision, r1);
@@ -803,4 +820,252 @@ fn beats_do_not_publish_but_health_flips_do() {
     f.beat("10.0.0.1");
     assert_eq!(f.health(), Some(true));
     assert!(f.view.get(f.key.as_ref()).unwrap().revision > r2);
+}
+
+fn settings() -> ServiceSettings {
+    ServiceSettings {
+        protect_threshold: 0.0,
+        metadata: Metadata::new(),
+        selector: serde_json::json!({"type": "none"}),
+    }
+}
+
+fn persistent(ip: &str, port: u16) -> InstanceSpec {
+    InstanceSpec {
+        ephemeral: false,
+        ..InstanceSpec::new(ip, port)
+    }
+}
+
+/// The outcome of a write that re-registers `instance` through raft, answering `reply`.
+fn register_then(instance: InstanceSpec, reply: Reply) -> Outcome {
+    Outcome::Propose {
+        ops: vec![PersistentOp::Register { instance }],
+        reply,
+    }
+}
+
+fn instances(f: &Fixture) -> Vec<(String, u16, bool)> {
+    let Some(v) = f.view.get(f.key.as_ref()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = v
+        .instances
+        .iter()
+        .map(|i| (i.key.ip.to_string(), i.key.port, i.key.ephemeral))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_persistent_register_is_proposed_and_changes_nothing_until_committed() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let out = f
+        .plan(Write::Register(persistent("10.0.0.9", 3306)))
+        .unwrap();
+    assert_eq!(out, register_then(persistent("10.0.0.9", 3306), Reply::Ok));
+    assert!(instances(&f).is_empty(), "nothing applied before commit");
+    // An ephemeral one is applied at once.
+    let out = f.plan(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    assert_eq!(out, Outcome::Applied(Reply::Ok));
+    assert_eq!(instances(&f), vec![("10.0.0.1".into(), 80, true)]);
+}
+
+#[test]
+fn strict_update_checks_the_owner_state_for_either_kind() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let strict = |s: InstanceSpec| Write::Update {
+        spec: s,
+        strict: true,
+    };
+    let e = f.plan(strict(persistent("10.0.0.9", 3306))).unwrap_err();
+    assert_eq!(e.status, 500);
+    assert!(e.msg.contains("service not found"), "{}", e.msg);
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    // The service exists, the persistent instance does not: refused, nothing proposed.
+    let e = f.plan(strict(persistent("10.0.0.1", 80))).unwrap_err();
+    assert!(e.msg.contains("instance not exist"), "{}", e.msg);
+    f.apply(Write::Register(persistent("10.0.0.9", 3306)))
+        .unwrap();
+    let mut changed = persistent("10.0.0.9", 3306);
+    changed.weight = 3.0;
+    let out = f.plan(strict(changed.clone())).unwrap();
+    assert_eq!(
+        out,
+        Outcome::Propose {
+            ops: vec![PersistentOp::Register { instance: changed }],
+            reply: Reply::Ok,
+        }
+    );
+}
+
+#[test]
+fn a_patch_of_a_persistent_instance_proposes_the_merged_instance() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let mut base = persistent("10.0.0.9", 3306);
+    base.metadata.insert("role".into(), "primary".into());
+    base.app = "db".into();
+    f.apply(Write::Register(base.clone())).unwrap();
+    let out = f
+        .plan(Write::Patch(Patch {
+            ip: "10.0.0.9".into(),
+            port: 3306,
+            cluster: "DEFAULT".into(),
+            weight: Some(2.5),
+            ..Patch::default()
+        }))
+        .unwrap();
+    let mut merged = base;
+    merged.weight = 2.5;
+    assert_eq!(
+        out,
+        Outcome::Propose {
+            ops: vec![PersistentOp::Register { instance: merged }],
+            reply: Reply::Ok,
+        }
+    );
+    // A bad merge is refused on the owner before anything is proposed.
+    let e = f
+        .plan(Write::Patch(Patch {
+            ip: "10.0.0.9".into(),
+            port: 3306,
+            cluster: "DEFAULT".into(),
+            weight: Some(-1.0),
+            ..Patch::default()
+        }))
+        .unwrap_err();
+    assert_eq!(e.status, 400, "{}", e.msg);
+}
+
+#[test]
+fn a_mixed_metadata_batch_applies_ephemeral_now_and_proposes_persistent() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    f.apply(Write::Register(persistent("10.0.0.9", 3306)))
+        .unwrap();
+    let mut md = Metadata::new();
+    md.insert("zone".into(), "b".into());
+    let targets = vec![
+        Target {
+            ip: "10.0.0.1".into(),
+            port: 80,
+            cluster: Some("DEFAULT".into()),
+            durability: Durability::Ephemeral,
+        },
+        Target {
+            ip: "10.0.0.9".into(),
+            port: 3306,
+            cluster: Some("DEFAULT".into()),
+            durability: Durability::Persistent,
+        },
+    ];
+    let out = f
+        .plan(Write::BatchMetadata {
+            targets: Some(targets),
+            durability: Durability::Ephemeral,
+            metadata: md,
+            delete: false,
+        })
+        .unwrap();
+    let Outcome::Propose { ops, reply } = out else {
+        panic!("a persistent target must be proposed: {out:?}");
+    };
+    assert_eq!(
+        reply,
+        Reply::Updated(vec![
+            "10.0.0.9:3306:unknown:DEFAULT:persist".into(),
+            "10.0.0.1:80:unknown:DEFAULT:ephemeral".into(),
+        ])
+    );
+    let [PersistentOp::Register { instance }] = ops.as_slice() else {
+        panic!("one re-register: {ops:?}");
+    };
+    assert_eq!(instance.metadata.get("zone").map(String::as_str), Some("b"));
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    for i in v.instances.iter() {
+        let zone = i.metadata.get("zone").map(String::as_str);
+        // The ephemeral one changed at once; the persistent one waits for its commit.
+        assert_eq!(zone, i.key.ephemeral.then_some("b"), "{:?}", i.key);
+    }
+}
+
+#[test]
+fn a_persistent_deregister_of_nothing_writes_no_log_entry() {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    let dereg = |ip: &str| Write::Deregister {
+        ip: ip.into(),
+        port: 3306,
+        cluster: "DEFAULT".into(),
+        durability: Durability::Persistent,
+    };
+    assert_eq!(
+        f.plan(dereg("10.0.0.9")).unwrap(),
+        Outcome::Applied(Reply::Ok)
+    );
+    f.apply(Write::Register(persistent("10.0.0.9", 3306)))
+        .unwrap();
+    assert!(matches!(
+        f.plan(dereg("10.0.0.9")).unwrap(),
+        Outcome::Propose { .. }
+    ));
+    f.apply(dereg("10.0.0.9")).unwrap();
+    assert_eq!(instances(&f), vec![("10.0.0.1".into(), 80, true)]);
+}
+
+#[test]
+fn service_writes_check_existence_on_the_owner() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let e = f.plan(Write::UpdateService(settings())).unwrap_err();
+    assert_eq!((e.status, e.msg.contains("not found!")), (500, true));
+    let e = f.plan(Write::DeleteService).unwrap_err();
+    assert_eq!((e.status, e.msg.contains("not exist")), (400, true));
+    let e = f
+        .plan(Write::UpdateCluster {
+            cluster: "c1".into(),
+            meta: ClusterMeta::default(),
+        })
+        .unwrap_err();
+    assert_eq!(
+        (e.status, e.msg.contains("service not found:")),
+        (500, true)
+    );
+    f.apply(Write::CreateService(settings())).unwrap();
+    let e = f.plan(Write::CreateService(settings())).unwrap_err();
+    assert_eq!((e.status, e.msg.contains("already exists")), (400, true));
+    f.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    let e = f.plan(Write::DeleteService).unwrap_err();
+    assert_eq!(e, has_instances(&f.key));
+    f.deregister("10.0.0.1");
+    assert_eq!(
+        f.plan(Write::DeleteService).unwrap(),
+        Outcome::Propose {
+            ops: vec![PersistentOp::DeleteService],
+            reply: Reply::Ok
+        }
+    );
+}
+
+#[test]
+fn a_beat_that_registers_a_persistent_instance_proposes_it_and_answers_ok() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let out = f
+        .plan(Write::Beat {
+            ip: "10.0.0.9".into(),
+            port: 3306,
+            cluster: "DEFAULT".into(),
+            register: Some(persistent("10.0.0.9", 3306)),
+        })
+        .unwrap();
+    assert_eq!(
+        out,
+        register_then(
+            persistent("10.0.0.9", 3306),
+            Reply::Beat {
+                code: BEAT_OK,
+                interval_ms: Timing::default().interval_ms,
+            }
+        )
+    );
 }

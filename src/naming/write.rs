@@ -1,15 +1,69 @@
-//! Writes: what a service's owner applies to its registry, and the answers.
+//! Writes: every change a client asks of a service, what its owner makes of it, and the answers.
+//!
+//! There is one write path. A handler parses a request into a [`Write`] and sends it to the
+//! service's owner (`node::shard::Shard::execute`); it never decides durability and never
+//! checks a precondition itself. The owner's registry (`Registry::apply`) checks every
+//! precondition once, against its own state (strict update, patch merge, metadata-batch
+//! matching, service existence, the service caps), and answers an [`Outcome`]:
+//! - [`Outcome::Applied`]: an ephemeral write (or a health flip) already applied in memory;
+//! - [`Outcome::Propose`]: persistent changes, which the owner proposes to raft and applies when
+//!   they are committed (`Registry::apply_committed`), then answers.
 //!
 //! A write for a service owned by another shard travels in that shard's mailbox
 //! (`node::mailbox::Message`) and is answered after the owner has applied and published it.
 
 use crate::naming::instance::InstanceSpec;
+use crate::naming::op::PersistentOp;
 use crate::naming::push::Subscription;
-use crate::naming::service::Metadata;
+use crate::naming::service::{ClusterMeta, Metadata, ServiceSettings};
 
-/// A change to one service.
+/// Where an instance lives: in memory, kept by heartbeats and replicated AP (`Ephemeral`), or
+/// in the raft log, fsynced before `ok` (`Persistent`). Nacos's `ephemeral` flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Kept alive by beats; lost with the node (Nacos `ephemeral=true`, the default).
+    Ephemeral,
+    /// A raft log entry; survives restarts (Nacos `ephemeral=false`).
+    Persistent,
+}
+
+impl Durability {
+    /// From Nacos's `ephemeral` flag.
+    pub fn from_ephemeral(ephemeral: bool) -> Durability {
+        if ephemeral {
+            Durability::Ephemeral
+        } else {
+            Durability::Persistent
+        }
+    }
+
+    /// Nacos's `ephemeral` flag.
+    pub fn is_ephemeral(self) -> bool {
+        self == Durability::Ephemeral
+    }
+}
+
+/// What the owner made of a [`Write`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Applied in memory (ephemeral instances, health): the answer, ready now.
+    Applied(Reply),
+    /// Persistent changes to propose, in this order. Nothing has changed yet: each op is
+    /// applied when raft commits it, and `reply` is the answer once all of them are applied.
+    /// The ephemeral part of a mixed write (metadata batch) is already applied.
+    Propose {
+        /// The changes, in log order (at least one).
+        ops: Vec<PersistentOp>,
+        /// The answer after the last op is applied.
+        reply: Reply,
+    },
+}
+
+/// A change to one service, as a client asked for it. Its durability is the instance's
+/// `ephemeral` flag where the request names it; where it depends on the state (patch, beat,
+/// metadata batch), the owner decides.
 #[derive(Debug, Clone)]
-pub enum Command {
+pub enum Write {
     /// `POST /instance`: add or replace an instance; creates the service if absent.
     Register(InstanceSpec),
     /// `PUT /instance`. `strict` (Java UA ≥ 1.0.0) requires the service and instance to exist.
@@ -28,7 +82,7 @@ pub enum Command {
         /// Cluster.
         cluster: String,
         /// Which set to remove from.
-        ephemeral: bool,
+        durability: Durability,
     },
     /// `PATCH /instance`: change selected fields of an existing instance.
     Patch(Patch),
@@ -59,11 +113,24 @@ pub enum Command {
         /// The instances to touch; `None` means all of the given kind.
         targets: Option<Vec<Target>>,
         /// Which instances `None` targets cover.
-        ephemeral: bool,
+        durability: Durability,
         /// Keys to set (PUT) or delete (DELETE, values ignored).
         metadata: Metadata,
         /// Delete the keys instead of setting them.
         delete: bool,
+    },
+    /// `POST /service`: a 400 if the service exists.
+    CreateService(ServiceSettings),
+    /// `PUT /service`: a 500 (`service … not found!`) if it does not.
+    UpdateService(ServiceSettings),
+    /// `DELETE /service`: a 400 if it does not exist or still has instances.
+    DeleteService,
+    /// `PUT /cluster`: a 500 (`service not found:…`) if the service does not exist.
+    UpdateCluster {
+        /// Cluster name.
+        cluster: String,
+        /// Checker, check port and metadata.
+        meta: ClusterMeta,
     },
 }
 
@@ -107,7 +174,7 @@ pub struct Target {
     /// Cluster; `None` matches any.
     pub cluster: Option<String>,
     /// Ephemeral or persistent.
-    pub ephemeral: bool,
+    pub durability: Durability,
 }
 
 /// The answer to a command.
