@@ -142,22 +142,76 @@ pub enum WalRecovery {
     TruncateTail,
 }
 
+/// Why the settings do not resolve: what failed, where it came from, and why. The server
+/// prints it and exits with status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The `--config` file cannot be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML for these settings (an unknown key included).
+    #[error("config file {} is invalid: {source}", path.display())]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser says.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A `MUSTER_*` variable does not parse as its setting's type.
+    #[error("environment variable {key}={value:?} is invalid: {why}")]
+    Env {
+        /// The variable, e.g. `MUSTER_SHARDS`.
+        key: String,
+        /// Its value.
+        value: String,
+        /// The parse error.
+        why: String,
+    },
+    /// Each value parses, but together they are out of range (e.g. `shards` 0).
+    #[error("{0}")]
+    OutOfRange(String),
+}
+
+/// A value that is none of a setting's choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not one of {choices}")]
+pub struct ChoiceError {
+    /// What was given.
+    pub value: String,
+    /// The choices, comma-separated.
+    pub choices: &'static str,
+}
+
 /// Parses a kebab-case enum value the way the TOML file spells it.
-fn parse_choice<T: serde::de::DeserializeOwned>(s: &str, choices: &str) -> Result<T, String> {
-    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s))
-        .map_err(|_| format!("{s:?} is not one of {choices}"))
+fn parse_choice<T: serde::de::DeserializeOwned>(
+    s: &str,
+    choices: &'static str,
+) -> Result<T, ChoiceError> {
+    T::deserialize(serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s)).map_err(
+        |_| ChoiceError {
+            value: s.to_string(),
+            choices,
+        },
+    )
 }
 
 impl std::str::FromStr for LogFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
         parse_choice(s, "text, json")
     }
 }
 
 impl std::str::FromStr for WalRecovery {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ChoiceError;
+    fn from_str(s: &str) -> Result<Self, ChoiceError> {
         parse_choice(s, "strict, truncate-tail")
     }
 }
@@ -278,35 +332,44 @@ impl Default for Config {
 fn env_var<T: std::str::FromStr>(
     name: &str,
     get: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<T>, String>
+) -> Result<Option<T>, SettingsError>
 where
     T::Err: std::fmt::Display,
 {
     let key = format!("MUSTER_{}", name.to_ascii_uppercase());
     match get(&key) {
         None => Ok(None),
-        Some(v) => v
-            .parse::<T>()
-            .map(Some)
-            .map_err(|e| format!("environment variable {key}={v:?} is invalid: {e}")),
+        Some(v) => v.parse::<T>().map(Some).map_err(|e| SettingsError::Env {
+            why: e.to_string(),
+            key,
+            value: v,
+        }),
     }
 }
 
 impl Config {
     /// Resolves the configuration from the process's CLI and environment.
-    pub fn load() -> Result<Config, String> {
+    pub fn load() -> Result<Config, SettingsError> {
         Self::resolve(Cli::parse(), &|k| std::env::var(k).ok())
     }
 
     /// Resolves from parsed flags and an environment lookup (tests pass their own).
-    pub fn resolve(cli: Cli, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, String> {
+    pub fn resolve(
+        cli: Cli,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, SettingsError> {
         let file = match &cli.config {
             None => FileConfig::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-                toml::from_str(&text)
-                    .map_err(|e| format!("config file {} is invalid: {e}", path.display()))?
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| SettingsError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                toml::from_str(&text).map_err(|source| SettingsError::ParseFile {
+                    path: path.clone(),
+                    source,
+                })?
             }
         };
         let d = Config::default();
@@ -364,31 +427,34 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let out = SettingsError::OutOfRange;
         if self.shards == 0 || self.shards > 1024 {
-            return Err(format!("shards must be 1..=1024, got {}", self.shards));
+            return Err(out(format!("shards must be 1..=1024, got {}", self.shards)));
         }
         let t = self.lifecycle.timing;
         if t.timeout_ms == 0 || t.delete_ms < t.timeout_ms {
-            return Err(format!(
+            return Err(out(format!(
                 "need 0 < heartbeat_timeout_ms ({}) <= ip_delete_timeout_ms ({})",
                 t.timeout_ms, t.delete_ms
-            ));
+            )));
         }
         if self.max_connections == 0 || self.inbox_capacity == 0 {
-            return Err("max_connections and inbox_capacity must be at least 1".into());
+            return Err(out(
+                "max_connections and inbox_capacity must be at least 1".into()
+            ));
         }
         if self.push.drop_percent > 100 {
-            return Err(format!(
+            return Err(out(format!(
                 "push_drop_percent must be 0..=100, got {}",
                 self.push.drop_percent
-            ));
+            )));
         }
         if self.max_header_bytes < 8192 {
-            return Err(format!(
+            return Err(out(format!(
                 "max_header_bytes must be at least 8192, got {}",
                 self.max_header_bytes
-            ));
+            )));
         }
         Ok(())
     }
@@ -441,6 +507,7 @@ mod tests {
     fn bad_values_name_their_source() {
         let e = env(&[("MUSTER_SHARDS", "many")]);
         let err = Config::resolve(Cli::default(), &e).unwrap_err();
+        let err = err.to_string();
         assert!(err.contains("MUSTER_SHARDS"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.toml");
@@ -450,9 +517,10 @@ mod tests {
             ..Cli::default()
         };
         let err = Config::resolve(cli, &env(&[])).unwrap_err();
-        assert!(err.contains("invalid"), "{err}");
+        assert!(matches!(err, SettingsError::ParseFile { .. }), "{err}");
+        assert!(err.to_string().contains("invalid"), "{err}");
         let e = env(&[("MUSTER_WAL_RECOVERY", "loose")]);
-        let err = Config::resolve(Cli::default(), &e).unwrap_err();
+        let err = Config::resolve(Cli::default(), &e).unwrap_err().to_string();
         assert!(
             err.contains("MUSTER_WAL_RECOVERY") && err.contains("truncate-tail"),
             "{err}"

@@ -99,7 +99,7 @@ pub enum Corruption {
     Frame(#[from] FrameError),
     /// A segment or snapshot header is invalid.
     #[error("bad header: {0}")]
-    Header(String),
+    Header(crate::format::HeaderError),
     /// A sealed (not last) segment has an end-of-data marker before its end of file.
     #[error("sealed segment ends early: zero header with {remaining} bytes before end of file")]
     EarlyEnd {

@@ -67,6 +67,16 @@ impl EventRef<'_> {
     }
 }
 
+/// Entry data that starts with an event magic but whose archive does not validate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {} event does not validate: {why}", String::from_utf8_lossy(&magic[..4]))]
+pub struct EventError {
+    /// The magic it claims ([`EVENT_MAGIC`] or [`EVENT_MAGIC_V1`]).
+    pub magic: &'static [u8; 8],
+    /// What rkyv's validation says.
+    pub why: String,
+}
+
 impl Event {
     /// Encodes the event for a raft entry's `data` (format 2, [`EVENT_MAGIC`]).
     pub fn encode(&self) -> Vec<u8> {
@@ -80,23 +90,30 @@ impl Event {
     /// Decodes entry data of either format. `None` when the data is not an event (no
     /// `MEV1`/`MEV2` prefix: raft no-ops, conf changes), `Some(Err)` when it claims to be one
     /// but does not validate.
-    pub fn decode(data: &[u8]) -> Option<Result<Event, String>> {
+    pub fn decode(data: &[u8]) -> Option<Result<Event, EventError>> {
         Event::visit(data, |ev| ev.to_event())
     }
 
     /// Like [`Event::decode`], but validates the archive in place and hands it to `f` instead
     /// of copying it out (recovery reads a million of these). Copies only when `data` is not
     /// 8-byte aligned, which an entry's own buffer is.
-    pub fn visit<R>(data: &[u8], f: impl FnOnce(EventRef<'_>) -> R) -> Option<Result<R, String>> {
+    pub fn visit<R>(
+        data: &[u8],
+        f: impl FnOnce(EventRef<'_>) -> R,
+    ) -> Option<Result<R, EventError>> {
         let (v2, rest) = if let Some(rest) = data.strip_prefix(EVENT_MAGIC.as_slice()) {
             (true, rest)
         } else {
             (false, data.strip_prefix(EVENT_MAGIC_V1.as_slice())?)
         };
-        let access = |b: &[u8]| -> Result<R, String> {
+        let access = |b: &[u8]| -> Result<R, EventError> {
             if v2 {
-                let ev = rkyv::access::<ArchivedEvent, rkyv::rancor::Error>(b)
-                    .map_err(|e| e.to_string())?;
+                let ev = rkyv::access::<ArchivedEvent, rkyv::rancor::Error>(b).map_err(|e| {
+                    EventError {
+                        magic: EVENT_MAGIC,
+                        why: e.to_string(),
+                    }
+                })?;
                 Ok(f(EventRef {
                     domain: ev.domain.as_str(),
                     service_key: ev.service_key.as_str(),
@@ -105,8 +122,12 @@ impl Event {
                     body: ev.body.as_slice(),
                 }))
             } else {
-                let ev = rkyv::access::<ArchivedEventV1, rkyv::rancor::Error>(b)
-                    .map_err(|e| e.to_string())?;
+                let ev = rkyv::access::<ArchivedEventV1, rkyv::rancor::Error>(b).map_err(|e| {
+                    EventError {
+                        magic: EVENT_MAGIC_V1,
+                        why: e.to_string(),
+                    }
+                })?;
                 Ok(f(EventRef {
                     domain: V1_DOMAIN,
                     service_key: ev.service_key.as_str(),

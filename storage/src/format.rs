@@ -300,40 +300,71 @@ impl SegmentId {
     }
 
     /// Checks that `buf` starts with this segment's valid header. The error names what differs.
-    pub fn check_header(&self, buf: &[u8]) -> Result<(), String> {
+    pub fn check_header(&self, buf: &[u8]) -> Result<(), HeaderError> {
         if buf.len() < SEGMENT_HEADER_LEN {
-            return Err(format!(
-                "file is {} bytes, shorter than the {SEGMENT_HEADER_LEN}-byte header",
-                buf.len()
-            ));
+            return Err(HeaderError::Short { len: buf.len() });
         }
         let h = &buf[..SEGMENT_HEADER_LEN];
         if &h[0..8] != SEGMENT_MAGIC {
-            return Err(format!("bad magic {:?}", String::from_utf8_lossy(&h[0..8])));
+            return Err(HeaderError::Magic(h[0..8].try_into().expect("8 bytes")));
         }
         let crc = u32::from_le_bytes(h[32..36].try_into().expect("4 bytes"));
         if crc != crc32fast::hash(&h[0..32]) {
-            return Err("header crc mismatch".into());
+            return Err(HeaderError::Crc);
         }
         let version = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
         if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
-            return Err(format!(
-                "unsupported version {version} (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
-            ));
+            return Err(HeaderError::Version(version));
         }
         let seq = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
         let first = u64::from_le_bytes(h[24..32].try_into().expect("8 bytes"));
         if seq != self.seq || first != self.first_index {
-            return Err(format!(
-                "header says seq {seq} first_index {first}, file name says {} {}",
-                self.seq, self.first_index
-            ));
+            return Err(HeaderError::Name {
+                seq,
+                first,
+                named: *self,
+            });
         }
         if h[12..16].iter().chain(&h[36..]).any(|&b| b != 0) {
-            return Err("non-zero reserved header bytes".into());
+            return Err(HeaderError::Reserved);
         }
         Ok(())
     }
+}
+
+/// Why a segment header is not valid (see [`SegmentId::check_header`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The file is shorter than the header.
+    #[error("file is {len} bytes, shorter than the {SEGMENT_HEADER_LEN}-byte header")]
+    Short {
+        /// The file's length.
+        len: usize,
+    },
+    /// The first 8 bytes are not [`SEGMENT_MAGIC`].
+    #[error("bad magic {:?}", String::from_utf8_lossy(.0))]
+    Magic([u8; 8]),
+    /// The header's CRC does not match its first 32 bytes.
+    #[error("header crc mismatch")]
+    Crc,
+    /// A format version this build does not read.
+    #[error(
+        "unsupported version {0} (this build reads {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION})"
+    )]
+    Version(u32),
+    /// The header names another segment than the file name.
+    #[error("header says seq {seq} first_index {first}, file name says {} {}", named.seq, named.first_index)]
+    Name {
+        /// The header's sequence number.
+        seq: u64,
+        /// The header's first index.
+        first: u64,
+        /// What the file name says.
+        named: SegmentId,
+    },
+    /// Reserved bytes are not zero.
+    #[error("non-zero reserved header bytes")]
+    Reserved,
 }
 
 /// Parses `{a:016x}-{b:016x}`.
@@ -498,10 +529,10 @@ mod tests {
         let h = id.encode_header();
         assert_eq!(id.check_header(&h), Ok(()));
         let other = SegmentId { seq: 3, ..id };
-        assert!(other
-            .check_header(&h)
-            .unwrap_err()
-            .contains("file name says"));
+        assert!(matches!(
+            other.check_header(&h),
+            Err(HeaderError::Name { seq: 2, .. })
+        ));
         for i in 0..SEGMENT_HEADER_LEN {
             let mut b = h;
             b[i] ^= 1;

@@ -73,7 +73,7 @@ pub enum Tail {
     },
     /// The segment header itself is missing or zero (crash during creation): repairable by
     /// removing the segment.
-    BadHeader(String),
+    BadHeader(crate::format::HeaderError),
     /// Corrupt records at `offset` with no valid record after them. Only reported by a scan in
     /// [`RecoveryMode::TruncateTail`] (a strict scan returns [`Error::Corruption`]); repaired
     /// like a torn write.

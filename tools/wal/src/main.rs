@@ -387,7 +387,7 @@ fn record_json(seg: &str, off: u64, rec: &Record) -> Value {
                     m.insert("event".into(), event_json(&ev));
                 }
                 Some(Err(why)) => {
-                    m.insert("event_error".into(), json!(why));
+                    m.insert("event_error".into(), json!(why.to_string()));
                 }
                 None => {}
             }
