@@ -6,19 +6,22 @@
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
-/// FNV-1a 64 over `namespace`, a 0x00 separator, then the grouped service name (`group@@name`).
-pub fn stable_hash(namespace: &str, grouped_service: &str) -> u64 {
+/// FNV-1a 64 over `parts`, with a 0x00 byte between consecutive parts.
+fn fnv_joined(parts: &[&[u8]]) -> u64 {
     let mut h = FNV_OFFSET;
-    for b in namespace
-        .as_bytes()
-        .iter()
-        .chain(std::iter::once(&0u8))
-        .chain(grouped_service.as_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(FNV_PRIME);
+    for (i, part) in parts.iter().enumerate() {
+        let sep: &[u8] = if i == 0 { &[] } else { &[0] };
+        for b in sep.iter().chain(part.iter()) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
     }
     h
+}
+
+/// FNV-1a 64 over `namespace`, a 0x00 separator, then the grouped service name (`group@@name`).
+pub fn stable_hash(namespace: &str, grouped_service: &str) -> u64 {
+    fnv_joined(&[namespace.as_bytes(), grouped_service.as_bytes()])
 }
 
 /// The hash of an instance's identity `(ip, port, cluster)`: FNV-1a 64 over the ip, a 0x00
@@ -43,6 +46,28 @@ pub fn instance_hash(ip: &str, port: u16, cluster: &str) -> u64 {
 pub fn owner_shard(namespace: &str, grouped_service: &str, shards: usize) -> usize {
     debug_assert!(shards > 0);
     (stable_hash(namespace, grouped_service) % shards.max(1) as u64) as usize
+}
+
+/// Version of [`member_score`], the function that decides which member is responsible for a
+/// service. Peers exchange it when they connect and refuse a peer with another one: two
+/// members that disagree on responsibility would both (or neither) own a service.
+pub const OWNERSHIP_VERSION: u32 = 1;
+
+/// Rendezvous (highest random weight) score of `member` (its `ip:port` member address) for a
+/// service: FNV-1a 64 over the member, 0x00, the namespace, 0x00, the grouped name, then the
+/// splitmix64 finaliser so every bit depends on every input byte. The live member with the
+/// highest score is responsible. When a member leaves, only its own services move (to each
+/// service's second-highest member), unlike `hash % members`, which moves almost all of them.
+pub fn member_score(member: &str, namespace: &str, grouped_service: &str) -> u64 {
+    let mut h = fnv_joined(&[
+        member.as_bytes(),
+        namespace.as_bytes(),
+        grouped_service.as_bytes(),
+    ]);
+    // splitmix64's finaliser.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 #[cfg(test)]
@@ -106,5 +131,56 @@ mod tests {
             seen[s] += 1;
         }
         assert!(seen.iter().all(|&n| n > 150), "uneven spread: {seen:?}");
+    }
+
+    #[test]
+    fn member_scores_are_stable_across_versions() {
+        // Golden values of OWNERSHIP_VERSION 1: changing any of them changes which member is
+        // responsible for services in every deployed cluster. Bump OWNERSHIP_VERSION instead.
+        let cases = [
+            ("127.0.0.1:8848", "public", "DEFAULT_GROUP@@orders"),
+            ("127.0.0.2:8848", "public", "DEFAULT_GROUP@@orders"),
+            ("127.0.0.3:8848", "public", "DEFAULT_GROUP@@orders"),
+            ("10.0.0.7:8848", "dev", "shop@@payments"),
+            ("", "", ""),
+        ];
+        let got: Vec<u64> = cases
+            .iter()
+            .map(|(m, ns, g)| member_score(m, ns, g))
+            .collect();
+        assert_eq!(got, GOLDEN_MEMBER_SCORES, "{got:#x?}");
+        assert_eq!(OWNERSHIP_VERSION, 1);
+    }
+
+    /// Computed once from the definition and checked against an independent implementation
+    /// (a 10-line Python one).
+    const GOLDEN_MEMBER_SCORES: [u64; 5] = [
+        0x8772_25b7_4552_bc00,
+        0x45a8_8e7e_1010_784e,
+        0x1d45_9c11_9937_3fc7,
+        0x24dc_0455_5385_6f1b,
+        0x7bc2_1004_6bd6_16cc,
+    ];
+
+    #[test]
+    fn a_leaving_member_moves_only_its_own_services() {
+        let members = ["127.0.0.1:8848", "127.0.0.2:8848", "127.0.0.3:8848"];
+        fn best(ms: &[&'static str], svc: &str) -> &'static str {
+            ms.iter()
+                .copied()
+                .max_by_key(|m| member_score(m, "public", svc))
+                .unwrap()
+        }
+        let mut per = [0usize; 3];
+        for i in 0..3000 {
+            let svc = format!("DEFAULT_GROUP@@svc-{i}");
+            let before = best(&members, &svc);
+            per[members.iter().position(|m| *m == before).unwrap()] += 1;
+            let after = best(&members[..2], &svc);
+            if before != members[2] {
+                assert_eq!(before, after, "{svc} moved though its owner stayed");
+            }
+        }
+        assert!(per.iter().all(|&n| n > 800), "uneven spread: {per:?}");
     }
 }

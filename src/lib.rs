@@ -17,6 +17,7 @@
 pub(crate) mod api;
 pub mod arena;
 pub mod clock;
+pub mod cluster;
 pub mod consensus;
 pub(crate) mod error;
 pub(crate) mod hash;

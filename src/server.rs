@@ -87,6 +87,14 @@ pub enum StartError {
     /// The listen address is taken or cannot be bound.
     #[error(transparent)]
     Listen(#[from] ListenError),
+    /// The peer port (cluster mode) cannot be bound.
+    #[error("cannot listen for peers on {addr}: {source}")]
+    PeerListen {
+        /// The peer listen address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A shard's push socket could not be bound.
     #[error("shard {id} cannot bind its UDP push socket on {addr}: {source}")]
     PushSocket {
@@ -172,6 +180,27 @@ pub fn run(config: Config) -> Result<(), StartError> {
     })?;
     let (proposals_tx, proposals_rx) = flume::bounded(config.inbox_capacity);
     let (reservation, listen) = reserve(config.listen)?;
+    // Cluster mode: the peer port is bound before anything serves, so a taken port refuses
+    // start like a taken listen address does.
+    let peer_stop = Arc::new(AtomicBool::new(false));
+    let members = match &config.cluster {
+        None => None,
+        Some(c) => {
+            let members = Arc::new(crate::cluster::Members::new(c.this, &c.members));
+            let settings = crate::node::peer::PeerSettings {
+                listen: c.peer_listen,
+                secret: c.secret.clone(),
+                ping: std::time::Duration::from_millis(c.ping_ms),
+            };
+            let bound = crate::node::peer::start(settings, members.clone(), peer_stop.clone())
+                .map_err(|source| StartError::PeerListen {
+                    addr: c.peer_listen,
+                    source,
+                })?;
+            tracing::info!(this = %c.this, members = ?c.members, peer_listen = %bound, "cluster member");
+            Some(members)
+        }
+    };
     let n = config.shards;
     let mut inboxes = Vec::with_capacity(n);
     let mut receivers = Vec::with_capacity(n);
@@ -187,6 +216,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         metrics: Arc::new(Metrics::new(n, crate::api::Endpoint::NAMES)),
         inboxes,
         ownership: crate::node::ownership::Ownership::standalone(n),
+        members,
         ready: AtomicBool::new(false),
         recovered: AtomicBool::new(false),
         connections: Default::default(),
@@ -264,6 +294,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     }
     // Every shard is gone: the raft thread drains what is queued and ends.
     shared.stopping.store(true, Ordering::SeqCst);
+    peer_stop.store(true, Ordering::SeqCst);
     let _ = raft.join();
     tracing::info!(%listen, data_dir = %config.data_dir.display(), "muster stopped");
     Ok(())

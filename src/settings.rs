@@ -118,6 +118,30 @@ pub struct Cli {
     /// the last segment (keeping a `.broken` copy). [default: strict]
     #[arg(long, value_name = "MODE")]
     pub wal_recovery: Option<WalRecovery>,
+    /// Cluster members, `ip:port,...` (HTTP addresses, this node included; a missing port is
+    /// 8848). None: standalone. [default: none]
+    #[arg(long, value_name = "ADDRS")]
+    pub members: Option<String>,
+    /// Cluster members from a Nacos `cluster.conf` file (`#` comments, several per line).
+    /// `--members` wins. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub cluster_conf: Option<PathBuf>,
+    /// This node's member address, when it is not `--listen` (e.g. listening on 0.0.0.0).
+    /// [default: the listen address]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub advertise: Option<SocketAddr>,
+    /// Address to serve peer (node-to-node) traffic on. Peers dial every member at its HTTP
+    /// port - 1000, so keep that port. [default: the listen IP, member port - 1000]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub peer_listen: Option<SocketAddr>,
+    /// File holding the cluster secret (at least 32 bytes; surrounding whitespace trimmed).
+    /// Or set MUSTER_CLUSTER_SECRET, or `cluster_secret` in the TOML file. Required with
+    /// members. [default: none]
+    #[arg(long, value_name = "FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// How often each peer link pings its member, in ms (≥ 50). [default: 1000]
+    #[arg(long, value_name = "MS")]
+    pub member_ping_ms: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -174,6 +198,26 @@ pub enum SettingsError {
         /// The parse error.
         why: String,
     },
+    /// The member list (`--members` or a `cluster.conf`) does not parse.
+    #[error("{from}: {source}")]
+    Members {
+        /// Where the list came from.
+        from: String,
+        /// What is wrong with it.
+        #[source]
+        source: crate::cluster::MemberListError,
+    },
+    /// This node's address is not one of the members.
+    #[error("this node's address {this} is not in the member list {members:?}; list it, or set --advertise to the listed address")]
+    NotAMember {
+        /// `--advertise`, else `--listen`.
+        this: SocketAddr,
+        /// The members.
+        members: Vec<SocketAddr>,
+    },
+    /// The cluster secret is missing or too weak.
+    #[error(transparent)]
+    Secret(crate::cluster::SecretError),
     /// Each value parses, but together they are out of range (e.g. `shards` 0).
     #[error("{0}")]
     OutOfRange(String),
@@ -257,6 +301,13 @@ struct FileConfig {
     log: Option<String>,
     log_format: Option<LogFormat>,
     wal_recovery: Option<WalRecovery>,
+    members: Option<String>,
+    cluster_conf: Option<PathBuf>,
+    advertise: Option<SocketAddr>,
+    peer_listen: Option<SocketAddr>,
+    cluster_secret_file: Option<PathBuf>,
+    cluster_secret: Option<String>,
+    member_ping_ms: Option<u64>,
 }
 
 /// Resolved server settings.
@@ -299,6 +350,23 @@ pub struct Config {
     pub log_format: LogFormat,
     /// WAL recovery mode at start. Default [`WalRecovery::Strict`].
     pub wal_recovery: WalRecovery,
+    /// Cluster membership; `None` (the default) is standalone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A member's cluster settings (see [`crate::cluster`]).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's member address (`--advertise`, else `--listen`); one of `members`.
+    pub this: SocketAddr,
+    /// Every member's HTTP address, sorted, this node included.
+    pub members: Vec<SocketAddr>,
+    /// Where peer traffic is served. Default: the listen IP at `this`'s port − 1000.
+    pub peer_listen: SocketAddr,
+    /// What peers prove to each other.
+    pub secret: crate::cluster::Secret,
+    /// Peer ping period in ms (≥ 50). Default 1000.
+    pub ping_ms: u64,
 }
 
 impl Default for Config {
@@ -324,6 +392,7 @@ impl Default for Config {
             log: "info".into(),
             log_format: LogFormat::Text,
             wal_recovery: WalRecovery::Strict,
+            cluster: None,
         }
     }
 }
@@ -422,7 +491,64 @@ impl Config {
             log: pick!(log).unwrap_or(d.log),
             log_format: pick!(log_format).unwrap_or(d.log_format),
             wal_recovery: pick!(wal_recovery).unwrap_or(d.wal_recovery),
+            cluster: None,
         };
+        let members = match (pick!(members), pick!(cluster_conf)) {
+            (Some(list), _) => Some(crate::cluster::parse_members(&list).map_err(|source| {
+                SettingsError::Members {
+                    from: "members".into(),
+                    source,
+                }
+            })?),
+            (None, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| SettingsError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                Some(crate::cluster::parse_members(&text).map_err(|source| {
+                    SettingsError::Members {
+                        from: path.display().to_string(),
+                        source,
+                    }
+                })?)
+            }
+            (None, None) => None,
+        };
+        let mut cfg = cfg;
+        if let Some(members) = members {
+            let this = pick!(advertise).unwrap_or(cfg.listen);
+            if !members.contains(&this) {
+                return Err(SettingsError::NotAMember { this, members });
+            }
+            let raw = match (
+                pick!(cluster_secret_file),
+                // Never a flag: a flag shows in `ps`.
+                file.cluster_secret
+                    .clone()
+                    .or_else(|| env("MUSTER_CLUSTER_SECRET")),
+            ) {
+                (Some(path), _) => {
+                    std::fs::read_to_string(&path).map_err(|source| SettingsError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?
+                }
+                (None, Some(s)) => s,
+                (None, None) => String::new(),
+            };
+            let secret = crate::cluster::Secret::new(&raw).map_err(SettingsError::Secret)?;
+            let peer_listen = pick!(peer_listen).unwrap_or_else(|| {
+                SocketAddr::new(cfg.listen.ip(), crate::cluster::peer_addr(this).port())
+            });
+            cfg.cluster = Some(ClusterConfig {
+                this,
+                members,
+                peer_listen,
+                secret,
+                ping_ms: pick!(member_ping_ms).unwrap_or(1000).max(50),
+            });
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -568,5 +694,58 @@ mod tests {
             (c.log_format, c.wal_recovery),
             (LogFormat::Text, WalRecovery::TruncateTail)
         );
+    }
+
+    #[test]
+    fn cluster_settings_resolve_and_refuse_what_cannot_work() {
+        let secret = ("MUSTER_CLUSTER_SECRET", "0123456789abcdef0123456789abcdef");
+        let cli = |members: &str| Cli {
+            listen: Some("127.0.0.2:8848".parse().unwrap()),
+            members: Some(members.into()),
+            ..Cli::default()
+        };
+        let c = Config::resolve(cli("127.0.0.1,127.0.0.2:8848,127.0.0.3"), &env(&[secret]))
+            .unwrap()
+            .cluster
+            .unwrap();
+        assert_eq!(c.this.to_string(), "127.0.0.2:8848");
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.peer_listen.to_string(), "127.0.0.2:7848");
+        assert_eq!(c.ping_ms, 1000);
+        // No secret, a short one, or the README's example: refused.
+        let e = Config::resolve(cli("127.0.0.1,127.0.0.2"), &env(&[])).unwrap_err();
+        assert!(matches!(e, SettingsError::Secret(_)), "{e}");
+        let e = Config::resolve(
+            cli("127.0.0.1,127.0.0.2"),
+            &env(&[("MUSTER_CLUSTER_SECRET", crate::cluster::EXAMPLE_SECRET)]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("example"), "{e}");
+        // This node is not listed.
+        let e = Config::resolve(cli("127.0.0.1,127.0.0.3"), &env(&[secret])).unwrap_err();
+        assert!(matches!(e, SettingsError::NotAMember { .. }), "{e}");
+        // cluster.conf, with --advertise naming the listed address.
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("cluster.conf");
+        std::fs::write(&conf, "# members\n10.0.0.1:8848 10.0.0.2:8848\n").unwrap();
+        let c = Config::resolve(
+            Cli {
+                listen: Some("0.0.0.0:8848".parse().unwrap()),
+                advertise: Some("10.0.0.2:8848".parse().unwrap()),
+                cluster_conf: Some(conf),
+                ..Cli::default()
+            },
+            &env(&[secret]),
+        )
+        .unwrap()
+        .cluster
+        .unwrap();
+        assert_eq!(c.this.to_string(), "10.0.0.2:8848");
+        assert_eq!(c.peer_listen.to_string(), "0.0.0.0:7848");
+        // Standalone by default.
+        assert!(Config::resolve(Cli::default(), &env(&[]))
+            .unwrap()
+            .cluster
+            .is_none());
     }
 }

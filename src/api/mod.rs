@@ -2,9 +2,10 @@
 //!
 //! [`handle`] reads the body under the configured cap, merges query and form parameters, routes
 //! to a handler and turns its result into a response. Handlers live in one module per resource:
-//! [`instance`], [`service`], [`operator`]. No handler panic reaches a client: a panic answers
+//! [`instance`], [`service`], [`operator`], [`core`] (the cluster). No handler panic reaches a client: a panic answers
 //! 500 and the connection carries on.
 
+pub mod core;
 pub mod instance;
 pub mod operator;
 pub mod service;
@@ -81,6 +82,10 @@ endpoints! {
     LegacyList => "legacy_srv_ipxt",
     LegacyBeat => "legacy_client_beat",
     LegacyAllDomNames => "legacy_all_dom_names",
+    CoreSelf => "core_cluster_self",
+    CoreNodes => "core_cluster_nodes",
+    CoreSimpleNodes => "core_cluster_simple_nodes",
+    CoreHealth => "core_cluster_health",
     Liveness => "console_liveness",
     Readiness => "console_readiness",
     Metrics => "metrics",
@@ -111,6 +116,15 @@ pub fn route(method: Method, path: &str) -> Endpoint {
             (Method::Get, "liveness") => Liveness,
             (Method::Get, "readiness") => Readiness,
             _ => NotFound,
+        };
+    }
+    if let Some(rest) = path.strip_prefix("/nacos/v1/core/cluster") {
+        return match (method, rest) {
+            (Method::Get, "/self") => CoreSelf,
+            (Method::Get, "/nodes") => CoreNodes,
+            (Method::Get, "/simple/nodes") => CoreSimpleNodes,
+            (Method::Get, "/health") => CoreHealth,
+            _ => NoSuchApi,
         };
     }
     let Some(rest) = path.strip_prefix("/nacos/v1/ns") else {
@@ -442,6 +456,10 @@ async fn dispatch(
         OperatorServers => operator::servers(&ctx),
         OperatorSwitches => operator::switches(&ctx),
         Raft => Err(ApiError::server("old raft protocol already stop")),
+        CoreSelf => core::this(&ctx),
+        CoreNodes => core::nodes(&ctx),
+        CoreSimpleNodes => core::simple_nodes(&ctx),
+        CoreHealth => core::health(&ctx),
         Liveness => Ok(Answer::text("OK")),
         Readiness => operator::readiness(&ctx),
         Metrics => Ok(Answer {

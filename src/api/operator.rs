@@ -98,26 +98,15 @@ pub fn metrics(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     })))
 }
 
-/// `GET /nacos/v1/ns/operator/servers`: this node (standalone) as a Nacos `Member`.
+/// `GET /nacos/v1/ns/operator/servers[?healthy=true]`: the members as Nacos `Member`s (this
+/// node alone when standalone); `healthy=true` keeps the UP ones.
 pub fn servers(ctx: &Ctx<'_>) -> ApiResult<Answer> {
-    let local = ctx.local;
-    let ip = local.ip().to_string();
-    let port = ctx.shard.shared.listen.port();
-    let raft_port = port.saturating_sub(1000).to_string();
-    Ok(Answer::json(&json!({"servers": [{
-        "ip": ip,
-        "port": port,
-        "state": "UP",
-        "extendInfo": {
-            "raftPort": raft_port,
-            "site": "unknow",
-            "adWeight": "0",
-            "weight": "1",
-            "version": NACOS_VERSION,
-        },
-        "address": format!("{ip}:{port}"),
-        "failAccessCnt": 0,
-    }]})))
+    let healthy = ctx.params.strict_bool("healthy", false);
+    let servers: Vec<_> = super::core::members(ctx)
+        .into_iter()
+        .filter(|m| !healthy || m["state"] == "UP")
+        .collect();
+    Ok(Answer::json(&json!({ "servers": servers })))
 }
 
 /// `GET /nacos/v1/ns/operator/switches`: the switches Muster actually honours.

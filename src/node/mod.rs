@@ -8,6 +8,7 @@
 //! - [`probe`], [`udp`]: the IO of health probes and of push datagrams.
 //! - [`error`]: why a write failed in the node, and how that becomes a Nacos answer.
 //! - [`ownership`]: who owns a service (member and shard): every routing decision asks it.
+//! - [`peer`]: peer links (authenticated node-to-node TCP) and the pings behind member states.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
 
 pub(crate) mod error;
@@ -15,6 +16,7 @@ pub(crate) mod listener;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
 pub(crate) mod ownership;
+pub mod peer;
 pub(crate) mod probe;
 pub(crate) mod raft;
 pub(crate) mod shard;

@@ -74,6 +74,8 @@ pub struct Shared {
     pub inboxes: Vec<flume::Sender<Message>>,
     /// Who owns each service (member and shard).
     pub ownership: crate::node::ownership::Ownership,
+    /// The cluster's members and their states; `None` when standalone.
+    pub members: Option<Arc<crate::cluster::Members>>,
     /// Whether the server is ready to serve (readiness probe): recovered and not stopping.
     pub ready: AtomicBool,
     /// Persistent state has been recovered: the naming API is open (Nacos's status gate).

@@ -1,0 +1,535 @@
+//! Peer links: node-to-node TCP on the peer port, authenticated with the cluster secret, and
+//! the pings that keep every member's state ([`crate::cluster::Members`]) current.
+//!
+//! Threads, blocking sockets: one acceptor, one thread per accepted peer connection (at most
+//! [`MAX_INBOUND_PER_MEMBER`] per member), and one link thread per other member that dials it,
+//! pings it every `ping_ms` and records each answer or failure. No shard ever waits on a peer.
+//! Outgoing connections are bound to this node's own member IP, so one address pair is exactly
+//! one link (the cluster tests cut links with firewall rules on address pairs), and an accepted
+//! connection must come from the IP of the member it claims to be.
+//!
+//! Frames: `u32` little-endian length of what follows, then a kind byte and the body. The
+//! handshake, both sides proving the secret without sending it (HMAC-SHA256 over fresh nonces):
+//! 1. dialer → `Hello { magic, ownership version, from, to, nonce_d }`
+//! 2. acceptor checks `to` is itself, `from` a member whose IP the connection comes from, the
+//!    version equal; → `Challenge { nonce_a, mac("acceptor", nonce_d, nonce_a, from, to) }`
+//! 3. dialer checks that mac; → `Proof { mac("dialer", nonce_a, nonce_d, from, to) }`
+//! 4. acceptor checks it (constant time); → `Welcome`, or `Refused { reason }` and a WARN log.
+//!
+//! Nothing trusts a User-Agent or a claimed address alone (CVE-2021-29441).
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::clock::wall_ms;
+use crate::cluster::{peer_addr, MemberState, Members, Secret};
+use crate::hash::OWNERSHIP_VERSION;
+
+/// The first bytes of every `Hello`: the peer protocol and its version.
+pub const MAGIC: &[u8; 8] = b"MUSTERP1";
+/// Largest frame accepted, in bytes (handshake and pings are tiny; Distro batches will not be).
+pub const MAX_FRAME: usize = 16 << 20;
+/// Most concurrent inbound connections per member (a dialer holds one; reconnects overlap).
+pub const MAX_INBOUND_PER_MEMBER: usize = 4;
+/// Time allowed for the whole handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+const HELLO: u8 = 1;
+const CHALLENGE: u8 = 2;
+const PROOF: u8 = 3;
+const WELCOME: u8 = 4;
+const REFUSED: u8 = 5;
+const PING: u8 = 6;
+const PONG: u8 = 7;
+
+const NONCE: usize = 32;
+const MAC: usize = 32;
+
+/// Why a peer connection failed or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Socket IO failed (timeouts included).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The other side sent something the protocol does not allow here.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The dialer could not prove the cluster secret, or the acceptor could not.
+    #[error("wrong cluster secret")]
+    WrongSecret,
+    /// The other side refused the connection, saying why.
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+}
+
+impl PeerError {
+    /// True when nothing listens at the address (the process is gone): DOWN at once.
+    fn is_refused_connect(&self) -> bool {
+        matches!(self, PeerError::Io(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+    }
+}
+
+fn protocol(why: impl Into<String>) -> PeerError {
+    PeerError::Protocol(why.into())
+}
+
+/// Writes one frame.
+fn write_frame(w: &mut impl Write, kind: u8, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len() + 1).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut buf = Vec::with_capacity(5 + body.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.push(kind);
+    buf.extend_from_slice(body);
+    w.write_all(&buf)
+}
+
+/// Reads one frame: its kind and body. A length of 0 or above [`MAX_FRAME`] is an error.
+fn read_frame(r: &mut impl Read) -> Result<(u8, Vec<u8>), PeerError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(protocol(format!("frame length {len}")));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    let kind = buf.remove(0);
+    Ok((kind, buf))
+}
+
+/// A cursor over a frame body.
+struct Body<'a>(&'a [u8]);
+
+impl<'a> Body<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], PeerError> {
+        if self.0.len() < n {
+            return Err(protocol("frame cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], PeerError> {
+        Ok(self.take(N)?.try_into().expect("N bytes"))
+    }
+
+    fn addr(&mut self) -> Result<SocketAddr, PeerError> {
+        let n = u16::from_le_bytes(self.array()?) as usize;
+        let s = std::str::from_utf8(self.take(n)?).map_err(|_| protocol("address not UTF-8"))?;
+        s.parse()
+            .map_err(|_| protocol(format!("bad address {s:?}")))
+    }
+}
+
+fn put_addr(out: &mut Vec<u8>, a: SocketAddr) {
+    let s = a.to_string();
+    out.extend_from_slice(&(s.len() as u16).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn nonce() -> io::Result<[u8; NONCE]> {
+    let mut n = [0u8; NONCE];
+    getrandom::getrandom(&mut n).map_err(io::Error::other)?;
+    Ok(n)
+}
+
+/// The HMAC both sides compute: `role`, 0x00, the two nonces, `from`, 0x00, `to`.
+fn mac(
+    secret: &Secret,
+    role: &[u8],
+    a: &[u8; NONCE],
+    b: &[u8; NONCE],
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Hmac<Sha256> {
+    let mut m = Hmac::<Sha256>::new_from_slice(secret.bytes()).expect("HMAC takes any key length");
+    m.update(role);
+    m.update(&[0]);
+    m.update(a);
+    m.update(b);
+    m.update(from.to_string().as_bytes());
+    m.update(&[0]);
+    m.update(to.to_string().as_bytes());
+    m
+}
+
+/// Dials `to`'s peer port from this node's member IP and runs the dialer's side of the
+/// handshake. `timeout` bounds the connect and each read.
+pub fn dial(
+    this: SocketAddr,
+    to: SocketAddr,
+    secret: &Secret,
+    timeout: Duration,
+) -> Result<TcpStream, PeerError> {
+    let target = peer_addr(to);
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.bind(&SocketAddr::new(this.ip(), 0).into())?;
+    sock.connect_timeout(&target.into(), timeout)?;
+    let mut s: TcpStream = sock.into();
+    s.set_nodelay(true)?;
+    s.set_read_timeout(Some(timeout.min(HANDSHAKE_TIMEOUT)))?;
+    s.set_write_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let nonce_d = nonce()?;
+    let mut hello = Vec::with_capacity(128);
+    hello.extend_from_slice(MAGIC);
+    hello.extend_from_slice(&OWNERSHIP_VERSION.to_le_bytes());
+    put_addr(&mut hello, this);
+    put_addr(&mut hello, to);
+    hello.extend_from_slice(&nonce_d);
+    write_frame(&mut s, HELLO, &hello)?;
+    let (kind, body) = read_frame(&mut s)?;
+    match kind {
+        CHALLENGE => {}
+        REFUSED => return Err(PeerError::Refused(String::from_utf8_lossy(&body).into())),
+        k => return Err(protocol(format!("expected a challenge, got kind {k}"))),
+    }
+    let mut b = Body(&body);
+    let nonce_a: [u8; NONCE] = b.array()?;
+    let their: [u8; MAC] = b.array()?;
+    mac(secret, b"acceptor", &nonce_d, &nonce_a, this, to)
+        .verify_slice(&their)
+        .map_err(|_| PeerError::WrongSecret)?;
+    let proof = mac(secret, b"dialer", &nonce_a, &nonce_d, this, to)
+        .finalize()
+        .into_bytes();
+    write_frame(&mut s, PROOF, &proof)?;
+    let (kind, body) = read_frame(&mut s)?;
+    match kind {
+        WELCOME => Ok(s),
+        REFUSED => Err(PeerError::Refused(String::from_utf8_lossy(&body).into())),
+        k => Err(protocol(format!("expected welcome, got kind {k}"))),
+    }
+}
+
+/// The acceptor's side of the handshake on `s`, from TCP source `src`. Returns the member
+/// address the dialer proved, or why it was refused (after telling it).
+fn accept_handshake(
+    s: &mut TcpStream,
+    src: IpAddr,
+    members: &Members,
+    secret: &Secret,
+) -> Result<SocketAddr, PeerError> {
+    let this = members.this();
+    let (kind, body) = read_frame(s)?;
+    if kind != HELLO {
+        return Err(protocol(format!("expected hello, got kind {kind}")));
+    }
+    let mut b = Body(&body);
+    if b.take(MAGIC.len())? != MAGIC {
+        return Err(protocol("not a Muster peer (bad magic)"));
+    }
+    let version = u32::from_le_bytes(b.array()?);
+    let from = b.addr()?;
+    let to = b.addr()?;
+    let nonce_d: [u8; NONCE] = b.array()?;
+    let refuse = |s: &mut TcpStream, why: String| -> PeerError {
+        let _ = write_frame(s, REFUSED, why.as_bytes());
+        PeerError::Refused(why)
+    };
+    if version != OWNERSHIP_VERSION {
+        return Err(refuse(
+            s,
+            format!("ownership version {version}, this node runs {OWNERSHIP_VERSION}"),
+        ));
+    }
+    if to != this {
+        return Err(refuse(s, format!("this node is {this}, not {to}")));
+    }
+    if from == this || members.get(from).is_none() {
+        return Err(refuse(s, format!("{from} is not a member of this cluster")));
+    }
+    if from.ip() != src {
+        return Err(refuse(
+            s,
+            format!("connection from {src} claims to be member {from}"),
+        ));
+    }
+    let nonce_a = nonce()?;
+    let mut challenge = Vec::with_capacity(NONCE + MAC);
+    challenge.extend_from_slice(&nonce_a);
+    challenge.extend_from_slice(
+        &mac(secret, b"acceptor", &nonce_d, &nonce_a, from, to)
+            .finalize()
+            .into_bytes(),
+    );
+    write_frame(s, CHALLENGE, &challenge)?;
+    let (kind, body) = read_frame(s)?;
+    if kind != PROOF || body.len() != MAC {
+        return Err(protocol(format!("expected a proof, got kind {kind}")));
+    }
+    if mac(secret, b"dialer", &nonce_a, &nonce_d, from, to)
+        .verify_slice(&body)
+        .is_err()
+    {
+        let _ = write_frame(s, REFUSED, b"wrong cluster secret");
+        return Err(PeerError::WrongSecret);
+    }
+    write_frame(s, WELCOME, &[])?;
+    Ok(from)
+}
+
+/// What the peer threads need.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// Where to accept peer connections.
+    pub listen: SocketAddr,
+    /// The cluster secret.
+    pub secret: Secret,
+    /// Ping period (also the connect and answer timeout).
+    pub ping: Duration,
+}
+
+/// Binds the peer port (a failure refuses start) and starts the acceptor and one link per
+/// other member. The threads run until the process exits or `stop` is set (links check it
+/// every ping; the acceptor on its next connection).
+pub fn start(
+    settings: PeerSettings,
+    members: Arc<Members>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<SocketAddr> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(settings.listen),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&settings.listen.into())?;
+    sock.listen(128)?;
+    let listener: TcpListener = sock.into();
+    let bound = listener.local_addr()?;
+    {
+        let (members, settings, stop) = (members.clone(), settings.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("muster-peer-accept".into())
+            .spawn(move || accept_loop(listener, members, settings, stop))?;
+    }
+    for peer in members.peers() {
+        let to = peer.addr;
+        let (members, settings, stop) = (members.clone(), settings.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("muster-peer-{to}"))
+            .spawn(move || link(to, members, settings, stop))?;
+    }
+    Ok(bound)
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    members: Arc<Members>,
+    settings: PeerSettings,
+    stop: Arc<AtomicBool>,
+) {
+    let inbound = Arc::new(AtomicUsize::new(0));
+    let cap = MAX_INBOUND_PER_MEMBER * members.all().len();
+    for conn in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut s) = conn else { continue };
+        if inbound.fetch_add(1, Ordering::AcqRel) >= cap {
+            inbound.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!(
+                cap,
+                "peer connection refused: too many inbound peer connections"
+            );
+            continue;
+        }
+        let (members, settings, inbound, stop) = (
+            members.clone(),
+            settings.clone(),
+            inbound.clone(),
+            stop.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("muster-peer-in".into())
+            .spawn(move || {
+                let src = s.peer_addr().map(|a| a.ip());
+                if let Ok(src) = src {
+                    serve_inbound(&mut s, src, &members, &settings, &stop);
+                }
+                inbound.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            tracing::error!("cannot start a thread for a peer connection");
+        }
+    }
+}
+
+fn serve_inbound(
+    s: &mut TcpStream,
+    src: IpAddr,
+    members: &Members,
+    settings: &PeerSettings,
+    stop: &AtomicBool,
+) {
+    let _ = s.set_nodelay(true);
+    let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    let _ = s.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+    let from = match accept_handshake(s, src, members, &settings.secret) {
+        Ok(from) => from,
+        Err(e) => {
+            tracing::warn!(%src, error = %e, "refused a peer connection");
+            return;
+        }
+    };
+    tracing::debug!(peer = %from, "peer connected");
+    // A dialer pings every `ping`; three silent periods end the connection.
+    let _ = s.set_read_timeout(Some(settings.ping * 3 + Duration::from_millis(500)));
+    while !stop.load(Ordering::Relaxed) {
+        match read_frame(s) {
+            Ok((PING, body)) => {
+                if write_frame(s, PONG, &body).is_err() {
+                    return;
+                }
+            }
+            Ok((kind, _)) => {
+                tracing::warn!(peer = %from, kind, "unexpected peer frame; closing");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// Keeps a connection to `to`: dial, ping every period, record each answer or failure in its
+/// member state, redial after a failure.
+fn link(to: SocketAddr, members: Arc<Members>, settings: PeerSettings, stop: Arc<AtomicBool>) {
+    let Some(member) = members.get(to) else {
+        return;
+    };
+    let this = members.this();
+    let mut conn: Option<TcpStream> = None;
+    let mut seq: u64 = 0;
+    let mut last_error = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        let result = (|| -> Result<(), PeerError> {
+            if conn.is_none() {
+                conn = Some(dial(this, to, &settings.secret, settings.ping)?);
+            }
+            let s = conn.as_mut().expect("connected");
+            s.set_read_timeout(Some(settings.ping))?;
+            seq += 1;
+            write_frame(s, PING, &seq.to_le_bytes())?;
+            let (kind, body) = read_frame(s)?;
+            if kind != PONG || body != seq.to_le_bytes() {
+                return Err(protocol(format!("expected pong {seq}, got kind {kind}")));
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                let before = member.contact_ok(wall_ms());
+                if before != MemberState::Up {
+                    tracing::info!(peer = %to, from = before.as_str(), "peer is UP");
+                }
+                last_error.clear();
+            }
+            Err(e) => {
+                conn = None;
+                let (before, after) = member.contact_failed(e.is_refused_connect());
+                let why = e.to_string();
+                if before != after || why != last_error {
+                    match e {
+                        PeerError::WrongSecret | PeerError::Refused(_) => {
+                            tracing::warn!(peer = %to, state = after.as_str(), error = %why, "peer link refused")
+                        }
+                        _ => {
+                            tracing::info!(peer = %to, state = after.as_str(), error = %why, "peer unreachable")
+                        }
+                    }
+                }
+                last_error = why;
+            }
+        }
+        std::thread::sleep(settings.ping.saturating_sub(started.elapsed()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> Secret {
+        Secret::new(&format!("{s:-<40}")).unwrap()
+    }
+
+    /// Runs the acceptor's handshake on a loopback connection and the dialer's against it.
+    fn handshake(
+        dialer_secret: &str,
+        acceptor_secret: &str,
+        dialer: &str,
+    ) -> (Result<(), String>, Result<SocketAddr, String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Member addresses whose peer port (HTTP − 1000) is the listener's.
+        let http = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port + 1000);
+        let acceptor = http("127.0.0.1");
+        let members = Members::new(acceptor, &[acceptor, http("127.0.0.2")]);
+        let a_secret = secret(acceptor_secret);
+        let t = std::thread::spawn(move || {
+            let (mut s, src) = listener.accept().unwrap();
+            accept_handshake(&mut s, src.ip(), &members, &a_secret).map_err(|e| e.to_string())
+        });
+        let d = dial(
+            http(dialer),
+            acceptor,
+            &secret(dialer_secret),
+            Duration::from_secs(2),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string());
+        (d, t.join().unwrap())
+    }
+
+    #[test]
+    fn peers_with_the_same_secret_connect() {
+        let (d, a) = handshake("same", "same", "127.0.0.2");
+        assert_eq!(d, Ok(()));
+        assert_eq!(a.unwrap().ip().to_string(), "127.0.0.2");
+    }
+
+    #[test]
+    fn a_wrong_secret_is_refused_on_both_sides() {
+        let (d, a) = handshake("mine", "theirs", "127.0.0.2");
+        // The dialer sees that the acceptor cannot prove the secret and stops there.
+        assert_eq!(d, Err("wrong cluster secret".into()));
+        assert!(a.is_err(), "{a:?}");
+    }
+
+    #[test]
+    fn a_non_member_is_refused() {
+        let (d, a) = handshake("same", "same", "127.0.0.9");
+        assert!(
+            d.as_ref()
+                .is_err_and(|e| e.contains("not a member of this cluster")),
+            "{d:?}"
+        );
+        assert!(a.is_err());
+    }
+
+    #[test]
+    fn frames_reject_bad_lengths() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, PING, b"12345678").unwrap();
+        assert_eq!(
+            read_frame(&mut buf.as_slice()).unwrap(),
+            (PING, b"12345678".to_vec())
+        );
+        assert!(read_frame(&mut [0u8, 0, 0, 0].as_slice()).is_err());
+        let huge = ((MAX_FRAME + 1) as u32).to_le_bytes();
+        assert!(read_frame(&mut huge.as_slice()).is_err());
+        assert!(read_frame(&mut [9u8, 0, 0, 0, 1].as_slice()).is_err());
+    }
+}

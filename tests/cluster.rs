@@ -1,0 +1,347 @@
+//! Cluster tests: N real `muster` processes on 127.0.0.1..N:8848 inside a private network
+//! namespace, with links cut by `nft` drop rules on address pairs.
+//!
+//! Each test re-executes this test binary for itself under `unshare -n` (root; CI installs
+//! `nftables`), brings `lo` up there and runs. Nodes bind their outgoing peer connections to
+//! their own member address, so one address pair is exactly one link; the test's own requests
+//! come from 127.0.0.100, which no rule names. Every wait is bounded.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Marks the re-executed child: it is inside the namespace.
+const IN_NETNS: &str = "MUSTER_TEST_IN_NETNS";
+const SECRET: &str = "cluster-test-secret-0123456789abcdef";
+/// The address test requests come from.
+const CLIENT_IP: &str = "127.0.0.100";
+/// Peer ping period of the test nodes, in ms.
+const PING_MS: u64 = 200;
+
+/// Runs `test` inside a fresh network namespace: re-executes this binary under `unshare -n`
+/// for the named test and asserts that it passed there. Returns true in the child, which then
+/// runs the test body.
+fn in_netns(test: &str) -> bool {
+    if std::env::var_os(IN_NETNS).is_some() {
+        let st = Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("run ip");
+        assert!(st.success(), "ip link set lo up failed");
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut cmd = Command::new("unshare");
+    cmd.arg("-n")
+        .arg("--")
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env(IN_NETNS, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (code, out, err, timed_out) = common::run_bounded(cmd, Duration::from_secs(120));
+    println!("{out}");
+    eprintln!("{err}");
+    assert!(
+        !timed_out,
+        "{test} in the namespace did not finish in 120 s"
+    );
+    assert_eq!(code, Some(0), "{test} failed inside the network namespace");
+    assert!(
+        out.contains("1 passed"),
+        "{test} did not run in the namespace:\n{out}"
+    );
+    false
+}
+
+/// One cluster node.
+struct Node {
+    addr: SocketAddr,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+fn member(i: usize) -> SocketAddr {
+    format!("127.0.0.{i}:8848").parse().unwrap()
+}
+
+fn members(n: usize) -> String {
+    (1..=n)
+        .map(|i| member(i).to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Node {
+    /// Starts node `i` of an `n`-member cluster with `secret`.
+    fn start(i: usize, n: usize, secret: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stderr.log");
+        let mut node = Node {
+            addr: member(i),
+            child: None,
+            dir,
+            log,
+        };
+        node.spawn(n, secret);
+        node
+    }
+
+    fn spawn(&mut self, n: usize, secret: &str) {
+        let stderr = std::fs::File::create(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_muster"))
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(["--shards", "1", "--members", &members(n)])
+            .args(["--member-ping-ms", &PING_MS.to_string()])
+            .env("MUSTER_CLUSTER_SECRET", secret)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn muster");
+        self.child = Some(child);
+        let ready = wait_until(Duration::from_secs(20), || {
+            get(self.addr, "/nacos/v1/console/health/readiness").is_some_and(|(s, _)| s == 200)
+        });
+        assert!(ready, "node {} not ready:\n{}", self.addr, self.log_text());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The states this node reports for every member, by address.
+    fn states(&self) -> Vec<(String, String)> {
+        let Some((200, body)) = get(self.addr, "/nacos/v1/core/cluster/nodes") else {
+            return Vec::new();
+        };
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["address"].as_str().unwrap().to_string(),
+                    m["state"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn state_of(&self, other: SocketAddr) -> Option<String> {
+        let want = other.to_string();
+        self.states()
+            .into_iter()
+            .find(|(a, _)| *a == want)
+            .map(|(_, s)| s)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A GET from [`CLIENT_IP`]; `None` when the connection fails.
+fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
+    sock.bind(&from.into()).ok()?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(2))
+        .ok()?;
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let (status, body) = common::parse_response(&out);
+    (status != 0).then(|| (status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Polls `f` every 50 ms until it holds or `limit` passes.
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn nft(script: &str) {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run nft (install nftables)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "nft failed on:\n{script}");
+}
+
+/// Drops every packet between `a` and `b`, both ways.
+fn cut(a: SocketAddr, b: SocketAddr) {
+    let (a, b) = (a.ip(), b.ip());
+    nft(&format!(
+        "table inet muster_test {{\n chain out {{ type filter hook output priority 0; policy accept;\n  ip saddr {a} ip daddr {b} drop\n  ip saddr {b} ip daddr {a} drop\n }}\n}}\n"
+    ));
+}
+
+fn heal() {
+    nft("delete table inet muster_test\n");
+}
+
+fn all_up(nodes: &[Node]) -> bool {
+    nodes.iter().all(|n| {
+        let s = n.states();
+        s.len() == nodes.len() && s.iter().all(|(_, st)| st == "UP")
+    })
+}
+
+#[test]
+fn three_members_see_each_other_up() {
+    if !in_netns("three_members_see_each_other_up") {
+        return;
+    }
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(i, 3, SECRET)).collect();
+    assert!(
+        wait_until(Duration::from_secs(10), || all_up(&nodes)),
+        "members did not all turn UP: {:?}",
+        nodes.iter().map(Node::states).collect::<Vec<_>>()
+    );
+    // Nacos's envelope and Member shape.
+    let (status, body) = get(nodes[1].addr, "/nacos/v1/core/cluster/self").unwrap();
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], 200);
+    assert!(v["message"].is_null());
+    assert_eq!(v["data"]["address"], "127.0.0.2:8848");
+    assert_eq!(v["data"]["ip"], "127.0.0.2");
+    assert_eq!(v["data"]["port"], 8848);
+    assert_eq!(v["data"]["extendInfo"]["raftPort"], "7848");
+    let (_, body) = get(
+        nodes[0].addr,
+        "/nacos/v1/core/cluster/nodes?keyword=127.0.0.3",
+    )
+    .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 1);
+    let (_, body) = get(nodes[2].addr, "/nacos/v1/ns/operator/servers?healthy=true").unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["servers"].as_array().unwrap().len(), 3, "{body}");
+    let (_, body) = get(nodes[2].addr, "/nacos/v1/core/cluster/simple/nodes").unwrap();
+    assert!(body.contains("127.0.0.1:8848") && body.contains("127.0.0.3:8848"));
+}
+
+#[test]
+fn a_cut_link_turns_the_peer_down_on_both_ends_only_and_heals() {
+    if !in_netns("a_cut_link_turns_the_peer_down_on_both_ends_only_and_heals") {
+        return;
+    }
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(i, 3, SECRET)).collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    cut(nodes[0].addr, nodes[2].addr);
+    // More than MAX_FAILS (3) missed pings of 200 ms: DOWN, on both ends of the cut link.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            nodes[0].state_of(nodes[2].addr).as_deref() == Some("DOWN")
+                && nodes[2].state_of(nodes[0].addr).as_deref() == Some("DOWN")
+        }),
+        "the cut link's ends: {:?} {:?}",
+        nodes[0].states(),
+        nodes[2].states()
+    );
+    // The links that were not cut stay UP (checked after the cut ends were seen DOWN).
+    assert_eq!(nodes[1].state_of(nodes[0].addr).as_deref(), Some("UP"));
+    assert_eq!(nodes[1].state_of(nodes[2].addr).as_deref(), Some("UP"));
+    assert_eq!(nodes[0].state_of(nodes[1].addr).as_deref(), Some("UP"));
+    heal();
+    assert!(
+        wait_until(Duration::from_secs(10), || all_up(&nodes)),
+        "not healed: {:?}",
+        nodes.iter().map(Node::states).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_killed_member_is_down_at_once_and_up_after_restart() {
+    if !in_netns("a_killed_member_is_down_at_once_and_up_after_restart") {
+        return;
+    }
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(i, 3, SECRET)).collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    nodes[1].kill();
+    // Nothing listens on its peer port any more: connection refused is DOWN at the next ping.
+    assert!(wait_until(Duration::from_secs(5), || {
+        nodes[0].state_of(nodes[1].addr).as_deref() == Some("DOWN")
+            && nodes[2].state_of(nodes[1].addr).as_deref() == Some("DOWN")
+    }));
+    // Restarted on the same address and data dir.
+    nodes[1].spawn(3, SECRET);
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+}
+
+#[test]
+fn a_peer_with_the_wrong_secret_is_refused_and_logged() {
+    if !in_netns("a_peer_with_the_wrong_secret_is_refused_and_logged") {
+        return;
+    }
+    let good: Vec<Node> = (1..=2).map(|i| Node::start(i, 3, SECRET)).collect();
+    let bad = Node::start(3, 3, "another-secret-0123456789abcdef-xyz");
+    assert!(wait_until(Duration::from_secs(10), || n_up(
+        &good[0], &good[1]
+    )));
+    // Give the links several pings, then check nobody let the impostor in, either way.
+    std::thread::sleep(Duration::from_millis(PING_MS * 6));
+    for n in &good {
+        assert_ne!(
+            n.state_of(bad.addr).as_deref(),
+            Some("UP"),
+            "{:?}",
+            n.states()
+        );
+        assert_ne!(
+            bad.state_of(n.addr).as_deref(),
+            Some("UP"),
+            "{:?}",
+            bad.states()
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || good[0]
+            .log_text()
+            .contains("wrong cluster secret")),
+        "no log line about the wrong secret:\n{}",
+        good[0].log_text()
+    );
+}
+
+fn n_up(a: &Node, b: &Node) -> bool {
+    a.state_of(b.addr).as_deref() == Some("UP") && b.state_of(a.addr).as_deref() == Some("UP")
+}
