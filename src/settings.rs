@@ -59,6 +59,11 @@ pub struct Cli {
     /// Most services in one namespace; creating more answers 503. [default: 200000]
     #[arg(long, value_name = "N")]
     pub max_services_per_namespace: Option<usize>,
+    /// Mass-expiry guard: while more than this percent of a shard's ephemeral instances are
+    /// unhealthy (and at least 10), none is removed until beats come back; 0 switches it off.
+    /// [default: 50]
+    #[arg(long, value_name = "PERCENT")]
+    pub expiry_guard_percent: Option<u8>,
     /// Most open client connections per process; more are closed at accept. [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -283,6 +288,7 @@ struct FileConfig {
     empty_service_ttl_ms: Option<u64>,
     max_services: Option<usize>,
     max_services_per_namespace: Option<usize>,
+    expiry_guard_percent: Option<u8>,
     max_connections: Option<usize>,
     max_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
@@ -463,6 +469,8 @@ impl Config {
             max_services_per_namespace: pick!(max_services_per_namespace)
                 .unwrap_or(d.lifecycle.max_services_per_namespace),
             slot_ms: d.lifecycle.slot_ms,
+            expiry_guard_percent: pick!(expiry_guard_percent)
+                .unwrap_or(d.lifecycle.expiry_guard_percent),
         };
         let cfg = Config {
             listen: pick!(listen).unwrap_or(d.listen),
@@ -569,6 +577,12 @@ impl Config {
             return Err(out(
                 "max_connections and inbox_capacity must be at least 1".into()
             ));
+        }
+        if self.lifecycle.expiry_guard_percent > 100 {
+            return Err(out(format!(
+                "expiry_guard_percent must be 0..=100, got {}",
+                self.lifecycle.expiry_guard_percent
+            )));
         }
         if self.push.drop_percent > 100 {
             return Err(out(format!(

@@ -130,13 +130,16 @@ fn last_hash(c: &[Entry]) -> u64 {
 ///
 /// Invariants: every chunk is non-empty and holds at most [`MAX`] instances; `(hash, key)`
 /// strictly increases across the concatenation of the chunks; the index's number beside each
-/// chunk is the hash of its last entry; `len` and `healthy` count the instances and the healthy
-/// ones. Clones share everything until one of them is changed.
+/// chunk is the hash of its last entry; `len`, `healthy`, `ephemeral` and `ephemeral_sick`
+/// count the instances, the healthy ones, the ephemeral ones and the unhealthy ephemeral ones.
+/// Clones share everything until one of them is changed.
 #[derive(Clone, Debug, Default)]
 pub struct Roster {
     chunks: Arc<Vec<(u64, Chunk)>>,
     len: usize,
     healthy: usize,
+    ephemeral: usize,
+    ephemeral_sick: usize,
 }
 
 impl Roster {
@@ -158,6 +161,11 @@ impl Roster {
     /// Number of healthy instances.
     pub fn healthy(&self) -> usize {
         self.healthy
+    }
+
+    /// Number of ephemeral instances, and of those that are unhealthy.
+    pub fn ephemeral(&self) -> (usize, usize) {
+        (self.ephemeral, self.ephemeral_sick)
     }
 
     /// Every instance, in roster order.
@@ -241,6 +249,12 @@ impl Roster {
         self.len = self.len.wrapping_add_signed(sign);
         if inst.healthy {
             self.healthy = self.healthy.wrapping_add_signed(sign);
+        }
+        if inst.key.ephemeral {
+            self.ephemeral = self.ephemeral.wrapping_add_signed(sign);
+            if !inst.healthy {
+                self.ephemeral_sick = self.ephemeral_sick.wrapping_add_signed(sign);
+            }
         }
     }
 
@@ -437,6 +451,9 @@ mod tests {
         }
         assert_eq!(r.len(), model.len());
         assert_eq!(r.healthy(), model.values().filter(|h| **h).count());
+        let eph = model.iter().filter(|(k, _)| k.ephemeral);
+        let sick = eph.clone().filter(|(_, h)| !**h).count();
+        assert_eq!(r.ephemeral(), (eph.count(), sick));
         let shape = r.shape();
         assert!(shape.iter().all(|&n| (1..=MAX).contains(&n)), "{shape:?}");
     }

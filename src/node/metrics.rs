@@ -119,6 +119,10 @@ pub struct ShardMetrics {
     expired: AtomicU64,
     beat_timeouts: AtomicU64,
     empty_removed: AtomicU64,
+    ephemeral: AtomicU64,
+    ephemeral_sick: AtomicU64,
+    expiry_deferred: AtomicU64,
+    expiry_paused: AtomicU64,
     /// Current depth of this shard's inbox.
     pub inbox_depth: AtomicU64,
     push: [AtomicU64; 7],
@@ -144,6 +148,10 @@ impl ShardMetrics {
             expired: AtomicU64::new(0),
             beat_timeouts: AtomicU64::new(0),
             empty_removed: AtomicU64::new(0),
+            ephemeral: AtomicU64::new(0),
+            ephemeral_sick: AtomicU64::new(0),
+            expiry_deferred: AtomicU64::new(0),
+            expiry_paused: AtomicU64::new(0),
             inbox_depth: AtomicU64::new(0),
             push: Default::default(),
             push_latency: Histogram::default(),
@@ -160,7 +168,12 @@ impl ShardMetrics {
     }
 
     /// Copies the registry's counters.
-    pub fn set_registry(&self, s: Stats) {
+    /// Copies the registry counters; `paused`: the mass-expiry guard holds back removals.
+    pub fn set_registry(&self, s: Stats, paused: bool) {
+        self.ephemeral.store(s.ephemeral, Relaxed);
+        self.ephemeral_sick.store(s.ephemeral_sick, Relaxed);
+        self.expiry_deferred.store(s.expiry_deferred, Relaxed);
+        self.expiry_paused.store(u64::from(paused), Relaxed);
         self.services.store(s.services, Relaxed);
         self.healthy.store(s.healthy, Relaxed);
         self.unhealthy.store(s.unhealthy, Relaxed);
@@ -198,6 +211,9 @@ impl ShardMetrics {
             expired: self.expired.load(Relaxed),
             beat_timeouts: self.beat_timeouts.load(Relaxed),
             empty_services_removed: self.empty_removed.load(Relaxed),
+            ephemeral: self.ephemeral.load(Relaxed),
+            ephemeral_sick: self.ephemeral_sick.load(Relaxed),
+            expiry_deferred: self.expiry_deferred.load(Relaxed),
         }
     }
 }
@@ -260,7 +276,7 @@ impl Metrics {
         let hists = self.shards.iter().map(|m| &m.push_latency);
         Histogram::write(&mut s, "muster_push_latency_seconds", "", hists);
         type Getter = fn(&ShardMetrics) -> u64;
-        let per_shard: [(&str, &str, &str, Getter); 19] = [
+        let per_shard: [(&str, &str, &str, Getter); 21] = [
             (
                 "muster_services",
                 "gauge",
@@ -290,6 +306,18 @@ impl Metrics {
                 "counter",
                 "Instances marked unhealthy because a beat was missed.",
                 |m| m.beat_timeouts.load(Relaxed),
+            ),
+            (
+                "muster_expiry_paused",
+                "gauge",
+                "1 while the mass-expiry guard holds back removals: more than expiry_guard_percent of the shard's ephemeral instances are unhealthy.",
+                |m| m.expiry_paused.load(Relaxed),
+            ),
+            (
+                "muster_expiry_deferred_total",
+                "counter",
+                "Removals the mass-expiry guard held back (each re-check counts).",
+                |m| m.expiry_deferred.load(Relaxed),
             ),
             (
                 "muster_empty_services_removed_total",

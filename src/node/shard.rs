@@ -110,6 +110,8 @@ pub struct Shard {
     pub connections: crate::http::Connections,
     datagrams: std::cell::Cell<u64>,
     probes_running: std::cell::Cell<usize>,
+    /// The mass-expiry guard was on at the last flush (for logging its changes).
+    expiry_paused: std::cell::Cell<bool>,
 }
 
 impl Shard {
@@ -133,6 +135,7 @@ impl Shard {
             connections: Default::default(),
             datagrams: std::cell::Cell::new(0),
             probes_running: std::cell::Cell::new(0),
+            expiry_paused: std::cell::Cell::new(false),
         }
     }
 
@@ -168,7 +171,27 @@ impl Shard {
             }
         }
         let m = self.metrics();
-        m.set_registry(self.registry.borrow().stats());
+        let stats = self.registry.borrow().stats();
+        let paused = stats.expiry_paused(self.shared.config.lifecycle.expiry_guard_percent);
+        if paused != self.expiry_paused.replace(paused) {
+            if paused {
+                tracing::warn!(
+                    shard = self.id,
+                    unhealthy = stats.ephemeral_sick,
+                    ephemeral = stats.ephemeral,
+                    percent = self.shared.config.lifecycle.expiry_guard_percent,
+                    "mass-expiry guard on: too many ephemeral instances missed their beats at once; holding back removals until beats come back"
+                );
+            } else {
+                tracing::info!(
+                    shard = self.id,
+                    unhealthy = stats.ephemeral_sick,
+                    ephemeral = stats.ephemeral,
+                    "mass-expiry guard off: removals resume"
+                );
+            }
+        }
+        m.set_registry(stats, paused);
         m.set_push(self.push.borrow().stats());
     }
 

@@ -38,7 +38,13 @@ impl Registry {
         let idle = now.saturating_sub(last_beat);
         let next;
         let mut keep = cur.clone();
-        if expire && idle > t.delete_ms {
+        if expire && idle > t.delete_ms && self.stats.expiry_paused(self.life.expiry_guard_percent)
+        {
+            // The mass-expiry guard: too many went quiet at once (more likely the network
+            // than the clients). Keep it, unhealthy, and look again in a timeout.
+            self.stats.expiry_deferred += 1;
+            next = now + t.timeout_ms.max(1);
+        } else if expire && idle > t.delete_ms {
             svc.instances.remove(&lease.key);
             self.stats.expired += 1;
             Self::touch(&mut self.revisions, &mut self.dirty, service, svc);

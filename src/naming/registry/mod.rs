@@ -63,7 +63,16 @@ pub struct Lifecycle {
     pub max_services: usize,
     /// Most services in one namespace; creating more is a 503. Default 200 000.
     pub max_services_per_namespace: usize,
+    /// The mass-expiry guard, in percent: while more than this share of the shard's ephemeral
+    /// instances are unhealthy (and at least [`GUARD_MIN_SICK`]), none is removed; they are
+    /// looked at again later and removed once enough beats are back. 0 switches it off.
+    /// Default 50.
+    pub expiry_guard_percent: u8,
 }
+
+/// The mass-expiry guard never holds back removals while fewer ephemeral instances than this
+/// are unhealthy: a few clients that died together are just removed.
+pub const GUARD_MIN_SICK: u64 = 10;
 
 impl Default for Lifecycle {
     fn default() -> Self {
@@ -74,6 +83,7 @@ impl Default for Lifecycle {
             slot_ms: 250,
             max_services: 200_000,
             max_services_per_namespace: 200_000,
+            expiry_guard_percent: 50,
         }
     }
 }
@@ -93,6 +103,36 @@ pub struct Stats {
     pub beat_timeouts: u64,
     /// Empty services removed.
     pub empty_services_removed: u64,
+    /// Ephemeral instances owned.
+    pub ephemeral: u64,
+    /// Unhealthy ephemeral instances owned.
+    pub ephemeral_sick: u64,
+    /// Removals the mass-expiry guard held back (each re-check counts).
+    pub expiry_deferred: u64,
+}
+
+impl Stats {
+    /// Replaces a service's counts (`was`) by its new ones (`now`): healthy, unhealthy,
+    /// ephemeral, unhealthy ephemeral.
+    fn count(&mut self, was: [u64; 4], now: [u64; 4]) {
+        let fields = [
+            &mut self.healthy,
+            &mut self.unhealthy,
+            &mut self.ephemeral,
+            &mut self.ephemeral_sick,
+        ];
+        for (f, (w, n)) in fields.into_iter().zip(was.into_iter().zip(now)) {
+            *f = *f + n - w;
+        }
+    }
+
+    /// Whether the mass-expiry guard holds back removals: more than `percent` of the ephemeral
+    /// instances are unhealthy, and at least [`GUARD_MIN_SICK`]. Never with `percent` 0.
+    pub fn expiry_paused(&self, percent: u8) -> bool {
+        percent > 0
+            && self.ephemeral_sick >= GUARD_MIN_SICK
+            && self.ephemeral_sick * 100 > u64::from(percent) * self.ephemeral
+    }
 }
 
 #[derive(Debug)]
@@ -104,8 +144,8 @@ struct ServiceState {
     revision: u64,
     /// The revision the published view shows (0: not published yet).
     published: u64,
-    /// Counts last reported into `Stats`.
-    counted: (u64, u64),
+    /// Counts last reported into `Stats`: healthy, unhealthy, ephemeral, unhealthy ephemeral.
+    counted: [u64; 4],
     empty_since: Option<u64>,
     /// Created or changed through raft: never removed by the empty-service cleaner.
     durable: bool,
@@ -432,10 +472,15 @@ impl Registry {
                 continue;
             };
             let healthy = svc.instances.healthy() as u64;
-            let unhealthy = svc.instances.len() as u64 - healthy;
-            self.stats.healthy = self.stats.healthy + healthy - svc.counted.0;
-            self.stats.unhealthy = self.stats.unhealthy + unhealthy - svc.counted.1;
-            svc.counted = (healthy, unhealthy);
+            let (eph, sick) = svc.instances.ephemeral();
+            let now_counted = [
+                healthy,
+                svc.instances.len() as u64 - healthy,
+                eph as u64,
+                sick as u64,
+            ];
+            self.stats.count(svc.counted, now_counted);
+            svc.counted = now_counted;
             if !svc.instances.is_empty() {
                 svc.empty_since = None;
             } else if svc.empty_since.is_none() {
@@ -671,7 +716,7 @@ fn service_entry<'a>(
             instances: Roster::new(),
             revision: 0,
             published: 0,
-            counted: (0, 0),
+            counted: [0; 4],
             empty_since: None,
             durable: false,
         }

@@ -12,8 +12,7 @@ impl Registry {
         self.ids.keys.remove(&svc.id);
         self.dirty.remove(key);
         self.deleted.push(key.clone());
-        self.stats.healthy -= svc.counted.0;
-        self.stats.unhealthy -= svc.counted.1;
+        self.stats.count(svc.counted, [0; 4]);
         self.stats.services = self.services.len() as u64;
         self.view.census.remove(&key.namespace);
         self.removed_since_compact += 1;

@@ -1069,3 +1069,71 @@ fn a_beat_that_registers_a_persistent_instance_proposes_it_and_answers_ok() {
         )
     );
 }
+
+/// Registers `n` ephemeral instances `10.0.1.i:80` in the fixture's service.
+fn register_many(f: &mut Fixture, n: u8) {
+    for i in 0..n {
+        f.apply(Write::Register(spec(&format!("10.0.1.{i}"), 80)))
+            .unwrap();
+    }
+}
+
+/// Beats `10.0.1.i:80` for every `i` in `ips`, every second, for `ms`.
+fn beat_for(f: &mut Fixture, ips: std::ops::Range<u8>, ms: u64) {
+    for _ in 0..ms / 1000 {
+        for i in ips.clone() {
+            let r = f.apply(Write::Beat {
+                ip: format!("10.0.1.{i}"),
+                port: 80,
+                cluster: "DEFAULT".into(),
+                register: None,
+            });
+            assert!(matches!(r, Ok(Reply::Beat { code: BEAT_OK, .. })));
+        }
+        f.run_for(1000);
+    }
+}
+
+#[test]
+fn the_mass_expiry_guard_holds_removals_until_beats_return() {
+    let mut f = Fixture::new(Lifecycle::default());
+    register_many(&mut f, 20);
+    // 16 of 20 (80%) go quiet at once; 4 keep beating. Well past the 30 s delete timeout,
+    // nothing is removed: the quiet ones are unhealthy, and the guard is on.
+    beat_for(&mut f, 16..20, 45_000);
+    let s = f.reg.stats();
+    assert_eq!((s.ephemeral, s.ephemeral_sick), (20, 16));
+    assert!(s.expiry_paused(50));
+    assert_eq!(s.expired, 0);
+    assert!(s.expiry_deferred >= 16, "{s:?}");
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().instances.len(), 20);
+    // Beats come back for all of them: healthy again, guard off, nothing lost.
+    beat_for(&mut f, 0..20, 2_000);
+    let s = f.reg.stats();
+    assert_eq!((s.ephemeral_sick, s.expired), (0, 0));
+    assert!(!s.expiry_paused(50));
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().instances.len(), 20);
+}
+
+#[test]
+fn the_guard_lets_a_minority_and_small_groups_expire_and_can_be_switched_off() {
+    // 8 of 20 quiet (40%, under 50%): removed as usual.
+    let mut f = Fixture::new(Lifecycle::default());
+    register_many(&mut f, 20);
+    beat_for(&mut f, 8..20, 45_000);
+    assert_eq!(f.reg.stats().expired, 8);
+    // All of 5 quiet: 100%, but fewer than GUARD_MIN_SICK: removed.
+    let mut f = Fixture::new(Lifecycle::default());
+    register_many(&mut f, 5);
+    f.run_for(45_000);
+    assert_eq!(f.reg.stats().expired, 5);
+    // 16 of 20 with the guard off: removed.
+    let mut f = Fixture::new(Lifecycle {
+        expiry_guard_percent: 0,
+        ..Lifecycle::default()
+    });
+    register_many(&mut f, 20);
+    beat_for(&mut f, 16..20, 45_000);
+    let s = f.reg.stats();
+    assert_eq!((s.expired, s.expiry_deferred), (16, 0));
+}
