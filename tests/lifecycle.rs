@@ -76,6 +76,74 @@ fn instances_expire_when_beats_stop() {
     );
 }
 
+/// The sum over shards of a per-shard metric.
+fn metric_sum(s: &Server, name: &str) -> u64 {
+    let (_, m) = s.request("GET", "/metrics", "");
+    m.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn the_mass_expiry_guard_pauses_removals_when_most_beats_stop() {
+    let s = Server::start(&[
+        "--shards",
+        "1",
+        "--heartbeat-timeout-ms",
+        "600",
+        "--ip-delete-timeout-ms",
+        "1200",
+    ]);
+    for i in 0..20 {
+        let (st, _) = s.request(
+            "POST",
+            &format!("/nacos/v1/ns/instance?serviceName=g&ip=10.9.0.{i}&port=1"),
+            "",
+        );
+        assert_eq!(st, 200);
+    }
+    let beat = |range: std::ops::Range<u32>| {
+        for i in range {
+            s.request(
+                "PUT",
+                &format!("/nacos/v1/ns/instance/beat?serviceName=g&ip=10.9.0.{i}&port=1"),
+                "",
+            );
+        }
+    };
+    // 16 of 20 stop beating at once. Well past the 1200 ms delete timeout, all 20 are still
+    // listed and the guard's metric says why.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(3000) {
+        beat(16..20);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let h = hosts(&s, "g");
+    assert_eq!(h.len(), 20, "{h:?}");
+    assert_eq!(h.iter().filter(|x| x["healthy"] == false).count(), 16);
+    assert_eq!(metric_sum(&s, "muster_expiry_paused"), 1);
+    assert!(metric_sum(&s, "muster_expiry_deferred_total") >= 16);
+    assert_eq!(metric_sum(&s, "muster_instance_expirations_total"), 0);
+    // The beats come back: everything is healthy, the guard lifts, nothing was removed.
+    let start = Instant::now();
+    let mut healthy = 0;
+    while start.elapsed() < Duration::from_secs(5) {
+        beat(0..20);
+        healthy = hosts(&s, "g")
+            .iter()
+            .filter(|x| x["healthy"] == true)
+            .count();
+        if healthy == 20 && metric_sum(&s, "muster_expiry_paused") == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(healthy, 20);
+    assert_eq!(metric_sum(&s, "muster_expiry_paused"), 0);
+    assert_eq!(metric_sum(&s, "muster_instance_expirations_total"), 0);
+}
+
 /// Polls (every 10 ms, at most `within`) until connecting to `s` is refused: every shard has
 /// dropped its listener, and so has begun shutdown. Fails if `s` exits first.
 fn wait_until_refused(s: &mut Server, within: Duration) {
