@@ -182,6 +182,12 @@ pub struct Member {
     fails: AtomicU32,
     /// Wall-clock ms of the last successful contact (0: never).
     last_ok_ms: AtomicU64,
+    /// Round trip of the last answered ping, in µs.
+    rtt_us: AtomicU64,
+    /// Failed contacts since start.
+    failures_total: AtomicU64,
+    /// Authenticated connections made to it since start.
+    connects_total: AtomicU64,
 }
 
 impl Member {
@@ -191,7 +197,29 @@ impl Member {
             state: AtomicU8::new(state as u8),
             fails: AtomicU32::new(0),
             last_ok_ms: AtomicU64::new(0),
+            rtt_us: AtomicU64::new(0),
+            failures_total: AtomicU64::new(0),
+            connects_total: AtomicU64::new(0),
         }
+    }
+
+    /// Records an answered ping's round trip, in µs.
+    pub fn record_rtt(&self, micros: u64) {
+        self.rtt_us.store(micros, Ordering::Relaxed);
+    }
+
+    /// Records a new authenticated connection to it.
+    pub fn record_connect(&self) {
+        self.connects_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Last ping round trip (µs), failed contacts and connections since start.
+    pub fn counters(&self) -> (u64, u64, u64) {
+        (
+            self.rtt_us.load(Ordering::Relaxed),
+            self.failures_total.load(Ordering::Relaxed),
+            self.connects_total.load(Ordering::Relaxed),
+        )
     }
 
     /// Current state.
@@ -220,6 +248,7 @@ impl Member {
     /// the process is gone). SUSPICIOUS, then DOWN after more than [`MAX_FAILS`] in a row or at
     /// once when refused. Returns the state before and after.
     pub fn contact_failed(&self, refused: bool) -> (MemberState, MemberState) {
+        self.failures_total.fetch_add(1, Ordering::Relaxed);
         let fails = self.fails.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let next = if refused || fails > MAX_FAILS {
             MemberState::Down

@@ -277,6 +277,18 @@ fn a_cut_link_turns_the_peer_down_on_both_ends_only_and_heals() {
         nodes[0].states(),
         nodes[2].states()
     );
+    // /metrics says the same, per peer.
+    let (_, m) = get(nodes[0].addr, "/metrics").unwrap();
+    assert!(
+        m.contains("muster_peer_state{peer=\"127.0.0.3:8848\"} 3")
+            && m.contains("muster_peer_state{peer=\"127.0.0.2:8848\"} 1"),
+        "{m}"
+    );
+    let failures = m
+        .lines()
+        .find(|l| l.starts_with("muster_peer_failures_total{peer=\"127.0.0.3:8848\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(failures.is_some_and(|n| n > 3), "{m}");
     // The links that were not cut stay UP (checked after the cut ends were seen DOWN).
     assert_eq!(nodes[1].state_of(nodes[0].addr).as_deref(), Some("UP"));
     assert_eq!(nodes[1].state_of(nodes[2].addr).as_deref(), Some("UP"));

@@ -465,7 +465,13 @@ async fn dispatch(
         Metrics => Ok(Answer {
             status: 200,
             content_type: "text/plain; version=0.0.4; charset=utf-8",
-            body: Chunks::one(Bytes::from(shard.shared.metrics.render())),
+            body: Chunks::one(Bytes::from({
+                let mut text = shard.shared.metrics.render();
+                if let Some(members) = &shard.shared.members {
+                    crate::node::metrics::render_members(&mut text, members);
+                }
+                text
+            })),
         }),
         NoSuchApi | NotFound => unreachable!("answered above"),
     }

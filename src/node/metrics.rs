@@ -416,6 +416,45 @@ impl Metrics {
     }
 }
 
+/// Appends the per-peer series of a cluster member (nothing when standalone): state
+/// (0 STARTING, 1 UP, 2 SUSPICIOUS, 3 DOWN), the last ping round trip, failed contacts and
+/// authenticated connections, labelled `peer="ip:port"`.
+pub fn render_members(s: &mut String, members: &crate::cluster::Members) {
+    type Getter = fn(&crate::cluster::Member) -> String;
+    let series: [(&str, &str, &str, Getter); 4] = [
+        (
+            "muster_peer_state",
+            "gauge",
+            "The peer's state as this node sees it: 0 STARTING, 1 UP, 2 SUSPICIOUS, 3 DOWN.",
+            |m| (m.state() as u8).to_string(),
+        ),
+        (
+            "muster_peer_ping_rtt_seconds",
+            "gauge",
+            "Round trip of the last answered ping.",
+            |m| format!("{:.6}", m.counters().0 as f64 / 1e6),
+        ),
+        (
+            "muster_peer_failures_total",
+            "counter",
+            "Failed contacts (connect, handshake or ping).",
+            |m| m.counters().1.to_string(),
+        ),
+        (
+            "muster_peer_connects_total",
+            "counter",
+            "Authenticated connections made to the peer.",
+            |m| m.counters().2.to_string(),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for m in members.peers() {
+            let _ = writeln!(s, "{name}{{peer=\"{}\"}} {}", m.addr, get(m));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

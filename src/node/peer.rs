@@ -417,15 +417,18 @@ fn link(to: SocketAddr, members: Arc<Members>, settings: PeerSettings, stop: Arc
         let result = (|| -> Result<(), PeerError> {
             if conn.is_none() {
                 conn = Some(dial(this, to, &settings.secret, settings.ping)?);
+                member.record_connect();
             }
             let s = conn.as_mut().expect("connected");
             s.set_read_timeout(Some(settings.ping))?;
             seq += 1;
+            let sent = Instant::now();
             write_frame(s, PING, &seq.to_le_bytes())?;
             let (kind, body) = read_frame(s)?;
             if kind != PONG || body != seq.to_le_bytes() {
                 return Err(protocol(format!("expected pong {seq}, got kind {kind}")));
             }
+            member.record_rtt(sent.elapsed().as_micros() as u64);
             Ok(())
         })();
         match result {
