@@ -6,7 +6,7 @@
 use std::fmt;
 
 /// An error answered to a client. Nothing is changed when one is returned.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ApiError {
     /// HTTP status code.
     pub status: u16,
@@ -17,7 +17,7 @@ pub struct ApiError {
 }
 
 /// How an error body is rendered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     /// `caused: <msg>;` (Nacos's exception handler).
     Caused,

@@ -183,8 +183,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // Cluster mode: the peer port is bound before anything serves, so a taken port refuses
     // start like a taken listen address does.
     let peer_stop = Arc::new(AtomicBool::new(false));
-    let members = match &config.cluster {
-        None => None,
+    let (members, peers) = match &config.cluster {
+        None => (None, None),
         Some(c) => {
             let members = Arc::new(crate::cluster::Members::new(c.this, &c.members));
             let settings = crate::node::peer::PeerSettings {
@@ -192,13 +192,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 secret: c.secret.clone(),
                 ping: std::time::Duration::from_millis(c.ping_ms),
             };
-            let bound = crate::node::peer::start(settings, members.clone(), peer_stop.clone())
-                .map_err(|source| StartError::PeerListen {
-                    addr: c.peer_listen,
-                    source,
-                })?;
+            let (bound, peers) =
+                crate::node::peer::start(settings, members.clone(), peer_stop.clone()).map_err(
+                    |source| StartError::PeerListen {
+                        addr: c.peer_listen,
+                        source,
+                    },
+                )?;
             tracing::info!(this = %c.this, members = ?c.members, peer_listen = %bound, "cluster member");
-            Some(members)
+            (Some(members), Some(peers))
         }
     };
     let n = config.shards;
@@ -217,6 +219,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         inboxes,
         ownership: crate::node::ownership::Ownership::standalone(n),
         members,
+        peers,
         ready: AtomicBool::new(false),
         recovered: AtomicBool::new(false),
         connections: Default::default(),
@@ -224,6 +227,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         proposals: proposals_tx,
         stopping: AtomicBool::new(false),
     });
+    if let Some(peers) = &shared.peers {
+        peers.serve(crate::node::distro::handler(Arc::downgrade(&shared)));
+    }
     let (shutdown_tx, shutdown_rx) = flume::bounded::<()>(1);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, StartError>>();
     let cpus = allowed_cpus();

@@ -163,19 +163,7 @@ impl Drop for Node {
 
 /// A GET from [`CLIENT_IP`]; `None` when the connection fails.
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-    let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
-    sock.bind(&from.into()).ok()?;
-    sock.connect_timeout(&addr.into(), Duration::from_secs(2))
-        .ok()?;
-    let mut s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let (status, body) = common::parse_response(&out);
-    (status != 0).then(|| (status, String::from_utf8_lossy(&body).into_owned()))
+    call(addr, "GET", path)
 }
 
 /// Polls `f` every 50 ms until it holds or `limit` passes.
@@ -356,4 +344,94 @@ fn a_peer_with_the_wrong_secret_is_refused_and_logged() {
 
 fn n_up(a: &Node, b: &Node) -> bool {
     a.state_of(b.addr).as_deref() == Some("UP") && b.state_of(a.addr).as_deref() == Some("UP")
+}
+
+/// A request from [`CLIENT_IP`]; `None` when the connection fails.
+fn call(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
+    sock.bind(&from.into()).ok()?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(2))
+        .ok()?;
+    let mut s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(8))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let (status, body) = common::parse_response(&out);
+    (status != 0).then(|| (status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The ips `node` lists for service `svc`.
+fn listed(node: &Node, svc: &str) -> Vec<String> {
+    let Some((200, body)) = get(
+        node.addr,
+        &format!("/nacos/v1/ns/instance/list?serviceName={svc}"),
+    ) else {
+        return Vec::new();
+    };
+    common::host_ips(&serde_json::from_str(&body).unwrap())
+}
+
+#[test]
+fn writes_through_any_member_go_to_the_responsible_one() {
+    if !in_netns("writes_through_any_member_go_to_the_responsible_one") {
+        return;
+    }
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(i, 3, SECRET)).collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    // Every service gets one instance through each member; each lands whole on one member
+    // (its responsible one), whichever member took the write.
+    let mut owners = Vec::new();
+    for svc in 0..12 {
+        for (i, node) in nodes.iter().enumerate() {
+            let (st, body) = call(
+                node.addr,
+                "POST",
+                &format!("/nacos/v1/ns/instance?serviceName=s{svc}&ip=10.1.{svc}.{i}&port=80"),
+            )
+            .expect("register answered");
+            assert_eq!((st, body.as_str()), (200, "ok"));
+        }
+        let lists: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|n| listed(n, &format!("s{svc}")))
+            .collect();
+        let holders: Vec<usize> = (0..3).filter(|&i| !lists[i].is_empty()).collect();
+        assert_eq!(holders.len(), 1, "s{svc} is on {holders:?}: {lists:?}");
+        assert_eq!(lists[holders[0]].len(), 3, "s{svc}: {lists:?}");
+        owners.push(holders[0]);
+        // A beat through a member that is not responsible is answered by the one that is.
+        let other = (holders[0] + 1) % 3;
+        let (st, body) = call(
+            nodes[other].addr,
+            "PUT",
+            &format!("/nacos/v1/ns/instance/beat?serviceName=s{svc}&ip=10.1.{svc}.0&port=80"),
+        )
+        .unwrap();
+        assert_eq!(st, 200);
+        assert!(body.contains("\"code\":10200"), "{body}");
+    }
+    // Responsibility is spread over the members.
+    let mut spread = owners.clone();
+    spread.sort();
+    spread.dedup();
+    assert!(spread.len() >= 2, "every service on one member: {owners:?}");
+    // The responsible member of s0 dies: once the others see it DOWN (connection refused:
+    // at the next ping), they take its services and writes succeed again.
+    let dead = owners[0];
+    let via = (dead + 1) % 3;
+    nodes[dead].kill();
+    let back = wait_until(Duration::from_secs(3), || {
+        call(
+            nodes[via].addr,
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=s0&ip=10.1.0.9&port=80",
+        )
+        .is_some_and(|(st, _)| st == 200)
+    });
+    assert!(back, "s0 took no writes within 3 s of its member's death");
 }

@@ -123,13 +123,7 @@ fn concurrent_writers_read_back_consistently_everywhere() {
                 &format!("/nacos/v1/ns/instance/list?serviceName=svc-{svc}"),
             );
             let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-            let mut ips: Vec<String> = v["hosts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| h["ip"].as_str().unwrap().to_string())
-                .collect();
-            ips.sort();
+            let ips = common::host_ips(&v);
             total += ips.len();
             snapshot.push(ips);
         }

@@ -86,7 +86,7 @@ fn version_tuple(v: &str) -> [u64; 3] {
 }
 
 /// A subscriber registered by a list query.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     /// Where datagrams go (`clientIP` or the peer address, and `udpPort`).
     pub addr: SocketAddr,

@@ -19,7 +19,7 @@ use crate::naming::service::{ClusterMeta, Metadata, ServiceSettings};
 
 /// Where an instance lives: in memory, kept by heartbeats and replicated AP (`Ephemeral`), or
 /// in the raft log, fsynced before `ok` (`Persistent`). Nacos's `ephemeral` flag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Durability {
     /// Kept alive by beats; lost with the node (Nacos `ephemeral=true`, the default).
     Ephemeral,
@@ -61,8 +61,9 @@ pub enum Outcome {
 
 /// A change to one service, as a client asked for it. Its durability is the instance's
 /// `ephemeral` flag where the request names it; where it depends on the state (patch, beat,
-/// metadata batch), the owner decides.
-#[derive(Debug, Clone)]
+/// metadata batch), the owner decides. Serialisable: a write that reaches a member that is not
+/// responsible for its service travels to the responsible one (`node::distro`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Write {
     /// `POST /instance`: add or replace an instance; creates the service if absent.
     Register(InstanceSpec),
@@ -135,7 +136,7 @@ pub enum Write {
 }
 
 /// Fields `PATCH /instance` may change; `None` leaves a field alone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Patch {
     /// IP or host.
     pub ip: String,
@@ -165,7 +166,7 @@ pub struct Restore {
 }
 
 /// One instance named by a batch request.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Target {
     /// IP or host.
     pub ip: String,
@@ -177,8 +178,8 @@ pub struct Target {
     pub durability: Durability,
 }
 
-/// The answer to a command.
-#[derive(Debug, Clone, PartialEq)]
+/// The answer to a write.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Reply {
     /// Plain `ok`.
     Ok,

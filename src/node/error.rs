@@ -40,6 +40,15 @@ pub enum Error {
     /// The server is stopping: retry on another server or later.
     #[error("{0}")]
     ShuttingDown(String),
+    /// The member responsible for the service (Distro) did not answer a forwarded write;
+    /// whether it applied it is unknown. Stock clients then try another server.
+    #[error("the responsible member {member} is unreachable: {why}")]
+    Unreachable {
+        /// The responsible member's address.
+        member: std::net::SocketAddr,
+        /// Why the call failed.
+        why: String,
+    },
     /// The part that took the write stopped without answering; whether it was applied is
     /// unknown to this request.
     #[error("{0}")]
@@ -89,9 +98,10 @@ impl From<Error> for ApiError {
     /// disk is a 500 like any storage failure: Nacos clients treat 5xx alike and retry.
     fn from(e: Error) -> ApiError {
         match &e {
-            Error::NotLeader | Error::Busy { .. } | Error::ShuttingDown(_) => {
-                ApiError::unavailable(e.to_string())
-            }
+            Error::NotLeader
+            | Error::Busy { .. }
+            | Error::ShuttingDown(_)
+            | Error::Unreachable { .. } => ApiError::unavailable(e.to_string()),
             Error::Storage { .. }
             | Error::StorageGone(_)
             | Error::Rejected(_)

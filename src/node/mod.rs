@@ -8,9 +8,11 @@
 //! - [`probe`], [`udp`]: the IO of health probes and of push datagrams.
 //! - [`error`]: why a write failed in the node, and how that becomes a Nacos answer.
 //! - [`ownership`]: who owns a service (member and shard): every routing decision asks it.
+//! - [`distro`]: forwarding a write to the member responsible for its service.
 //! - [`peer`]: peer links (authenticated node-to-node TCP) and the pings behind member states.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
 
+pub mod distro;
 pub(crate) mod error;
 pub(crate) mod listener;
 pub(crate) mod mailbox;

@@ -21,7 +21,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -47,6 +47,13 @@ const WELCOME: u8 = 4;
 const REFUSED: u8 = 5;
 const PING: u8 = 6;
 const PONG: u8 = 7;
+const REQUEST: u8 = 8;
+const RESPONSE: u8 = 9;
+/// The answer to a request that arrived before this node could serve requests.
+const UNAVAILABLE: u8 = 10;
+
+/// How long a request waits for its answer, in total (dial included).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 const NONCE: usize = 32;
 const MAC: usize = 32;
@@ -279,6 +286,49 @@ fn accept_handshake(
     Ok(from)
 }
 
+/// Serves a request from a peer (its body) and returns the answer's body. Runs on the peer
+/// connection's thread: it may block (bounded by the caller's [`CALL_TIMEOUT`]).
+pub type Handler = Arc<dyn Fn(Vec<u8>) -> Vec<u8> + Send + Sync>;
+
+/// A request to a peer: its body and where its answer (or why there is none) goes.
+#[derive(Debug)]
+pub struct Call {
+    /// The request body.
+    pub body: Vec<u8>,
+    /// The answer's body, or why the call failed.
+    pub reply: flume::Sender<Result<Vec<u8>, String>>,
+}
+
+/// This node's peer links: a queue of calls per other member, and the handler that serves
+/// calls from them (set once the node can serve; until then they are answered "unavailable").
+pub struct Peers {
+    links: Vec<(SocketAddr, flume::Sender<Call>)>,
+    handler: Arc<OnceLock<Handler>>,
+}
+
+impl std::fmt::Debug for Peers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peers")
+            .field("links", &self.links.len())
+            .finish()
+    }
+}
+
+impl Peers {
+    /// Where calls to member `to` are queued (none for this node or a stranger).
+    pub fn link(&self, to: SocketAddr) -> Option<&flume::Sender<Call>> {
+        self.links.iter().find(|(a, _)| *a == to).map(|(_, s)| s)
+    }
+
+    /// Starts serving calls from peers with `handler` (once; later calls are ignored).
+    pub fn serve(&self, handler: Handler) {
+        let _ = self.handler.set(handler);
+    }
+}
+
+/// Most calls queued per peer link; a full queue fails the call at once.
+pub const CALL_QUEUE: usize = 4096;
+
 /// What the peer threads need.
 #[derive(Debug, Clone)]
 pub struct PeerSettings {
@@ -292,12 +342,12 @@ pub struct PeerSettings {
 
 /// Binds the peer port (a failure refuses start) and starts the acceptor and one link per
 /// other member. The threads run until the process exits or `stop` is set (links check it
-/// every ping; the acceptor on its next connection).
+/// every ping; the acceptor on its next connection). Returns the bound address and the links.
 pub fn start(
     settings: PeerSettings,
     members: Arc<Members>,
     stop: Arc<AtomicBool>,
-) -> io::Result<SocketAddr> {
+) -> io::Result<(SocketAddr, Peers)> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(settings.listen),
         socket2::Type::STREAM,
@@ -308,20 +358,29 @@ pub fn start(
     sock.listen(128)?;
     let listener: TcpListener = sock.into();
     let bound = listener.local_addr()?;
+    let handler: Arc<OnceLock<Handler>> = Arc::new(OnceLock::new());
     {
-        let (members, settings, stop) = (members.clone(), settings.clone(), stop.clone());
+        let (members, settings, stop, handler) = (
+            members.clone(),
+            settings.clone(),
+            stop.clone(),
+            handler.clone(),
+        );
         std::thread::Builder::new()
             .name("muster-peer-accept".into())
-            .spawn(move || accept_loop(listener, members, settings, stop))?;
+            .spawn(move || accept_loop(listener, members, settings, stop, handler))?;
     }
+    let mut links = Vec::new();
     for peer in members.peers() {
         let to = peer.addr;
+        let (tx, rx) = flume::bounded(CALL_QUEUE);
+        links.push((to, tx));
         let (members, settings, stop) = (members.clone(), settings.clone(), stop.clone());
         std::thread::Builder::new()
             .name(format!("muster-peer-{to}"))
-            .spawn(move || link(to, members, settings, stop))?;
+            .spawn(move || link(to, members, settings, stop, rx))?;
     }
-    Ok(bound)
+    Ok((bound, Peers { links, handler }))
 }
 
 fn accept_loop(
@@ -329,6 +388,7 @@ fn accept_loop(
     members: Arc<Members>,
     settings: PeerSettings,
     stop: Arc<AtomicBool>,
+    handler: Arc<OnceLock<Handler>>,
 ) {
     let inbound = Arc::new(AtomicUsize::new(0));
     let cap = MAX_INBOUND_PER_MEMBER * members.all().len();
@@ -345,18 +405,19 @@ fn accept_loop(
             );
             continue;
         }
-        let (members, settings, inbound, stop) = (
+        let (members, settings, inbound, stop, handler) = (
             members.clone(),
             settings.clone(),
             inbound.clone(),
             stop.clone(),
+            handler.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("muster-peer-in".into())
             .spawn(move || {
                 let src = s.peer_addr().map(|a| a.ip());
                 if let Ok(src) = src {
-                    serve_inbound(&mut s, src, &members, &settings, &stop);
+                    serve_inbound(&mut s, src, &members, &settings, &stop, &handler);
                 }
                 inbound.fetch_sub(1, Ordering::AcqRel);
             });
@@ -372,6 +433,7 @@ fn serve_inbound(
     members: &Members,
     settings: &PeerSettings,
     stop: &AtomicBool,
+    handler: &OnceLock<Handler>,
 ) {
     let _ = s.set_nodelay(true);
     let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
@@ -393,6 +455,20 @@ fn serve_inbound(
                     return;
                 }
             }
+            Ok((REQUEST, body)) if body.len() >= 8 => {
+                let (id, payload) = body.split_at(8);
+                let answer = match handler.get() {
+                    Some(h) => {
+                        let mut out = id.to_vec();
+                        out.extend_from_slice(&h(payload.to_vec()));
+                        write_frame(s, RESPONSE, &out)
+                    }
+                    None => write_frame(s, UNAVAILABLE, id),
+                };
+                if answer.is_err() {
+                    return;
+                }
+            }
             Ok((kind, _)) => {
                 tracing::warn!(peer = %from, kind, "unexpected peer frame; closing");
                 return;
@@ -402,61 +478,129 @@ fn serve_inbound(
     }
 }
 
-/// Keeps a connection to `to`: dial, ping every period, record each answer or failure in its
-/// member state, redial after a failure.
-fn link(to: SocketAddr, members: Arc<Members>, settings: PeerSettings, stop: Arc<AtomicBool>) {
+/// Keeps a connection to `to`: dial, ping every period and carry the queued calls, record
+/// each answer or failure in its member state, redial after a failure. Calls go one at a time
+/// on the one connection, so the link's order is the order they were queued in.
+fn link(
+    to: SocketAddr,
+    members: Arc<Members>,
+    settings: PeerSettings,
+    stop: Arc<AtomicBool>,
+    calls: flume::Receiver<Call>,
+) {
     let Some(member) = members.get(to) else {
         return;
     };
-    let this = members.this();
-    let mut conn: Option<TcpStream> = None;
-    let mut seq: u64 = 0;
-    let mut last_error = String::new();
+    let mut l = Link {
+        this: members.this(),
+        to,
+        member,
+        settings: &settings,
+        conn: None,
+        seq: 0,
+        last_error: String::new(),
+    };
+    let mut next_ping = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        let result = (|| -> Result<(), PeerError> {
-            if conn.is_none() {
-                conn = Some(dial(this, to, &settings.secret, settings.ping)?);
-                member.record_connect();
+        let wait = next_ping.saturating_duration_since(Instant::now());
+        match calls.recv_timeout(wait) {
+            Ok(call) => {
+                let r = l.exchange(REQUEST, &call.body, CALL_TIMEOUT);
+                let _ = call.reply.send(r.map_err(|e| e.to_string()));
+                continue;
             }
-            let s = conn.as_mut().expect("connected");
-            s.set_read_timeout(Some(settings.ping))?;
-            seq += 1;
-            let sent = Instant::now();
-            write_frame(s, PING, &seq.to_le_bytes())?;
-            let (kind, body) = read_frame(s)?;
-            if kind != PONG || body != seq.to_le_bytes() {
-                return Err(protocol(format!("expected pong {seq}, got kind {kind}")));
+            Err(flume::RecvTimeoutError::Timeout) => {}
+            // Nobody can queue calls any more: keep pinging.
+            Err(flume::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+        }
+        next_ping = Instant::now() + settings.ping;
+        let ping = l.seq.wrapping_add(1).to_le_bytes();
+        let sent = Instant::now();
+        if let Ok(pong) = l.exchange(PING, &ping, settings.ping) {
+            if pong == ping {
+                member.record_rtt(sent.elapsed().as_micros() as u64);
             }
-            member.record_rtt(sent.elapsed().as_micros() as u64);
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                let before = member.contact_ok(wall_ms());
-                if before != MemberState::Up {
-                    tracing::info!(peer = %to, from = before.as_str(), "peer is UP");
+        }
+    }
+}
+
+/// One member's link as its thread holds it.
+struct Link<'a> {
+    this: SocketAddr,
+    to: SocketAddr,
+    member: &'a crate::cluster::Member,
+    settings: &'a PeerSettings,
+    conn: Option<TcpStream>,
+    seq: u64,
+    last_error: String,
+}
+
+impl Link<'_> {
+    /// Sends a ping or a request (dialing first if needed) and returns the answer's body.
+    /// Records the contact in the member's state either way; a failure drops the connection.
+    fn exchange(&mut self, kind: u8, body: &[u8], timeout: Duration) -> Result<Vec<u8>, PeerError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let r = (|| -> Result<Vec<u8>, PeerError> {
+            if self.conn.is_none() {
+                self.conn = Some(dial(
+                    self.this,
+                    self.to,
+                    &self.settings.secret,
+                    self.settings.ping,
+                )?);
+                self.member.record_connect();
+            }
+            let s = self.conn.as_mut().expect("connected");
+            s.set_read_timeout(Some(timeout))?;
+            if kind == PING {
+                write_frame(s, PING, body)?;
+                let (k, pong) = read_frame(s)?;
+                if k != PONG || pong != body {
+                    return Err(protocol(format!("expected pong {seq}, got kind {k}")));
                 }
-                last_error.clear();
+                return Ok(pong);
             }
+            let mut req = seq.to_le_bytes().to_vec();
+            req.extend_from_slice(body);
+            write_frame(s, REQUEST, &req)?;
+            let (k, answer) = read_frame(s)?;
+            match k {
+                RESPONSE if answer.len() >= 8 && answer[..8] == seq.to_le_bytes() => {
+                    Ok(answer[8..].to_vec())
+                }
+                // The peer is up but not serving yet: the connection is fine.
+                UNAVAILABLE => Err(PeerError::Refused("the peer is still starting".into())),
+                k => Err(protocol(format!("expected response {seq}, got kind {k}"))),
+            }
+        })();
+        match &r {
+            Ok(_) | Err(PeerError::Refused(_)) if self.conn.is_some() => {
+                let before = self.member.contact_ok(wall_ms());
+                if before != MemberState::Up {
+                    tracing::info!(peer = %self.to, from = before.as_str(), "peer is UP");
+                }
+                self.last_error.clear();
+            }
+            Ok(_) => {}
             Err(e) => {
-                conn = None;
-                let (before, after) = member.contact_failed(e.is_refused_connect());
+                self.conn = None;
+                let (before, after) = self.member.contact_failed(e.is_refused_connect());
                 let why = e.to_string();
-                if before != after || why != last_error {
+                if before != after || why != self.last_error {
                     match e {
                         PeerError::WrongSecret | PeerError::Refused(_) => {
-                            tracing::warn!(peer = %to, state = after.as_str(), error = %why, "peer link refused")
+                            tracing::warn!(peer = %self.to, state = after.as_str(), error = %why, "peer link refused")
                         }
                         _ => {
-                            tracing::info!(peer = %to, state = after.as_str(), error = %why, "peer unreachable")
+                            tracing::info!(peer = %self.to, state = after.as_str(), error = %why, "peer unreachable")
                         }
                     }
                 }
-                last_error = why;
+                self.last_error = why;
             }
         }
-        std::thread::sleep(settings.ping.saturating_sub(started.elapsed()));
+        r
     }
 }
 

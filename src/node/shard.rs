@@ -76,6 +76,8 @@ pub struct Shared {
     pub ownership: crate::node::ownership::Ownership,
     /// The cluster's members and their states; `None` when standalone.
     pub members: Option<Arc<crate::cluster::Members>>,
+    /// Links to the other members (calls to them, the handler of theirs); `None` standalone.
+    pub peers: Option<crate::node::peer::Peers>,
     /// Whether the server is ready to serve (readiness probe): recovered and not stopping.
     pub ready: AtomicBool,
     /// Persistent state has been recovered: the naming API is open (Nacos's status gate).
@@ -394,6 +396,17 @@ impl Shard {
     /// owner's inbox for at most [`INBOX_WAIT`], then answers 503.
     pub async fn execute(self: &Rc<Self>, key: ServiceKey, op: impl Into<Op>) -> ApiResult<Reply> {
         let op = op.into();
+        if let Op::Write(write) = op {
+            if let Some(to) = crate::node::distro::elsewhere(&self.shared, &key) {
+                return crate::node::distro::forward(&self.shared, to, key, write).await;
+            }
+            return self.execute_here(key, Op::Write(write)).await;
+        }
+        self.execute_here(key, op).await
+    }
+
+    /// [`Shard::execute`] on this member: on the owner shard here, never forwarded.
+    async fn execute_here(self: &Rc<Self>, key: ServiceKey, op: Op) -> ApiResult<Reply> {
         let owner = self.owner_of(&key);
         if owner == self.id {
             let now = self.clock.now_ms();

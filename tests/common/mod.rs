@@ -262,6 +262,19 @@ impl Drop for Server {
 }
 
 /// Splits a raw HTTP/1.1 response into (status, body), de-chunking if needed.
+/// The `ip`s of a list answer's `hosts`, sorted.
+#[allow(dead_code)]
+pub fn host_ips(list: &serde_json::Value) -> Vec<String> {
+    let mut ips: Vec<String> = list["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| h["ip"].as_str().expect("ip").to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
 pub fn parse_response(out: &[u8]) -> (u16, Vec<u8>) {
     let Some(split) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
         return (0, out.to_vec());
