@@ -178,6 +178,9 @@ impl MemberState {
 pub struct Member {
     /// The member's HTTP address.
     pub addr: SocketAddr,
+    /// `addr` as text, what [`crate::hash::member_score`] hashes (kept to hash without
+    /// formatting on every write).
+    label: String,
     state: AtomicU8,
     fails: AtomicU32,
     /// Wall-clock ms of the last successful contact (0: never).
@@ -194,6 +197,7 @@ impl Member {
     fn new(addr: SocketAddr, state: MemberState) -> Member {
         Member {
             addr,
+            label: addr.to_string(),
             state: AtomicU8::new(state as u8),
             fails: AtomicU32::new(0),
             last_ok_ms: AtomicU64::new(0),
@@ -317,7 +321,7 @@ impl Members {
         self.all
             .iter()
             .filter(|m| m.addr == self.this || m.state().is_live())
-            .max_by_key(|m| crate::hash::member_score(&m.addr.to_string(), namespace, grouped))
+            .max_by_key(|m| crate::hash::member_score(&m.label, namespace, grouped))
             .map_or(self.this, |m| m.addr)
     }
 }

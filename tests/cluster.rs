@@ -377,15 +377,13 @@ fn listed(node: &Node, svc: &str) -> Vec<String> {
 }
 
 #[test]
-fn writes_through_any_member_go_to_the_responsible_one() {
-    if !in_netns("writes_through_any_member_go_to_the_responsible_one") {
+fn writes_through_any_member_are_listed_by_every_member() {
+    if !in_netns("writes_through_any_member_are_listed_by_every_member") {
         return;
     }
     let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(i, 3, SECRET)).collect();
     assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
-    // Every service gets one instance through each member; each lands whole on one member
-    // (its responsible one), whichever member took the write.
-    let mut owners = Vec::new();
+    // Every service gets one instance through each member; every member lists all three.
     for svc in 0..12 {
         for (i, node) in nodes.iter().enumerate() {
             let (st, body) = call(
@@ -396,42 +394,68 @@ fn writes_through_any_member_go_to_the_responsible_one() {
             .expect("register answered");
             assert_eq!((st, body.as_str()), (200, "ok"));
         }
-        let lists: Vec<Vec<String>> = nodes
+    }
+    let want = |svc: usize| -> Vec<String> { (0..3).map(|i| format!("10.1.{svc}.{i}")).collect() };
+    let everywhere = |nodes: &[Node], svc: usize, want: &[String]| {
+        nodes
             .iter()
-            .map(|n| listed(n, &format!("s{svc}")))
-            .collect();
-        let holders: Vec<usize> = (0..3).filter(|&i| !lists[i].is_empty()).collect();
-        assert_eq!(holders.len(), 1, "s{svc} is on {holders:?}: {lists:?}");
-        assert_eq!(lists[holders[0]].len(), 3, "s{svc}: {lists:?}");
-        owners.push(holders[0]);
-        // A beat through a member that is not responsible is answered by the one that is.
-        let other = (holders[0] + 1) % 3;
+            .filter(|n| n.child.is_some())
+            .all(|n| listed(n, &format!("s{svc}")) == want)
+    };
+    assert!(
+        wait_until(Duration::from_secs(2), || (0..12).all(|s| everywhere(
+            &nodes,
+            s,
+            &want(s)
+        ))),
+        "not every member lists every write: {:?}",
+        nodes.iter().map(|n| listed(n, "s0")).collect::<Vec<_>>()
+    );
+    // A beat through any member is answered by the responsible one: it knows the instance.
+    for node in &nodes {
         let (st, body) = call(
-            nodes[other].addr,
+            node.addr,
             "PUT",
-            &format!("/nacos/v1/ns/instance/beat?serviceName=s{svc}&ip=10.1.{svc}.0&port=80"),
+            "/nacos/v1/ns/instance/beat?serviceName=s3&ip=10.1.3.0&port=80",
         )
         .unwrap();
         assert_eq!(st, 200);
         assert!(body.contains("\"code\":10200"), "{body}");
     }
-    // Responsibility is spread over the members.
-    let mut spread = owners.clone();
-    spread.sort();
-    spread.dedup();
-    assert!(spread.len() >= 2, "every service on one member: {owners:?}");
-    // The responsible member of s0 dies: once the others see it DOWN (connection refused:
-    // at the next ping), they take its services and writes succeed again.
-    let dead = owners[0];
-    let via = (dead + 1) % 3;
-    nodes[dead].kill();
+    // A deregistration through any member reaches all of them.
+    let (st, _) = call(
+        nodes[2].addr,
+        "DELETE",
+        "/nacos/v1/ns/instance?serviceName=s5&ip=10.1.5.1&port=80",
+    )
+    .unwrap();
+    assert_eq!(st, 200);
+    let left = vec!["10.1.5.0".to_string(), "10.1.5.2".to_string()];
+    assert!(wait_until(Duration::from_secs(2), || everywhere(
+        &nodes, 5, &left
+    )));
+    // A member dies: the others still list everything, and its services take writes again
+    // within 3 s (once the others see it DOWN: connection refused at the next ping).
+    nodes[0].kill();
     let back = wait_until(Duration::from_secs(3), || {
-        call(
-            nodes[via].addr,
-            "POST",
-            "/nacos/v1/ns/instance?serviceName=s0&ip=10.1.0.9&port=80",
-        )
-        .is_some_and(|(st, _)| st == 200)
+        (0..12).all(|svc| {
+            call(
+                nodes[1].addr,
+                "POST",
+                &format!("/nacos/v1/ns/instance?serviceName=s{svc}&ip=10.1.{svc}.9&port=80"),
+            )
+            .is_some_and(|(st, _)| st == 200)
+        })
     });
-    assert!(back, "s0 took no writes within 3 s of its member's death");
+    assert!(
+        back,
+        "some service took no writes within 3 s of a member's death"
+    );
+    let mut with_new = want(0);
+    with_new.push("10.1.0.9".into());
+    assert!(
+        wait_until(Duration::from_secs(2), || everywhere(&nodes, 0, &with_new)),
+        "{:?}",
+        nodes.iter().map(|n| listed(n, "s0")).collect::<Vec<_>>()
+    );
 }

@@ -4,9 +4,14 @@
 //! asking again, so a write is never forwarded twice (even when two members briefly disagree
 //! about who is responsible).
 //!
-//! Not built yet: replication of the responsible member's changes to the others, verify and
-//! repair, the startup load (issue 14). Until then each service's instances live on its
-//! responsible member only, and reads on the other members do not see them.
+//! Replication: after the owner shard of the responsible member publishes a change, it sends
+//! the service's ephemeral instances under a new Distro version to every other member
+//! ([`replicate`]), which applies them when the version is higher than the one it holds
+//! (`Registry::apply_replica`), publishes them and pushes to its own subscribers. A member
+//! that becomes responsible for a replica adopts it with fresh leases.
+//!
+//! Not built yet (issue 14): retries of failed replication, verify and repair, tombstones for
+//! deletions, the startup load. A member that missed a replica is repaired by the next change.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -15,6 +20,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
+use crate::naming::registry::Replica;
 use crate::naming::service::ServiceKey;
 use crate::naming::write::{Reply, Write};
 use crate::node::mailbox::{Message, Op};
@@ -22,7 +28,16 @@ use crate::node::peer::{Call, Handler, CALL_TIMEOUT};
 use crate::node::shard::Shared;
 use crate::node::Error;
 
-/// A forwarded write, as it travels (JSON).
+/// What one member asks of another (JSON on the peer link).
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// Apply this write: the receiver is responsible for its service.
+    Forward(Forwarded),
+    /// The sender's replicas of services it is responsible for.
+    Replicate(Vec<Replica>),
+}
+
+/// A forwarded write, as it travels.
 #[derive(Debug, Serialize, Deserialize)]
 struct Forwarded {
     namespace: String,
@@ -54,11 +69,11 @@ pub async fn forward(
         .as_ref()
         .and_then(|p| p.link(to))
         .ok_or_else(|| unreachable("not a member".into()))?;
-    let body = serde_json::to_vec(&Forwarded {
+    let body = serde_json::to_vec(&Request::Forward(Forwarded {
         namespace: key.namespace.to_string(),
         grouped: key.grouped.to_string(),
         write,
-    })
+    }))
     .map_err(|e| ApiError::server(format!("cannot encode a forwarded write: {e}")))?;
     let (tx, rx) = flume::bounded(1);
     link.try_send(Call { body, reply: tx }).map_err(|_| {
@@ -93,9 +108,45 @@ pub fn handler(shared: Weak<Shared>) -> Handler {
     })
 }
 
+/// Queues `batch` (replicas of services this member is responsible for) to every other
+/// member. Fire and forget: a full link queue or a failed call drops it for that member
+/// (not built yet: retries with backoff, and the verify round that repairs what was lost).
+pub fn replicate(shared: &Shared, batch: Vec<Replica>) {
+    let Some(peers) = &shared.peers else {
+        return;
+    };
+    let Ok(body) = serde_json::to_vec(&Request::Replicate(batch)) else {
+        return;
+    };
+    for link in peers.links() {
+        let (tx, _rx) = flume::bounded(1);
+        let _ = link.try_send(Call {
+            body: body.clone(),
+            reply: tx,
+        });
+    }
+}
+
 fn serve(shared: &Shared, body: &[u8]) -> Answer {
-    let f: Forwarded = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("a forwarded write does not decode: {e}")))?;
+    let req: Request = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("a peer request does not decode: {e}")))?;
+    let f = match req {
+        Request::Forward(f) => f,
+        Request::Replicate(batch) => {
+            for r in batch {
+                let key = ServiceKey::new(&r.namespace, &r.grouped);
+                let owner = shared.ownership.owner(&key).shard;
+                let msg = Message::Apply {
+                    key,
+                    op: Op::Replica(Box::new(r)),
+                    reply: None,
+                };
+                // Bounded wait: a replica that cannot be queued is repaired by a later one.
+                let _ = shared.inboxes[owner].send_timeout(msg, CALL_TIMEOUT / 4);
+            }
+            return Ok(Reply::Ok);
+        }
+    };
     let key = ServiceKey::new(&f.namespace, &f.grouped);
     let owner = shared.ownership.owner(&key).shard;
     let (tx, rx) = flume::bounded(1);

@@ -22,6 +22,8 @@ pub enum Op {
     Subscribers,
     /// A committed persistent change, applied after raft committed it.
     Committed(PersistentOp),
+    /// Another member's replica of a service's ephemeral instances (Distro).
+    Replica(Box<crate::naming::registry::Replica>),
     /// A service's recovered persistent state, applied once at startup before the server is
     /// ready (one message per service instead of one per instance).
     Restore(Box<Restore>),

@@ -320,6 +320,11 @@ impl Peers {
         self.links.iter().find(|(a, _)| *a == to).map(|(_, s)| s)
     }
 
+    /// The call queues of every other member.
+    pub fn links(&self) -> impl Iterator<Item = &flume::Sender<Call>> {
+        self.links.iter().map(|(_, s)| s)
+    }
+
     /// Starts serving calls from peers with `handler` (once; later calls are ignored).
     pub fn serve(&self, handler: Handler) {
         let _ = self.handler.set(handler);

@@ -158,6 +158,10 @@ impl Shard {
                 self.registry.borrow_mut().restore(key, *r, now);
                 Reply::Ok
             }
+            Op::Replica(r) => {
+                self.registry.borrow_mut().apply_replica(*r, now);
+                Reply::Ok
+            }
         };
         Ok(Outcome::Applied(reply))
     }
@@ -165,6 +169,9 @@ impl Shard {
     /// Publishes what changed and starts push rounds for it.
     fn flush(self: &Rc<Self>, now: u64) {
         let changed = self.registry.borrow_mut().flush(now);
+        if self.shared.members.is_some() && !changed.is_empty() {
+            self.replicate(&changed);
+        }
         let at = Instant::now();
         for key in changed {
             let start = self.push.borrow_mut().changed(&key, at);
@@ -195,6 +202,20 @@ impl Shard {
         }
         m.set_registry(stats, paused);
         m.set_push(self.push.borrow().stats());
+    }
+
+    /// Distro: sends the services in `changed` that this member changed itself (not replicas
+    /// it applied) to every other member, one batch per peer. Its own changes are the writes
+    /// forwarded to it as the responsible member and its lease checks, which run only for
+    /// services it is responsible for; asking the member view again here would drop a write
+    /// applied while the views briefly differ.
+    fn replicate(&self, changed: &[ServiceKey]) {
+        let mut reg = self.registry.borrow_mut();
+        let batch: Vec<_> = changed.iter().filter_map(|k| reg.replica(k)).collect();
+        drop(reg);
+        if !batch.is_empty() {
+            crate::node::distro::replicate(&self.shared, batch);
+        }
     }
 
     /// Sends rounds for `key` until no change arrived during the last one.
@@ -531,7 +552,14 @@ impl Shard {
         while !stop.get() {
             glommio::timer::sleep(TICK).await;
             let now = self.clock.now_ms();
-            self.registry.borrow_mut().tick(now);
+            if self.shared.members.is_some() {
+                let shared = &self.shared;
+                self.registry.borrow_mut().tick_with(now, &|k| {
+                    crate::node::distro::elsewhere(shared, k).is_none()
+                });
+            } else {
+                self.registry.borrow_mut().tick(now);
+            }
             self.flush(now);
             if self.registry.borrow_mut().compact(now) {
                 self.shared.view.shrink();

@@ -8,11 +8,31 @@ impl Registry {
     /// Runs lease deadlines up to `now` (ms): instances without a beat for their timeout turn
     /// unhealthy, and after their delete timeout are removed; long-empty services are removed.
     pub fn tick(&mut self, now: u64) {
+        self.tick_with(now, &|_| true);
+    }
+
+    /// [`Registry::tick`] in a cluster: `responsible` says whether this member is responsible
+    /// for a service. The leases of a service this member is not responsible for are not
+    /// checked (its responsible member does that and replicates the result; the beats go
+    /// there). Once this member is responsible for a replica it holds, it adopts it, and every
+    /// instance starts a fresh lease.
+    pub fn tick_with(&mut self, now: u64, responsible: &dyn Fn(&ServiceKey) -> bool) {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.advance(now, &mut due);
         for lease in due.drain(..) {
             match lease {
-                Lease::Instance { service, inst } => self.check_lease(service, inst, now),
+                Lease::Instance { service, inst } => {
+                    if let Some(key) = self.ids.keys.get(&service) {
+                        if !responsible(key) {
+                            let next = now + inst.timing().timeout_ms.max(1);
+                            self.wheel.schedule(next, Lease::Instance { service, inst });
+                            continue;
+                        }
+                        let key = key.clone();
+                        self.adopt(&key, now);
+                    }
+                    self.check_lease(service, inst, now)
+                }
                 Lease::EmptyService { service } => self.check_empty(service, now),
             }
         }

@@ -29,6 +29,9 @@ use crate::naming::write::{Durability, Outcome, Patch, Reply, Restore, Target, W
 mod lease;
 mod persistent;
 mod removal;
+mod replica;
+
+pub use replica::Replica;
 #[cfg(test)]
 mod tests;
 
@@ -149,6 +152,12 @@ struct ServiceState {
     empty_since: Option<u64>,
     /// Created or changed through raft: never removed by the empty-service cleaner.
     durable: bool,
+    /// Distro: the ephemeral instances are another member's replica (that member is
+    /// responsible), so their leases are not checked here until this member adopts them.
+    replica: bool,
+    /// Distro version of the ephemeral instances: bumped by the responsible member for each
+    /// replication round, taken from the replica otherwise. Only a higher one replaces them.
+    version: u64,
 }
 
 /// A wheel entry: 16 bytes plus the deadline, so a lease costs 24 bytes per instance.
@@ -200,6 +209,8 @@ pub struct Registry {
     removed_since_compact: usize,
     /// When the pending compaction runs (monotonic ms), once enough removals are counted.
     compact_at: Option<u64>,
+    /// Some service has held another member's replica (Distro): writes check for adoption.
+    any_replica: bool,
 }
 
 /// [`Registry::compact`] runs once at least this many services were removed since it last did.
@@ -224,6 +235,7 @@ impl Registry {
             due: Vec::new(),
             removed_since_compact: 0,
             compact_at: None,
+            any_replica: false,
         }
     }
 
@@ -304,6 +316,9 @@ impl Registry {
     }
 
     fn apply_now(&mut self, key: &ServiceKey, write: Write, now: u64) -> ApiResult<Outcome> {
+        // A write reaches the owner shard of the member responsible for the service (Distro
+        // forwards it there): a replica held here is this member's from now on.
+        self.adopt(key, now);
         match write {
             Write::Register(spec) => {
                 self.room_for(key)?;
@@ -719,6 +734,8 @@ fn service_entry<'a>(
             counted: [0; 4],
             empty_since: None,
             durable: false,
+            replica: false,
+            version: 0,
         }
     })
 }

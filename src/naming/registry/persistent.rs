@@ -161,20 +161,10 @@ impl Registry {
         let mut built = Vec::with_capacity(bulk.len());
         self.new_persistent.reserve(bulk.len());
         for spec in bulk {
-            let ik = self.instance_key(&spec.ip, spec.port, &spec.cluster, false);
-            self.next_gen = self.next_gen.wrapping_add(1);
-            let mut inst = Instance::build(
-                spec,
-                ik.cluster.clone(),
-                ik.ip.clone(),
-                None,
-                spec.healthy,
-                base,
-            );
-            inst.gen = self.next_gen;
-            inst.last_beat = AtomicU64::new(now);
-            built.push(Arc::new(inst));
-            self.new_persistent.push_back((key.clone(), ik));
+            let inst = self.fresh_instance(spec, false, base, now);
+            self.new_persistent
+                .push_back((key.clone(), inst.key.clone()));
+            built.push(inst);
         }
         let svc = service_entry(&mut self.services, &mut self.ids, &self.view.census, key);
         for inst in &built {
@@ -192,5 +182,22 @@ impl Registry {
         for spec in one_by_one {
             self.upsert(key, spec, now);
         }
+    }
+
+    /// A new instance from `spec` (of the given kind) with its own health, a new generation
+    /// and `now` as its last beat: what a restore or a replica builds in bulk.
+    pub(super) fn fresh_instance(
+        &mut self,
+        spec: &InstanceSpec,
+        ephemeral: bool,
+        base: Timing,
+        now: u64,
+    ) -> Arc<Instance> {
+        let ik = self.instance_key(&spec.ip, spec.port, &spec.cluster, ephemeral);
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let mut inst = Instance::build(spec, ik.cluster, ik.ip, None, spec.healthy, base);
+        inst.gen = self.next_gen;
+        inst.last_beat = AtomicU64::new(now);
+        Arc::new(inst)
     }
 }

@@ -1137,3 +1137,76 @@ fn the_guard_lets_a_minority_and_small_groups_expire_and_can_be_switched_off() {
     let s = f.reg.stats();
     assert_eq!((s.expired, s.expiry_deferred), (16, 0));
 }
+
+fn replica(f: &Fixture, version: u64, ips: &[&str]) -> Replica {
+    Replica {
+        namespace: f.key.namespace.to_string(),
+        grouped: f.key.grouped.to_string(),
+        version,
+        instances: ips.iter().map(|ip| spec(ip, 80)).collect(),
+    }
+}
+
+fn listed_ips(f: &Fixture) -> Vec<String> {
+    instances(f).into_iter().map(|(ip, _, _)| ip).collect()
+}
+
+#[test]
+fn replicas_apply_by_version_only() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let now = f.clock.now_ms();
+    assert!(f
+        .reg
+        .apply_replica(replica(&f, 2, &["10.0.0.1", "10.0.0.2"]), now));
+    f.reg.flush(now);
+    assert_eq!(listed_ips(&f), ["10.0.0.1", "10.0.0.2"]);
+    // An older or equal version changes nothing; a newer one replaces the set exactly.
+    assert!(!f.reg.apply_replica(replica(&f, 2, &["10.0.0.9"]), now));
+    assert!(!f.reg.apply_replica(replica(&f, 1, &[]), now));
+    assert!(f
+        .reg
+        .apply_replica(replica(&f, 3, &["10.0.0.2", "10.0.0.3"]), now));
+    f.reg.flush(now);
+    assert_eq!(listed_ips(&f), ["10.0.0.2", "10.0.0.3"]);
+    // A member holding a replica sends none of its own.
+    assert_eq!(f.reg.replica(&f.key.clone()), None);
+}
+
+#[test]
+fn a_replica_is_not_expired_here_until_this_member_is_responsible() {
+    let mut f = Fixture::new(Lifecycle::default());
+    let now = f.clock.now_ms();
+    f.reg.apply_replica(replica(&f, 1, &["10.0.0.1"]), now);
+    f.reg.flush(now);
+    // No beats arrive here (they go to the responsible member): nothing changes for a minute.
+    for _ in 0..600 {
+        f.clock.advance(100);
+        let now = f.clock.now_ms();
+        f.reg.tick_with(now, &|_| false);
+        f.reg.flush(now);
+    }
+    assert_eq!(f.health(), Some(true));
+    assert_eq!(f.reg.stats().expired, 0);
+    // This member becomes responsible: it adopts the instance with a fresh lease, so it turns
+    // unhealthy only a full timeout later, and is removed after the delete timeout.
+    let adopted_at = f.clock.now_ms();
+    let mut unhealthy_at = None;
+    for _ in 0..400 {
+        f.clock.advance(100);
+        let now = f.clock.now_ms();
+        f.reg.tick_with(now, &|_| true);
+        f.reg.flush(now);
+        if unhealthy_at.is_none() && f.health() == Some(false) {
+            unhealthy_at = Some(now);
+        }
+    }
+    let t = Timing::default();
+    let after = unhealthy_at.expect("turned unhealthy") - adopted_at;
+    assert!(after > t.timeout_ms, "unhealthy {after} ms after adoption");
+    assert_eq!(f.reg.stats().expired, 1);
+    // Its own changes now go out as replicas, under a higher version.
+    f.apply(Write::Register(spec("10.0.0.5", 80))).unwrap();
+    let r = f.reg.replica(&f.key.clone()).unwrap();
+    assert_eq!(r.version, 2);
+    assert_eq!(r.instances.len(), 1);
+}
