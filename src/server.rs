@@ -116,6 +116,9 @@ pub enum StartError {
     /// The raft thread could not be started.
     #[error("cannot start the raft thread: {0}")]
     RaftThread(std::io::Error),
+    /// The thread of the cluster's startup load could not be started.
+    #[error("cannot start the startup-load thread: {0}")]
+    LoadThread(std::io::Error),
 }
 
 /// What an operator can do about a recovery refusal in the strict mode.
@@ -222,6 +225,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         peers,
         ready: AtomicBool::new(false),
         recovered: AtomicBool::new(false),
+        loaded: AtomicBool::new(config.cluster.is_none()),
         connections: Default::default(),
         draining: AtomicUsize::new(n),
         proposals: proposals_tx,
@@ -229,6 +233,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
     });
     if let Some(peers) = &shared.peers {
         peers.serve(crate::node::distro::handler(Arc::downgrade(&shared)));
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("muster-distro-load".into())
+            .spawn(move || crate::node::distro::load(&shared))
+            .map_err(StartError::LoadThread)?;
     }
     let (shutdown_tx, shutdown_rx) = flume::bounded::<()>(1);
     let (bound_tx, bound_rx) = mpsc::channel::<Result<usize, StartError>>();

@@ -392,14 +392,14 @@ async fn dispatch(
     if ep == NoSuchApi {
         return Err(ApiError::no_such_api(req.method_name, req.path));
     }
-    // Nacos's status gate: naming answers 503 until persistent state is recovered (and again
-    // while shutting down). Status endpoints stay open so probes can see why.
+    // Nacos's status gate: naming answers 503 until persistent state is recovered and (in a
+    // cluster) loaded from a peer, and again while shutting down. Status endpoints stay open
+    // so probes can see why.
+    let open =
+        |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::Relaxed);
     if req.path.starts_with("/nacos/v1/ns")
         && !matches!(ep, OperatorMetrics | OperatorServers | HealthServer)
-        && !shard
-            .shared
-            .recovered
-            .load(std::sync::atomic::Ordering::Relaxed)
+        && !(open(&shard.shared.recovered) && open(&shard.shared.loaded))
     {
         return Err(ApiError::unavailable(
             "server is STARTINGnow, please try again later!",

@@ -1,7 +1,5 @@
 //! Server status endpoints: operator metrics, servers, switches, naming health, readiness.
 
-use std::sync::atomic::Ordering;
-
 use serde_json::json;
 
 use super::{Answer, Ctx};
@@ -84,7 +82,7 @@ fn cpu_usage(shards: usize) -> f64 {
 /// `GET /nacos/v1/ns/operator/metrics`: `status` is `UP` when ready (clients check it).
 pub fn metrics(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let (services, instances) = totals(ctx);
-    let ready = ctx.shard.shared.ready.load(Ordering::Relaxed);
+    let ready = ctx.shard.shared.is_ready();
     Ok(Answer::json(&json!({
         "status": if ready { "UP" } else { "STARTING" },
         "serviceCount": services,
@@ -141,7 +139,7 @@ pub fn health_server(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 
 /// `GET /nacos/v1/console/health/readiness`: `OK`, or 500 while not ready.
 pub fn readiness(ctx: &Ctx<'_>) -> ApiResult<Answer> {
-    if ctx.shard.shared.ready.load(Ordering::Relaxed) {
+    if ctx.shard.shared.is_ready() {
         Ok(Answer::text("OK"))
     } else {
         Err(ApiError {

@@ -35,6 +35,9 @@ pub struct ServiceView {
     pub revision: u64,
     /// Settings and clusters.
     pub meta: Arc<ServiceMeta>,
+    /// Distro version of the ephemeral instances as last published (0 standalone; see
+    /// `naming::registry::Replica`). What a peer's verify round compares.
+    pub version: u64,
     /// Instances in a stable order (by identity), with their healthy count.
     pub instances: Roster,
     /// Host arrays for "all clusters", indexed by `healthy_only as usize * 2 + grouped as usize`.
@@ -73,6 +76,7 @@ impl ServiceView {
             key,
             revision,
             meta,
+            version: 0,
             instances,
             hosts_cache: Default::default(),
             filtered: Default::default(),

@@ -325,6 +325,11 @@ impl Peers {
         self.links.iter().map(|(_, s)| s)
     }
 
+    /// Every other member and its call queue.
+    pub fn all(&self) -> impl Iterator<Item = (SocketAddr, &flume::Sender<Call>)> {
+        self.links.iter().map(|(a, s)| (*a, s))
+    }
+
     /// Starts serving calls from peers with `handler` (once; later calls are ignored).
     pub fn serve(&self, handler: Handler) {
         let _ = self.handler.set(handler);

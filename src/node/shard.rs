@@ -58,6 +58,8 @@ const TRACK_PER_TICK: usize = 50_000;
 const IDLE_PROBE_RECHECK_MS: u64 = 2000;
 /// Push upkeep (re-sends, target expiry) runs every this many ticks.
 const PUSH_SWEEP_TICKS: u32 = 5;
+/// A Distro verify round (cluster mode) runs every this many ticks: 2 s.
+const VERIFY_TICKS: u32 = 20;
 
 /// Process-wide state shared by every shard.
 #[derive(Debug)]
@@ -82,6 +84,9 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Persistent state has been recovered: the naming API is open (Nacos's status gate).
     pub recovered: AtomicBool,
+    /// Cluster mode: the startup load from a peer is done (or no peer answered in time).
+    /// Always true standalone. Readiness and the naming API wait for it too.
+    pub loaded: AtomicBool,
     /// Open connections across all shards: the connection cap and the per-IP share.
     pub connections: crate::http::Admission,
     /// Shards still draining at shutdown.
@@ -114,6 +119,15 @@ pub struct Shard {
     probes_running: std::cell::Cell<usize>,
     /// The mass-expiry guard was on at the last flush (for logging its changes).
     expiry_paused: std::cell::Cell<bool>,
+    /// A Distro verify round is running (one at a time).
+    verifying: std::cell::Cell<bool>,
+}
+
+impl Shared {
+    /// Ready to serve: recovered, loaded from a peer (cluster), not stopping.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.loaded.load(Ordering::Relaxed)
+    }
 }
 
 impl Shard {
@@ -124,7 +138,9 @@ impl Shard {
         clock: SystemClock,
         udp: glommio::net::UdpSocket,
     ) -> Shard {
-        let registry = Registry::new(shared.config.lifecycle, shared.view.clone(), clock.now_ms());
+        let mut registry =
+            Registry::new(shared.config.lifecycle, shared.view.clone(), clock.now_ms());
+        registry.set_distro(shared.members.is_some());
         let push = Push::new(shared.config.push, wall_ms());
         Shard {
             id,
@@ -138,6 +154,7 @@ impl Shard {
             datagrams: std::cell::Cell::new(0),
             probes_running: std::cell::Cell::new(0),
             expiry_paused: std::cell::Cell::new(false),
+            verifying: std::cell::Cell::new(false),
         }
     }
 
@@ -210,12 +227,31 @@ impl Shard {
     /// services it is responsible for; asking the member view again here would drop a write
     /// applied while the views briefly differ.
     fn replicate(&self, changed: &[ServiceKey]) {
-        let mut reg = self.registry.borrow_mut();
-        let batch: Vec<_> = changed.iter().filter_map(|k| reg.replica(k)).collect();
+        let reg = self.registry.borrow();
+        let batch: Vec<_> = changed.iter().filter_map(|k| reg.replica_now(k)).collect();
         drop(reg);
         if !batch.is_empty() {
             crate::node::distro::replicate(&self.shared, batch);
         }
+    }
+
+    /// One Distro verify round: tells every other member the versions of the services this
+    /// shard replicates as their responsible member, and sends each member the ones it lacks
+    /// or holds older. A member that missed replicas (a failed call, a cut link, a restart) is
+    /// repaired within a round or two.
+    async fn verify_round(self: Rc<Self>) {
+        let versions = self.registry.borrow().versions();
+        if !versions.is_empty() {
+            for (to, keys) in crate::node::distro::verify(&self.shared, &versions).await {
+                let reg = self.registry.borrow();
+                let batch: Vec<_> = keys.iter().filter_map(|k| reg.replica_now(k)).collect();
+                drop(reg);
+                if !batch.is_empty() {
+                    crate::node::distro::replicate_to(&self.shared, to, batch);
+                }
+            }
+        }
+        self.verifying.set(false);
     }
 
     /// Sends rounds for `key` until no change arrived during the last one.
@@ -567,6 +603,12 @@ impl Shard {
             }
             self.start_probes(now);
             ticks = ticks.wrapping_add(1);
+            if self.shared.members.is_some()
+                && ticks.is_multiple_of(VERIFY_TICKS)
+                && !self.verifying.replace(true)
+            {
+                glommio::spawn_local(self.clone().verify_round()).detach();
+            }
             if ticks.is_multiple_of(PUSH_SWEEP_TICKS) {
                 let resend = self.push.borrow_mut().sweep(now);
                 self.send_all(resend, None).await;

@@ -211,6 +211,8 @@ pub struct Registry {
     compact_at: Option<u64>,
     /// Some service has held another member's replica (Distro): writes check for adoption.
     any_replica: bool,
+    /// Cluster mode (see [`Registry::set_distro`]).
+    distro: bool,
 }
 
 /// [`Registry::compact`] runs once at least this many services were removed since it last did.
@@ -236,6 +238,7 @@ impl Registry {
             removed_since_compact: 0,
             compact_at: None,
             any_replica: false,
+            distro: false,
         }
     }
 
@@ -271,7 +274,7 @@ impl Registry {
             Write::Patch(_) | Write::SetHealth { .. } | Write::BatchMetadata { .. } => true,
             _ => false,
         };
-        if !instance_write || !self.services.contains_key(key) {
+        if !instance_write || self.distro || !self.services.contains_key(key) {
             return self.apply_now(key, write, now);
         }
         let view = self.view.clone();
@@ -511,12 +514,17 @@ impl Registry {
             // shares the roster: no per-instance work.
             if svc.published != svc.revision {
                 svc.published = svc.revision;
-                self.view.publish(Arc::new(ServiceView::new(
+                if self.distro && !svc.replica {
+                    svc.version += 1;
+                }
+                let mut view = ServiceView::new(
                     key.clone(),
                     svc.revision,
                     svc.meta.clone(),
                     svc.instances.clone(),
-                )));
+                );
+                view.version = svc.version;
+                self.view.publish(Arc::new(view));
             }
             changed.push(key);
         }

@@ -16,6 +16,27 @@ pub struct Replica {
     pub instances: Vec<InstanceSpec>,
 }
 
+impl Replica {
+    /// The replica of service `key` at `version` from its instances (the persistent ones are
+    /// left out: raft replicates those).
+    pub fn of<'a>(
+        key: &ServiceKey,
+        version: u64,
+        instances: impl IntoIterator<Item = &'a Arc<Instance>>,
+    ) -> Replica {
+        Replica {
+            namespace: key.namespace.to_string(),
+            grouped: key.grouped.to_string(),
+            version,
+            instances: instances
+                .into_iter()
+                .filter(|i| i.key.ephemeral)
+                .map(|i| i.to_spec())
+                .collect(),
+        }
+    }
+}
+
 impl Registry {
     /// Makes a replica held here this member's own: every ephemeral instance starts a fresh
     /// lease at `now` (its beats went to the old member; the clients that keep beating now
@@ -36,27 +57,30 @@ impl Registry {
         }
     }
 
-    /// The replica to send for `key` after a change this member made to it (as its
-    /// responsible member: writes are forwarded there, and leases are checked only there):
-    /// its ephemeral instances under the next version. `None` for a service that is gone or
-    /// that this member holds only as another member's replica.
-    pub fn replica(&mut self, key: &ServiceKey) -> Option<Replica> {
-        let svc = self.services.get_mut(key)?;
-        if svc.replica {
-            return None;
-        }
-        svc.version += 1;
-        Some(Replica {
-            namespace: key.namespace.to_string(),
-            grouped: key.grouped.to_string(),
-            version: svc.version,
-            instances: svc
-                .instances
-                .iter()
-                .filter(|i| i.key.ephemeral)
-                .map(|i| i.to_spec())
-                .collect(),
-        })
+    /// The replica of `key` at its version: after a change this member made to it (as its
+    /// responsible member: writes are forwarded there, and leases are checked only there;
+    /// [`Registry::flush`] bumped the version), or for a peer's verify round that found it
+    /// missing or older. `None` for a service that is gone or held as another's replica.
+    pub fn replica_now(&self, key: &ServiceKey) -> Option<Replica> {
+        let svc = self.services.get(key).filter(|s| !s.replica)?;
+        Some(Replica::of(key, svc.version, svc.instances.iter()))
+    }
+
+    /// Turns Distro on (cluster mode): every flush of a service this member changed itself
+    /// bumps its version, and instance writes publish copy-on-write (so every published view
+    /// shows the version; the in-place path would keep the old one).
+    pub fn set_distro(&mut self, on: bool) {
+        self.distro = on;
+    }
+
+    /// The Distro versions of the services this member has replicated as their responsible
+    /// member: what it sends its peers in a verify round.
+    pub fn versions(&self) -> Vec<(ServiceKey, u64)> {
+        self.services
+            .iter()
+            .filter(|(_, s)| !s.replica && s.version > 0)
+            .map(|(k, s)| (k.clone(), s.version))
+            .collect()
     }
 
     /// Applies another member's replica at `now`: when its version is higher than the one held,
@@ -84,7 +108,6 @@ impl Registry {
             .filter(|i| !built.iter().any(|b| b.key == i.key))
             .map(|i| i.key.clone())
             .collect();
-        let mut changed = !stale.is_empty();
         for k in stale {
             svc.instances.remove(&k);
         }
@@ -103,15 +126,14 @@ impl Registry {
             let deadline = now + inst.timing().timeout_ms + 1;
             svc.instances.insert(inst.clone());
             leases.push((deadline, inst));
-            changed = true;
         }
         svc.replica = true;
         svc.version = r.version;
         self.any_replica = true;
         let id = svc.id;
-        if changed {
-            Self::touch(&mut self.revisions, &mut self.dirty, &key, svc);
-        }
+        // Published even when the instances are the same, so that the view shows the version
+        // a verify round compares.
+        Self::touch(&mut self.revisions, &mut self.dirty, &key, svc);
         for (deadline, inst) in leases {
             self.wheel
                 .schedule(deadline, Lease::Instance { service: id, inst });

@@ -1169,12 +1169,13 @@ fn replicas_apply_by_version_only() {
     f.reg.flush(now);
     assert_eq!(listed_ips(&f), ["10.0.0.2", "10.0.0.3"]);
     // A member holding a replica sends none of its own.
-    assert_eq!(f.reg.replica(&f.key.clone()), None);
+    assert_eq!(f.reg.replica_now(&f.key.clone()), None);
 }
 
 #[test]
 fn a_replica_is_not_expired_here_until_this_member_is_responsible() {
     let mut f = Fixture::new(Lifecycle::default());
+    f.reg.set_distro(true);
     let now = f.clock.now_ms();
     f.reg.apply_replica(replica(&f, 1, &["10.0.0.1"]), now);
     f.reg.flush(now);
@@ -1206,7 +1207,8 @@ fn a_replica_is_not_expired_here_until_this_member_is_responsible() {
     assert_eq!(f.reg.stats().expired, 1);
     // Its own changes now go out as replicas, under a higher version.
     f.apply(Write::Register(spec("10.0.0.5", 80))).unwrap();
-    let r = f.reg.replica(&f.key.clone()).unwrap();
-    assert_eq!(r.version, 2);
+    let r = f.reg.replica_now(&f.key.clone()).unwrap();
+    // Each published change (unhealthy, removed, registered) bumped it past the replica's.
+    assert_eq!(r.version, 4);
     assert_eq!(r.instances.len(), 1);
 }
