@@ -220,7 +220,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         view: Arc::new(ReadView::default()),
         metrics: Arc::new(Metrics::new(n, crate::api::Endpoint::NAMES)),
         inboxes,
-        ownership: crate::node::ownership::Ownership::standalone(n),
+        ownership: match &members {
+            Some(m) => crate::node::ownership::Ownership::cluster(n, m.clone()),
+            None => crate::node::ownership::Ownership::standalone(n),
+        },
         members,
         peers,
         ready: AtomicBool::new(false),

@@ -24,6 +24,7 @@ use crate::naming::registry::Replica;
 use crate::naming::service::ServiceKey;
 use crate::naming::write::{Reply, Write};
 use crate::node::mailbox::{Message, Op};
+use crate::node::ownership::Member;
 use crate::node::peer::{Call, Handler, CALL_TIMEOUT};
 use crate::node::shard::Shared;
 use crate::node::Error;
@@ -56,9 +57,10 @@ type Answer = Result<Reply, ApiError>;
 
 /// The member responsible for `key`, when it is not this one (always `None` standalone).
 pub fn elsewhere(shared: &Shared, key: &ServiceKey) -> Option<SocketAddr> {
-    let members = shared.members.as_ref()?;
-    let to = members.responsible(&key.namespace, &key.grouped);
-    (to != members.this()).then_some(to)
+    match shared.ownership.owner(key).member {
+        Member::This => None,
+        Member::Peer(addr) => Some(addr),
+    }
 }
 
 /// Sends `write` to member `to` and returns its answer. A full link queue is a 503 at once; no
@@ -295,7 +297,7 @@ pub fn replicate(shared: &Shared, batch: Vec<Replica>) {
 /// as long as it takes).
 fn hand_over(shared: &Shared, r: Replica, wait: Option<Duration>) {
     let key = ServiceKey::new(&r.namespace, &r.grouped);
-    let inbox = &shared.inboxes[shared.ownership.owner(&key).shard];
+    let inbox = &shared.inboxes[shared.ownership.shard(&key)];
     let msg = Message::Apply {
         key,
         op: Op::Replica(Box::new(r)),
@@ -322,7 +324,7 @@ fn serve(shared: &Shared, req: Request) -> Answer {
         }
     };
     let key = ServiceKey::new(&f.namespace, &f.grouped);
-    let owner = shared.ownership.owner(&key).shard;
+    let owner = shared.ownership.shard(&key);
     let (tx, rx) = flume::bounded(1);
     let msg = Message::Apply {
         key,

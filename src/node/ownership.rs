@@ -5,28 +5,37 @@
 //! shard `stable_hash(service) % shards`. Both use [`crate::hash`], which is stable across
 //! processes and versions, so every member computes the same owner.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::cluster::Members;
 use crate::hash::owner_shard;
 use crate::naming::service::ServiceKey;
 
-/// A cluster member's identity. Standalone Muster is member 0 of a one-member cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId(pub u64);
+/// The member a service belongs to, as this member sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    /// This member (always, standalone).
+    This,
+    /// Another member, by its HTTP address: writes go there (Distro forwarding).
+    Peer(SocketAddr),
+}
 
 /// Where a service's state lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
     /// The responsible member.
-    pub node: NodeId,
-    /// The shard of that member that owns the service, `0..shards`.
+    pub member: Member,
+    /// The shard that owns the service on a member, `0..shards` (every member has the same
+    /// shard count's worth of this function: it only depends on the key and the count).
     pub shard: usize,
 }
 
-/// The ownership map of this process: this member and the shard count. Standalone only for now:
-/// the cluster adds the members that share responsibility (Distro), and [`Ownership::owner`]
-/// is where their split goes.
+/// The ownership map of this process: the members that share responsibility (none,
+/// standalone) and the shard count.
 #[derive(Debug, Clone)]
 pub struct Ownership {
-    this: NodeId,
+    members: Option<Arc<Members>>,
     shards: usize,
 }
 
@@ -35,28 +44,40 @@ impl Ownership {
     pub fn standalone(shards: usize) -> Ownership {
         assert!(shards >= 1, "at least one shard");
         Ownership {
-            this: NodeId(0),
+            members: None,
             shards,
         }
     }
 
-    /// This member.
-    #[cfg(test)]
-    pub fn this(&self) -> NodeId {
-        self.this
-    }
-
-    /// The owner of `key`. With one member, always this node.
-    pub fn owner(&self, key: &ServiceKey) -> Owner {
-        Owner {
-            node: self.this,
-            shard: owner_shard(&key.namespace, &key.grouped, self.shards),
+    /// A cluster member with `shards` shards (≥ 1): the live member with the highest
+    /// rendezvous score is responsible ([`Members::responsible`]).
+    pub fn cluster(shards: usize, members: Arc<Members>) -> Ownership {
+        assert!(shards >= 1, "at least one shard");
+        Ownership {
+            members: Some(members),
+            shards,
         }
     }
 
-    /// True when `owner` is a shard of this process.
-    pub fn is_local(&self, owner: Owner) -> bool {
-        owner.node == self.this
+    /// The owner of `key`: the responsible member as this member sees it now, and the shard.
+    pub fn owner(&self, key: &ServiceKey) -> Owner {
+        let member = match &self.members {
+            None => Member::This,
+            Some(ms) => match ms.responsible(&key.namespace, &key.grouped) {
+                addr if addr == ms.this() => Member::This,
+                addr => Member::Peer(addr),
+            },
+        };
+        Owner {
+            member,
+            shard: self.shard(key),
+        }
+    }
+
+    /// The shard of this member that holds `key` (whichever member is responsible for it:
+    /// replicas live on the same shard).
+    pub fn shard(&self, key: &ServiceKey) -> usize {
+        owner_shard(&key.namespace, &key.grouped, self.shards)
     }
 }
 
@@ -70,13 +91,39 @@ mod tests {
         for name in ["orders", "payments", "db", "x"] {
             let key = ServiceKey::new("public", &format!("DEFAULT_GROUP@@{name}"));
             let owner = o.owner(&key);
-            assert!(o.is_local(owner));
-            assert_eq!(owner.node, o.this());
+            assert_eq!(owner.member, Member::This);
             assert_eq!(
                 owner.shard,
                 owner_shard(&key.namespace, &key.grouped, 4),
                 "the shard is the stable hash's"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_member_owns_only_what_it_is_responsible_for() {
+        let ms: Vec<SocketAddr> = (1..=3)
+            .map(|i| format!("127.0.0.{i}:8848").parse().unwrap())
+            .collect();
+        let members = Arc::new(Members::new(ms[0], &ms));
+        let o = Ownership::cluster(2, members.clone());
+        let key = |i: usize| ServiceKey::new("public", &format!("DEFAULT_GROUP@@s{i}"));
+        // No peer contacted yet: this member is responsible for everything.
+        assert!((0..50).all(|i| o.owner(&key(i)).member == Member::This));
+        for m in members.peers() {
+            m.contact_ok(1);
+        }
+        let peers = (0..300)
+            .filter(|&i| matches!(o.owner(&key(i)).member, Member::Peer(_)))
+            .count();
+        assert!((150..250).contains(&peers), "{peers} of 300 on peers");
+        for i in 0..300 {
+            assert_eq!(o.owner(&key(i)).shard, o.shard(&key(i)));
         }
     }
 }

@@ -79,7 +79,7 @@ fn dispatch(
     op: Op,
     reply: Option<flume::Sender<ApiResult<Reply>>>,
 ) {
-    let owner = shared.ownership.owner(&key).shard;
+    let owner = shared.ownership.shard(&key);
     if let Err(e) = shared.inboxes[owner].send(Message::Apply { key, op, reply }) {
         if let Message::Apply { reply: Some(r), .. } = e.into_inner() {
             let _ = r.send(Err(Error::ShuttingDown("shutting down".into()).into()));

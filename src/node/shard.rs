@@ -434,14 +434,9 @@ impl Shard {
         &self.shared.metrics.shards[self.id]
     }
 
-    /// The shard of this node that owns `key` (standalone: this node owns every service).
+    /// The shard of this member that holds `key`.
     pub fn owner_of(&self, key: &ServiceKey) -> usize {
-        let owner = self.shared.ownership.owner(key);
-        debug_assert!(
-            self.shared.ownership.is_local(owner),
-            "standalone owns everything"
-        );
-        owner.shard
+        self.shared.ownership.shard(key)
     }
 
     /// Does `op` (a naming [`crate::naming::write::Write`], or a push subscription) to `key`
