@@ -350,6 +350,11 @@ fn n_up(a: &Node, b: &Node) -> bool {
 
 /// A request from [`CLIENT_IP`]; `None` when the connection fails.
 fn call(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
+    call_with(addr, method, path, "")
+}
+
+/// [`call`] with extra header lines (each ending in `\r\n`).
+fn call_with(addr: SocketAddr, method: &str, path: &str, headers: &str) -> Option<(u16, String)> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
     let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
     sock.bind(&from.into()).ok()?;
@@ -358,7 +363,7 @@ fn call(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s: TcpStream = sock.into();
     s.set_read_timeout(Some(Duration::from_secs(8))).ok()?;
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\nContent-Length: 0\r\n\r\n"
     );
     s.write_all(req.as_bytes()).ok()?;
     let mut out = Vec::new();
@@ -514,4 +519,34 @@ fn a_member_that_missed_changes_is_repaired_by_verify() {
             .map(|s| listed(&nodes[1], &format!("v{s}")))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn a_nacos_server_user_agent_from_outside_gets_no_special_treatment() {
+    if !in_netns("a_nacos_server_user_agent_from_outside_gets_no_special_treatment") {
+        return;
+    }
+    let nodes: Vec<Node> = (1..=3).map(|i| Node::start(i, 3, SECRET)).collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    // Nacos 1.x trusted this User-Agent (CVE-2021-29441) and refused a "redirect" with it;
+    // Muster treats it as any client: the write is forwarded as usual and listed everywhere.
+    let ua = "User-Agent: Nacos-Server:1.4.6\r\n";
+    for node in &nodes {
+        let (st, body) = call_with(
+            node.addr,
+            "POST",
+            "/nacos/v1/ns/instance?serviceName=ua&ip=10.3.0.1&port=80",
+            ua,
+        )
+        .unwrap();
+        assert_eq!((st, body.as_str()), (200, "ok"));
+    }
+    assert!(wait_until(Duration::from_secs(2), || nodes
+        .iter()
+        .all(|n| listed(n, "ua") == ["10.3.0.1"])));
+    // Peer traffic has no HTTP door: Nacos's Distro endpoints are not served.
+    for path in ["/nacos/v1/ns/distro/datum", "/nacos/v1/ns/distro/checksum"] {
+        let (st, _) = call_with(nodes[0].addr, "PUT", path, ua).unwrap();
+        assert_eq!(st, 501, "{path}");
+    }
 }
