@@ -5,7 +5,8 @@
 //! 1. Leaves: [`clock`], `hash` (stable ownership hash), `status`, [`arena`] (memfd pages
 //!    for cached bodies), `error` (Nacos-style answers).
 //! 2. [`naming`]: the domain (model, validation, registry, leases, views, push and probe
-//!    schedules). No IO, no executor.
+//!    schedules). No IO, no executor. [`config`]: the config center's parameter rules and
+//!    long-poll registry, likewise without IO.
 //! 3. [`settings`]: the server's settings (flags, TOML, environment).
 //! 4. [`consensus`]: the raft driver without IO, the replicated state machine and its domains,
 //!    recovery from the WAL.
@@ -18,6 +19,7 @@ pub(crate) mod api;
 pub mod arena;
 pub mod clock;
 pub mod cluster;
+pub mod config;
 pub mod consensus;
 pub(crate) mod error;
 pub(crate) mod hash;

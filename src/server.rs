@@ -233,6 +233,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         draining: AtomicUsize::new(n),
         proposals: proposals_tx,
         stopping: AtomicBool::new(false),
+        configs: crate::node::config::ConfigHub::new(
+            n,
+            recovery.sm.config.clone(),
+            config.inbox_capacity,
+        ),
     });
     if let Some(peers) = &shared.peers {
         peers.serve(crate::node::distro::handler(Arc::downgrade(&shared)));
@@ -350,6 +355,9 @@ async fn run_shard(
     let stop_ticks = Rc::new(Cell::new(false));
     glommio::spawn_local(shard.clone().run_inbox(inbox)).detach();
     glommio::spawn_local(shard.clone().run_ticks(stop_ticks.clone())).detach();
+    if let Some(rx) = shared.configs.take_notices(id) {
+        glommio::spawn_local(crate::node::config::run_notices(shard.clone(), rx)).detach();
+    }
     let _ = bound.send(Ok(id));
 
     let open = Rc::new(Cell::new(0usize));
@@ -403,8 +411,9 @@ async fn run_shard(
         .detach();
     }
     drop(listener);
-    // Idle connections close now; busy ones after their answer.
+    // Idle connections close now; busy ones after their answer. Held config polls answer now.
     shard.connections.stop();
+    crate::node::config::release_polls(&shard);
     // Drain: wait for this shard's connections, then for every other shard, while the inbox
     // keeps serving cross-shard writes from their in-flight requests.
     let grace = Duration::from_millis(shared.config.shutdown_grace_ms);

@@ -1,9 +1,11 @@
 //! The CP layer: a raft driver that does no IO ([`driver`]), the replicated state machine with
-//! its domains ([`state_machine`]; the naming domain in [`naming`]) and recovery from the WAL
+//! its domains ([`state_machine`]; the naming domain in [`naming`], the config center in
+//! [`config`]) and recovery from the WAL
 //! ([`recover`]).
 //!
 //! The raft thread that carries out the driver's actions lives in the node layer (`node::raft`).
 
+pub mod config;
 pub(crate) mod driver;
 pub(crate) mod error;
 pub mod naming;

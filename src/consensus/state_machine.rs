@@ -5,8 +5,10 @@
 //! [`StateMachine::decode_entry`] turns it into a [`Change`] and [`StateMachine::apply`] folds
 //! it into that domain. The snapshot image is a container of one section per domain
 //! ([`StateMachine::encode`]). Domains today: `naming` (persistent services and instances,
-//! [`crate::consensus::naming`]); the config center and cluster metadata add theirs by
-//! implementing [`Domain`] and a [`Change`] variant.
+//! [`crate::consensus::naming`]) and `config` (the config center: configs, history,
+//! namespaces, [`crate::consensus::config`]); cluster metadata will add its own by
+//! implementing [`Domain`] and a [`Change`] variant. An image without a domain's section
+//! (written before that domain existed) loads the domain empty.
 //!
 //! Old data still reads: events written before domains (`MEV1`) are `naming` events, and a
 //! snapshot image that is not a container (`MUSTER-DURABLE/2`, or 0.1's JSON) is the naming
@@ -15,6 +17,7 @@
 use muster_storage::event::Event;
 use raft::eraftpb::EntryType;
 
+use crate::consensus::config::{ConfigOp, ConfigState};
 use crate::consensus::naming::{event_key, parse_event_key, Durable};
 use crate::naming::op::PersistentOp;
 use crate::naming::service::ServiceKey;
@@ -94,6 +97,8 @@ pub enum Change {
         /// The change.
         op: PersistentOp,
     },
+    /// A config-center change (a config, its history, a namespace).
+    Config(ConfigOp),
 }
 
 impl Change {
@@ -103,6 +108,13 @@ impl Change {
             Change::Naming { key, op } => Event {
                 domain: Durable::NAME.to_string(),
                 service_key: event_key(key),
+                kind: op.kind().to_string(),
+                time_ms,
+                body: op.encode_body(),
+            },
+            Change::Config(op) => Event {
+                domain: ConfigState::NAME.to_string(),
+                service_key: op.event_key(),
                 kind: op.kind().to_string(),
                 time_ms,
                 body: op.encode_body(),
@@ -118,6 +130,8 @@ pub struct StateMachine {
     pub applied: u64,
     /// The `naming` domain: persistent services, clusters and instances.
     pub naming: Durable,
+    /// The `config` domain: configs, their history, namespaces (shared with the shards).
+    pub config: ConfigState,
 }
 
 /// First 16 bytes of a snapshot image that is a container of domain sections (format 3).
@@ -135,6 +149,10 @@ impl StateMachine {
                 let (key, op) = Durable::decode_op(ev.service_key, ev.body)?;
                 Ok(Change::Naming { key, op })
             }
+            ConfigState::NAME => Ok(Change::Config(ConfigState::decode_op(
+                ev.service_key,
+                ev.body,
+            )?)),
             other => Err(DecodeError::UnknownDomain(other.to_string())),
         });
         match decoded {
@@ -148,6 +166,7 @@ impl StateMachine {
         self.applied = self.applied.max(index);
         match change {
             Change::Naming { key, op } => self.naming.apply_change(key, op),
+            Change::Config(op) => self.config.apply(op),
         }
     }
 
@@ -156,19 +175,23 @@ impl StateMachine {
         self.applied = self.applied.max(index);
         match change {
             Change::Naming { key, op } => self.naming.apply_owned((key, op)),
+            Change::Config(op) => self.config.apply_owned(op),
         }
     }
 
     /// Records over all domains.
     pub fn records(&self) -> u64 {
-        self.naming.records()
+        self.naming.records() + self.config.records()
     }
 
     /// The snapshot image: [`STATE_MAGIC`], a section count (u32) and 4 zero bytes, then per
     /// domain its name length (u32), 4 zero bytes, its body length (u64), the name and the
     /// body, each zero-padded to 8 bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let sections = [(Durable::NAME, self.naming.encode_image())];
+        let sections = [
+            (Durable::NAME, self.naming.encode_image()),
+            (ConfigState::NAME, self.config.encode_image()),
+        ];
         let mut out = Vec::with_capacity(64 + sections.iter().map(|s| s.1.len()).sum::<usize>());
         out.extend_from_slice(STATE_MAGIC);
         out.extend_from_slice(&(sections.len() as u32).to_le_bytes());
@@ -192,6 +215,7 @@ impl StateMachine {
             return Ok(StateMachine {
                 applied: 0,
                 naming: Durable::decode(bytes)?,
+                config: ConfigState::default(),
             });
         };
         let short = || DecodeError::invalid("snapshot image", "cut short");
@@ -217,6 +241,7 @@ impl StateMachine {
             let body = take(body_len)?;
             match name.as_str() {
                 Durable::NAME => sm.naming = Durable::decode_image(body)?,
+                ConfigState::NAME => sm.config = ConfigState::decode_image(body)?,
                 _ => return Err(DecodeError::UnknownDomain(name)),
             }
         }
@@ -288,6 +313,66 @@ mod tests {
         sm.apply(5, &change);
         sm.apply_owned(6, register("10.0.0.2"));
         assert_eq!((sm.applied, sm.naming.instance_count()), (6, 2));
+    }
+
+    fn config_publish(data_id: &str) -> Change {
+        use crate::consensus::config::{ConfigKey, ConfigSpec, Retention, Variant};
+        Change::Config(ConfigOp::Publish {
+            key: ConfigKey::new("", "DEFAULT_GROUP", data_id),
+            variant: Variant::Normal,
+            spec: ConfigSpec {
+                content: format!("content of {data_id}"),
+                kind: "text".into(),
+                ..Default::default()
+            },
+            time_ms: 7,
+            retention: Retention::default(),
+        })
+    }
+
+    #[test]
+    fn config_changes_are_config_events_and_fold_into_the_image() {
+        let change = config_publish("app.yaml");
+        let ev = change.to_event(1);
+        assert_eq!(
+            (
+                ev.domain.as_str(),
+                ev.service_key.as_str(),
+                ev.kind.as_str()
+            ),
+            ("config", "app.yaml+DEFAULT_GROUP", "publish")
+        );
+        let normal = EntryType::EntryNormal as i32;
+        let got = StateMachine::decode_entry(normal, &ev.encode()).unwrap();
+        assert_eq!(got.as_ref(), Some(&change));
+        let mut sm = StateMachine::default();
+        sm.apply(1, &register("10.0.0.1"));
+        sm.apply(2, &change);
+        sm.apply_owned(3, config_publish("b"));
+        assert_eq!(sm.config.read().configs.len(), 2);
+        let back = StateMachine::decode(&sm.encode()).unwrap();
+        assert_eq!(back.naming, sm.naming);
+        assert_eq!(back.config, sm.config);
+        // An image written before the config domain (naming section only) loads with no
+        // configs.
+        let mut old = StateMachine::default();
+        old.apply(1, &register("10.0.0.1"));
+        let naming_only = {
+            let body = old.naming.encode_image();
+            let mut out = STATE_MAGIC.to_vec();
+            out.extend_from_slice(&1u32.to_le_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(&6u32.to_le_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            out.extend_from_slice(b"naming\0\0");
+            out.extend_from_slice(&body);
+            out.resize(out.len().next_multiple_of(8), 0);
+            out
+        };
+        let loaded = StateMachine::decode(&naming_only).unwrap();
+        assert_eq!(loaded.naming, old.naming);
+        assert!(loaded.config.read().configs.is_empty());
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - [`distro`]: forwarding a write to the member responsible for its service.
 //! - [`peer`]: peer links (authenticated node-to-node TCP) and the pings behind member states.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
+//! - [`config`]: the config center's proposal queue, replies and change notices (held polls).
 
+pub mod config;
 pub mod distro;
 pub(crate) mod error;
 pub(crate) mod listener;

@@ -174,24 +174,41 @@ fn run(
     let mut next_id: u64 = 1;
     let mut last_tick = Instant::now();
     let mut batch = Vec::new();
+    let mut config_batch = Vec::new();
     loop {
         let wait = TICK.saturating_sub(last_tick.elapsed());
-        match proposals.recv_timeout(wait) {
-            Ok(p) => {
-                batch.push(p);
+        // Naming and config proposals share the Ready (one fdatasync for both).
+        let got = flume::Selector::new()
+            .recv(&proposals, |r| r.map(Some))
+            .recv(&shared.configs.rx, |r| {
+                r.map(|p| {
+                    config_batch.push(p);
+                    None
+                })
+            })
+            .wait_timeout(wait);
+        match got {
+            Ok(Ok(first)) => {
+                batch.extend(first);
                 while batch.len() < MAX_BATCH {
                     match proposals.try_recv() {
                         Ok(p) => batch.push(p),
                         Err(_) => break,
                     }
                 }
+                while config_batch.len() < MAX_BATCH {
+                    match shared.configs.rx.try_recv() {
+                        Ok(p) => config_batch.push(p),
+                        Err(_) => break,
+                    }
+                }
             }
-            Err(flume::RecvTimeoutError::Timeout) => {
+            Err(flume::select::SelectError::Timeout) => {
                 if shared.stopping.load(Ordering::SeqCst) {
                     break;
                 }
             }
-            Err(flume::RecvTimeoutError::Disconnected) => break,
+            Ok(Err(flume::RecvError::Disconnected)) => break,
         }
         if last_tick.elapsed() >= TICK {
             node.tick();
@@ -218,6 +235,21 @@ fn run(
                 }
             }
         }
+        for p in config_batch.drain(..) {
+            if !node.is_leader() {
+                let _ = p.reply.send(Err(Error::NotLeader.into()));
+                continue;
+            }
+            let ev = Change::Config(p.op).to_event(wall_ms());
+            let id = next_id;
+            next_id += 1;
+            match node.propose(id.to_le_bytes().to_vec(), ev.encode()) {
+                Ok(()) => shared.configs.proposed(id, p.reply),
+                Err(e) => {
+                    let _ = p.reply.send(Err(Error::Rejected(e.to_string()).into()));
+                }
+            }
+        }
         let step = on_ready(
             &mut node,
             &shared,
@@ -233,6 +265,7 @@ fn run(
                 for (_, (_, reply)) in pending.drain() {
                     let _ = reply.send(Err(Error::storage(&e).into()));
                 }
+                shared.configs.fail_pending(&Error::storage(&e).into());
                 // The old store holds the directory lock: drop it before reopening.
                 let old = node;
                 drop(old);
@@ -296,8 +329,10 @@ fn reopen(
                     source,
                 }
             })?;
-            if let Some(Change::Naming { key, op }) = folded {
-                dispatch(shared, key, Op::Committed(op), None);
+            match folded {
+                Some(Change::Naming { key, op }) => dispatch(shared, key, Op::Committed(op), None),
+                Some(Change::Config(op)) => shared.configs.committed(None, &op),
+                None => {}
             }
         }
     }
@@ -323,6 +358,7 @@ fn apply_entries(
         *since_snapshot += 1;
         match fold(sm, e.index, e.get_entry_type() as i32, &e.data) {
             Ok(Some(Change::Naming { key, op })) => dispatch(shared, key, Op::Committed(op), reply),
+            Ok(Some(Change::Config(op))) => shared.configs.committed(id, &op),
             Ok(None) => {
                 if let Some(r) = reply {
                     let _ = r.send(Ok(Reply::Ok));

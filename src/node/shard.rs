@@ -95,6 +95,8 @@ pub struct Shared {
     pub proposals: flume::Sender<crate::node::raft::Proposal>,
     /// Set once every shard has stopped: the raft thread finishes what is queued and ends.
     pub stopping: AtomicBool,
+    /// The config center: its state, proposal queue and change notices.
+    pub configs: crate::node::config::ConfigHub,
 }
 
 /// One shard's state. Lives on its executor thread only.
@@ -121,6 +123,8 @@ pub struct Shard {
     expiry_paused: std::cell::Cell<bool>,
     /// A Distro verify round is running (one at a time).
     verifying: std::cell::Cell<bool>,
+    /// Config long polls held on this shard.
+    pub config_polls: RefCell<crate::config::listen::Holds>,
 }
 
 impl Shared {
@@ -155,6 +159,7 @@ impl Shard {
             probes_running: std::cell::Cell::new(0),
             expiry_paused: std::cell::Cell::new(false),
             verifying: std::cell::Cell::new(false),
+            config_polls: Default::default(),
         }
     }
 
