@@ -149,6 +149,19 @@ pub struct Cli {
     /// services move after about 4 periods. [default: 500]
     #[arg(long, value_name = "MS")]
     pub member_ping_ms: Option<u64>,
+    /// Largest config content, in characters (UTF-16 units, as Nacos counts); larger is 400.
+    /// The request body cap (max_body_bytes) applies first. [default: 10485760]
+    #[arg(long, value_name = "CHARS")]
+    pub config_max_content: Option<usize>,
+    /// Most configs in one namespace; publishing a new one over it answers 400. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub config_max_per_namespace: Option<usize>,
+    /// History records kept per config (newest first). [default: 100]
+    #[arg(long, value_name = "N")]
+    pub config_history_max: Option<u32>,
+    /// History records older than this are dropped, in ms. [default: 2592000000 (30 days)]
+    #[arg(long, value_name = "MS")]
+    pub config_history_retention_ms: Option<u64>,
 }
 
 /// How log lines are written to stderr.
@@ -316,6 +329,10 @@ struct FileConfig {
     cluster_secret_file: Option<PathBuf>,
     cluster_secret: Option<String>,
     member_ping_ms: Option<u64>,
+    config_max_content: Option<usize>,
+    config_max_per_namespace: Option<usize>,
+    config_history_max: Option<u32>,
+    config_history_retention_ms: Option<u64>,
 }
 
 /// Resolved server settings.
@@ -360,6 +377,14 @@ pub struct Config {
     pub wal_recovery: WalRecovery,
     /// Cluster membership; `None` (the default) is standalone.
     pub cluster: Option<ClusterConfig>,
+    /// Largest config content in UTF-16 units (≥ 1). Default 10 MiB (10 485 760).
+    pub config_max_content: usize,
+    /// Most configs per namespace (≥ 1). Default 10 000.
+    pub config_max_per_namespace: usize,
+    /// History records kept per config (≥ 1). Default 100.
+    pub config_history_max: u32,
+    /// History retention by age, in ms. Default 30 days.
+    pub config_history_retention_ms: u64,
 }
 
 /// A member's cluster settings (see [`crate::cluster`]).
@@ -402,6 +427,10 @@ impl Default for Config {
             log_format: LogFormat::Text,
             wal_recovery: WalRecovery::Strict,
             cluster: None,
+            config_max_content: 10 << 20,
+            config_max_per_namespace: 10_000,
+            config_history_max: 100,
+            config_history_retention_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }
@@ -503,6 +532,17 @@ impl Config {
             log_format: pick!(log_format).unwrap_or(d.log_format),
             wal_recovery: pick!(wal_recovery).unwrap_or(d.wal_recovery),
             cluster: None,
+            config_max_content: pick!(config_max_content)
+                .unwrap_or(d.config_max_content)
+                .max(1),
+            config_max_per_namespace: pick!(config_max_per_namespace)
+                .unwrap_or(d.config_max_per_namespace)
+                .max(1),
+            config_history_max: pick!(config_history_max)
+                .unwrap_or(d.config_history_max)
+                .max(1),
+            config_history_retention_ms: pick!(config_history_retention_ms)
+                .unwrap_or(d.config_history_retention_ms),
         };
         let members = match (pick!(members), pick!(cluster_conf)) {
             (Some(list), _) => Some(crate::cluster::parse_members(&list).map_err(|source| {
@@ -644,6 +684,42 @@ mod tests {
         assert_eq!(c.shards, 5);
         assert_eq!(c.listen.to_string(), "127.0.0.1:9000");
         assert_eq!(c.lifecycle.timing.timeout_ms, 2000);
+    }
+
+    #[test]
+    fn config_center_settings_from_each_source() {
+        let d = Config::resolve(Cli::default(), &env(&[])).unwrap();
+        assert_eq!(
+            (
+                d.config_max_content,
+                d.config_max_per_namespace,
+                d.config_history_max
+            ),
+            (10 << 20, 10_000, 100)
+        );
+        assert_eq!(d.config_history_retention_ms, 2_592_000_000);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "config_max_content = 5\nconfig_history_max = 7\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            config_max_content: Some(9),
+            ..Cli::default()
+        };
+        let e = env(&[
+            ("MUSTER_CONFIG_MAX_CONTENT", "1"),
+            ("MUSTER_CONFIG_HISTORY_MAX", "1"),
+            ("MUSTER_CONFIG_MAX_PER_NAMESPACE", "3"),
+        ]);
+        let c = Config::resolve(cli, &e).unwrap();
+        assert_eq!(
+            (
+                c.config_max_content,
+                c.config_history_max,
+                c.config_max_per_namespace
+            ),
+            (9, 7, 3)
+        );
     }
 
     #[test]

@@ -2,11 +2,14 @@
 //!
 //! [`handle`] reads the body under the configured cap, merges query and form parameters, routes
 //! to a handler and turns its result into a response. Handlers live in one module per resource:
-//! [`instance`], [`service`], [`operator`], [`core`] (the cluster). No handler panic reaches a client: a panic answers
-//! 500 and the connection carries on.
+//! [`instance`], [`service`], [`operator`], [`core`] (the cluster), [`config`] (`/nacos/v1/cs`),
+//! [`namespace`]. No handler panic reaches a client: a panic answers 500 and the connection
+//! carries on.
 
+pub mod config;
 pub mod core;
 pub mod instance;
+pub mod namespace;
 pub mod operator;
 pub mod service;
 
@@ -89,6 +92,16 @@ endpoints! {
     Liveness => "console_liveness",
     Readiness => "console_readiness",
     Metrics => "metrics",
+    ConfigGet => "config_get",
+    ConfigPublish => "config_publish",
+    ConfigDelete => "config_delete",
+    ConfigListener => "config_listener",
+    ConfigHistory => "config_history",
+    ConfigHistoryPrevious => "config_history_previous",
+    NamespaceGet => "namespace_get",
+    NamespaceCreate => "namespace_create",
+    NamespaceUpdate => "namespace_update",
+    NamespaceDelete => "namespace_delete",
     NoSuchApi => "no_such_api",
     NotFound => "not_found",
 }
@@ -125,6 +138,26 @@ pub fn route(method: Method, path: &str) -> Endpoint {
             (Method::Get, "/simple/nodes") => CoreSimpleNodes,
             (Method::Get, "/health") => CoreHealth,
             _ => NoSuchApi,
+        };
+    }
+    if let Some(r) = path.strip_prefix("/nacos/v1/cs") {
+        return match (method, r) {
+            (Method::Get, "/configs") => ConfigGet,
+            (Method::Post, "/configs") => ConfigPublish,
+            (Method::Delete, "/configs") => ConfigDelete,
+            (Method::Post, "/configs/listener") => ConfigListener,
+            (Method::Get, "/history") => ConfigHistory,
+            (Method::Get, "/history/previous") => ConfigHistoryPrevious,
+            _ => NotFound,
+        };
+    }
+    if path == "/nacos/v1/console/namespaces" {
+        return match method {
+            Method::Get => NamespaceGet,
+            Method::Post => NamespaceCreate,
+            Method::Put => NamespaceUpdate,
+            Method::Delete => NamespaceDelete,
+            _ => NotFound,
         };
     }
     let Some(rest) = path.strip_prefix("/nacos/v1/ns") else {
@@ -230,6 +263,7 @@ impl Answer {
             status: 200,
             content_type: JSON,
             body: Chunks::one(Bytes::from(serde_json::to_vec(v).unwrap_or_default())),
+            headers: Vec::new(),
         }
     }
 
@@ -239,6 +273,7 @@ impl Answer {
             status: 200,
             content_type: JSON,
             body: Chunks::one(body),
+            headers: Vec::new(),
         }
     }
 
@@ -248,6 +283,7 @@ impl Answer {
             status: 200,
             content_type: JSON,
             body: Chunks::many(parts),
+            headers: Vec::new(),
         }
     }
 
@@ -262,6 +298,7 @@ impl Answer {
             status: 200,
             content_type: TEXT,
             body: Chunks::one(Bytes::from_static(s.as_bytes())),
+            headers: Vec::new(),
         }
     }
 }
@@ -363,6 +400,7 @@ pub async fn handle(
                 status: e.status,
                 content_type,
                 body: Chunks::one(Bytes::from(e.body(req.path))),
+                headers: Vec::new(),
             }
         }
     };
@@ -460,6 +498,16 @@ async fn dispatch(
         CoreNodes => core::nodes(&ctx),
         CoreSimpleNodes => core::simple_nodes(&ctx),
         CoreHealth => core::health(&ctx),
+        ConfigGet => config::get(&ctx, req),
+        ConfigPublish => config::publish(&ctx, req).await,
+        ConfigDelete => config::delete(&ctx, req).await,
+        ConfigListener => config::listener(&ctx, req).await,
+        ConfigHistory => config::history(&ctx),
+        ConfigHistoryPrevious => config::history_previous(&ctx),
+        NamespaceGet => namespace::get(&ctx),
+        NamespaceCreate => namespace::create(&ctx).await,
+        NamespaceUpdate => namespace::update(&ctx).await,
+        NamespaceDelete => namespace::delete(&ctx).await,
         Liveness => Ok(Answer::text("OK")),
         Readiness => operator::readiness(&ctx),
         Metrics => Ok(Answer {
@@ -470,8 +518,10 @@ async fn dispatch(
                 if let Some(members) = &shard.shared.members {
                     crate::node::metrics::render_members(&mut text, members);
                 }
+                text.push_str(&shard.shared.configs.render_metrics());
                 text
             })),
+            headers: Vec::new(),
         }),
         NoSuchApi | NotFound => unreachable!("answered above"),
     }

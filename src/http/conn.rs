@@ -310,6 +310,7 @@ pub async fn serve<H: Handler>(app: Rc<H>, stream: glommio::net::TcpStream) {
                 query: head.query.map(text),
                 agent: text(head.agent),
                 form: head.form,
+                head: h,
                 body: match head.framing {
                     Framing::Empty => &[],
                     Framing::Length(n) => &c.buf[body_at..body_at + n],
@@ -333,6 +334,7 @@ pub async fn serve<H: Handler>(app: Rc<H>, stream: glommio::net::TcpStream) {
             reply.content_type,
             reply.body.len(),
             conn,
+            &reply.headers,
         );
         let head_only = head.method == Method::Head;
         if c.send(&reply.body, head_only).await.is_err() || !keep {
@@ -361,6 +363,7 @@ impl Conn {
             TEXT,
             body.len(),
             Connection::Close,
+            &[],
         );
         if self.send(&body, false).await.is_ok() {
             self.linger().await;

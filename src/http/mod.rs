@@ -65,6 +65,7 @@ use connections::*;
 pub use connections::{Admission, Connections};
 pub use head::parse_head;
 use head::*;
+pub use write::imf_fixdate;
 use write::*;
 
 /// Content type of protocol-level refusals.
@@ -84,7 +85,7 @@ pub struct Limits {
     pub head_timeout: Duration,
 }
 
-/// A response: status, content type and body (`Content-Length` framed).
+/// A response: status, content type, extra headers and body (`Content-Length` framed).
 #[derive(Debug)]
 pub struct Response {
     /// HTTP status.
@@ -93,6 +94,9 @@ pub struct Response {
     pub content_type: &'static str,
     /// Body.
     pub body: Chunks,
+    /// Headers besides `Content-Type`, `Content-Length`, `Date` and `Connection` (names and
+    /// values must not hold CR or LF). Empty for most answers (no allocation).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 /// What the HTTP layer needs from the application that answers requests: its limits, the
@@ -185,6 +189,28 @@ pub struct Request<'a> {
     pub form: bool,
     /// The body (de-chunked).
     pub body: &'a [u8],
+    /// The whole request head (request line and header fields), for [`Request::header`].
+    pub head: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// The first value of header `name` (ASCII case-insensitive), trimmed; `None` when absent
+    /// or not UTF-8. Scans the head: for the few headers an endpoint reads.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        let head: &'a [u8] = self.head;
+        // Bounded by the head's line count (at most MAX_HEADERS + 1 lines were accepted).
+        for line in head.split(|&b| b == b'\n').skip(1) {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            if line[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+                return std::str::from_utf8(&line[colon + 1..])
+                    .ok()
+                    .map(|v| v.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r'));
+            }
+        }
+        None
+    }
 }
 
 /// A response body made of up to five shared chunks, written with one `sendmsg` and no copy

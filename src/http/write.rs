@@ -78,7 +78,7 @@ pub(super) fn push_date(out: &mut Vec<u8>) {
 }
 
 /// `Sun, 06 Nov 1994 08:49:37 GMT` for a Unix time in seconds.
-pub(super) fn imf_fixdate(secs: i64) -> String {
+pub fn imf_fixdate(secs: i64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -105,6 +105,7 @@ pub(super) fn write_head(
     content_type: &str,
     len: usize,
     conn: Connection,
+    extra: &[(&'static str, String)],
 ) {
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -124,6 +125,12 @@ pub(super) fn write_head(
     }
     if status == 503 {
         out.extend_from_slice(b"\r\nRetry-After: 1");
+    }
+    for (name, value) in extra {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
 }
@@ -153,7 +160,7 @@ mod tests {
     #[test]
     fn heads_carry_length_date_and_connection() {
         let mut out = Vec::new();
-        write_head(&mut out, 503, "text/plain", 7, Connection::Close);
+        write_head(&mut out, 503, "text/plain", 7, Connection::Close, &[]);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 7\r\nDate: "));
         assert!(

@@ -1,0 +1,189 @@
+//! Namespaces (`/nacos/v1/console/namespaces`, Nacos 1.4.6 `NamespaceController`), shared by
+//! naming and config. `public` (id `""`) always exists and is not stored; custom namespaces are
+//! `config` domain entries in the raft log.
+
+use bytes::Bytes;
+
+use crate::api::{Answer, Ctx};
+use crate::config::params::valid_namespace_id;
+use crate::consensus::config::{ConfigData, ConfigOp, Namespace};
+use crate::error::ApiResult;
+
+fn boolean(b: bool) -> Answer {
+    Answer::json_bytes(Bytes::from_static(if b { b"true" } else { b"false" }))
+}
+
+fn config_count(data: &ConfigData, tenant: &str) -> usize {
+    let start = crate::consensus::config::ConfigKey::new(tenant, "", "");
+    data.configs
+        .range(start..)
+        .take_while(|(k, _)| k.tenant == tenant)
+        .count()
+}
+
+/// `GET`: the list in Nacos's envelope; `?show=all&namespaceId=` one namespace in full;
+/// `?checkNamespaceIdExist=true&customNamespaceId=` whether an id is taken.
+pub fn get(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let data = ctx.shard.shared.configs.state.read();
+    let quota = ctx.shard.shared.config.config_max_per_namespace;
+    if ctx.params.get("checkNamespaceIdExist") == Some("true") {
+        let id = ctx.params.get("customNamespaceId").unwrap_or("").trim();
+        return Ok(boolean(!id.is_empty() && data.namespaces.contains_key(id)));
+    }
+    if ctx.params.get("show") == Some("all") {
+        let id = ctx.params.get("namespaceId").unwrap_or("").trim();
+        let v = if id.is_empty() {
+            serde_json::json!({
+                "namespace": "", "namespaceShowName": "Public", "quota": quota,
+                "configCount": config_count(&data, ""), "type": 0,
+                "namespaceDesc": "Public Namespace",
+            })
+        } else {
+            match data.namespaces.get(id) {
+                Some(n) => serde_json::json!({
+                    "namespace": n.id, "namespaceShowName": n.name, "quota": quota,
+                    "configCount": config_count(&data, id), "type": 2,
+                    "namespaceDesc": n.desc,
+                }),
+                None => serde_json::Value::Null,
+            }
+        };
+        return Ok(Answer::json(&v));
+    }
+    let mut list = vec![serde_json::json!({
+        "namespace": "", "namespaceShowName": "public", "quota": quota,
+        "configCount": config_count(&data, ""), "type": 0,
+    })];
+    for n in data.namespaces.values() {
+        list.push(serde_json::json!({
+            "namespace": n.id, "namespaceShowName": n.name, "quota": quota,
+            "configCount": config_count(&data, &n.id), "type": 2,
+        }));
+    }
+    Ok(Answer::json(&serde_json::json!({
+        "code": 200, "message": null, "data": list,
+    })))
+}
+
+/// A random id for a namespace created without one (a UUID v4 in its usual spelling).
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    // SAFETY: getrandom writes at most b.len() bytes into the buffer it is given.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Fallback: time and a counter are unique enough for an id nobody chose.
+        let t = crate::clock::wall_ms() as u128 ^ (std::process::id() as u128) << 64;
+        b = t.to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// `POST customNamespaceId, namespaceName, namespaceDesc`: `true`, or `false` for a bad or
+/// taken id (nothing changed). A blank id gets a random UUID.
+pub async fn create(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let id = ctx.params.get("customNamespaceId").unwrap_or("").trim();
+    let name = ctx.params.get("namespaceName").ok_or_else(|| {
+        crate::error::ApiError::bad_request(
+            "Required String parameter 'namespaceName' is not present",
+        )
+    })?;
+    let desc = ctx.params.get("namespaceDesc").unwrap_or("");
+    let id = if id.is_empty() {
+        random_id()
+    } else {
+        if !valid_namespace_id(id)
+            || ctx
+                .shard
+                .shared
+                .configs
+                .state
+                .read()
+                .namespaces
+                .contains_key(id)
+        {
+            return Ok(boolean(false));
+        }
+        id.to_string()
+    };
+    let op = ConfigOp::PutNamespace {
+        namespace: Namespace {
+            id,
+            name: name.to_string(),
+            desc: desc.to_string(),
+        },
+    };
+    ctx.shard.shared.configs.propose(op).await?;
+    Ok(boolean(true))
+}
+
+/// `PUT namespace, namespaceShowName, namespaceDesc`: renames; `true` (also for an unknown id,
+/// which changes nothing, as Nacos's update of no row).
+pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let need = |k: &str| {
+        ctx.params.get(k).ok_or_else(|| {
+            crate::error::ApiError::bad_request(format!(
+                "Required String parameter '{k}' is not present"
+            ))
+        })
+    };
+    let id = need("namespace")?.trim();
+    let name = need("namespaceShowName")?;
+    let desc = ctx.params.get("namespaceDesc").unwrap_or("");
+    if !ctx
+        .shard
+        .shared
+        .configs
+        .state
+        .read()
+        .namespaces
+        .contains_key(id)
+    {
+        return Ok(boolean(true));
+    }
+    let op = ConfigOp::PutNamespace {
+        namespace: Namespace {
+            id: id.to_string(),
+            name: name.to_string(),
+            desc: desc.to_string(),
+        },
+    };
+    ctx.shard.shared.configs.propose(op).await?;
+    Ok(boolean(true))
+}
+
+/// `DELETE namespaceId`: removes a custom namespace (its configs stay, as in Nacos); `true`.
+pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let id = ctx
+        .params
+        .get("namespaceId")
+        .ok_or_else(|| {
+            crate::error::ApiError::bad_request(
+                "Required String parameter 'namespaceId' is not present",
+            )
+        })?
+        .trim();
+    if !ctx
+        .shard
+        .shared
+        .configs
+        .state
+        .read()
+        .namespaces
+        .contains_key(id)
+    {
+        return Ok(boolean(true));
+    }
+    let op = ConfigOp::DeleteNamespace { id: id.to_string() };
+    ctx.shard.shared.configs.propose(op).await?;
+    Ok(boolean(true))
+}

@@ -1,0 +1,983 @@
+//! The config center (`/nacos/v1/cs`, `/nacos/v1/console/namespaces`) against the real binary:
+//! statuses, bodies and headers as Nacos 1.4.6 answers them, long polls, beta and tag copies,
+//! history, namespaces, a bad-input table where every case is a 4xx that changes nothing, and
+//! durability across kill -9.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::Server;
+
+/// One reply: status, headers (names lower-cased) and body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Form-encodes pairs as the Java client does.
+fn form(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                k,
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Sends one request (Connection: close) and reads the whole reply; `timeout` bounds the read.
+fn send_for(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> Reply {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        raw.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    raw.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut c = TcpStream::connect_timeout(&addr, common::IO_TIMEOUT).expect("connect");
+    c.set_read_timeout(Some(timeout)).unwrap();
+    c.write_all(raw.as_bytes()).unwrap();
+    c.write_all(body.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no reply head: {:?}", String::from_utf8_lossy(&out)));
+    let head = String::from_utf8_lossy(&out[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&out[split + 4..]).into_owned(),
+    }
+}
+
+fn send(s: &Server, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    send_for(s.addr, method, path, headers, body, common::IO_TIMEOUT)
+}
+
+const CS: &str = "/nacos/v1/cs/configs";
+
+fn publish(s: &Server, pairs: &[(&str, &str)]) -> Reply {
+    send(s, "POST", CS, &[], &form(pairs))
+}
+
+fn get(s: &Server, query: &[(&str, &str)]) -> Reply {
+    send(s, "GET", &format!("{CS}?{}", form(query)), &[], "")
+}
+
+fn md5_hex(s: &str) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn publish_get_delete_with_nacos_headers_and_tenant_rules() {
+    let s = Server::start(&["--shards", "2"]);
+    let content = "a: 1\nb=&+%é 中文\n";
+    let r = publish(
+        &s,
+        &[
+            ("dataId", "app.yaml"),
+            ("group", "DEFAULT_GROUP"),
+            ("content", content),
+            ("type", "yaml"),
+        ],
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "true"));
+    // The public namespace answers to tenant absent, blank, "public" and "null".
+    for tenant in [None, Some(""), Some("public"), Some("null")] {
+        let mut q = vec![("dataId", "app.yaml"), ("group", "DEFAULT_GROUP")];
+        if let Some(t) = tenant {
+            q.push(("tenant", t));
+        }
+        let r = get(&s, &q);
+        assert_eq!(r.status, 200, "tenant {tenant:?}");
+        assert_eq!(r.body, content);
+        assert_eq!(r.header("content-md5"), Some(md5_hex(content).as_str()));
+        assert_eq!(r.header("config-type"), Some("yaml"));
+        assert_eq!(r.header("content-type"), Some("text/plain;charset=UTF-8"));
+        assert_eq!(r.header("cache-control"), Some("no-cache,no-store"));
+        assert_eq!(r.header("pragma"), Some("no-cache"));
+        assert!(r
+            .header("last-modified")
+            .is_some_and(|v| v.ends_with(" GMT")));
+    }
+    // Content type by type; a type Nacos does not know is text.
+    publish(
+        &s,
+        &[
+            ("dataId", "j"),
+            ("group", "G"),
+            ("content", "{}"),
+            ("type", "json"),
+        ],
+    );
+    let r = get(&s, &[("dataId", "j"), ("group", "G")]);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json;charset=UTF-8")
+    );
+    publish(
+        &s,
+        &[
+            ("dataId", "t"),
+            ("group", "G"),
+            ("content", "x"),
+            ("type", "toml"),
+        ],
+    );
+    assert_eq!(
+        get(&s, &[("dataId", "t"), ("group", "G")]).header("config-type"),
+        Some("text")
+    );
+    // Namespaces are isolated; publish does not normalise the tenant.
+    publish(
+        &s,
+        &[
+            ("dataId", "app.yaml"),
+            ("group", "DEFAULT_GROUP"),
+            ("content", "dev"),
+            ("tenant", "dev"),
+        ],
+    );
+    let dev = get(
+        &s,
+        &[
+            ("dataId", "app.yaml"),
+            ("group", "DEFAULT_GROUP"),
+            ("tenant", "dev"),
+        ],
+    );
+    assert_eq!(dev.body, "dev");
+    assert_eq!(
+        get(&s, &[("dataId", "app.yaml"), ("group", "DEFAULT_GROUP")]).body,
+        content
+    );
+    // Missing: 404 with Nacos's body.
+    let r = get(&s, &[("dataId", "nope"), ("group", "DEFAULT_GROUP")]);
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (404, "config data not exist\n")
+    );
+    // Delete, then it is gone; deleting again is still `true`.
+    for _ in 0..2 {
+        let r = send(
+            &s,
+            "DELETE",
+            &format!(
+                "{CS}?{}",
+                form(&[("dataId", "app.yaml"), ("group", "DEFAULT_GROUP")])
+            ),
+            &[],
+            "",
+        );
+        assert_eq!((r.status, r.body.as_str()), (200, "true"));
+    }
+    assert_eq!(
+        get(&s, &[("dataId", "app.yaml"), ("group", "DEFAULT_GROUP")]).status,
+        404
+    );
+    assert_eq!(
+        get(
+            &s,
+            &[
+                ("dataId", "app.yaml"),
+                ("group", "DEFAULT_GROUP"),
+                ("tenant", "dev")
+            ]
+        )
+        .body,
+        "dev",
+        "deleting in public leaves dev's config"
+    );
+}
+
+/// What a bad request must leave unchanged: the config's content and its history.
+fn snapshot(s: &Server) -> (String, String, String) {
+    let c = get(s, &[("dataId", "keep"), ("group", "G")]);
+    let h = send(
+        s,
+        "GET",
+        "/nacos/v1/cs/history?search=accurate&dataId=keep&group=G",
+        &[],
+        "",
+    );
+    let all = send(
+        s,
+        "GET",
+        &format!("{CS}?search=accurate&pageNo=1&pageSize=500"),
+        &[],
+        "",
+    );
+    (c.body, h.body, all.body)
+}
+
+#[test]
+fn bad_input_is_a_4xx_that_changes_nothing() {
+    let s = Server::start(&["--shards", "2", "--max-body-bytes", "33554432"]);
+    publish(&s, &[("dataId", "keep"), ("group", "G"), ("content", "v1")]);
+    let before = snapshot(&s);
+    let ten_mib_plus_one = "a".repeat((10 << 20) + 1);
+    let many_keys: String = (0..10_001).map(|i| format!("d{i}\x02G\x02m\x01")).collect();
+    let long_id = "k".repeat(256);
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "over-long dataId",
+            "POST",
+            form(&[("dataId", &long_id), ("group", "G"), ("content", "x")]),
+            "too long dataId, over 255",
+        ),
+        (
+            "illegal dataId",
+            "POST",
+            form(&[("dataId", "a/b"), ("group", "G"), ("content", "x")]),
+            "invalid dataId : a/b",
+        ),
+        (
+            "illegal dataId over keep",
+            "POST",
+            form(&[("dataId", "keep?"), ("group", "G"), ("content", "x")]),
+            "invalid dataId : keep?",
+        ),
+        (
+            "illegal group",
+            "POST",
+            form(&[("dataId", "keep"), ("group", "G G"), ("content", "x")]),
+            "invalid group : G G",
+        ),
+        (
+            "blank content",
+            "POST",
+            form(&[("dataId", "keep"), ("group", "G"), ("content", "  \n ")]),
+            "content is blank",
+        ),
+        (
+            "missing content",
+            "POST",
+            form(&[("dataId", "keep"), ("group", "G")]),
+            "Required String parameter 'content' is not present",
+        ),
+        (
+            "10 MiB + 1 content",
+            "POST",
+            form(&[
+                ("dataId", "keep"),
+                ("group", "G"),
+                ("content", &ten_mib_plus_one),
+            ]),
+            "invalid content, over 10485760",
+        ),
+        (
+            "tag too long",
+            "POST",
+            form(&[
+                ("dataId", "keep"),
+                ("group", "G"),
+                ("content", "x"),
+                ("tag", &"t".repeat(17)),
+            ]),
+            "too long tag, over 16",
+        ),
+        (
+            "bad tenant",
+            "POST",
+            form(&[
+                ("dataId", "keep"),
+                ("group", "G"),
+                ("content", "x"),
+                ("tenant", "a/b"),
+            ]),
+            "invalid tenant",
+        ),
+        (
+            "illegal dataId delete",
+            "DELETE",
+            form(&[("dataId", "a/b"), ("group", "G")]),
+            "invalid dataId",
+        ),
+        (
+            "10001 listening keys",
+            "LISTEN",
+            form(&[("Listening-Configs", &many_keys)]),
+            "invalid probeModify",
+        ),
+        (
+            "5-field listening line",
+            "LISTEN",
+            form(&[("Listening-Configs", "keep\x02G\x02m\x02t\x02x\x01")]),
+            "invalid probeModify",
+        ),
+        (
+            "2-field listening line",
+            "LISTEN",
+            form(&[("Listening-Configs", "keep\x02G\x01")]),
+            "invalid probeModify",
+        ),
+        (
+            "blank listening",
+            "LISTEN",
+            form(&[("Listening-Configs", " ")]),
+            "invalid probeModify",
+        ),
+    ];
+    for (name, method, body, want) in &cases {
+        let r = match *method {
+            "LISTEN" => send(
+                &s,
+                "POST",
+                &format!("{CS}/listener"),
+                &[("Long-Pulling-Timeout", "30000")],
+                body,
+            ),
+            "DELETE" => send(&s, "DELETE", &format!("{CS}?{body}"), &[], ""),
+            m => send(&s, m, CS, &[], body),
+        };
+        assert!(
+            (400..500).contains(&r.status),
+            "{name}: status {} body {:?}",
+            r.status,
+            r.body
+        );
+        assert!(
+            r.body.contains(want),
+            "{name}: body {:?} lacks {want:?}",
+            r.body
+        );
+        assert_eq!(snapshot(&s), before, "{name} changed something");
+    }
+}
+
+#[test]
+fn the_content_limit_is_configurable_and_exact() {
+    let s = Server::start(&["--shards", "1", "--config-max-content", "1000"]);
+    let ok = publish(
+        &s,
+        &[
+            ("dataId", "a"),
+            ("group", "G"),
+            ("content", &"é".repeat(1000)),
+        ],
+    );
+    assert_eq!(
+        ok.status, 200,
+        "1000 characters of 2 bytes each are 1000 UTF-16 units"
+    );
+    let over = publish(
+        &s,
+        &[
+            ("dataId", "a"),
+            ("group", "G"),
+            ("content", &"x".repeat(1001)),
+        ],
+    );
+    assert_eq!(
+        (over.status, over.body.as_str()),
+        (400, "caused: invalid content, over 1000;")
+    );
+    assert_eq!(
+        get(&s, &[("dataId", "a"), ("group", "G")]).body,
+        "é".repeat(1000)
+    );
+}
+
+#[test]
+fn the_namespace_config_cap_refuses_new_configs_only() {
+    let s = Server::start(&["--shards", "1", "--config-max-per-namespace", "2"]);
+    for d in ["a", "b"] {
+        assert_eq!(
+            publish(&s, &[("dataId", d), ("group", "G"), ("content", "x")]).status,
+            200
+        );
+    }
+    let r = publish(&s, &[("dataId", "c"), ("group", "G"), ("content", "x")]);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(get(&s, &[("dataId", "c"), ("group", "G")]).status, 404);
+    // Updating an existing config and publishing in another namespace still work.
+    assert_eq!(
+        publish(&s, &[("dataId", "a"), ("group", "G"), ("content", "y")]).status,
+        200
+    );
+    assert_eq!(
+        publish(
+            &s,
+            &[
+                ("dataId", "c"),
+                ("group", "G"),
+                ("content", "x"),
+                ("tenant", "dev")
+            ]
+        )
+        .status,
+        200
+    );
+}
+
+fn listen_body(lines: &[(&str, &str, &str, &str)]) -> String {
+    let mut v = String::new();
+    for (d, g, m, t) in lines {
+        v.push_str(&format!("{d}\x02{g}\x02{m}"));
+        if !t.is_empty() {
+            v.push_str(&format!("\x02{t}"));
+        }
+        v.push('\x01');
+    }
+    form(&[("Listening-Configs", &v)])
+}
+
+/// Polls `/metrics` until `muster_config_held_polls` is `n` (bounded: 200 tries).
+fn wait_held(s: &Server, n: u64) {
+    for _ in 0..200 {
+        let (_, m) = s.request("GET", "/metrics", "");
+        if m.lines()
+            .any(|l| l == format!("muster_config_held_polls {n}"))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("muster_config_held_polls never reached {n}");
+}
+
+#[test]
+fn long_polls_answer_changes_at_once_or_when_woken() {
+    let s = Server::start(&["--shards", "2"]);
+    publish(&s, &[("dataId", "app"), ("group", "G"), ("content", "v1")]);
+    let md5 = md5_hex("v1");
+    let path = format!("{CS}/listener");
+    let lp = [("Long-Pulling-Timeout", "30000")];
+    // A stale md5 is answered at once, URL-encoded, with a newline.
+    let r = send(
+        &s,
+        "POST",
+        &path,
+        &lp,
+        &listen_body(&[("app", "G", "stale", ""), ("other", "G", "", "dev")]),
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, "app%02G%01\n"));
+    assert_eq!(r.header("cache-control"), Some("no-cache,no-store"));
+    // Up to date with No-Hangup: an empty 200 at once.
+    let r = send(
+        &s,
+        "POST",
+        &path,
+        &[
+            ("Long-Pulling-Timeout", "30000"),
+            ("Long-Pulling-Timeout-No-Hangup", "true"),
+        ],
+        &listen_body(&[("app", "G", &md5, "")]),
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, ""));
+    // Up to date: held until a publish (through another connection, maybe another shard) wakes
+    // it with that key only.
+    let addr = s.addr;
+    let body = listen_body(&[("app", "G", &md5, ""), ("quiet", "G", "", "")]);
+    let held = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let r = send_for(
+                addr,
+                "POST",
+                &path,
+                &[("Long-Pulling-Timeout", "30000")],
+                &body,
+                Duration::from_secs(40),
+            );
+            (r.status, r.body)
+        }
+    });
+    wait_held(&s, 1);
+    publish(&s, &[("dataId", "app"), ("group", "G"), ("content", "v2")]);
+    assert_eq!(held.join().unwrap(), (200, "app%02G%01\n".to_string()));
+    wait_held(&s, 0);
+    // A publish of the same content (same md5) does not wake a poll; the hold ends with an
+    // empty 200 (Long-Pulling-Timeout 10000 → held 10 s).
+    let md5 = md5_hex("v2");
+    let body = listen_body(&[("app", "G", &md5, "")]);
+    let held = std::thread::spawn({
+        let path = path.clone();
+        move || {
+            let r = send_for(
+                addr,
+                "POST",
+                &path,
+                &[("Long-Pulling-Timeout", "10000")],
+                &body,
+                Duration::from_secs(30),
+            );
+            (r.status, r.body)
+        }
+    });
+    wait_held(&s, 1);
+    publish(&s, &[("dataId", "app"), ("group", "G"), ("content", "v2")]);
+    assert_eq!(held.join().unwrap(), (200, String::new()));
+}
+
+#[test]
+fn sigterm_answers_held_polls_at_once() {
+    let mut s = Server::start(&["--shards", "2"]);
+    let addr = s.addr;
+    let held: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = listen_body(&[(&format!("k{i}"), "G", "", "")]);
+                let r = send_for(
+                    addr,
+                    "POST",
+                    "/nacos/v1/cs/configs/listener",
+                    &[("Long-Pulling-Timeout", "30000")],
+                    &body,
+                    Duration::from_secs(40),
+                );
+                (r.status, r.body)
+            })
+        })
+        .collect();
+    wait_held(&s, 4);
+    let st = s.terminate().expect("muster exits after SIGTERM");
+    assert!(st.success(), "{st:?}");
+    for h in held {
+        assert_eq!(h.join().unwrap(), (200, String::new()));
+    }
+}
+
+#[test]
+fn beta_and_tag_copies_are_selected_per_client() {
+    let s = Server::start(&["--shards", "1"]);
+    publish(
+        &s,
+        &[("dataId", "d"), ("group", "G"), ("content", "normal")],
+    );
+    // A beta for this client (127.0.0.1) and another address.
+    let r = send(
+        &s,
+        "POST",
+        CS,
+        &[("betaIps", "10.9.9.9,127.0.0.1")],
+        &form(&[("dataId", "d"), ("group", "G"), ("content", "beta")]),
+    );
+    assert_eq!(r.body, "true");
+    let r = get(&s, &[("dataId", "d"), ("group", "G")]);
+    assert_eq!(
+        (r.body.as_str(), r.header("isbeta")),
+        ("beta", Some("true"))
+    );
+    let r = get(&s, &[("dataId", "d"), ("group", "G"), ("beta", "true")]);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["code"], 200);
+    assert_eq!(v["data"]["content"], "beta");
+    assert_eq!(v["data"]["betaIps"], "10.9.9.9,127.0.0.1");
+    let r = send(
+        &s,
+        "DELETE",
+        &format!("{CS}?dataId=d&group=G&beta=true"),
+        &[],
+        "",
+    );
+    assert_eq!(
+        r.body,
+        r#"{"code":200,"message":"stop beta ok","data":true}"#
+    );
+    let r = get(&s, &[("dataId", "d"), ("group", "G")]);
+    assert_eq!((r.body.as_str(), r.header("isbeta")), ("normal", None));
+    // A tag copy: by `tag`, or by the Vipserver-Tag header.
+    publish(
+        &s,
+        &[
+            ("dataId", "d"),
+            ("group", "G"),
+            ("content", "gray"),
+            ("tag", "gray"),
+        ],
+    );
+    assert_eq!(
+        get(&s, &[("dataId", "d"), ("group", "G"), ("tag", "gray")]).body,
+        "gray"
+    );
+    let r = send(
+        &s,
+        "GET",
+        &format!("{CS}?dataId=d&group=G"),
+        &[("Vipserver-Tag", "gray")],
+        "",
+    );
+    assert_eq!(r.body, "gray");
+    assert_eq!(get(&s, &[("dataId", "d"), ("group", "G")]).body, "normal");
+    assert_eq!(
+        get(&s, &[("dataId", "d"), ("group", "G"), ("tag", "blue")]).status,
+        404
+    );
+    send(
+        &s,
+        "DELETE",
+        &format!("{CS}?dataId=d&group=G&tag=gray"),
+        &[],
+        "",
+    );
+    assert_eq!(
+        get(&s, &[("dataId", "d"), ("group", "G"), ("tag", "gray")]).status,
+        404
+    );
+    assert_eq!(get(&s, &[("dataId", "d"), ("group", "G")]).body, "normal");
+}
+
+#[test]
+fn search_pages_accurate_and_blur() {
+    let s = Server::start(&["--shards", "1"]);
+    for i in 0..5 {
+        publish(
+            &s,
+            &[
+                ("dataId", &format!("svc-{i}.yaml")),
+                ("group", "G"),
+                ("content", "x"),
+                ("appName", if i % 2 == 0 { "even" } else { "odd" }),
+            ],
+        );
+    }
+    publish(&s, &[("dataId", "other"), ("group", "H"), ("content", "x")]);
+    let page = |q: &str| -> serde_json::Value {
+        serde_json::from_str(&send(&s, "GET", &format!("{CS}?{q}"), &[], "").body).unwrap()
+    };
+    let v = page("search=blur&dataId=svc-*&group=&pageNo=2&pageSize=2");
+    assert_eq!(
+        (
+            v["totalCount"].as_u64(),
+            v["pageNumber"].as_u64(),
+            v["pagesAvailable"].as_u64()
+        ),
+        (Some(5), Some(2), Some(3))
+    );
+    let ids: Vec<&str> = v["pageItems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["dataId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["svc-2.yaml", "svc-3.yaml"]);
+    let v = page("search=accurate&dataId=other&group=H&pageNo=1&pageSize=10");
+    assert_eq!(v["totalCount"], 1);
+    assert_eq!(v["pageItems"][0]["content"], "x");
+    let v = page("search=accurate&dataId=&group=G&appName=even&pageNo=1&pageSize=10");
+    assert_eq!(v["totalCount"], 3);
+    assert_eq!(
+        page("search=accurate&dataId=svc-*&group=&pageNo=1&pageSize=10")["totalCount"],
+        0,
+        "accurate takes * literally"
+    );
+}
+
+#[test]
+fn history_pages_records_and_previous() {
+    let s = Server::start(&["--shards", "1", "--config-history-max", "3"]);
+    for v in ["v1", "v2", "v3", "v4"] {
+        publish(&s, &[("dataId", "h"), ("group", "G"), ("content", v)]);
+    }
+    send(&s, "DELETE", &format!("{CS}?dataId=h&group=G"), &[], "");
+    let list: serde_json::Value = serde_json::from_str(
+        &send(
+            &s,
+            "GET",
+            "/nacos/v1/cs/history?search=accurate&dataId=h&group=G&pageNo=1&pageSize=2",
+            &[],
+            "",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(
+        (list["totalCount"].as_u64(), list["pagesAvailable"].as_u64()),
+        (Some(3), Some(2)),
+        "kept 3"
+    );
+    let items = list["pageItems"].as_array().unwrap();
+    assert_eq!(items[0]["opType"], "D");
+    assert_eq!(items[1]["opType"], "U");
+    let nid = items[0]["id"].as_u64().unwrap();
+    let one: serde_json::Value = serde_json::from_str(
+        &send(
+            &s,
+            "GET",
+            &format!("/nacos/v1/cs/history?nid={nid}&dataId=h&group=G"),
+            &[],
+            "",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(
+        (one["content"].as_str(), one["md5"].as_str()),
+        (Some("v4"), Some(md5_hex("v4").as_str()))
+    );
+    // Previous: the newest record of the config's id.
+    publish(&s, &[("dataId", "p"), ("group", "G"), ("content", "a")]);
+    publish(&s, &[("dataId", "p"), ("group", "G"), ("content", "b")]);
+    let cfg: serde_json::Value = serde_json::from_str(
+        &send(
+            &s,
+            "GET",
+            &format!("{CS}?search=accurate&dataId=p&group=G&pageNo=1&pageSize=1"),
+            &[],
+            "",
+        )
+        .body,
+    )
+    .unwrap();
+    let id = cfg["pageItems"][0]["id"].as_u64().unwrap();
+    let prev: serde_json::Value = serde_json::from_str(
+        &send(
+            &s,
+            "GET",
+            &format!("/nacos/v1/cs/history/previous?id={id}&dataId=p&group=G"),
+            &[],
+            "",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(
+        (prev["content"].as_str(), prev["opType"].as_str()),
+        (Some("a"), Some("U"))
+    );
+}
+
+#[test]
+fn namespaces_crud_in_the_nacos_envelope() {
+    let s = Server::start(&["--shards", "1"]);
+    let ns = "/nacos/v1/console/namespaces";
+    let list = |s: &Server| -> serde_json::Value {
+        serde_json::from_str(&send(s, "GET", ns, &[], "").body).unwrap()
+    };
+    let v = list(&s);
+    assert_eq!(
+        (v["code"].as_u64(), v["message"].is_null()),
+        (Some(200), true)
+    );
+    assert_eq!(v["data"][0]["namespace"], "");
+    assert_eq!(v["data"][0]["namespaceShowName"], "public");
+    assert_eq!(v["data"][0]["type"], 0);
+    let create = |id: &str| {
+        send(
+            &s,
+            "POST",
+            ns,
+            &[],
+            &form(&[
+                ("customNamespaceId", id),
+                ("namespaceName", "Dev"),
+                ("namespaceDesc", "d"),
+            ]),
+        )
+        .body
+    };
+    assert_eq!(create("dev"), "true");
+    assert_eq!(create("dev"), "false", "taken");
+    assert_eq!(create("bad.id"), "false", "bad id");
+    assert_eq!(
+        send(
+            &s,
+            "GET",
+            &format!("{ns}?checkNamespaceIdExist=true&customNamespaceId=dev"),
+            &[],
+            ""
+        )
+        .body,
+        "true"
+    );
+    assert_eq!(
+        send(
+            &s,
+            "GET",
+            &format!("{ns}?checkNamespaceIdExist=true&customNamespaceId=nope"),
+            &[],
+            ""
+        )
+        .body,
+        "false"
+    );
+    publish(
+        &s,
+        &[
+            ("dataId", "x"),
+            ("group", "G"),
+            ("content", "x"),
+            ("tenant", "dev"),
+        ],
+    );
+    let v = list(&s);
+    assert_eq!(v["data"][1]["namespace"], "dev");
+    assert_eq!(
+        (
+            v["data"][1]["configCount"].as_u64(),
+            v["data"][1]["type"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        send(
+            &s,
+            "PUT",
+            ns,
+            &[],
+            &form(&[
+                ("namespace", "dev"),
+                ("namespaceShowName", "Development"),
+                ("namespaceDesc", "dd")
+            ])
+        )
+        .body,
+        "true"
+    );
+    let one: serde_json::Value = serde_json::from_str(
+        &send(
+            &s,
+            "GET",
+            &format!("{ns}?show=all&namespaceId=dev"),
+            &[],
+            "",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            one["namespaceShowName"].as_str(),
+            one["namespaceDesc"].as_str()
+        ),
+        (Some("Development"), Some("dd"))
+    );
+    assert_eq!(
+        send(&s, "DELETE", &format!("{ns}?namespaceId=dev"), &[], "").body,
+        "true"
+    );
+    assert_eq!(
+        list(&s)["data"].as_array().unwrap().len(),
+        1,
+        "public stays, always"
+    );
+    // A blank id gets a UUID.
+    assert_eq!(create(""), "true");
+    let v = list(&s);
+    assert_eq!(v["data"][1]["namespace"].as_str().unwrap().len(), 36);
+}
+
+/// Every acknowledged config, its history and the namespaces come back after kill -9, from the
+/// log alone and from a snapshot plus the log.
+#[test]
+fn configs_history_and_namespaces_survive_kill_9() {
+    let addr = common::free_loopback_addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--shards", "2", "--snapshot-entries", "7"];
+    let s = Server::launch_on(&addr, dir, &args, &[]);
+    let mut want = Vec::new();
+    for i in 0..12 {
+        let content = format!("line {i}\n&+=% é {}", "z".repeat(i * 100));
+        let r = publish(
+            &s,
+            &[
+                ("dataId", &format!("cfg{i}")),
+                ("group", "G"),
+                ("content", &content),
+            ],
+        );
+        assert_eq!(r.body, "true");
+        want.push((format!("cfg{i}"), md5_hex(&content)));
+    }
+    publish(
+        &s,
+        &[("dataId", "cfg0"), ("group", "G"), ("content", "updated")],
+    );
+    want[0].1 = md5_hex("updated");
+    send(
+        &s,
+        "POST",
+        "/nacos/v1/console/namespaces",
+        &[],
+        &form(&[("customNamespaceId", "prod"), ("namespaceName", "Prod")]),
+    );
+    let snaps = std::fs::read_dir(s.data_dir.path().join("raft"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".snap"))
+        })
+        .count();
+    assert!(
+        snaps > 0,
+        "a snapshot was taken, so recovery reads the config section"
+    );
+    // And a tail after it, replayed from the log.
+    let r = publish(&s, &[("dataId", "tail"), ("group", "G"), ("content", "t")]);
+    assert_eq!(r.body, "true");
+    want.push(("tail".into(), md5_hex("t")));
+    let history_before = send(
+        &s,
+        "GET",
+        "/nacos/v1/cs/history?search=accurate&dataId=cfg0&group=G",
+        &[],
+        "",
+    )
+    .body;
+    let s = s.kill_and_restart(&args);
+    for (d, md5) in &want {
+        let r = get(&s, &[("dataId", d), ("group", "G")]);
+        assert_eq!(r.status, 200, "{d}");
+        assert_eq!(r.header("content-md5"), Some(md5.as_str()), "{d}");
+    }
+    assert_eq!(
+        send(
+            &s,
+            "GET",
+            "/nacos/v1/cs/history?search=accurate&dataId=cfg0&group=G",
+            &[],
+            ""
+        )
+        .body,
+        history_before
+    );
+    assert_eq!(
+        send(
+            &s,
+            "GET",
+            "/nacos/v1/console/namespaces?checkNamespaceIdExist=true&customNamespaceId=prod",
+            &[],
+            ""
+        )
+        .body,
+        "true"
+    );
+}
