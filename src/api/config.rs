@@ -326,10 +326,11 @@ fn glob(pattern: &str, s: &str) -> bool {
     true
 }
 
-/// Page parameters: `pageNo` (default 1) and `pageSize` (default 100, at most 500).
-fn page(ctx: &Ctx<'_>) -> ApiResult<(usize, usize)> {
+/// Page parameters: `pageNo` (default 1) and `pageSize` (default 100, at most `max`: 500 for
+/// history as Nacos caps it; search is not capped by Nacos, here at 10 000 per page).
+fn page(ctx: &Ctx<'_>, max: i64) -> ApiResult<(usize, usize)> {
     let no = ctx.params.int_or("pageNo", 1)?.max(1) as usize;
-    let size = ctx.params.int_or("pageSize", 100)?.clamp(1, 500) as usize;
+    let size = ctx.params.int_or("pageSize", 100)?.clamp(1, max) as usize;
     Ok((no, size))
 }
 
@@ -354,7 +355,7 @@ fn search(ctx: &Ctx<'_>, blur: bool) -> ApiResult<Answer> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect();
-    let (no, size) = page(ctx)?;
+    let (no, size) = page(ctx, 10_000)?;
     let matches = |pattern: &str, v: &str| {
         pattern.trim().is_empty() || if blur { glob(pattern, v) } else { pattern == v }
     };
@@ -437,7 +438,7 @@ pub fn history(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let data_id = spring_required(ctx, "dataId")?;
     let group = spring_required(ctx, "group")?;
     let tenant = or_empty(ctx, "tenant");
-    let (no, size) = page(ctx)?;
+    let (no, size) = page(ctx, 500)?;
     let key = ConfigKey::new(tenant, group, data_id);
     let data = ctx.shard.shared.configs.state.read();
     let all: Vec<&Arc<HistoryRecord>> = data.history_of(&key).collect();

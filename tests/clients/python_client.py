@@ -412,6 +412,75 @@ class Suite(object):
         finally:
             self.c.stop_subscribe()
 
+    # ---- config center (/nacos/v1/cs) -----------------------------------------------------
+    # Content with every character a form or query encoding can get wrong.
+    CONFIG_CONTENT = "a=1\nurl=http://x/?p=1&q=2+3%20\npct=100%\nutf8=héllo 中文 ✓\n"
+
+    def config_ids(self):
+        run = self.svc.rsplit("-", 1)[1]
+        return "py-app-%s.properties" % run, "py-watch-%s" % run
+
+    def step_config_publish_get(self):
+        data_id, _ = self.config_ids()
+        ok = self.pub.publish_config(data_id, GROUP, self.CONFIG_CONTENT, config_type="properties")
+        eq(ok, True, "publish_config returned (True means the body was exactly 'true')")
+        eq(self.pub.get_config(data_id, GROUP, no_snapshot=True), self.CONFIG_CONTENT, "get_config content")
+        # A republish with other content replaces it.
+        ok = self.pub.publish_config(data_id, GROUP, self.CONFIG_CONTENT + "v=2\n")
+        eq(ok, True, "second publish_config returned")
+        eq(self.pub.get_config(data_id, GROUP, no_snapshot=True), self.CONFIG_CONTENT + "v=2\n", "get_config after republish")
+
+    def step_config_get_missing(self):
+        eq(self.pub.get_config("py-missing-" + self.svc, GROUP, no_snapshot=True), None, "get_config of a missing config")
+
+    def step_config_isolation(self):
+        data_id, _ = self.config_ids()
+        # The same ids in namespace ns-test are another config.
+        eq(self.c.get_config(data_id, GROUP, no_snapshot=True), None, "get_config in %s before publishing there" % NS)
+        eq(self.c.publish_config(data_id, GROUP, "in-ns"), True, "publish_config in %s" % NS)
+        eq(self.c.get_config(data_id, GROUP, no_snapshot=True), "in-ns", "get_config in %s" % NS)
+        eq(self.pub.get_config(data_id, GROUP, no_snapshot=True), self.CONFIG_CONTENT + "v=2\n", "public's config is untouched")
+
+    def step_config_search(self):
+        data_id, _ = self.config_ids()
+        page = self.c.get_configs(group=GROUP, no_snapshot=True)
+        check(isinstance(page, dict), "get_configs: not a JSON object: %r" % page)
+        items = page.get("pageItems")
+        check(isinstance(items, list), "get_configs: no pageItems: %r" % page)
+        eq([(i.get("dataId"), i.get("content"), i.get("tenant")) for i in items], [(data_id, "in-ns", NS)],
+           "get_configs(accurate) in %s" % NS)
+        eq(page.get("totalCount"), 1, "get_configs totalCount")
+
+    def step_config_watch(self):
+        _, data_id = self.config_ids()
+        eq(self.pub.publish_config(data_id, GROUP, "w1"), True, "publish_config of the watched config")
+        seen = []
+        lock = threading.Lock()
+
+        def on_change(params):
+            with lock:
+                seen.append(params.get("content"))
+
+        self.pub.add_config_watcher(data_id, GROUP, on_change)
+        # Give the puller's first poll (its md5 is unknown: answered at once) time to settle into
+        # a held poll; a change published before that is still seen, by the immediate answer.
+        time.sleep(1.0)
+        eq(self.pub.publish_config(data_id, GROUP, "w2 & more"), True, "publish_config while watched")
+
+        def probe():
+            with lock:
+                return "w2 & more" in seen, list(seen)
+
+        # The client's hold is 29.5 s: a callback well within it comes from a woken long poll.
+        poll("config watcher called with the new content", probe, timeout=10.0)
+        self.pub.remove_config_watcher(data_id, GROUP, on_change, remove_all=True)
+
+    def step_config_remove(self):
+        data_id, watched = self.config_ids()
+        for client, d in ((self.pub, data_id), (self.c, data_id), (self.pub, watched)):
+            eq(client.remove_config(d, GROUP), True, "remove_config(%s) returned" % d)
+            eq(client.get_config(d, GROUP, no_snapshot=True), None, "get_config after remove_config(%s)" % d)
+
     def step_expiry(self):
         svc = self.exp_svc
         # K beats every AUTO_BEAT_INTERVAL s via the client's own HeartbeatTask (heartbeat_interval)
@@ -477,6 +546,8 @@ def run(server):
         ["cluster_none_quirk"],
         ["subscribe"],
         ["expiry"],
+        ["config_publish_get", "config_get_missing", "config_isolation", "config_search", "config_watch",
+         "config_remove"],
     ]
     passed = failed = skipped = 0
     for flow in flows:
@@ -534,10 +605,18 @@ def main():
     return 0 if run(args.server) else 1
 
 
+def kill_children():
+    """Ends the processes the client forked (the config watcher's multiprocessing Manager): they
+    hold our stdout, and would keep the test's pipe open after os._exit."""
+    import multiprocessing
+    for p in multiprocessing.active_children():
+        p.kill()
+
+
 if __name__ == "__main__":
     watchdog = threading.Timer(WATCHDOG_SECONDS, lambda: (print("watchdog: still running after %ds, aborting"
                                                                 % WATCHDOG_SECONDS), sys.stdout.flush(),
-                                                          os._exit(4)))
+                                                          kill_children(), os._exit(4)))
     watchdog.daemon = True
     watchdog.start()
     try:
@@ -550,4 +629,5 @@ if __name__ == "__main__":
     sys.stdout.flush()
     sys.stderr.flush()
     # The client's subscribe timers are non-daemon threads: leave without joining them.
+    kill_children()
     os._exit(code)
