@@ -110,3 +110,44 @@ fn stock_node_client_push() {
 fn stock_node_client_loss() {
     run_mode("loss", &["--shards", "2", "--push-drop-percent", "100"]);
 }
+
+/// The config client (`NacosConfigClient`): publish, get, get missing, subscribe woken by the
+/// server's long poll, remove (`tests/clients/node_config.js`).
+#[test]
+fn stock_node_config_client() {
+    let dir = node_dir();
+    match installed_version(&dir) {
+        Ok(v) => assert_eq!(
+            v,
+            PINNED,
+            "{} has nacos@{v}: {}",
+            dir.display(),
+            install_hint(&dir)
+        ),
+        Err(e) => panic!(
+            "the npm package `nacos` is not installed ({e}): {}",
+            install_hint(&dir)
+        ),
+    }
+    let server = Server::start(&["--shards", "2"]);
+    let addr = server.addr.to_string();
+    let cache = tempfile::tempdir().expect("temp dir for the client's snapshot cache");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/node_config.js");
+    let mut cmd = common::loopback_command(&node());
+    cmd.env("NODE_PATH", dir.join("node_modules"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .arg(script)
+        .args(["--server", &addr, "--cache-dir"])
+        .arg(cache.path());
+    let (code, out, err, timed_out) = common::run_bounded(cmd, SCRIPT_TIMEOUT);
+    println!("--- node_config.js stdout ---\n{out}--- stderr ---\n{err}");
+    assert!(
+        !timed_out,
+        "node_config.js was killed after {SCRIPT_TIMEOUT:?}"
+    );
+    assert!(
+        code == Some(0) && out.contains(" passed, 0 failed"),
+        "node_config.js --server {addr} exited with {code:?} (1: a check failed, 3: nacos missing, \
+         4: watchdog)\nstdout:\n{out}\nstderr:\n{err}"
+    );
+}
