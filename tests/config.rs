@@ -981,3 +981,163 @@ fn configs_history_and_namespaces_survive_kill_9() {
         "true"
     );
 }
+
+/// Sends `zip` as the multipart `file` of an import.
+fn import(s: &Server, query: &str, zip: &[u8]) -> (u16, serde_json::Value) {
+    let mut body = Vec::new();
+    body.extend_from_slice(b"--BOUNDARY\r\nContent-Disposition: form-data; name=\"file\"; filename=\"c.zip\"\r\nContent-Type: application/zip\r\n\r\n");
+    body.extend_from_slice(zip);
+    body.extend_from_slice(b"\r\n--BOUNDARY--\r\n");
+    let mut raw = format!(
+        "POST {CS}?import=true&{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary=BOUNDARY\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&body);
+    let (status, out) = s.raw(&raw);
+    (
+        status,
+        serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+fn export(s: &Server, query: &str) -> Vec<u8> {
+    let raw =
+        format!("GET {CS}?export=true&{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, out) = s.raw(raw.as_bytes());
+    assert_eq!(status, 200);
+    out
+}
+
+fn zip_of(entries: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, content) in entries {
+        z.start_file(*name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        z.write_all(content.as_bytes()).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+#[test]
+fn export_import_round_trip_is_byte_identical_and_bad_zips_change_nothing() {
+    let a = Server::start(&["--shards", "2"]);
+    publish(
+        &a,
+        &[
+            ("dataId", "app.yaml"),
+            ("group", "G"),
+            ("content", "a: 1\n中文"),
+            ("appName", "shop"),
+        ],
+    );
+    publish(
+        &a,
+        &[
+            ("dataId", "db.properties"),
+            ("group", "H"),
+            ("content", "url=x&y"),
+        ],
+    );
+    let first = export(&a, "tenant=");
+    // Entries `group/dataId` and `.meta.yml` as Nacos writes them.
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(first.clone())).unwrap();
+    let mut names: Vec<String> = (0..z.len())
+        .map(|i| z.by_index(i).unwrap().name().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, [".meta.yml", "G/app.yaml", "H/db.properties"]);
+    let mut meta = String::new();
+    std::io::Read::read_to_string(&mut z.by_name(".meta.yml").unwrap(), &mut meta).unwrap();
+    assert_eq!(meta, "G.app~yaml.app=shop\r\n");
+    // Into a fresh server, and out again: the same bytes.
+    let b = Server::start(&["--shards", "1"]);
+    let (status, v) = import(&b, "namespace=&policy=ABORT", &first);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["succCount"], 2);
+    assert_eq!(
+        get(&b, &[("dataId", "app.yaml"), ("group", "G")]).body,
+        "a: 1\n中文"
+    );
+    assert_eq!(
+        export(&b, "tenant="),
+        first,
+        "export → import → export is byte-identical"
+    );
+    // Policies against existing configs.
+    let (_, v) = import(&b, "policy=ABORT", &first);
+    assert_eq!(
+        (
+            v["data"]["succCount"].as_u64(),
+            v["data"]["failData"].as_array().map(Vec::len)
+        ),
+        (Some(0), Some(1))
+    );
+    let (_, v) = import(
+        &b,
+        "policy=SKIP",
+        &zip_of(&[("G/app.yaml", "changed"), ("G/new", "n")]),
+    );
+    assert_eq!(
+        (
+            v["data"]["succCount"].as_u64(),
+            v["data"]["skipCount"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        get(&b, &[("dataId", "app.yaml"), ("group", "G")]).body,
+        "a: 1\n中文"
+    );
+    let (_, v) = import(
+        &b,
+        "policy=OVERWRITE",
+        &zip_of(&[("G/app.yaml", "changed")]),
+    );
+    assert_eq!(v["data"]["succCount"], 1);
+    assert_eq!(
+        get(&b, &[("dataId", "app.yaml"), ("group", "G")]).body,
+        "changed"
+    );
+    // Bad input: each a 4xx that changes nothing.
+    let before = export(&b, "tenant=");
+    let cases: Vec<(&str, Vec<u8>, &str, u64)> = vec![
+        (
+            "broken zip",
+            b"PK\x03\x04 this is not a zip".to_vec(),
+            "",
+            100004,
+        ),
+        (
+            "zip slip",
+            zip_of(&[("G/ok", "x"), ("../x", "evil")]),
+            "",
+            100004,
+        ),
+        ("absolute path", zip_of(&[("/etc/x", "evil")]), "", 100004),
+        (
+            "bad metadata",
+            zip_of(&[("G/a", "x"), (".meta.yml", "no equals sign")]),
+            "",
+            100002,
+        ),
+        ("empty zip", zip_of(&[]), "", 100005),
+        (
+            "unknown namespace",
+            zip_of(&[("G/a", "x")]),
+            "namespace=nope",
+            100001,
+        ),
+    ];
+    for (name, zip, query, code) in cases {
+        let (status, v) = import(&b, query, &zip);
+        assert!((400..500).contains(&status), "{name}: {status} {v}");
+        assert_eq!(v["code"], code, "{name}: {v}");
+        assert_eq!(export(&b, "tenant="), before, "{name} changed something");
+    }
+    let (status, _) = import(&b, "", &zip_of(&[("G/ok", "x"), ("G/a b", "bad id")]));
+    assert_eq!(status, 400, "a bad data id refuses the whole import");
+    assert_eq!(export(&b, "tenant="), before);
+}

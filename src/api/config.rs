@@ -108,6 +108,9 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
     if ctx.params.get("beta") == Some("true") {
         return query_beta(ctx);
     }
+    if ctx.params.get("export") == Some("true") {
+        return crate::api::transfer::export(ctx);
+    }
     let data_id = spring_required(ctx, "dataId")?;
     let group = spring_required(ctx, "group")?;
     let tenant = params::normalize_tenant(ctx.params.get("tenant"));
@@ -159,6 +162,9 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
 /// `POST /nacos/v1/cs/configs`: publish (with header `betaIps`, a beta copy; with `tag`, a
 /// tag copy). Answers `true` once the change is durable.
 pub async fn publish(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
+    if ctx.params.get("import") == Some("true") {
+        return crate::api::transfer::import(ctx, req).await;
+    }
     let data_id = spring_required(ctx, "dataId")?;
     let group = spring_required(ctx, "group")?;
     let content = spring_required(ctx, "content")?;
@@ -302,7 +308,7 @@ fn config_info(key: &ConfigKey, item: &ConfigItem, content: bool) -> serde_json:
 
 /// `*` matches any run of characters; everything else matches itself (Nacos turns `*` into
 /// SQL's `%`).
-fn glob(pattern: &str, s: &str) -> bool {
+pub(crate) fn glob(pattern: &str, s: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == s;

@@ -3,8 +3,8 @@
 //! [`handle`] reads the body under the configured cap, merges query and form parameters, routes
 //! to a handler and turns its result into a response. Handlers live in one module per resource:
 //! [`instance`], [`service`], [`operator`], [`core`] (the cluster), [`config`] (`/nacos/v1/cs`),
-//! [`namespace`]. No handler panic reaches a client: a panic answers 500 and the connection
-//! carries on.
+//! [`transfer`] (config export and import), [`namespace`]. No handler panic reaches a client: a
+//! panic answers 500 and the connection carries on.
 
 pub mod config;
 pub mod core;
@@ -12,6 +12,7 @@ pub mod instance;
 pub mod namespace;
 pub mod operator;
 pub mod service;
+pub mod transfer;
 
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;

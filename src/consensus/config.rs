@@ -176,6 +176,11 @@ pub enum ConfigOp {
         /// Its id.
         id: String,
     },
+    /// Several changes as one entry, applied in order (an import: all or nothing in the log).
+    Batch {
+        /// The changes (never another batch).
+        ops: Vec<ConfigOp>,
+    },
 }
 
 impl ConfigOp {
@@ -194,6 +199,7 @@ impl ConfigOp {
             },
             ConfigOp::PutNamespace { .. } => "namespace-put",
             ConfigOp::DeleteNamespace { .. } => "namespace-delete",
+            ConfigOp::Batch { .. } => "batch",
         }
     }
 
@@ -203,14 +209,16 @@ impl ConfigOp {
             ConfigOp::Publish { key, .. } | ConfigOp::Delete { key, .. } => key.group_key(),
             ConfigOp::PutNamespace { namespace } => format!("namespace:{}", namespace.id),
             ConfigOp::DeleteNamespace { id } => format!("namespace:{id}"),
+            ConfigOp::Batch { ops } => format!("batch:{}", ops.len()),
         }
     }
 
-    /// The config an op changes, if it changes one.
-    pub fn config_key(&self) -> Option<&ConfigKey> {
+    /// The configs an op changes.
+    pub fn config_keys(&self) -> Vec<&ConfigKey> {
         match self {
-            ConfigOp::Publish { key, .. } | ConfigOp::Delete { key, .. } => Some(key),
-            _ => None,
+            ConfigOp::Publish { key, .. } | ConfigOp::Delete { key, .. } => vec![key],
+            ConfigOp::Batch { ops } => ops.iter().flat_map(ConfigOp::config_keys).collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -331,6 +339,11 @@ impl ConfigData {
             }
             ConfigOp::DeleteNamespace { id } => {
                 self.namespaces.remove(id);
+            }
+            ConfigOp::Batch { ops } => {
+                for op in ops {
+                    self.apply(op);
+                }
             }
         }
     }

@@ -111,7 +111,7 @@ impl ConfigHub {
         if let Some(reply) = id.and_then(|id| self.lock_pending().remove(&id)) {
             let _ = reply.send(Ok(()));
         }
-        if let Some(key) = op.config_key() {
+        for key in op.config_keys() {
             let gk = key.group_key();
             for n in &self.notices {
                 let _ = n.send(gk.clone());

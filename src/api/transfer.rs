@@ -1,0 +1,365 @@
+//! Config export and import in Nacos 1.4.6's zip format (`ConfigController.exportConfig`,
+//! `importAndPublishConfig`).
+//!
+//! The zip holds one entry `group/dataId` per config, and `.meta.yml` with lines
+//! `group.dataId~ext.app=appName` (the last `.` of the data id written `~`) for configs with an
+//! app name. Entries carry a fixed time (1980-01-01), so exporting the same configs gives the
+//! same bytes. An import is one raft entry: every config in it is published, or none.
+//!
+//! Refusals (no file, an unknown namespace, a zip that does not read, an entry whose name climbs
+//! out (`../x`) or is absolute, bad metadata, a bad data id) answer 400 with Nacos's
+//! `RestResult` body and change nothing. Nacos answers these with 200 and the code in the body.
+
+use std::io::{Cursor, Read, Write};
+
+use bytes::Bytes;
+
+use crate::api::config::{client_ip, glob};
+use crate::api::{Answer, Ctx};
+use crate::clock::wall_ms;
+use crate::config::params;
+use crate::consensus::config::{ConfigKey, ConfigOp, ConfigSpec, Retention, Variant};
+use crate::error::ApiResult;
+use crate::http::{Chunks, Request};
+
+/// Most entries one import may hold.
+const MAX_ENTRIES: usize = 10_000;
+/// Most bytes one entry may inflate to (a config is at most 10 Mi characters).
+const MAX_ENTRY_BYTES: u64 = 40 << 20;
+
+/// The data id as `.meta.yml` spells it: the last `.` becomes `~`.
+fn meta_id(data_id: &str) -> String {
+    match data_id.rfind('.') {
+        Some(i) => format!("{}~{}", &data_id[..i], &data_id[i + 1..]),
+        None => data_id.to_string(),
+    }
+}
+
+/// `GET ?export=true[&dataId&group&appName&tenant&ids]`: the matching configs as a zip.
+pub fn export(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+    let tenant = params::normalize_tenant(ctx.params.get("tenant"));
+    let data_id = ctx.params.get("dataId").unwrap_or("").trim();
+    let group = ctx.params.get("group").unwrap_or("").trim();
+    let app = ctx.params.get("appName").unwrap_or("").trim();
+    let ids: Vec<u64> = ctx
+        .params
+        .get("ids")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data = ctx.shard.shared.configs.state.read();
+    let mut items: Vec<_> = data
+        .configs
+        .iter()
+        .filter(|(k, item)| {
+            if !ids.is_empty() {
+                return ids.contains(&item.id);
+            }
+            k.tenant == tenant
+                && (data_id.is_empty() || glob(data_id, &k.data_id))
+                && (group.is_empty() || k.group == group)
+                && (app.is_empty() || item.spec.app_name == app)
+        })
+        .map(|(k, item)| (k.clone(), item.clone()))
+        .collect();
+    drop(data);
+    items.sort_by_key(|(_, item)| item.id);
+    let mut meta = String::new();
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .last_modified_time(zip::DateTime::default());
+    let write_err = |e: &dyn std::fmt::Display| {
+        crate::error::ApiError::server(format!("cannot write the export zip: {e}"))
+    };
+    for (k, item) in &items {
+        if !item.spec.app_name.trim().is_empty() {
+            meta.push_str(&format!(
+                "{}.{}.app={}\r\n",
+                k.group,
+                meta_id(&k.data_id),
+                item.spec.app_name
+            ));
+        }
+        zip.start_file(format!("{}/{}", k.group, k.data_id), opts)
+            .map_err(|e| write_err(&e))?;
+        zip.write_all(item.spec.content.as_bytes())
+            .map_err(|e| write_err(&e))?;
+    }
+    if !meta.is_empty() {
+        zip.start_file(".meta.yml", opts)
+            .map_err(|e| write_err(&e))?;
+        zip.write_all(meta.as_bytes()).map_err(|e| write_err(&e))?;
+    }
+    let bytes = zip.finish().map_err(|e| write_err(&e))?.into_inner();
+    let name = {
+        let secs = (wall_ms() / 1000) as i64;
+        let (y, mo, d) = crate::clock::civil_from_days(secs.div_euclid(86_400));
+        let r = secs.rem_euclid(86_400);
+        format!(
+            "nacos_config_export_{y:04}{mo:02}{d:02}{:02}{:02}{:02}.zip",
+            r / 3600,
+            r % 3600 / 60,
+            r % 60
+        )
+    };
+    Ok(Answer {
+        status: 200,
+        content_type: "application/octet-stream",
+        body: Chunks::one(Bytes::from(bytes)),
+        headers: vec![("Content-Disposition", format!("attachment;filename={name}"))],
+    })
+}
+
+/// A refused import: 400 with Nacos's `RestResult` (`code`, its message, `data`).
+fn refused(code: u32, data: serde_json::Value) -> Answer {
+    let msg = match code {
+        100001 => "目标 namespace 不存在",
+        100002 => "导入的元数据非法",
+        100004 => "解析数据失败",
+        _ => "导入的文件数据为空",
+    };
+    let mut a = Answer::json(&serde_json::json!({"code": code, "message": msg, "data": data}));
+    a.status = 400;
+    a
+}
+
+/// The bytes of the multipart part named `name` (`Content-Disposition: form-data;
+/// name="file"`), if the body holds one.
+fn multipart_part<'b>(body: &'b [u8], content_type: &str, name: &str) -> Option<&'b [u8]> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))?
+        .trim_matches('"');
+    let delim = format!("--{boundary}");
+    let finder = memchr::memmem::Finder::new(delim.as_bytes());
+    let starts: Vec<usize> = finder.find_iter(body).collect();
+    for w in starts.windows(2) {
+        let part = &body[w[0] + delim.len()..w[1]];
+        let part = part.strip_prefix(b"\r\n")?;
+        let head_end = memchr::memmem::find(part, b"\r\n\r\n")?;
+        let head = std::str::from_utf8(&part[..head_end]).ok()?;
+        let named = head.lines().any(|l| {
+            l.to_ascii_lowercase().starts_with("content-disposition")
+                && l.contains(&format!("name=\"{name}\""))
+        });
+        if named {
+            let data = &part[head_end + 4..];
+            return Some(data.strip_suffix(b"\r\n").unwrap_or(data));
+        }
+    }
+    None
+}
+
+/// One config read from an import zip.
+struct Entry {
+    group: String,
+    data_id: String,
+    content: String,
+}
+
+/// Why a zip is refused (the `RestResult` code).
+enum Unzip {
+    /// 100004: not a zip, a damaged entry, a name that climbs out, too many or too large.
+    Parse,
+    /// 100002: a `.meta.yml` line that is not `key=value`.
+    Meta,
+}
+
+/// Reads the configs and the app names of a Nacos export; unrecognised entry names are listed.
+#[allow(clippy::type_complexity)]
+fn unzip(bytes: &[u8]) -> Result<(Vec<Entry>, Vec<(String, String)>, Vec<String>), Unzip> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|_| Unzip::Parse)?;
+    if archive.len() > MAX_ENTRIES {
+        return Err(Unzip::Parse);
+    }
+    let mut entries = Vec::new();
+    let mut meta = Vec::new();
+    let mut unrecognized = Vec::new();
+    for i in 0..archive.len() {
+        let mut f = archive.by_index(i).map_err(|_| Unzip::Parse)?;
+        if f.is_dir() {
+            continue;
+        }
+        let name = f.name().to_string();
+        // Zip slip: a name that is absolute or climbs out is refused, not skipped.
+        if name.starts_with('/')
+            || name.starts_with('\\')
+            || name.split(['/', '\\']).any(|c| c == "..")
+        {
+            return Err(Unzip::Parse);
+        }
+        let mut data = Vec::new();
+        f.by_ref()
+            .take(MAX_ENTRY_BYTES + 1)
+            .read_to_end(&mut data)
+            .map_err(|_| Unzip::Parse)?;
+        if data.len() as u64 > MAX_ENTRY_BYTES {
+            return Err(Unzip::Parse);
+        }
+        let text = String::from_utf8(data).map_err(|_| Unzip::Parse)?;
+        if name == ".meta.yml" {
+            for line in text.split(['\r', '\n']).filter(|l| !l.is_empty()) {
+                let kv: Vec<&str> = line.split('=').collect();
+                if kv.len() != 2 {
+                    return Err(Unzip::Meta);
+                }
+                meta.push((kv[0].to_string(), kv[1].to_string()));
+            }
+            continue;
+        }
+        let parts: Vec<&str> = name.split('/').collect();
+        if parts.len() != 2 {
+            unrecognized.push(name);
+            continue;
+        }
+        entries.push(Entry {
+            group: parts[0].to_string(),
+            data_id: parts[1].to_string(),
+            content: text,
+        });
+    }
+    Ok((entries, meta, unrecognized))
+}
+
+/// The type Nacos guesses from a data id's extension (`FileTypeEnum`), `text` otherwise.
+fn type_of(data_id: &str) -> &'static str {
+    match data_id.rsplit_once('.') {
+        Some((_, ext)) => match ext.to_ascii_lowercase().as_str() {
+            "yml" | "yaml" => "yaml",
+            "properties" => "properties",
+            "xml" => "xml",
+            "json" => "json",
+            "html" | "htm" => "html",
+            _ => "text",
+        },
+        None => "text",
+    }
+}
+
+/// `POST ?import=true&namespace&policy=ABORT|SKIP|OVERWRITE` with a multipart `file`.
+pub async fn import(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
+    let ct = req.header("Content-Type").unwrap_or("");
+    let Some(file) = multipart_part(req.body, ct, "file") else {
+        return Ok(refused(100005, serde_json::json!({})));
+    };
+    let namespace = params::normalize_tenant(ctx.params.get("namespace")).to_string();
+    let policy = ctx.params.get("policy").unwrap_or("ABORT").to_string();
+    let configs = &ctx.shard.shared.configs;
+    if !namespace.is_empty() && !configs.state.read().namespaces.contains_key(&namespace) {
+        return Ok(refused(100001, serde_json::json!({"succCount": 0})));
+    }
+    let (entries, meta, unrecognized) = match unzip(file) {
+        Ok(x) => x,
+        Err(Unzip::Parse) => return Ok(refused(100004, serde_json::json!({"succCount": 0}))),
+        Err(Unzip::Meta) => return Ok(refused(100002, serde_json::json!({"succCount": 0}))),
+    };
+    if entries.is_empty() {
+        return Ok(refused(100005, serde_json::json!({"succCount": 0})));
+    }
+    let max = ctx.shard.shared.config.config_max_content;
+    for e in &entries {
+        params::check_key(&e.data_id, &e.group)?;
+        params::check_content(&e.content, max)?;
+    }
+    let app_of = |e: &Entry| {
+        let k = format!("{}.{}.app", e.group, meta_id(&e.data_id));
+        meta.iter()
+            .find(|(mk, _)| *mk == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let cfg = &ctx.shard.shared.config;
+    let retention = Retention {
+        max_per_config: cfg.config_history_max,
+        max_age_ms: cfg.config_history_retention_ms,
+    };
+    let src_ip = client_ip(req, ctx);
+    let time_ms = wall_ms();
+    // The policy is decided against the state now; the batch is one entry, applied whole.
+    let (mut succ, mut skip) = (0usize, 0usize);
+    let mut fail_data = Vec::new();
+    let mut skip_data = Vec::new();
+    let mut ops = Vec::new();
+    {
+        let data = configs.state.read();
+        let mut iter = entries.iter();
+        while let Some(e) = iter.next() {
+            let key = ConfigKey::new(&namespace, &e.group, &e.data_id);
+            let exists = data.configs.contains_key(&key);
+            if exists && policy != "OVERWRITE" {
+                if policy == "SKIP" {
+                    skip += 1;
+                    skip_data.push(serde_json::json!({"dataId": e.data_id, "group": e.group}));
+                    continue;
+                }
+                // ABORT: this one fails, the rest are skipped.
+                fail_data.push(serde_json::json!({"dataId": e.data_id, "group": e.group}));
+                for r in iter.by_ref() {
+                    skip_data.push(serde_json::json!({"dataId": r.data_id, "group": r.group}));
+                }
+                break;
+            }
+            succ += 1;
+            ops.push(ConfigOp::Publish {
+                key,
+                variant: Variant::Normal,
+                spec: ConfigSpec {
+                    content: e.content.clone(),
+                    kind: type_of(&e.data_id).to_string(),
+                    app_name: app_of(e),
+                    src_ip: src_ip.clone(),
+                    ..Default::default()
+                },
+                time_ms,
+                retention,
+            });
+        }
+    }
+    if !ops.is_empty() {
+        configs.propose(ConfigOp::Batch { ops }).await?;
+    }
+    let mut data = serde_json::json!({"succCount": succ, "skipCount": skip});
+    if !fail_data.is_empty() {
+        data["failData"] = serde_json::Value::Array(fail_data);
+    }
+    if !skip_data.is_empty() {
+        data["skipData"] = serde_json::Value::Array(skip_data);
+    }
+    if !unrecognized.is_empty() {
+        data["unrecognizedCount"] = unrecognized.len().into();
+        data["unrecognizedData"] = unrecognized
+            .iter()
+            .map(|n| serde_json::json!({"itemName": n}))
+            .collect();
+    }
+    Ok(Answer::json(&serde_json::json!({
+        "code": 200, "message": "导入成功", "data": data,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_ids_globs_types_and_multipart() {
+        assert_eq!(meta_id("app.yaml"), "app~yaml");
+        assert_eq!(meta_id("a.b.c"), "a.b~c");
+        assert_eq!(meta_id("plain"), "plain");
+        assert_eq!(type_of("x.YML"), "yaml");
+        assert_eq!(type_of("x"), "text");
+        let body = b"--XX\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nno\r\n--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.zip\"\r\nContent-Type: application/zip\r\n\r\nPK\x03\x04data\r\n--XX--\r\n";
+        assert_eq!(
+            multipart_part(body, "multipart/form-data; boundary=XX", "file"),
+            Some(&b"PK\x03\x04data"[..])
+        );
+        assert_eq!(
+            multipart_part(body, "multipart/form-data; boundary=XX", "nope"),
+            None
+        );
+        assert_eq!(multipart_part(body, "text/plain", "file"), None);
+    }
+}
