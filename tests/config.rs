@@ -1141,3 +1141,109 @@ fn export_import_round_trip_is_byte_identical_and_bad_zips_change_nothing() {
     assert_eq!(status, 400, "a bad data id refuses the whole import");
     assert_eq!(export(&b, "tenant="), before);
 }
+
+/// A tmpfs mounted for one test and unmounted on drop.
+struct Tmpfs(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .expect("run mount (the disk-full test needs root to mount a small tmpfs)");
+        assert!(
+            st.success(),
+            "mounting a {size} tmpfs failed: the test needs root"
+        );
+        Tmpfs(mnt, dir)
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// ENOSPC refuses the publish with a clear 500 and changes nothing; publishing resumes when
+/// space returns, and a restart shows exactly the acknowledged configs.
+#[test]
+fn a_full_disk_refuses_publishes_cleanly_and_they_resume() {
+    let fs = Tmpfs::mount("768k");
+    let args = [
+        "--shards",
+        "2",
+        "--wal-segment-bytes",
+        "131072",
+        "--snapshot-entries",
+        "1000000",
+    ];
+    let data = tempfile::TempDir::new_in(&fs.0).unwrap();
+    let s = Server::launch(data, &args, &[]);
+    let filler = "x".repeat(2000);
+    let mut acked = Vec::new();
+    let mut failure = None;
+    for i in 0..2000 {
+        let d = format!("c{i}");
+        let r = publish(&s, &[("dataId", &d), ("group", "G"), ("content", &filler)]);
+        if r.status == 200 {
+            acked.push(d);
+        } else {
+            failure = Some((d, r));
+            break;
+        }
+    }
+    let (refused, r) = failure.expect("the disk never filled up");
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(
+        r.body
+            .starts_with("caused: the write was not persisted (no space left): "),
+        "a clear error that says the disk is full: {}",
+        r.body
+    );
+    assert_eq!(
+        get(&s, &[("dataId", &refused), ("group", "G")]).status,
+        404,
+        "nothing changed"
+    );
+    fs.resize("16m");
+    let mut resumed = false;
+    for _ in 0..50 {
+        if publish(&s, &[("dataId", "after"), ("group", "G"), ("content", "x")]).status == 200 {
+            resumed = true;
+            acked.push("after".into());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(resumed, "publishing did not resume after space returned");
+    let s = s.kill_and_restart(&args);
+    for d in &acked {
+        assert_eq!(
+            get(&s, &[("dataId", d), ("group", "G")]).status,
+            200,
+            "{d} acknowledged, then lost"
+        );
+    }
+    assert_eq!(
+        get(&s, &[("dataId", &refused), ("group", "G")]).status,
+        404,
+        "the refused publish appeared after a restart"
+    );
+}
