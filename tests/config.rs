@@ -980,6 +980,42 @@ fn configs_history_and_namespaces_survive_kill_9() {
         .body,
         "true"
     );
+    // muster-wal shows the config's events (read-only: the server may keep running).
+    let wal = {
+        let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_muster"));
+        let path = exe.with_file_name("muster-wal");
+        if !path.exists() {
+            let st = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-q", "-p", "muster-wal"])
+                .status()
+                .expect("run cargo build -p muster-wal");
+            assert!(st.success());
+        }
+        path
+    };
+    let out = std::process::Command::new(&wal)
+        .args(["history"])
+        .arg(s.data_dir.path())
+        .args(["--config", "tail", "--group", "G"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("history of tail+G: 1 events"), "{text}");
+    assert!(
+        text.contains(" publish ") && text.contains(r#""content":"t""#),
+        "{text}"
+    );
+    let out = std::process::Command::new(&wal)
+        .arg("dump")
+        .arg(s.data_dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("domain=config key=tail+G event=publish"),
+        "{text}"
+    );
 }
 
 /// Sends `zip` as the multipart `file` of an import.

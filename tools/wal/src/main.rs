@@ -118,13 +118,33 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Every event of one service in log order, with times (overwritten entries excluded).
+    /// Every event of one service, or of one config (`--config DATAID --group G`), in log
+    /// order, with times (overwritten entries excluded).
     History {
         /// The server's data directory.
         data_dir: PathBuf,
         /// Full service key or bare service name (see `dump --service`).
-        #[arg(long, value_name = "NAME")]
-        service: String,
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_unless_present = "config",
+            conflicts_with = "config"
+        )]
+        service: Option<String>,
+        /// A config's data id (its `config` domain events).
+        #[arg(long, value_name = "DATAID")]
+        config: Option<String>,
+        /// The config's group.
+        #[arg(
+            long,
+            value_name = "GROUP",
+            default_value = "DEFAULT_GROUP",
+            requires = "config"
+        )]
+        group: String,
+        /// The config's namespace (empty: public).
+        #[arg(long, value_name = "TENANT", default_value = "", requires = "config")]
+        tenant: String,
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
@@ -201,8 +221,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Cmd::History {
             data_dir,
             service,
+            config,
+            group,
+            tenant,
             json,
-        } => history(&data_dir, &service, json),
+        } => {
+            let subject = match (service, config) {
+                (Some(s), _) => Subject::Service(s),
+                (None, Some(d)) => Subject::Config(
+                    muster::consensus::config::ConfigKey::new(&tenant, &group, &d).group_key(),
+                ),
+                (None, None) => return Err("give --service or --config".into()),
+            };
+            history(&data_dir, &subject, json)
+        }
         Cmd::Repair {
             data_dir,
             truncate_corrupt_tail: false,
@@ -629,7 +661,30 @@ fn effective_entries(scan: &Scan) -> BTreeMap<u64, EntryRecord> {
     log
 }
 
-fn history(dir: &Path, service: &str, json_out: bool) -> Result<ExitCode, String> {
+/// Whose history `history` shows.
+enum Subject {
+    /// A naming service (full key or bare name).
+    Service(String),
+    /// A config, by its group key (`dataId+group[+tenant]`).
+    Config(String),
+}
+
+impl Subject {
+    fn matches(&self, domain: &str, key: &str) -> bool {
+        match self {
+            Subject::Service(s) => domain == NAMING && service_matches(s, key),
+            Subject::Config(k) => domain == "config" && key == k,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Subject::Service(s) | Subject::Config(s) => s,
+        }
+    }
+}
+
+fn history(dir: &Path, subject: &Subject, json_out: bool) -> Result<ExitCode, String> {
     let (scan, err) = load(dir)?;
     let state = match &err {
         None => Some(LogState::replay(&scan).map_err(|e| e.to_string())?),
@@ -643,7 +698,7 @@ fn history(dir: &Path, service: &str, json_out: bool) -> Result<ExitCode, String
         let Some(Ok(ev)) = Event::decode(&e.data) else {
             continue;
         };
-        if !service_matches(service, &ev.service_key) {
+        if !subject.matches(&ev.domain, &ev.service_key) {
             continue;
         }
         n += 1;
@@ -681,7 +736,7 @@ fn history(dir: &Path, service: &str, json_out: bool) -> Result<ExitCode, String
                 }
             })
             .unwrap_or_default();
-        println!("history of {service}: {n} events{behind}");
+        println!("history of {}: {n} events{behind}", subject.name());
     }
     for l in lines {
         println!("{l}");
