@@ -5,7 +5,7 @@
 //! connection task that already serves its request: no task, timer or channel per key. The
 //! shard wakes the polls listening to a key when the raft thread tells it the key changed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::task::Waker;
 
 /// Most keys one `Listening-Configs` may carry (`MD5Util.getClientMd5Map`).
@@ -192,7 +192,9 @@ struct Held {
 pub struct Holds {
     next: u64,
     polls: HashMap<u64, Held>,
-    by_key: HashMap<String, Vec<u64>>,
+    /// Waiting polls by listened group key. A set, so that taking a poll out is O(1) however
+    /// many polls listen to the same key (10,000 polls woken by one publish).
+    by_key: HashMap<String, HashSet<u64>>,
     stopping: bool,
 }
 
@@ -204,7 +206,7 @@ impl Holds {
         let wake = self.stopping.then_some(Wake::Released);
         if wake.is_none() {
             for k in keys {
-                self.by_key.entry(k).or_default().push(id);
+                self.by_key.entry(k).or_default().insert(id);
             }
         }
         self.polls.insert(
@@ -238,9 +240,10 @@ impl Holds {
         key_of: impl Fn(&Listened) -> String,
         stale: impl Fn(&Listened, &str, &str) -> bool,
     ) -> usize {
-        let Some(ids) = self.by_key.get(group_key).cloned() else {
+        let Some(ids) = self.by_key.get(group_key) else {
             return 0;
         };
+        let ids: Vec<u64> = ids.iter().copied().collect();
         let mut woken = 0;
         for id in ids {
             let Some(p) = self.polls.get_mut(&id) else {
@@ -310,7 +313,7 @@ impl Holds {
     fn unindex(&mut self, id: u64, keys: Vec<String>) {
         for k in keys {
             if let Some(v) = self.by_key.get_mut(&k) {
-                v.retain(|x| *x != id);
+                v.remove(&id);
                 if v.is_empty() {
                     self.by_key.remove(&k);
                 }
