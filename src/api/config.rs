@@ -505,7 +505,7 @@ pub async fn listener(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
     let timeout = match req.header("Long-Pulling-Timeout") {
         None => None,
         Some(v) => Some(
-            v.parse::<u64>()
+            v.parse::<i64>()
                 .map_err(|_| ApiError::bad_request(format!("For input string: \"{v}\"")))?,
         ),
     };

@@ -13,7 +13,10 @@ pub const MAX_KEYS: usize = 10_000;
 /// Shortest hold, in ms (`LongPollingService`: `max(10000, timeout − 500)`).
 pub const MIN_HOLD_MS: u64 = 10_000;
 /// What `LongPollingService` takes off the client's timeout, in ms.
-pub const HOLD_DELAY_MS: u64 = 500;
+pub const HOLD_DELAY_MS: i64 = 500;
+/// Longest hold, in ms. Nacos has no cap; this bounds how long an absurd
+/// `Long-Pulling-Timeout` keeps a connection (clients send 30 000).
+pub const MAX_HOLD_MS: u64 = 600_000;
 
 /// One listened config: its ids and the md5 the client holds (`""` when it has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,11 +121,13 @@ pub fn parse_listening(value: &str) -> Result<Vec<Listened>, ListenError> {
     Ok(out)
 }
 
-/// The hold of a long poll in ms: `max(10000, Long-Pulling-Timeout − 500)`.
-pub fn hold_ms(long_pulling_timeout_ms: u64) -> u64 {
-    long_pulling_timeout_ms
-        .saturating_sub(HOLD_DELAY_MS)
-        .max(MIN_HOLD_MS)
+/// The hold of a long poll in ms: `max(10000, Long-Pulling-Timeout − 500)` (Java's
+/// `Long.parseLong`, so a negative value is the minimum), at most [`MAX_HOLD_MS`].
+pub fn hold_ms(long_pulling_timeout_ms: i64) -> u64 {
+    let ms = long_pulling_timeout_ms.saturating_sub(HOLD_DELAY_MS);
+    u64::try_from(ms)
+        .unwrap_or(0)
+        .clamp(MIN_HOLD_MS, MAX_HOLD_MS)
 }
 
 /// The answer naming changed configs: Java's `URLEncoder.encode` of
@@ -373,6 +378,8 @@ mod tests {
     fn holds_and_answers() {
         assert_eq!(hold_ms(30_000), 29_500);
         assert_eq!(hold_ms(3_000), 10_000);
+        assert_eq!(hold_ms(-7), 10_000);
+        assert_eq!(hold_ms(i64::MAX), MAX_HOLD_MS);
         assert_eq!(
             changed_body(&[l("app.yaml", "", ""), l("b", "dev", "")]),
             "app.yaml%02G%01b%02G%02dev%01\n"
