@@ -66,26 +66,22 @@ pub fn get(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 }
 
 /// A random id for a namespace created without one (a UUID v4 in its usual spelling).
-fn random_id() -> String {
+fn random_id() -> ApiResult<String> {
     let mut b = [0u8; 16];
-    // SAFETY: getrandom writes at most b.len() bytes into the buffer it is given.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n != b.len() as isize {
-        // Fallback: time and a counter are unique enough for an id nobody chose.
-        let t = crate::clock::wall_ms() as u128 ^ (std::process::id() as u128) << 64;
-        b = t.to_le_bytes();
-    }
+    getrandom::getrandom(&mut b).map_err(|e| {
+        crate::error::ApiError::server(format!("cannot draw a random namespace id: {e}"))
+    })?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
+    Ok(format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
         &h[8..12],
         &h[12..16],
         &h[16..20],
         &h[20..]
-    )
+    ))
 }
 
 /// `POST customNamespaceId, namespaceName, namespaceDesc`: `true`, or `false` for a bad or
@@ -99,7 +95,7 @@ pub async fn create(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     })?;
     let desc = ctx.params.get("namespaceDesc").unwrap_or("");
     let id = if id.is_empty() {
-        random_id()
+        random_id()?
     } else {
         if !valid_namespace_id(id)
             || ctx
