@@ -109,7 +109,10 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
         return query_beta(ctx);
     }
     if ctx.params.get("export") == Some("true") {
-        return crate::api::transfer::export(ctx);
+        return crate::api::transfer::export(ctx, false);
+    }
+    if ctx.params.get("exportV2") == Some("true") {
+        return crate::api::transfer::export(ctx, true);
     }
     let data_id = spring_required(ctx, "dataId")?;
     let group = spring_required(ctx, "group")?;

@@ -3,8 +3,11 @@
 //!
 //! The zip holds one entry `group/dataId` per config, and `.meta.yml` with lines
 //! `group.dataId~ext.app=appName` (the last `.` of the data id written `~`) for configs with an
-//! app name. Entries carry a fixed time (1980-01-01), so exporting the same configs gives the
-//! same bytes. An import is one raft entry: every config in it is published, or none.
+//! app name; `exportV2=true` writes `.metadata.yml` instead (`metadata:` then one block item per
+//! config: `appName`, `dataId`, `desc`, `group`, `type`, empty ones left out, as SnakeYAML's
+//! `dumpAsMap` writes Nacos's `ConfigMetadata`), and an import reads either. Entries carry a
+//! fixed time (1980-01-01), so exporting the same configs gives the same bytes. An import is one
+//! raft entry: every config in it is published, or none.
 //!
 //! Refusals (no file, an unknown namespace, a zip that does not read, an entry whose name climbs
 //! out (`../x`) or is absolute, bad metadata, a bad data id) answer 400 with Nacos's
@@ -35,8 +38,10 @@ fn meta_id(data_id: &str) -> String {
     }
 }
 
-/// `GET ?export=true[&dataId&group&appName&tenant&ids]`: the matching configs as a zip.
-pub fn export(ctx: &Ctx<'_>) -> ApiResult<Answer> {
+/// `GET ?export=true[&dataId&group&appName&tenant&ids]`: the matching configs as a zip with
+/// `.meta.yml`; with `v2` (`exportV2=true`), with `.metadata.yml` instead (app name, desc and
+/// type of every config, as Nacos's SnakeYAML `dumpAsMap` writes it).
+pub fn export(ctx: &Ctx<'_>, v2: bool) -> ApiResult<Answer> {
     let tenant = params::normalize_tenant(ctx.params.get("tenant"));
     let data_id = ctx.params.get("dataId").unwrap_or("").trim();
     let group = ctx.params.get("group").unwrap_or("").trim();
@@ -66,6 +71,7 @@ pub fn export(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     drop(data);
     items.sort_by_key(|(_, item)| item.id);
     let mut meta = String::new();
+    let mut meta_v2: Vec<[(&str, String); 5]> = Vec::new();
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
@@ -74,7 +80,15 @@ pub fn export(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         crate::error::ApiError::server(format!("cannot write the export zip: {e}"))
     };
     for (k, item) in &items {
-        if !item.spec.app_name.trim().is_empty() {
+        if v2 {
+            meta_v2.push([
+                ("appName", item.spec.app_name.clone()),
+                ("dataId", k.data_id.clone()),
+                ("desc", item.spec.desc.clone()),
+                ("group", k.group.clone()),
+                ("type", item.spec.kind.clone()),
+            ]);
+        } else if !item.spec.app_name.trim().is_empty() {
             meta.push_str(&format!(
                 "{}.{}.app={}\r\n",
                 k.group,
@@ -87,7 +101,25 @@ pub fn export(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         zip.write_all(item.spec.content.as_bytes())
             .map_err(|e| write_err(&e))?;
     }
-    if !meta.is_empty() {
+    if v2 {
+        let mut yml = String::from("metadata:");
+        if meta_v2.is_empty() {
+            yml.push_str(" []");
+        }
+        yml.push('\n');
+        for fields in &meta_v2 {
+            let mut first = true;
+            // SnakeYAML leaves null properties out; an empty app name or desc is Nacos's null.
+            for (name, value) in fields.iter().filter(|(_, v)| !v.is_empty()) {
+                yml.push_str(if first { "- " } else { "  " });
+                first = false;
+                yml.push_str(&format!("{name}: {}\n", yaml_scalar(value)));
+            }
+        }
+        zip.start_file(".metadata.yml", opts)
+            .map_err(|e| write_err(&e))?;
+        zip.write_all(yml.as_bytes()).map_err(|e| write_err(&e))?;
+    } else if !meta.is_empty() {
         zip.start_file(".meta.yml", opts)
             .map_err(|e| write_err(&e))?;
         zip.write_all(meta.as_bytes()).map_err(|e| write_err(&e))?;
@@ -110,6 +142,72 @@ pub fn export(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         body: Chunks::one(Bytes::from(bytes)),
         headers: vec![("Content-Disposition", format!("attachment;filename={name}"))],
     })
+}
+
+/// A string as SnakeYAML writes a plain scalar, or single-quoted when a plain one would read
+/// back as something else (empty, a number, a boolean or null, leading or trailing blanks, or
+/// YAML's indicator characters).
+fn yaml_scalar(v: &str) -> String {
+    let special = [
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~",
+    ];
+    let needs_quotes = v.is_empty()
+        || v.trim() != v
+        || special.iter().any(|w| v.eq_ignore_ascii_case(w))
+        || v.parse::<f64>().is_ok()
+        || v.starts_with(|c: char| "-?:,[]{}#&*!|>'\"%@`".contains(c))
+        || v.contains(": ")
+        || v.contains(" #")
+        || v.chars().any(|c| c.is_control());
+    if needs_quotes {
+        format!("'{}'", v.replace('\'', "''"))
+    } else {
+        v.to_string()
+    }
+}
+
+/// Reads `.metadata.yml` as [`export`] writes it (block style: `metadata:` then `- key: value`
+/// items; plain or single-quoted scalars): per config `(group, dataId)`, its app name, desc and
+/// type. `None` when it is not that shape.
+#[allow(clippy::type_complexity)]
+fn read_metadata_v2(text: &str) -> Option<Vec<((String, String), (String, String, String))>> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    if lines.next()?.trim_end() != "metadata:" {
+        return None;
+    }
+    let unquote = |v: &str| -> Option<String> {
+        let v = v.trim();
+        match v.strip_prefix('\'') {
+            Some(rest) => Some(rest.strip_suffix('\'')?.replace("''", "'")),
+            None => Some(v.to_string()),
+        }
+    };
+    let mut items: Vec<std::collections::HashMap<String, String>> = Vec::new();
+    for line in lines {
+        let body = if let Some(rest) = line.strip_prefix("- ") {
+            items.push(Default::default());
+            rest
+        } else {
+            line.strip_prefix("  ")?
+        };
+        let (k, v) = body.split_once(':')?;
+        items.last_mut()?.insert(k.trim().to_string(), unquote(v)?);
+    }
+    items
+        .into_iter()
+        .map(|mut m| {
+            let group = m.remove("group").filter(|g| !g.trim().is_empty())?;
+            let data_id = m.remove("dataId").filter(|d| !d.trim().is_empty())?;
+            Some((
+                (group, data_id),
+                (
+                    m.remove("appName").unwrap_or_default(),
+                    m.remove("desc").unwrap_or_default(),
+                    m.remove("type").unwrap_or_default(),
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// A refused import: 400 with Nacos's `RestResult` (`code`, its message, `data`).
@@ -168,15 +266,26 @@ enum Unzip {
     Meta,
 }
 
-/// Reads the configs and the app names of a Nacos export; unrecognised entry names are listed.
-#[allow(clippy::type_complexity)]
-fn unzip(bytes: &[u8]) -> Result<(Vec<Entry>, Vec<(String, String)>, Vec<String>), Unzip> {
+/// What an import knows of each config besides its content.
+struct Meta {
+    /// `.meta.yml`: `group.dataId~ext.app` → app name.
+    v1: Vec<(String, String)>,
+    /// `.metadata.yml`: `(group, dataId)` → (app name, desc, type); `Some` for a V2 export.
+    #[allow(clippy::type_complexity)]
+    v2: Option<Vec<((String, String), (String, String, String))>>,
+}
+
+/// Reads the configs and the metadata of a Nacos export; unrecognised entry names are listed.
+fn unzip(bytes: &[u8]) -> Result<(Vec<Entry>, Meta, Vec<String>), Unzip> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|_| Unzip::Parse)?;
     if archive.len() > MAX_ENTRIES {
         return Err(Unzip::Parse);
     }
     let mut entries = Vec::new();
-    let mut meta = Vec::new();
+    let mut meta = Meta {
+        v1: Vec::new(),
+        v2: None,
+    };
     let mut unrecognized = Vec::new();
     for i in 0..archive.len() {
         let mut f = archive.by_index(i).map_err(|_| Unzip::Parse)?;
@@ -206,8 +315,12 @@ fn unzip(bytes: &[u8]) -> Result<(Vec<Entry>, Vec<(String, String)>, Vec<String>
                 if kv.len() != 2 {
                     return Err(Unzip::Meta);
                 }
-                meta.push((kv[0].to_string(), kv[1].to_string()));
+                meta.v1.push((kv[0].to_string(), kv[1].to_string()));
             }
+            continue;
+        }
+        if name == ".metadata.yml" {
+            meta.v2 = Some(read_metadata_v2(&text).ok_or(Unzip::Meta)?);
             continue;
         }
         let parts: Vec<&str> = name.split('/').collect();
@@ -251,11 +364,24 @@ pub async fn import(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
     if !namespace.is_empty() && !configs.state.read().namespaces.contains_key(&namespace) {
         return Ok(refused(100001, serde_json::json!({"succCount": 0})));
     }
-    let (entries, meta, unrecognized) = match unzip(file) {
+    let (mut entries, meta, mut unrecognized) = match unzip(file) {
         Ok(x) => x,
         Err(Unzip::Parse) => return Ok(refused(100004, serde_json::json!({"succCount": 0}))),
         Err(Unzip::Meta) => return Ok(refused(100002, serde_json::json!({"succCount": 0}))),
     };
+    // A V2 export lists its configs in .metadata.yml: an entry it does not list is
+    // unrecognised.
+    if let Some(v2) = &meta.v2 {
+        let (listed, not): (Vec<Entry>, Vec<Entry>) = entries.into_iter().partition(|e| {
+            v2.iter()
+                .any(|((g, d), _)| *g == e.group && *d == e.data_id)
+        });
+        entries = listed;
+        unrecognized.extend(
+            not.into_iter()
+                .map(|e| format!("{}/{}", e.group, e.data_id)),
+        );
+    }
     if entries.is_empty() {
         return Ok(refused(100005, serde_json::json!({"succCount": 0})));
     }
@@ -264,12 +390,29 @@ pub async fn import(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
         params::check_key(&e.data_id, &e.group)?;
         params::check_content(&e.content, max)?;
     }
-    let app_of = |e: &Entry| {
+    // (app name, desc, type) of an entry, from whichever metadata the zip has.
+    let meta_of = |e: &Entry| -> (String, String, String) {
+        if let Some(v2) = &meta.v2 {
+            if let Some((_, m)) = v2
+                .iter()
+                .find(|((g, d), _)| *g == e.group && *d == e.data_id)
+            {
+                let kind = if m.2.is_empty() {
+                    type_of(&e.data_id).to_string()
+                } else {
+                    params::normalize_type(Some(&m.2)).to_string()
+                };
+                return (m.0.clone(), m.1.clone(), kind);
+            }
+        }
         let k = format!("{}.{}.app", e.group, meta_id(&e.data_id));
-        meta.iter()
+        let app = meta
+            .v1
+            .iter()
             .find(|(mk, _)| *mk == k)
             .map(|(_, v)| v.clone())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (app, String::new(), type_of(&e.data_id).to_string())
     };
     let cfg = &ctx.shard.shared.config;
     let retention = Retention {
@@ -303,13 +446,15 @@ pub async fn import(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
                 break;
             }
             succ += 1;
+            let (app_name, desc, kind) = meta_of(e);
             ops.push(ConfigOp::Publish {
                 key,
                 variant: Variant::Normal,
                 spec: ConfigSpec {
                     content: e.content.clone(),
-                    kind: type_of(&e.data_id).to_string(),
-                    app_name: app_of(e),
+                    kind,
+                    app_name,
+                    desc,
                     src_ip: src_ip.clone(),
                     ..Default::default()
                 },
@@ -351,6 +496,23 @@ mod tests {
         assert_eq!(meta_id("plain"), "plain");
         assert_eq!(type_of("x.YML"), "yaml");
         assert_eq!(type_of("x"), "text");
+        assert_eq!(yaml_scalar("app.yaml"), "app.yaml");
+        assert_eq!(yaml_scalar("123"), "'123'");
+        assert_eq!(yaml_scalar("true"), "'true'");
+        assert_eq!(yaml_scalar("it's: x"), "'it''s: x'");
+        let yml = "metadata:\n- appName: shop\n  dataId: a.yaml\n  desc: 'it''s'\n  group: G\n  type: yaml\n- dataId: '123'\n  group: H\n  type: text\n";
+        let m = read_metadata_v2(yml).unwrap();
+        assert_eq!(m[0].0, ("G".to_string(), "a.yaml".to_string()));
+        assert_eq!(
+            m[0].1,
+            ("shop".to_string(), "it's".to_string(), "yaml".to_string())
+        );
+        assert_eq!(m[1].0, ("H".to_string(), "123".to_string()));
+        assert!(read_metadata_v2("nope: 1\n").is_none());
+        assert!(
+            read_metadata_v2("metadata:\n- group: G\n").is_none(),
+            "no dataId"
+        );
         let body = b"--XX\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nno\r\n--XX\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.zip\"\r\nContent-Type: application/zip\r\n\r\nPK\x03\x04data\r\n--XX--\r\n";
         assert_eq!(
             multipart_part(body, "multipart/form-data; boundary=XX", "file"),
