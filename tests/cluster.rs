@@ -66,6 +66,8 @@ struct Node {
     child: Option<Child>,
     dir: tempfile::TempDir,
     log: PathBuf,
+    /// Extra server arguments.
+    extra: Vec<String>,
 }
 
 fn member(i: usize) -> SocketAddr {
@@ -82,6 +84,11 @@ fn members(n: usize) -> String {
 impl Node {
     /// Starts node `i` of an `n`-member cluster with `secret`.
     fn start(i: usize, n: usize, secret: &str) -> Node {
+        Self::start_with(i, n, secret, &[])
+    }
+
+    /// [`Node::start`] with extra server arguments.
+    fn start_with(i: usize, n: usize, secret: &str, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("stderr.log");
         let mut node = Node {
@@ -89,6 +96,7 @@ impl Node {
             child: None,
             dir,
             log,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         node.spawn(n, secret);
         node
@@ -103,6 +111,7 @@ impl Node {
             .arg(self.dir.path().join("data"))
             .args(["--shards", "1", "--members", &members(n)])
             .args(["--member-ping-ms", &PING_MS.to_string()])
+            .args(&self.extra)
             .env("MUSTER_CLUSTER_SECRET", secret)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -566,4 +575,103 @@ fn a_nacos_server_user_agent_from_outside_gets_no_special_treatment() {
         let (st, _) = call_with(nodes[0].addr, "PUT", path, ua).unwrap();
         assert_eq!(st, 501, "{path}");
     }
+}
+
+#[test]
+fn a_killed_member_expires_no_beating_instance_and_a_restarted_one_is_ready_only_when_whole() {
+    if !in_netns(
+        "a_killed_member_expires_no_beating_instance_and_a_restarted_one_is_ready_only_when_whole",
+    ) {
+        return;
+    }
+    // Short leases, so that a stale lease after the takeover would show within the test:
+    // beats come every second, and a member that took over with the lease times it held as a
+    // replica would mark some of them unhealthy before their next beat.
+    let extra = [
+        "--heartbeat-timeout-ms",
+        "2500",
+        "--ip-delete-timeout-ms",
+        "5000",
+    ];
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::start_with(i, 3, SECRET, &extra))
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    let instances: Vec<(usize, usize)> = (0..10).flat_map(|s| [(s, 0), (s, 1)]).collect();
+    for (k, (svc, host)) in instances.iter().enumerate() {
+        let path = format!("/nacos/v1/ns/instance?serviceName=k{svc}&ip=10.4.{svc}.{host}&port=80");
+        assert_eq!(call(nodes[k % 3].addr, "POST", &path).unwrap().0, 200);
+    }
+    // Clients beat every second through the members that are alive, round robin.
+    let live = std::sync::Arc::new(std::sync::Mutex::new(vec![
+        nodes[0].addr,
+        nodes[1].addr,
+        nodes[2].addr,
+    ]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beater = {
+        let (live, stop, instances) = (live.clone(), stop.clone(), instances.clone());
+        std::thread::spawn(move || {
+            let mut turn = 0usize;
+            // Bounded: at most 60 s of rounds.
+            let started = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(60)
+            {
+                for (svc, host) in &instances {
+                    let via = {
+                        let l = live.lock().unwrap();
+                        l[turn % l.len()]
+                    };
+                    turn += 1;
+                    let path = format!(
+                        "/nacos/v1/ns/instance/beat?serviceName=k{svc}&ip=10.4.{svc}.{host}&port=80"
+                    );
+                    let _ = call(via, "PUT", &path);
+                }
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+        })
+    };
+    let want = |svc: usize| vec![format!("10.4.{svc}.0"), format!("10.4.{svc}.1")];
+    let whole = |n: &Node| (0..10).all(|s| listed(n, &format!("k{s}")) == want(s));
+    assert!(wait_until(Duration::from_secs(3), || nodes
+        .iter()
+        .all(whole)));
+    // Beat for longer than a lease timeout first: the other members' replicas then hold lease
+    // times older than the timeout (the beats went to the responsible member).
+    std::thread::sleep(Duration::from_secs(4));
+    nodes[0].kill();
+    live.lock().unwrap().remove(0);
+    // For 8 s (three lease timeouts), the live members list every instance, all healthy.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        for n in &nodes[1..] {
+            for svc in 0..10 {
+                let (_, body) = get(
+                    n.addr,
+                    &format!("/nacos/v1/ns/instance/list?serviceName=k{svc}"),
+                )
+                .unwrap();
+                let v: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(common::host_ips(&v), want(svc), "k{svc} on {}", n.addr);
+                let sick: Vec<_> = v["hosts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|h| h["healthy"] != true)
+                    .collect();
+                assert!(sick.is_empty(), "k{svc} on {}: {sick:?}", n.addr);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The dead member comes back with an empty data dir: when it reports ready, it holds
+    // everything already.
+    nodes[0].dir = tempfile::tempdir().unwrap();
+    nodes[0].log = nodes[0].dir.path().join("stderr.log");
+    nodes[0].spawn(3, SECRET);
+    assert!(whole(&nodes[0]), "ready before it held everything");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beater.join().unwrap();
 }
