@@ -14,6 +14,9 @@
 //!    metrics; HTTP/1.1 connections, generic over a handler.
 //! 6. `api`: the Nacos HTTP surface (the one place domain errors become Nacos answers).
 //! 7. [`server`]: process lifecycle — start, accept everywhere, shut down gracefully.
+//!
+//! `fuzz` (hidden) holds the entry points of the cargo-fuzz targets and their corpus replay;
+//! it calls the decoders above and is not used by the server.
 
 pub(crate) mod api;
 pub mod arena;
@@ -22,6 +25,8 @@ pub mod cluster;
 pub mod config;
 pub mod consensus;
 pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub(crate) mod hash;
 pub mod http;
 pub mod naming;

@@ -220,7 +220,7 @@ pub async fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
 }
 
 /// The RsInfo beat JSON, read leniently (numbers may arrive as strings).
-struct BeatInfo {
+pub(crate) struct BeatInfo {
     ip: Option<String>,
     port: Option<u16>,
     cluster: Option<String>,
@@ -234,7 +234,7 @@ struct BeatInfo {
 /// service name are all bounded well below that). Checked before parsing.
 pub const MAX_BEAT_LEN: usize = crate::naming::service::MAX_METADATA_RAW_LEN + (8 << 10);
 
-fn parse_beat(raw: &str) -> ApiResult<BeatInfo> {
+pub(crate) fn parse_beat(raw: &str) -> ApiResult<BeatInfo> {
     if raw.len() > MAX_BEAT_LEN {
         return Err(ApiError::bad_request(format!(
             "Param 'beat' is illegal, the param length should not exceed {MAX_BEAT_LEN}."

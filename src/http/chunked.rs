@@ -109,6 +109,40 @@ impl Dechunker {
     }
 }
 
+/// Decodes a chunked body that arrives in `pieces`, fed the way a connection feeds it (the
+/// unconsumed rest, then the next piece appended), under a body cap of `limit` bytes.
+/// `Ok((body, done))`: `done` is true when the final chunk and trailer section were read, and
+/// then the input after them is not consumed. The entry point of the `dechunk` fuzz target and
+/// its corpus replay (`tests/fuzz_corpus.rs`); not used by the server.
+///
+/// Invariants checked here on every call: the decoder never consumes more than it was given,
+/// and the body never exceeds `limit`.
+#[doc(hidden)]
+pub fn dechunk_pieces(limit: usize, pieces: &[&[u8]]) -> Result<(Vec<u8>, bool), String> {
+    let mut d = Dechunker::new(limit);
+    let mut out = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    for piece in pieces {
+        pending.extend_from_slice(piece);
+        let n = d.feed(&pending, &mut out).map_err(|e| format!("{e:?}"))?;
+        assert!(
+            n <= pending.len(),
+            "consumed {n} of {} bytes",
+            pending.len()
+        );
+        assert!(
+            out.len() <= limit,
+            "body of {} over the {limit} cap",
+            out.len()
+        );
+        pending.drain(..n);
+        if d.state == ChunkState::Done {
+            return Ok((out, true));
+        }
+    }
+    Ok((out, false))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

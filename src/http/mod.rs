@@ -59,6 +59,8 @@ use hashbrown::HashMap;
 
 use crate::error::ApiError;
 
+#[doc(hidden)]
+pub use chunked::dechunk_pieces;
 use chunked::*;
 pub use conn::serve;
 use connections::*;
