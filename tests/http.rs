@@ -412,3 +412,23 @@ fn a_slowloris_address_cannot_lock_out_other_clients() {
     assert!(prom(&s, "muster_connections_rejected_total") > 0);
     assert!(prom(&s, "muster_http_head_timeouts_total") >= long_lived.len() as u64);
 }
+
+/// Found by the `http_head` fuzz target: one request with an absolute-form target and no path
+/// (`GET http://x`) panicked the shard that read it, and the server stopped answering. Now it
+/// is answered like `/` (404, no such api), with and without a query, and the server keeps
+/// serving on the same shard.
+#[test]
+fn an_absolute_target_without_a_path_is_answered() {
+    let s = Server::start(&["--shards", "1"]);
+    for target in ["http://x", "http://x?serviceName=a", "https://17D"] {
+        let (st, body) = s.raw(
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(st, 404, "{target}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(
+            s.request("GET", "/nacos/v1/console/health/liveness", ""),
+            (200, "OK".into()),
+            "after {target}"
+        );
+    }
+}

@@ -38,8 +38,14 @@ pub(super) fn malformed(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request(msg)
 }
 
-/// `(start, end)` of `part` inside `whole` (`part` must be a subslice of it).
+/// `(start, end)` of `part` inside `whole`. Invariant: `part` is a subslice of `whole` (a
+/// string that is not, such as a literal, would give a meaningless span).
 pub(super) fn span(whole: &[u8], part: &[u8]) -> (usize, usize) {
+    let whole_range = whole.as_ptr_range();
+    assert!(
+        whole_range.start <= part.as_ptr() && part.as_ptr_range().end <= whole_range.end,
+        "span of a slice outside the buffer"
+    );
     let start = part.as_ptr() as usize - whole.as_ptr() as usize;
     (start, start + part.len())
 }
@@ -93,7 +99,11 @@ pub fn parse_head(buf: &[u8], max_header: usize) -> Result<Option<Head>, ApiErro
             .strip_prefix("http://")
             .or_else(|| target.strip_prefix("https://"))
         {
-            rest.find('/').map_or("/", |i| &rest[i..])
+            // The path and query after the authority. Without either (`http://host`) this is
+            // the empty tail of the target, which still lies inside `buf` (every span below
+            // must: `span` measures offsets into it); an empty path is answered as `/`.
+            rest.find(['/', '?'])
+                .map_or(&rest[rest.len()..], |i| &rest[i..])
         } else {
             return Err(malformed(format!("malformed request target: {target}")));
         };
@@ -243,6 +253,23 @@ mod tests {
         assert_eq!(&raw[h.path.0..h.path.1], "/nacos/v1/ns/instance");
         assert_eq!(h.framing, Framing::Length(3));
         assert!(!h.form);
+    }
+
+    /// Found by the `http_head` fuzz target: an absolute-form target with no path took its
+    /// span from a string literal outside the buffer, and the subtraction overflowed (a panic
+    /// that killed the shard). Now the path is empty (answered as `/`) and a query is kept.
+    #[test]
+    fn absolute_targets_without_a_path() {
+        for (raw, query) in [
+            ("GET http://x HTTP/1.1\r\nHost: x\r\n\r\n", None),
+            ("GET https://17D HTTP/1.1\r\n\r\n", None),
+            ("GET http://x?a=b HTTP/1.1\r\n\r\n", Some("a=b")),
+            ("GET http:// HTTP/1.1\r\n\r\n", None),
+        ] {
+            let h = head(raw).unwrap().unwrap();
+            assert_eq!(h.path, (0, 0), "{raw}");
+            assert_eq!(h.query.map(|q| &raw[q.0..q.1]), query, "{raw}");
+        }
     }
 
     #[test]
