@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use muster::settings::{Config, LogFormat};
 
 fn main() -> ExitCode {
+    // A failpoints build (tests only) arms the points named in `FAILPOINTS`; a release build has
+    // no failpoint code at all.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {

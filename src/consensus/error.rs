@@ -44,6 +44,19 @@ impl Error {
         }
     }
 
+    /// True when the disk failed an operation on the open log (see
+    /// `muster_storage::Error::is_disk_failure`), also when it reached raft-rs through the
+    /// store: the node stops rather than retry or reopen.
+    pub fn is_disk_failure(&self) -> bool {
+        match self {
+            Error::Log(source) => source.is_disk_failure(),
+            Error::Raft(raft::Error::Store(raft::StorageError::Other(e))) => e
+                .downcast_ref::<muster_storage::Error>()
+                .is_some_and(muster_storage::Error::is_disk_failure),
+            _ => false,
+        }
+    }
+
     /// True when bytes on disk are damaged (as opposed to an IO failure).
     pub fn is_corruption(&self) -> bool {
         match self {

@@ -261,6 +261,9 @@ fn run(
         match step {
             Ok(()) => {}
             Err(e) => {
+                if e.is_disk_failure() {
+                    stop_on_disk_failure(&dir, &e);
+                }
                 tracing::error!(dir = %dir.display(), "{e}; failing pending writes and reopening the log");
                 for (_, (_, reply)) in pending.drain() {
                     let _ = reply.send(Err(Error::storage(&e).into()));
@@ -284,6 +287,18 @@ fn run(
         }
     }
 }
+
+/// The disk failed a write or a sync (row S8): exit with [`EXIT_DISK_FAILED`] at once. Nothing
+/// unsynced was acknowledged, and the writes in flight never will be (their connections close
+/// with the process). A failed fsync is never retried and the log is not reopened in this
+/// process, since the page cache may no longer match the disk; the restart recovers from disk.
+fn stop_on_disk_failure(dir: &Path, e: &consensus::Error) -> ! {
+    tracing::error!(dir = %dir.display(), "{e}: the disk failed; stopping (exit {EXIT_DISK_FAILED})");
+    std::process::exit(EXIT_DISK_FAILED)
+}
+
+/// Exit status after a disk failure on the log (`EX_IOERR`).
+pub const EXIT_DISK_FAILED: i32 = 74;
 
 /// Answers every further proposal with 500 after an unrecoverable storage failure.
 fn fail_forever(proposals: &flume::Receiver<Proposal>, why: &str) {

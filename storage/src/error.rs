@@ -69,6 +69,18 @@ impl Error {
         }
     }
 
+    /// True when the disk failed a write, sync, rename or remove ([`Error::Io`] other than a full
+    /// disk), or the WAL is [`Error::Poisoned`] by such a failure. The process must stop: after
+    /// a failed fsync the page cache may already have dropped the data, so neither a retry nor
+    /// a reopen that reads the files back can tell what is durable.
+    pub fn is_disk_failure(&self) -> bool {
+        match self {
+            Error::Io { .. } => !self.is_no_space(),
+            Error::Poisoned { .. } => true,
+            _ => false,
+        }
+    }
+
     /// True for [`Error::Corruption`].
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })

@@ -148,6 +148,8 @@ impl RaftStore {
         let mut hs = st.hard_state;
         hs.term = hs.term.max(meta.term);
         hs.commit = meta.index;
+        crate::failpoint::hit(crate::failpoint::SNAPSHOT_INSTALL)
+            .map_err(|e| other(Error::io("install snapshot", self.wal.dir(), e)))?;
         self.wal.write_snapshot(&data, true).map_err(other)?;
         self.wal
             .append(&[

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Corruption, Error, Result};
-use crate::failpoint::{self, FailPoints};
+use crate::failpoint;
 use crate::format::parse_pair;
 use crate::fs::FileSystem;
 use crate::record::{from_bytes, ConfStateRecord};
@@ -109,24 +109,19 @@ pub fn decode(path: &Path, index: u64, bytes: &[u8]) -> Result<SnapshotData> {
 
 /// Writes `snap` into `dir` atomically and returns its path. On return the file and its
 /// directory entry are durable.
-pub fn write(
-    fs: &dyn FileSystem,
-    fp: &FailPoints,
-    dir: &Path,
-    snap: &SnapshotData,
-) -> Result<PathBuf> {
+pub fn write(fs: &dyn FileSystem, dir: &Path, snap: &SnapshotData) -> Result<PathBuf> {
     let path = dir.join(file_name(snap.term, snap.index));
     let tmp = dir.join(format!("{}.tmp", file_name(snap.term, snap.index)));
     let bytes = encode(snap);
     fs.write_synced(&tmp, &bytes)
         .map_err(|e| Error::io("write snapshot", &tmp, e))?;
-    fp.hit(failpoint::SNAPSHOT_BEFORE_RENAME)
+    failpoint::hit(failpoint::SNAPSHOT_BEFORE_RENAME)
         .map_err(|e| Error::io("rename snapshot", &tmp, e))?;
     fs.rename(&tmp, &path)
         .map_err(|e| Error::io("rename snapshot", &tmp, e))?;
     fs.sync_dir(dir)
         .map_err(|e| Error::io("fsync directory", dir, e))?;
-    fp.hit(failpoint::SNAPSHOT_AFTER_RENAME)
+    failpoint::hit(failpoint::SNAPSHOT_AFTER_RENAME)
         .map_err(|e| Error::io("snapshot marker", &path, e))?;
     Ok(path)
 }

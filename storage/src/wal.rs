@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Corruption, Error, Position, Result};
-use crate::failpoint::{self, FailPoints};
+use crate::failpoint;
 use crate::format::{self, decode_frame, is_torn, FrameError, SegmentId, SEGMENT_HEADER_LEN};
 use crate::fs::{FileSystem, RealFs, SegmentFile};
 use crate::record::{ConfStateRecord, EntryRecord, HardStateRecord, Record, SnapshotRecord};
@@ -27,8 +27,6 @@ pub struct Options {
     pub segment_size: u64,
     /// The filesystem. Default: [`RealFs`].
     pub fs: Arc<dyn FileSystem>,
-    /// Failpoints. Default: [`FailPoints::from_env`] (`MUSTER_FAILPOINTS`, usually empty).
-    pub failpoints: Arc<FailPoints>,
     /// What [`Wal::open`] does with damage at the end of the last segment. Default:
     /// [`RecoveryMode::Strict`].
     pub recovery: RecoveryMode,
@@ -53,7 +51,6 @@ impl Default for Options {
         Options {
             segment_size: 64 << 20,
             fs: Arc::new(RealFs),
-            failpoints: Arc::new(FailPoints::from_env()),
             recovery: RecoveryMode::Strict,
         }
     }
@@ -920,6 +917,8 @@ impl Wal {
     /// Returns the position just past the last record.
     pub fn append(&mut self, records: &[Record]) -> Result<Position> {
         self.check_poison()?;
+        failpoint::hit(failpoint::BEFORE_APPEND)
+            .map_err(|e| Error::io("append", self.active_path(), e))?;
         let mut probe = self.state.clone_shallow();
         for r in records {
             probe
@@ -960,9 +959,7 @@ impl Wal {
             seq: self.active_id().seq,
             offset: self.write_off as u64,
         };
-        self.opts
-            .failpoints
-            .hit(failpoint::AFTER_APPEND)
+        failpoint::hit(failpoint::AFTER_APPEND)
             .map_err(|e| Error::io("append", self.active_path(), e))?;
         Ok(pos)
     }
@@ -972,7 +969,7 @@ impl Wal {
     pub fn sync(&mut self) -> Result<()> {
         self.check_poison()?;
         let path = self.active_path();
-        if let Err(e) = self.opts.failpoints.hit(failpoint::BEFORE_SYNC) {
+        if let Err(e) = failpoint::hit(failpoint::BEFORE_SYNC) {
             return Err(self.poison("msync", path, e));
         }
         if self.write_off > self.synced_off {
@@ -984,9 +981,7 @@ impl Wal {
             }
             self.synced_off = self.write_off;
         }
-        self.opts
-            .failpoints
-            .hit(failpoint::AFTER_SYNC)
+        failpoint::hit(failpoint::AFTER_SYNC)
             .map_err(|e| Error::io("msync", self.active_path(), e))?;
         Ok(())
     }
@@ -1009,7 +1004,7 @@ impl Wal {
         self.synced_off = self.write_off;
         let tmp = Self::tmp_path(&self.dir, id);
         let path = self.dir.join(id.file_name());
-        if let Err(e) = self.opts.failpoints.hit(failpoint::ROTATE_BEFORE_RENAME) {
+        if let Err(e) = failpoint::hit(failpoint::ROTATE_BEFORE_RENAME) {
             return Err(self.poison("rename segment", tmp, e));
         }
         // Step 3: publish it.
@@ -1041,12 +1036,7 @@ impl Wal {
             .clone_shallow()
             .apply_light(&marker)
             .map_err(|why| Error::Invalid(format!("snapshot refused: {why}")))?;
-        snapshot::write(
-            self.opts.fs.as_ref(),
-            &self.opts.failpoints,
-            &self.dir,
-            snap,
-        )?;
+        snapshot::write(self.opts.fs.as_ref(), &self.dir, snap)?;
         self.append(std::slice::from_ref(&marker))?;
         self.sync()
     }
@@ -1060,9 +1050,7 @@ impl Wal {
         let mut n = 0;
         while self.segments.len() > 1 && self.segments[1].first_index.saturating_sub(1) <= upto {
             let path = self.dir.join(self.segments[0].file_name());
-            self.opts
-                .failpoints
-                .hit(failpoint::PURGE_BEFORE_REMOVE)
+            failpoint::hit(failpoint::PURGE_BEFORE_REMOVE)
                 .map_err(|e| Error::io("remove segment", &path, e))?;
             self.opts
                 .fs

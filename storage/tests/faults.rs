@@ -1,11 +1,11 @@
-//! Fault injection through the filesystem seam and failpoints: power loss, disk full, EIO.
+//! Fault injection through the filesystem seam: power loss, disk full, EIO. The tests that arm
+//! failpoints are in `failpoints.rs` (the `failpoints` feature).
 
 mod common;
 
 use std::sync::Arc;
 
 use common::*;
-use muster_storage::failpoint::{self, Action};
 use muster_storage::sim::{Op, SimFs};
 use muster_storage::snapshot::SnapshotData;
 use muster_storage::wal::Wal;
@@ -100,56 +100,6 @@ fn torn_power_loss_never_loses_synced_entries() {
     );
 }
 
-/// A rotation is not durable until its directory fsync: power loss right before the rename
-/// leaves the old segment (sealed) and no new one; everything synced survives and appends go on.
-#[test]
-fn crash_during_rotation_before_rename() {
-    let fs = SimFs::new();
-    let mut o = opts(Arc::new(fs.clone()));
-    let fp = o.failpoints.clone();
-    let mut wal = Wal::open(DIR, o.clone()).unwrap();
-    // Fill the first (4 KiB) segment until it rotates: about 18 entries of 200 bytes; bounded
-    // at 1000 appends and 10 s.
-    let mut i = 1;
-    let start = std::time::Instant::now();
-    while wal.segments().len() == 1 {
-        assert!(
-            i <= 1000 && start.elapsed() < std::time::Duration::from_secs(10),
-            "no rotation after {} appends of 200 bytes to 4 KiB segments ({:?})",
-            i - 1,
-            start.elapsed()
-        );
-        wal.append(&[entry(i, 1, 200)]).unwrap();
-        wal.sync().unwrap();
-        i += 1;
-    }
-    let written = i - 1;
-    fp.set(failpoint::ROTATE_BEFORE_RENAME, Action::Error);
-    let mut err = None;
-    let limit = i + 40;
-    while i < limit {
-        if let Err(e) = wal.append(&[entry(i, 1, 200)]) {
-            err = Some(e);
-            break;
-        }
-        wal.sync().unwrap();
-        i += 1;
-    }
-    assert!(err.is_some(), "rotation must hit the failpoint");
-    // The WAL is poisoned after a failure in the middle of rotation.
-    assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
-    let after = fs.power_loss();
-    drop(wal);
-    fp.clear(failpoint::ROTATE_BEFORE_RENAME);
-    o.fs = Arc::new(after);
-    let mut wal = Wal::open(DIR, o).unwrap();
-    let got = indexes(wal.state());
-    assert!(got.len() as u64 >= written);
-    assert_eq!(got, (1..i).collect::<Vec<_>>());
-    wal.append(&[entry(i, 1, 200)]).unwrap();
-    wal.sync().unwrap();
-}
-
 /// Disk full: ENOSPC at rotation is an error to the writer, nothing acknowledged is lost, the
 /// WAL is not poisoned, and appends resume once space returns.
 #[test]
@@ -204,73 +154,6 @@ fn eio_on_sync_poisons() {
     drop(wal);
     let wal = open(&after);
     assert_eq!(indexes(wal.state()), vec![1]);
-}
-
-/// `wal::before_sync` and `wal::after_append` failpoints: a crash after append but before sync
-/// loses the un-synced entry under power loss, never a synced one.
-#[test]
-fn failpoints_at_append_and_sync() {
-    let fs = SimFs::new();
-    let o = opts(Arc::new(fs.clone()));
-    let fp = o.failpoints.clone();
-    let mut wal = Wal::open(DIR, o.clone()).unwrap();
-    wal.append(&[entry(1, 1, 10)]).unwrap();
-    wal.sync().unwrap();
-    fp.set(failpoint::AFTER_APPEND, Action::Panic);
-    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let _ = wal.append(&[entry(2, 1, 10)]);
-    }));
-    assert!(crashed.is_err());
-    fp.clear(failpoint::AFTER_APPEND);
-    let after = fs.power_loss();
-    drop(wal);
-    let mut o2 = o.clone();
-    o2.fs = Arc::new(after.clone());
-    let mut wal = Wal::open(DIR, o2).unwrap();
-    assert_eq!(indexes(wal.state()), vec![1]);
-    fp.set(failpoint::BEFORE_SYNC, Action::Error);
-    wal.append(&[entry(2, 1, 10)]).unwrap();
-    assert!(wal.sync().is_err());
-    assert!(matches!(wal.sync(), Err(Error::Poisoned { .. })));
-}
-
-/// `snapshot::before_rename`: a crash leaves only a `.tmp` file, which is ignored and removed;
-/// the log is unchanged. After the rename but before the marker, the orphan snapshot is removed.
-#[test]
-fn snapshot_crash_points() {
-    for point in [
-        failpoint::SNAPSHOT_BEFORE_RENAME,
-        failpoint::SNAPSHOT_AFTER_RENAME,
-    ] {
-        let fs = SimFs::new();
-        let o = opts(Arc::new(fs.clone()));
-        let fp = o.failpoints.clone();
-        let mut wal = Wal::open(DIR, o.clone()).unwrap();
-        for i in 1..=5 {
-            wal.append(&[entry(i, 1, 10)]).unwrap();
-        }
-        wal.sync().unwrap();
-        fp.set(point, Action::Error);
-        let snap = SnapshotData {
-            index: 3,
-            term: 1,
-            data: b"image".to_vec(),
-            ..Default::default()
-        };
-        assert!(wal.write_snapshot(&snap, false).is_err(), "{point}");
-        fp.clear(point);
-        drop(wal);
-        let wal = Wal::open(DIR, o.clone()).unwrap();
-        assert!(wal.state().snapshot.is_none(), "{point}");
-        assert_eq!(indexes(wal.state()), vec![1, 2, 3, 4, 5]);
-        let names = muster_storage::fs::FileSystem::list(&fs, std::path::Path::new(DIR)).unwrap();
-        assert!(
-            names
-                .iter()
-                .all(|n| !n.ends_with(".snap") && !n.ends_with(".tmp")),
-            "{point}: {names:?}"
-        );
-    }
 }
 
 /// A snapshot then compaction deletes whole segments behind it; after restart the state is

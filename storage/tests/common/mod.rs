@@ -4,17 +4,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use muster_storage::failpoint::FailPoints;
 use muster_storage::fs::{FileSystem, RealFs};
 use muster_storage::record::{EntryRecord, HardStateRecord, Record};
 use muster_storage::wal::{Options, RecoveryMode};
 
-/// Options with small (4 KiB) segments on `fs` and a private failpoint registry.
+/// Options with small (4 KiB) segments on `fs`.
 pub fn opts(fs: Arc<dyn FileSystem>) -> Options {
     Options {
         segment_size: 4096,
         fs,
-        failpoints: Arc::new(FailPoints::new()),
         recovery: RecoveryMode::Strict,
     }
 }
