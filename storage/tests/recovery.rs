@@ -446,3 +446,77 @@ fn truncate_tail_lowers_a_commit_beyond_the_shortened_log() {
     assert_eq!(wal.state().hard_state.commit, 2);
     assert!(wal.recovery().dropped.is_none());
 }
+
+/// Row S6, an empty last segment: a segment file that exists under its final name but is all
+/// zeros (its header never reached the disk) is removed at open, as ZooKeeper does for an empty
+/// last log (ZK-2332); every entry before it is kept and appends go on in a fresh segment.
+#[test]
+fn an_all_zero_last_segment_is_removed_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let next = {
+        let mut wal = Wal::open(dir.path(), real()).unwrap();
+        for i in 1..=30 {
+            wal.append(&[entry(i, 1, 200)]).unwrap();
+        }
+        wal.append(&[hs(1, 1, 30)]).unwrap();
+        wal.sync().unwrap();
+        let last = *wal.segments().last().unwrap();
+        muster_storage::format::SegmentId {
+            seq: last.seq + 1,
+            first_index: 31,
+        }
+    };
+    // The state a rotation leaves when the new segment's header is lost: the old segment
+    // sealed (cut at its last record, as rotation does before the rename), the new one zeros.
+    let scan = muster_storage::wal::scan(&muster_storage::fs::RealFs, dir.path()).unwrap();
+    let old = scan.segments.last().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&old.path)
+        .unwrap()
+        .set_len(old.end)
+        .unwrap();
+    let empty = dir.path().join(next.file_name());
+    std::fs::write(&empty, vec![0u8; 4096]).unwrap();
+    let mut wal = Wal::open(dir.path(), real()).unwrap();
+    assert_eq!(indexes(wal.state()), (1..=30).collect::<Vec<_>>());
+    assert_eq!(wal.state().hard_state.commit, 30);
+    wal.append(&[entry(31, 1, 200)]).unwrap();
+    wal.sync().unwrap();
+    drop(wal);
+    let wal = Wal::open(dir.path(), real()).unwrap();
+    assert_eq!(indexes(wal.state()), (1..=31).collect::<Vec<_>>());
+}
+
+/// Row S6, an empty middle segment: a sealed segment that is all zeros is corruption, never
+/// skipped: open refuses, names the file, and changes nothing on disk.
+#[test]
+fn an_all_zero_middle_segment_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut wal = Wal::open(dir.path(), real()).unwrap();
+        for i in 1..=60 {
+            wal.append(&[entry(i, 1, 200)]).unwrap();
+        }
+        wal.sync().unwrap();
+    }
+    let names = segment_files(dir.path());
+    assert!(names.len() >= 3, "{names:?}");
+    let middle = dir.path().join(&names[1]);
+    let len = std::fs::metadata(&middle).unwrap().len() as usize;
+    std::fs::write(&middle, vec![0u8; len]).unwrap();
+    let before: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(dir.path().join(n)).unwrap())
+        .collect();
+    let err = Wal::open(dir.path(), real()).unwrap_err();
+    assert!(
+        matches!(&err, Error::Corruption { path, .. } if path.ends_with(&names[1])),
+        "{err}"
+    );
+    let after: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(dir.path().join(n)).unwrap())
+        .collect();
+    assert_eq!(before, after, "a refused open changed the files");
+}
