@@ -359,9 +359,10 @@ pub fn snapshot(data: &[u8]) {
     image(payload);
 }
 
-/// A state-machine image: decode, and if it decodes, its re-encoding decodes to as many
-/// services and records in an image of the same size. (Bytes are not compared: services are
-/// written in hash-map order, so two encodings of one state may differ in order.)
+/// A state-machine image: decode, and if it decodes, its re-encoding decodes to an equal state.
+/// (Bytes and even lengths are not compared: services and instances are written in hash-map
+/// order, and the archive's padding depends on that order. A state holding a NaN, which a
+/// crafted image can carry, is never equal to itself, so it is compared by its record count.)
 fn image(bytes: &[u8]) {
     if let Ok(sm) = StateMachine::decode(bytes) {
         let again = sm.encode();
@@ -372,10 +373,8 @@ fn image(bytes: &[u8]) {
             "round trip changed the records"
         );
         assert_eq!(back.naming.service_count(), sm.naming.service_count());
-        assert_eq!(
-            back.encode().len(),
-            again.len(),
-            "round trip changed the size"
-        );
+        if !format!("{:?}", sm.naming).contains("NaN") {
+            assert!(back == sm, "round trip changed the state");
+        }
     }
 }
