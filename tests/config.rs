@@ -1182,50 +1182,11 @@ fn export_import_round_trip_is_byte_identical_and_bad_zips_change_nothing() {
     assert_eq!(export(&b, "tenant="), before);
 }
 
-/// A tmpfs mounted for one test and unmounted on drop.
-struct Tmpfs(std::path::PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mnt)
-            .status()
-            .expect("run mount (the disk-full test needs root to mount a small tmpfs)");
-        assert!(
-            st.success(),
-            "mounting a {size} tmpfs failed: the test needs root"
-        );
-        Tmpfs(mnt, dir)
-    }
-
-    fn resize(&self, size: &str) {
-        let st = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 /// ENOSPC refuses the publish with a clear 500 and changes nothing; publishing resumes when
 /// space returns, and a restart shows exactly the acknowledged configs.
 #[test]
 fn a_full_disk_refuses_publishes_cleanly_and_they_resume() {
-    let fs = Tmpfs::mount("768k");
+    let fs = common::Tmpfs::mount("768k");
     let args = [
         "--shards",
         "2",

@@ -396,49 +396,9 @@ fn a_torn_tail_is_repaired_at_startup() {
     );
 }
 
-/// A tmpfs mounted for one test and unmounted on drop (the temp dir holding the mount point
-/// is removed after the unmount).
-struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mnt)
-            .status()
-            .expect("run mount (the disk-full test needs root to mount a small tmpfs)");
-        assert!(
-            st.success(),
-            "mounting a {size} tmpfs failed: the disk-full test needs root"
-        );
-        Tmpfs(mnt, dir)
-    }
-
-    fn resize(&self, size: &str) {
-        let st = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_persistent_writes_cleanly_and_they_resume() {
-    let fs = Tmpfs::mount("768k");
+    let fs = common::Tmpfs::mount("768k");
     let args = [
         "--shards",
         "2",

@@ -135,15 +135,7 @@ pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let id = need("namespace")?.trim();
     let name = need("namespaceShowName")?;
     let desc = ctx.params.get("namespaceDesc").unwrap_or("");
-    if !ctx
-        .shard
-        .shared
-        .configs
-        .state
-        .read()
-        .namespaces
-        .contains_key(id)
-    {
+    if !namespace_exists(ctx, id) {
         return Ok(boolean(true));
     }
     let op = ConfigOp::PutNamespace {
@@ -157,6 +149,17 @@ pub async fn update(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     Ok(boolean(true))
 }
 
+/// Whether the replicated state holds namespace `id`.
+fn namespace_exists(ctx: &Ctx<'_>, id: &str) -> bool {
+    ctx.shard
+        .shared
+        .configs
+        .state
+        .read()
+        .namespaces
+        .contains_key(id)
+}
+
 /// `DELETE namespaceId`: removes a custom namespace (its configs stay, as in Nacos); `true`.
 pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let id = ctx
@@ -168,15 +171,7 @@ pub async fn delete(ctx: &Ctx<'_>) -> ApiResult<Answer> {
             )
         })?
         .trim();
-    if !ctx
-        .shard
-        .shared
-        .configs
-        .state
-        .read()
-        .namespaces
-        .contains_key(id)
-    {
+    if !namespace_exists(ctx, id) {
         return Ok(boolean(true));
     }
     let op = ConfigOp::DeleteNamespace { id: id.to_string() };

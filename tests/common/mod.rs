@@ -397,3 +397,48 @@ pub fn read_response(r: &mut impl std::io::BufRead) -> (u16, Vec<String>, String
     r.read_exact(&mut body).expect("response body");
     (status, lines, String::from_utf8(body).unwrap())
 }
+
+/// A tmpfs mounted for one test and unmounted on drop (the temp dir holding the mount point
+/// is removed after the unmount).
+#[allow(dead_code)]
+pub struct Tmpfs(pub std::path::PathBuf, tempfile::TempDir);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `768k`); needs root.
+    #[allow(dead_code)]
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .expect("run mount (the disk-full test needs root to mount a small tmpfs)");
+        assert!(
+            st.success(),
+            "mounting a {size} tmpfs failed: the test needs root"
+        );
+        Tmpfs(mnt, dir)
+    }
+
+    /// Changes its size (e.g. to give space back).
+    #[allow(dead_code)]
+    pub fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
