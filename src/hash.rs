@@ -48,6 +48,40 @@ pub fn owner_shard(namespace: &str, grouped_service: &str, shards: usize) -> usi
     (stable_hash(namespace, grouped_service) % shards.max(1) as u64) as usize
 }
 
+/// A streaming FNV-1a 64 digest of byte strings, each followed by a 0x00 separator, with the
+/// splitmix64 finaliser. For comparing copies of data between members of the same version
+/// (Distro verify); not a stable on-disk format.
+#[derive(Debug, Clone, Copy)]
+pub struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(FNV_OFFSET)
+    }
+}
+
+impl Digest {
+    /// Adds `bytes` and a separator.
+    pub fn part(&mut self, bytes: &[u8]) {
+        for b in bytes.iter().chain(std::iter::once(&0)) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    /// The digest of everything added.
+    pub fn finish(&self) -> u64 {
+        splitmix(self.0)
+    }
+}
+
+/// splitmix64's finaliser: every output bit depends on every input bit.
+fn splitmix(mut h: u64) -> u64 {
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
 /// Version of [`member_score`], the function that decides which member is responsible for a
 /// service. Peers exchange it when they connect and refuse a peer with another one: two
 /// members that disagree on responsibility would both (or neither) own a service.
@@ -59,15 +93,12 @@ pub const OWNERSHIP_VERSION: u32 = 1;
 /// highest score is responsible. When a member leaves, only its own services move (to each
 /// service's second-highest member), unlike `hash % members`, which moves almost all of them.
 pub fn member_score(member: &str, namespace: &str, grouped_service: &str) -> u64 {
-    let mut h = fnv_joined(&[
+    let h = fnv_joined(&[
         member.as_bytes(),
         namespace.as_bytes(),
         grouped_service.as_bytes(),
     ]);
-    // splitmix64's finaliser.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    splitmix(h)
 }
 
 #[cfg(test)]

@@ -675,3 +675,142 @@ fn a_killed_member_expires_no_beating_instance_and_a_restarted_one_is_ready_only
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     beater.join().unwrap();
 }
+
+#[test]
+fn a_partition_of_20_s_loses_no_write_from_either_side_after_the_heal() {
+    if !in_netns("a_partition_of_20_s_loses_no_write_from_either_side_after_the_heal") {
+        return;
+    }
+    const SERVICES: usize = 10;
+    let nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::start_with(i, 3, SECRET, &["--expiry-guard-percent", "0"]))
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    let (a, b, c) = (nodes[0].addr, nodes[1].addr, nodes[2].addr);
+    // Per-instance lease timings (Nacos's preserved metadata), URL-encoded JSON.
+    let leases = |timeout_ms: u64, delete_ms: u64| {
+        format!(
+            "%7B%22preserved.heart.beat.timeout%22%3A%22{timeout_ms}%22%2C%22preserved.ip.delete.timeout%22%3A%22{delete_ms}%22%7D"
+        )
+    };
+    let write = |via: SocketAddr, method: &str, svc: usize, host: u8, extra: &str| {
+        let path =
+            format!("/nacos/v1/ns/instance?serviceName=p{svc}&ip=10.5.{svc}.{host}&port=80{extra}");
+        // A write for a service whose responsible member was just cut off answers 503 until
+        // the member is seen DOWN (about 2 s): retry for at most 6 s.
+        assert!(
+            wait_until(Duration::from_secs(6), || call(via, method, &path)
+                .is_some_and(|(st, _)| st == 200)),
+            "{method} p{svc} 10.5.{svc}.{host} via {via} not accepted"
+        );
+    };
+    // Before: .0 has short leases (2.5 s / 5 s), .9 long ones (60 s / 120 s). Their clients
+    // beat through member 2.
+    for svc in 0..SERVICES {
+        write(
+            a,
+            "POST",
+            svc,
+            0,
+            &format!("&metadata={}", leases(2500, 5000)),
+        );
+        write(
+            a,
+            "POST",
+            svc,
+            9,
+            &format!("&metadata={}", leases(60_000, 120_000)),
+        );
+    }
+    // Clients beat their instances every 500 ms through the member they registered with.
+    let beats = std::sync::Arc::new(std::sync::Mutex::new(
+        (0..SERVICES)
+            .flat_map(|s| [(b, s, 0u8), (b, s, 9)])
+            .collect::<Vec<_>>(),
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beater = {
+        let (beats, stop) = (beats.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            // Bounded: at most 90 s.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(90)
+            {
+                let now: Vec<_> = beats.lock().unwrap().clone();
+                for (via, svc, host) in now {
+                    let path = format!(
+                        "/nacos/v1/ns/instance/beat?serviceName=p{svc}&ip=10.5.{svc}.{host}&port=80"
+                    );
+                    let _ = call(via, "PUT", &path);
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let stop_beating = |svc: usize, host: u8| {
+        beats
+            .lock()
+            .unwrap()
+            .retain(|(_, s, h)| (*s, *h) != (svc, host))
+    };
+    // Member 3 is cut off from both others for 20 s.
+    cut(c, a);
+    nft(&format!(
+        "add rule inet muster_test out ip saddr {c} ip daddr {b} drop\nadd rule inet muster_test out ip saddr {b} ip daddr {c} drop\n",
+        c = c.ip(),
+        b = b.ip()
+    ));
+    let cut_at = Instant::now();
+    // Both sides take writes. Majority side (through member 1): register .1 everywhere,
+    // deregister .9 of the even services. Member 3's side: register .3 everywhere,
+    // deregister .9 of the odd services. Nothing beats .0 on member 3's side, so member 3
+    // expires every .0 (an expiry, not a deregistration).
+    for svc in 0..SERVICES {
+        write(a, "POST", svc, 1, "");
+        write(c, "POST", svc, 3, "");
+        beats.lock().unwrap().push((a, svc, 1));
+        beats.lock().unwrap().push((c, svc, 3));
+        let via = if svc % 2 == 0 { a } else { c };
+        stop_beating(svc, 9);
+        write(via, "DELETE", svc, 9, "");
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || (0..SERVICES).all(|s| !listed(
+            &nodes[2],
+            &format!("p{s}")
+        )
+        .contains(&format!("10.5.{s}.0")))),
+        "member 3 did not expire the instances it heard no beats for"
+    );
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(cut_at.elapsed()));
+    heal();
+    let healed_at = Instant::now();
+    let want = |svc: usize| -> Vec<String> {
+        [0, 1, 3]
+            .iter()
+            .map(|h| format!("10.5.{svc}.{h}"))
+            .collect()
+    };
+    let converged =
+        || (0..SERVICES).all(|s| nodes.iter().all(|n| listed(n, &format!("p{s}")) == want(s)));
+    assert!(
+        wait_until(Duration::from_secs(15), converged),
+        "not converged 15 s after the heal: {:?}",
+        (0..SERVICES)
+            .map(|s| nodes
+                .iter()
+                .map(|n| listed(n, &format!("p{s}")))
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    println!(
+        "converged {} ms after the heal",
+        healed_at.elapsed().as_millis()
+    );
+    // And it stays so: the merged instances keep their leases through their clients' beats.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(converged(), "the merged state did not hold");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    beater.join().unwrap();
+}

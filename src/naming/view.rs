@@ -45,6 +45,8 @@ pub struct ServiceView {
     /// Host arrays for cluster-filtered queries: (clusters as sent, variant, bytes).
     filtered: std::sync::Mutex<Vec<(Box<str>, u8, Bytes)>>,
     checksum: OnceLock<String>,
+    /// See [`ServiceView::distro_digest`].
+    digest: OnceLock<u64>,
     metadata_json: OnceLock<Bytes>,
 }
 
@@ -81,6 +83,7 @@ impl ServiceView {
             hosts_cache: Default::default(),
             filtered: Default::default(),
             checksum: OnceLock::new(),
+            digest: OnceLock::new(),
             metadata_json: OnceLock::new(),
         }
     }
@@ -107,6 +110,7 @@ impl ServiceView {
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
             self.checksum = OnceLock::new();
+            self.digest = OnceLock::new();
             self.metadata_json = OnceLock::new();
         }
     }
@@ -136,6 +140,30 @@ impl ServiceView {
                 h.update(b",");
             }
             format!("{:x}", h.finalize())
+        })
+    }
+
+    /// Digest of the ephemeral instances (what Distro replicates): FNV-1a 64 over each one's
+    /// identity, weight, health, `enabled`, app and metadata, in roster order (not `marked`,
+    /// which replicas do not carry). Two members holding the
+    /// same copy of a service compute the same digest; a Distro verify round compares it
+    /// with the version. Computed once per published view.
+    pub fn distro_digest(&self) -> u64 {
+        *self.digest.get_or_init(|| {
+            let mut h = crate::hash::Digest::default();
+            for i in self.instances.iter().filter(|i| i.key.ephemeral) {
+                h.part(i.key.ip.as_bytes());
+                h.part(&i.key.port.to_be_bytes());
+                h.part(i.key.cluster.as_bytes());
+                h.part(&i.weight.to_bits().to_be_bytes());
+                h.part(&[u8::from(i.healthy), u8::from(i.enabled)]);
+                h.part(i.app.as_bytes());
+                for (k, v) in i.metadata.iter() {
+                    h.part(k.as_bytes());
+                    h.part(v.as_bytes());
+                }
+            }
+            h.finish()
         })
     }
 

@@ -7,11 +7,17 @@
 //! Replication: after the owner shard of the responsible member publishes a change, it sends
 //! the service's ephemeral instances under a new Distro version to every other member
 //! ([`replicate`]), which applies them when the version is higher than the one it holds
-//! (`Registry::apply_replica`), publishes them and pushes to its own subscribers. A member
+//! (`Registry::receive_replica`), publishes them and pushes to its own subscribers. A member
 //! that becomes responsible for a replica adopts it with fresh leases.
 //!
-//! Not built yet (issue 14): retries of failed replication, verify and repair, tombstones for
-//! deletions, the startup load. A member that missed a replica is repaired by the next change.
+//! Repair and split brain: verify rounds ([`verify`], answered by [`check`]) compare versions
+//! and digests; what a peer lacks is sent again, and what it holds newer or different is
+//! merged by the responsible member (`Registry::merge_replica`). Copies a member took writes
+//! for while it was (or thought it was) responsible go to the member now responsible
+//! ([`hand_over`]) to be merged.
+//!
+//! Not built yet (issue 14): retries of failed replication with backoff (a verify round
+//! repairs what was lost), a streamed startup load, batched digests.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -36,12 +42,30 @@ enum Request {
     Forward(Forwarded),
     /// The sender's replicas of services it is responsible for.
     Replicate(Vec<Replica>),
-    /// The sender's verify round: `(namespace, grouped, version)` of the services it is
-    /// responsible for. The answer lists those the receiver lacks or holds at a lower version.
-    Verify(Vec<(String, String, u64)>),
+    /// The sender's verify round over the services it is responsible for. The answer is a
+    /// [`Checked`].
+    Verify(Vec<Digest>),
     /// A starting member's load: the answer is every service the receiver holds, as replicas
     /// at their versions, or an error while the receiver is still loading itself.
     Snapshot,
+    /// Copies of services the sender took writes for and the receiver is now responsible
+    /// for, to merge into its own. The answer says, per copy, whether it was merged.
+    Handover(Vec<Replica>),
+}
+
+/// One service in a verify round: `(namespace, grouped, version, digest)`, the digest being
+/// `ServiceView::distro_digest`.
+pub type Digest = (String, String, u64, u64);
+
+/// The answer to a verify round.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Checked {
+    /// Services the receiver lacks or holds at a lower version: the sender sends them.
+    pub lacking: Vec<(String, String)>,
+    /// The receiver's copies of services it holds at a higher version, or at the same
+    /// version with another digest (two sides of a partition took writes): the sender merges
+    /// them into its own and publishes the result above both versions.
+    pub ahead: Vec<Replica>,
 }
 
 /// A forwarded write, as it travels.
@@ -113,8 +137,11 @@ pub fn handler(shared: Weak<Shared>) -> Handler {
             return serde_json::to_vec(&answer).unwrap_or_default();
         };
         match serde_json::from_slice::<Request>(&body) {
-            Ok(Request::Verify(list)) => serde_json::to_vec(&stale(&shared, list)),
+            Ok(Request::Verify(list)) => serde_json::to_vec(&check(&shared, list)),
             Ok(Request::Snapshot) => serde_json::to_vec(&snapshot(&shared)),
+            Ok(Request::Handover(copies)) => {
+                serde_json::to_vec(&Ok::<_, String>(take_over(&shared, copies)))
+            }
             Ok(req) => serde_json::to_vec(&serve(&shared, req)),
             Err(e) => serde_json::to_vec(&Answer::Err(ApiError::bad_request(format!(
                 "a peer request does not decode: {e}"
@@ -124,40 +151,74 @@ pub fn handler(shared: Weak<Shared>) -> Handler {
     })
 }
 
-/// The services of a verify round that this member lacks or holds at a lower version, read
-/// from the published view (no shard is asked).
-fn stale(shared: &Shared, list: Vec<(String, String, u64)>) -> Vec<(String, String)> {
-    list.into_iter()
-        .filter(|(ns, grouped, version)| {
-            let key = ServiceKey::new(ns, grouped);
-            shared
-                .view
-                .get(key.as_ref())
-                .is_none_or(|v| v.version < *version)
-        })
-        .map(|(ns, grouped, _)| (ns, grouped))
-        .collect()
+/// Checks a peer's verify round against the published view (no shard is asked): what this
+/// member lacks or holds older, and its own copies of those it holds newer or different.
+fn check(shared: &Shared, list: Vec<Digest>) -> Checked {
+    let mut out = Checked::default();
+    for (ns, grouped, version, digest) in list {
+        let key = ServiceKey::new(&ns, &grouped);
+        match shared.view.get(key.as_ref()) {
+            Some(v)
+                if v.version > version || (v.version == version && v.distro_digest() != digest) =>
+            {
+                out.ahead
+                    .push(Replica::of(&v.key, v.version, v.instances.iter()));
+            }
+            Some(v) if v.version == version => {}
+            _ => out.lacking.push((ns, grouped)),
+        }
+    }
+    out
 }
 
-/// A verify round of one shard: sends `versions` (services it is responsible for) to every
-/// other member and returns, per member, the services it lacks or holds at a lower version.
-/// Members that do not answer are left out (their round comes again).
-pub async fn verify(
-    shared: &Shared,
-    versions: &[(ServiceKey, u64)],
-) -> Vec<(SocketAddr, Vec<ServiceKey>)> {
+/// What one peer answered to a verify round.
+pub struct Verified {
+    /// The peer.
+    pub member: SocketAddr,
+    /// Services it lacks or holds older: send them.
+    pub lacking: Vec<ServiceKey>,
+    /// Its copies that are newer or differ: merge them.
+    pub ahead: Vec<Replica>,
+}
+
+/// A verify round of one shard: sends `digests` (services it is responsible for) to every
+/// other member and returns each member's answer that asks for something. Members that do
+/// not answer are left out (their round comes again).
+pub async fn verify(shared: &Shared, digests: Vec<Digest>) -> Vec<Verified> {
     let Some(peers) = &shared.peers else {
         return Vec::new();
     };
-    let list: Vec<(String, String, u64)> = versions
-        .iter()
-        .map(|(k, v)| (k.namespace.to_string(), k.grouped.to_string(), *v))
-        .collect();
-    let Ok(body) = serde_json::to_vec(&Request::Verify(list)) else {
+    let Ok(body) = serde_json::to_vec(&Request::Verify(digests)) else {
         return Vec::new();
     };
+    let mut out = Vec::new();
+    for (member, bytes) in call_all(peers.all(), body).await {
+        let Ok(checked) = serde_json::from_slice::<Checked>(&bytes) else {
+            continue;
+        };
+        if !checked.lacking.is_empty() || !checked.ahead.is_empty() {
+            out.push(Verified {
+                member,
+                lacking: checked
+                    .lacking
+                    .iter()
+                    .map(|(ns, g)| ServiceKey::new(ns, g))
+                    .collect(),
+                ahead: checked.ahead,
+            });
+        }
+    }
+    out
+}
+
+/// Sends `body` to each of `links` at once and collects the answers that arrive within
+/// [`CALL_TIMEOUT`] (plus a second) each; a full link queue or a failed call is left out.
+async fn call_all<'a>(
+    links: impl IntoIterator<Item = (SocketAddr, &'a flume::Sender<Call>)>,
+    body: Vec<u8>,
+) -> Vec<(SocketAddr, Vec<u8>)> {
     let mut asked = Vec::new();
-    for (addr, link) in peers.all() {
+    for (addr, link) in links {
         let (tx, rx) = flume::bounded(1);
         if link
             .try_send(Call {
@@ -175,19 +236,88 @@ pub async fn verify(
             Ok(rx.recv_async().await)
         })
         .await;
-        let Ok(Ok(Ok(bytes))) = answer else { continue };
-        let Ok(missing) = serde_json::from_slice::<Vec<(String, String)>>(&bytes) else {
-            continue;
-        };
-        if !missing.is_empty() {
-            let keys = missing
-                .iter()
-                .map(|(ns, g)| ServiceKey::new(ns, g))
-                .collect();
-            out.push((addr, keys));
+        if let Ok(Ok(Ok(bytes))) = answer {
+            out.push((addr, bytes));
         }
     }
     out
+}
+
+/// Hands `copies` (services this member took writes for, that other members are now
+/// responsible for) to their responsible members to merge. Returns the `(service, version)`
+/// of each copy that was merged: those become replicas here. A copy not merged (no answer,
+/// or the receiver does not think it is responsible yet) is handed over in a later round.
+pub async fn hand_over(shared: &Shared, copies: Vec<Replica>) -> Vec<(ServiceKey, u64)> {
+    let Some(peers) = &shared.peers else {
+        return Vec::new();
+    };
+    let mut by_member: Vec<(SocketAddr, Vec<Replica>)> = Vec::new();
+    for r in copies {
+        let key = ServiceKey::new(&r.namespace, &r.grouped);
+        let Some(to) = elsewhere(shared, &key) else {
+            continue;
+        };
+        match by_member.iter_mut().find(|(m, _)| *m == to) {
+            Some((_, batch)) => batch.push(r),
+            None => by_member.push((to, vec![r])),
+        }
+    }
+    let mut released = Vec::new();
+    for (to, batch) in by_member {
+        let Some(link) = peers.link(to) else { continue };
+        let keys: Vec<(ServiceKey, u64)> = batch
+            .iter()
+            .map(|r| (ServiceKey::new(&r.namespace, &r.grouped), r.version))
+            .collect();
+        let Ok(body) = serde_json::to_vec(&Request::Handover(batch)) else {
+            continue;
+        };
+        for (_, bytes) in call_all([(to, link)], body).await {
+            let Ok(Ok(merged)) = serde_json::from_slice::<Result<Vec<bool>, String>>(&bytes) else {
+                continue;
+            };
+            released.extend(
+                keys.iter()
+                    .zip(merged)
+                    .filter(|(_, merged)| *merged)
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+    }
+    released
+}
+
+/// Merges handed-over copies on their owner shards, each answered once merged and
+/// published; `false` for a copy that could not be queued, was not answered within
+/// [`CALL_TIMEOUT`], or that this member is not responsible for.
+fn take_over(shared: &Shared, copies: Vec<Replica>) -> Vec<bool> {
+    let mut waiting = Vec::with_capacity(copies.len());
+    for r in copies {
+        let key = ServiceKey::new(&r.namespace, &r.grouped);
+        let inbox = &shared.inboxes[shared.ownership.shard(&key)];
+        let (tx, rx) = flume::bounded(1);
+        let msg = Message::Apply {
+            key,
+            op: Op::Handover(Box::new(r)),
+            reply: Some(tx),
+        };
+        waiting.push(
+            inbox
+                .send_timeout(msg, CALL_TIMEOUT / 4)
+                .is_ok()
+                .then_some(rx),
+        );
+    }
+    let deadline = std::time::Instant::now() + CALL_TIMEOUT - Duration::from_millis(200);
+    waiting
+        .into_iter()
+        .map(|rx| {
+            rx.is_some_and(|rx| {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                matches!(rx.recv_timeout(left), Ok(Ok(_)))
+            })
+        })
+        .collect()
 }
 
 /// Every service this member holds (its own and replicas), from the published view, for a
@@ -235,7 +365,7 @@ pub fn load(shared: &Shared) {
             };
             let services = all.len();
             for r in all {
-                hand_over(shared, r, None);
+                enqueue(shared, r, None);
             }
             for inbox in &shared.inboxes {
                 let (tx, rx) = flume::bounded(1);
@@ -295,7 +425,7 @@ pub fn replicate(shared: &Shared, batch: Vec<Replica>) {
 
 /// Queues a replica on the owner shard of its service; waits for room at most `wait` (`None`:
 /// as long as it takes).
-fn hand_over(shared: &Shared, r: Replica, wait: Option<Duration>) {
+fn enqueue(shared: &Shared, r: Replica, wait: Option<Duration>) {
     let key = ServiceKey::new(&r.namespace, &r.grouped);
     let inbox = &shared.inboxes[shared.ownership.shard(&key)];
     let msg = Message::Apply {
@@ -315,11 +445,11 @@ fn serve(shared: &Shared, req: Request) -> Answer {
         Request::Replicate(batch) => {
             for r in batch {
                 // Bounded wait: a replica that cannot be queued is repaired by a verify round.
-                hand_over(shared, r, Some(CALL_TIMEOUT / 4));
+                enqueue(shared, r, Some(CALL_TIMEOUT / 4));
             }
             return Ok(Reply::Ok);
         }
-        Request::Verify(_) | Request::Snapshot => {
+        Request::Verify(_) | Request::Snapshot | Request::Handover(_) => {
             return Err(ApiError::bad_request("answered elsewhere"))
         }
     };

@@ -24,6 +24,9 @@ pub enum Op {
     Committed(PersistentOp),
     /// Another member's replica of a service's ephemeral instances (Distro).
     Replica(Box<crate::naming::registry::Replica>),
+    /// Another member's copy of a service this member is now responsible for (Distro hand-
+    /// over): merged, or refused when this member is not responsible.
+    Handover(Box<crate::naming::registry::Replica>),
     /// A service's recovered persistent state, applied once at startup before the server is
     /// ready (one message per service instead of one per instance).
     Restore(Box<Restore>),

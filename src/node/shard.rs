@@ -181,7 +181,20 @@ impl Shard {
                 Reply::Ok
             }
             Op::Replica(r) => {
-                self.registry.borrow_mut().apply_replica(*r, now);
+                let responsible = crate::node::distro::elsewhere(&self.shared, key).is_none();
+                self.registry
+                    .borrow_mut()
+                    .receive_replica(*r, responsible, now);
+                Reply::Ok
+            }
+            Op::Handover(r) => {
+                if let Some(member) = crate::node::distro::elsewhere(&self.shared, key) {
+                    return Err(ApiError::unavailable(format!(
+                        "not responsible for {}: {member} is",
+                        key.grouped
+                    )));
+                }
+                self.registry.borrow_mut().merge_replica(*r, true, now);
                 Reply::Ok
             }
         };
@@ -232,28 +245,74 @@ impl Shard {
     /// services it is responsible for; asking the member view again here would drop a write
     /// applied while the views briefly differ.
     fn replicate(&self, changed: &[ServiceKey]) {
+        let now = self.clock.now_ms();
         let reg = self.registry.borrow();
-        let batch: Vec<_> = changed.iter().filter_map(|k| reg.replica_now(k)).collect();
+        let batch: Vec<_> = changed
+            .iter()
+            .filter_map(|k| reg.replica_now(k, now))
+            .collect();
         drop(reg);
         if !batch.is_empty() {
             crate::node::distro::replicate(&self.shared, batch);
         }
     }
 
-    /// One Distro verify round: tells every other member the versions of the services this
-    /// shard replicates as their responsible member, and sends each member the ones it lacks
-    /// or holds older. A member that missed replicas (a failed call, a cut link, a restart) is
-    /// repaired within a round or two.
+    /// One Distro verify round:
+    /// - tells every other member the version and digest of each service this shard is
+    ///   responsible for, sends each member the ones it lacks or holds older, and merges the
+    ///   copies a member holds newer or different (both sides of a partition took writes);
+    /// - hands the copies this shard took writes for, of services another member is now
+    ///   responsible for, to that member to merge, and keeps them as replicas once merged.
+    ///
+    /// A member that missed replicas (a failed call, a cut link, a restart) is repaired, and
+    /// a healed partition converges, within a round or two.
     async fn verify_round(self: Rc<Self>) {
-        let versions = self.registry.borrow().versions();
-        if !versions.is_empty() {
-            for (to, keys) in crate::node::distro::verify(&self.shared, &versions).await {
-                let reg = self.registry.borrow();
-                let batch: Vec<_> = keys.iter().filter_map(|k| reg.replica_now(k)).collect();
+        let shared = self.shared.clone();
+        let responsible = |k: &ServiceKey| crate::node::distro::elsewhere(&shared, k).is_none();
+        let digests: Vec<crate::node::distro::Digest> = self
+            .registry
+            .borrow()
+            .versions()
+            .into_iter()
+            .filter(|(k, _)| responsible(k))
+            .filter_map(|(k, _)| {
+                let v = shared.view.get(k.as_ref())?;
+                Some((
+                    k.namespace.to_string(),
+                    k.grouped.to_string(),
+                    v.version,
+                    v.distro_digest(),
+                ))
+            })
+            .collect();
+        if !digests.is_empty() {
+            for answer in crate::node::distro::verify(&shared, digests).await {
+                let now = self.clock.now_ms();
+                let mut reg = self.registry.borrow_mut();
+                for r in answer.ahead {
+                    let key = ServiceKey::new(&r.namespace, &r.grouped);
+                    if responsible(&key) && shared.ownership.shard(&key) == self.id {
+                        reg.merge_replica(r, true, now);
+                    }
+                }
+                let batch: Vec<_> = answer
+                    .lacking
+                    .iter()
+                    .filter_map(|k| reg.replica_now(k, now))
+                    .collect();
                 drop(reg);
                 if !batch.is_empty() {
-                    crate::node::distro::replicate_to(&self.shared, to, batch);
+                    crate::node::distro::replicate_to(&shared, answer.member, batch);
                 }
+            }
+        }
+        let now = self.clock.now_ms();
+        let copies = self.registry.borrow().handovers(&responsible, now);
+        if !copies.is_empty() {
+            let released = crate::node::distro::hand_over(&shared, copies).await;
+            let mut reg = self.registry.borrow_mut();
+            for (key, version) in released {
+                reg.release(&key, version);
             }
         }
         self.verifying.set(false);

@@ -66,6 +66,9 @@ impl Registry {
             next = now + t.timeout_ms.max(1);
         } else if expire && idle > t.delete_ms {
             svc.instances.remove(&lease.key);
+            if let Some(ledger) = svc.ledger.as_mut() {
+                ledger.forget(&lease.key);
+            }
             self.stats.expired += 1;
             Self::touch(&mut self.revisions, &mut self.dirty, service, svc);
             return;

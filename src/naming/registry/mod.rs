@@ -27,11 +27,13 @@ use crate::naming::wheel::Wheel;
 use crate::naming::write::{Durability, Outcome, Patch, Reply, Restore, Target, Write};
 
 mod lease;
+mod ledger;
 mod persistent;
 mod removal;
 mod replica;
 
-pub use replica::Replica;
+pub use ledger::Tombstone;
+pub use replica::{Received, Replica};
 #[cfg(test)]
 mod tests;
 
@@ -158,6 +160,16 @@ struct ServiceState {
     /// Distro version of the ephemeral instances: bumped by the responsible member for each
     /// replication round, taken from the replica otherwise. Only a higher one replaces them.
     version: u64,
+    /// Distro stamps and tombstones of the ephemeral instances (cluster mode only; `None`
+    /// standalone, and until the first ephemeral write).
+    ledger: Option<Box<ledger::Ledger>>,
+}
+
+impl ServiceState {
+    /// The Distro ledger, created on first use.
+    fn ledger_mut(&mut self) -> &mut ledger::Ledger {
+        self.ledger.get_or_insert_with(Default::default)
+    }
 }
 
 /// A wheel entry: 16 bytes plus the deadline, so a lease costs 24 bytes per instance.
@@ -367,6 +379,10 @@ impl Registry {
                     });
                 }
                 if svc.instances.remove(&ik).is_some() {
+                    if self.distro {
+                        let version = svc.version + 1;
+                        svc.ledger_mut().bury(ik, version, now);
+                    }
                     Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
                 }
                 Ok(Outcome::Applied(Reply::Ok))
@@ -576,6 +592,11 @@ impl Registry {
         let delete_deadline = now + inst.timing().timeout_ms + 1;
         let inst = Arc::new(inst);
         svc.instances.insert_at(spot, inst.clone());
+        if self.distro && spec.ephemeral {
+            // The version the next flush publishes.
+            let version = svc.version + 1;
+            svc.ledger_mut().registered(&inst.key, version);
+        }
         Self::touch(&mut self.revisions, &mut self.dirty, key, svc);
         if spec.ephemeral {
             self.wheel.schedule(
@@ -744,6 +765,7 @@ fn service_entry<'a>(
             durable: false,
             replica: false,
             version: 0,
+            ledger: None,
         }
     })
 }

@@ -1144,6 +1144,8 @@ fn replica(f: &Fixture, version: u64, ips: &[&str]) -> Replica {
         grouped: f.key.grouped.to_string(),
         version,
         instances: ips.iter().map(|ip| spec(ip, 80)).collect(),
+        stamps: Vec::new(),
+        tombs: Vec::new(),
     }
 }
 
@@ -1169,7 +1171,7 @@ fn replicas_apply_by_version_only() {
     f.reg.flush(now);
     assert_eq!(listed_ips(&f), ["10.0.0.2", "10.0.0.3"]);
     // A member holding a replica sends none of its own.
-    assert_eq!(f.reg.replica_now(&f.key.clone()), None);
+    assert_eq!(f.reg.replica_now(&f.key.clone(), f.clock.now_ms()), None);
 }
 
 #[test]
@@ -1207,8 +1209,116 @@ fn a_replica_is_not_expired_here_until_this_member_is_responsible() {
     assert_eq!(f.reg.stats().expired, 1);
     // Its own changes now go out as replicas, under a higher version.
     f.apply(Write::Register(spec("10.0.0.5", 80))).unwrap();
-    let r = f.reg.replica_now(&f.key.clone()).unwrap();
+    let r = f.reg.replica_now(&f.key.clone(), f.clock.now_ms()).unwrap();
     // Each published change (unhealthy, removed, registered) bumped it past the replica's.
     assert_eq!(r.version, 4);
     assert_eq!(r.instances.len(), 1);
+}
+
+/// A member in a cluster (Distro on), for the merge tests.
+fn member() -> Fixture {
+    let mut f = Fixture::new(Lifecycle::default());
+    f.reg.set_distro(true);
+    f
+}
+
+/// `from`'s copy, as it sends it (stamps and tombstones included).
+fn copy_of(from: &Fixture) -> Replica {
+    from.reg
+        .replica_now(&from.key, from.clock.now_ms())
+        .expect("an own copy")
+}
+
+#[test]
+fn a_healed_partition_merges_both_sides_writes_instance_by_instance() {
+    // A is responsible; C holds A's replica.
+    let mut a = member();
+    let mut c = member();
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] {
+        a.apply(Write::Register(spec(ip, 80))).unwrap();
+    }
+    let now = c.clock.now_ms();
+    assert_eq!(
+        c.reg.receive_replica(copy_of(&a), false, now),
+        Received::Applied
+    );
+    c.reg.flush(now);
+    // Partition: C is cut off and becomes responsible on its side; both sides take writes.
+    c.apply(Write::Register(spec("10.0.0.4", 80))).unwrap();
+    c.deregister("10.0.0.2");
+    a.apply(Write::Register(spec("10.0.0.5", 80))).unwrap();
+    a.deregister("10.0.0.3");
+    // C's side has taken more writes (a higher version) than A's: version order alone would
+    // throw away one side's writes.
+    c.apply(Write::Register(spec("10.0.0.6", 80))).unwrap();
+    c.deregister("10.0.0.6");
+    // Heal: A is responsible again. C still holds its own copy, so A's replicas do not
+    // replace it...
+    let now = c.clock.now_ms();
+    assert_eq!(
+        c.reg.receive_replica(copy_of(&a), false, now),
+        Received::Kept
+    );
+    // ...until C hands it over and A merges it.
+    let handed = c.reg.handovers(&|_| false, now);
+    assert_eq!(handed.len(), 1);
+    let version = handed[0].version;
+    assert!(a
+        .reg
+        .merge_replica(handed[0].clone(), true, a.clock.now_ms()));
+    a.reg.flush(a.clock.now_ms());
+    c.reg.release(&c.key.clone(), version);
+    let merged = copy_of(&a);
+    assert!(
+        merged.version > version,
+        "the merge moved past both sides' versions"
+    );
+    assert_eq!(c.reg.receive_replica(merged, false, now), Received::Applied);
+    c.reg.flush(now);
+    // Every registration survived; each side's deregistration holds on the other.
+    let want = ["10.0.0.1", "10.0.0.4", "10.0.0.5"];
+    assert_eq!(listed_ips(&a), want);
+    assert_eq!(listed_ips(&c), want);
+    assert_eq!(
+        a.view.get(a.key.as_ref()).unwrap().distro_digest(),
+        c.view.get(c.key.as_ref()).unwrap().distro_digest(),
+        "both hold the same copy"
+    );
+}
+
+#[test]
+fn a_merge_keeps_an_instance_the_other_side_only_expired_and_a_newer_registration() {
+    let mut a = member();
+    let mut c = member();
+    a.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    a.apply(Write::Register(spec("10.0.0.2", 80))).unwrap();
+    let now = c.clock.now_ms();
+    c.reg.receive_replica(copy_of(&a), false, now);
+    c.reg.flush(now);
+    // C's side: nothing beats it (the clients beat A), so after adopting it C expires both.
+    c.run_for(60_000);
+    assert_eq!(listed_ips(&c), Vec::<String>::new());
+    // A's side deregistered .2 and registered it again later.
+    a.deregister("10.0.0.2");
+    a.apply(Write::Register(spec("10.0.0.2", 80))).unwrap();
+    // C's copy carries no tombstone for an expiry; A's newer registration stands.
+    let now = a.clock.now_ms();
+    a.reg.merge_replica(copy_of(&c), true, now);
+    a.reg.flush(now);
+    assert_eq!(listed_ips(&a), ["10.0.0.1", "10.0.0.2"]);
+}
+
+#[test]
+fn a_responsible_member_merges_a_stale_replica_without_resurrecting_a_deregistration() {
+    let mut a = member();
+    a.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    a.apply(Write::Register(spec("10.0.0.2", 80))).unwrap();
+    let stale = copy_of(&a);
+    a.deregister("10.0.0.2");
+    // A replica from before the deregistration arrives late (sent by a member that briefly
+    // thought it was responsible): nothing comes back, and nothing is published.
+    let now = a.clock.now_ms();
+    assert_eq!(a.reg.receive_replica(stale, true, now), Received::Kept);
+    assert_eq!(a.reg.flush(now), Vec::<ServiceKey>::new());
+    assert_eq!(listed_ips(&a), ["10.0.0.1"]);
 }
