@@ -113,6 +113,9 @@ pub enum StartError {
         /// glommio's error, or the timeout.
         why: String,
     },
+    /// A Distro replication outbox thread could not be started.
+    #[error("cannot start a replication outbox thread: {0}")]
+    Outbox(std::io::Error),
     /// The raft thread could not be started.
     #[error("cannot start the raft thread: {0}")]
     RaftThread(std::io::Error),
@@ -225,6 +228,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
             None => crate::node::ownership::Ownership::standalone(n),
         },
         members,
+        outboxes: match &peers {
+            Some(p) => crate::node::distro::outboxes(p).map_err(StartError::Outbox)?,
+            None => Vec::new(),
+        },
         peers,
         ready: AtomicBool::new(false),
         recovered: AtomicBool::new(false),

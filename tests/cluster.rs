@@ -811,6 +811,23 @@ fn a_partition_of_20_s_loses_no_write_from_either_side_after_the_heal() {
     // And it stays so: the merged instances keep their leases through their clients' beats.
     std::thread::sleep(Duration::from_secs(6));
     assert!(converged(), "the merged state did not hold");
+    // Member 1's replicas to member 3 failed during the cut and were retried with backoff;
+    // the metrics say so, with the replication lag and the forwards.
+    let (_, metrics) = get(a, "/metrics").unwrap();
+    let value = |series: &str| -> f64 {
+        let line = format!("{series}{{peer=\"{c}\"");
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} for {c} in:\n{metrics}"))
+    };
+    assert!(value("muster_distro_retries_total") > 0.0);
+    assert!(value("muster_distro_replicated_total") > 0.0);
+    assert!(value("muster_distro_replication_lag_seconds_count") > 0.0);
+    assert_eq!(value("muster_distro_queue_depth"), 0.0);
+    assert!(value("muster_distro_forwards_total") > 0.0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     beater.join().unwrap();
 }

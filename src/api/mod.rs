@@ -518,6 +518,7 @@ async fn dispatch(
                 let mut text = shard.shared.metrics.render();
                 if let Some(members) = &shard.shared.members {
                     crate::node::metrics::render_members(&mut text, members);
+                    crate::node::metrics::render_distro(&mut text, &shard.shared.outboxes);
                 }
                 text.push_str(&shard.shared.configs.render_metrics());
                 text

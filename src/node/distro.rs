@@ -16,8 +16,7 @@
 //! for while it was (or thought it was) responsible go to the member now responsible
 //! ([`hand_over`]) to be merged.
 //!
-//! Not built yet (issue 14): retries of failed replication with backoff (a verify round
-//! repairs what was lost), a streamed startup load, batched digests.
+//! Not built yet (issue 14): a streamed startup load, batched digests.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -30,8 +29,9 @@ use crate::naming::registry::Replica;
 use crate::naming::service::ServiceKey;
 use crate::naming::write::{Reply, Write};
 use crate::node::mailbox::{Message, Op};
+use crate::node::outbox::Outbox;
 use crate::node::ownership::Member;
-use crate::node::peer::{Call, Handler, CALL_TIMEOUT};
+use crate::node::peer::{Call, Handler, Peers, CALL_TIMEOUT};
 use crate::node::shard::Shared;
 use crate::node::Error;
 
@@ -107,6 +107,10 @@ pub async fn forward(
         write,
     }))
     .map_err(|e| ApiError::server(format!("cannot encode a forwarded write: {e}")))?;
+    if let Some(t) = traffic(shared, to) {
+        t.forwards
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let (tx, rx) = flume::bounded(1);
     link.try_send(Call { body, reply: tx }).map_err(|_| {
         ApiError::from(Error::Busy {
@@ -197,6 +201,12 @@ pub async fn verify(shared: &Shared, digests: Vec<Digest>) -> Vec<Verified> {
             continue;
         };
         if !checked.lacking.is_empty() || !checked.ahead.is_empty() {
+            if let Some(t) = traffic(shared, member) {
+                t.mismatches.fetch_add(
+                    (checked.lacking.len() + checked.ahead.len()) as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
             out.push(Verified {
                 member,
                 lacking: checked
@@ -392,35 +402,49 @@ pub fn load(shared: &Shared) {
         .store(true, std::sync::atomic::Ordering::Release);
 }
 
-/// Sends replicas to one member (a verify round's repair).
+/// Queues replicas for one member (a verify round's repair) in its outbox.
 pub fn replicate_to(shared: &Shared, to: SocketAddr, batch: Vec<Replica>) {
-    let Some(link) = shared.peers.as_ref().and_then(|p| p.link(to)) else {
-        return;
-    };
-    let Ok(body) = serde_json::to_vec(&Request::Replicate(batch)) else {
-        return;
-    };
-    let (tx, _rx) = flume::bounded(1);
-    let _ = link.try_send(Call { body, reply: tx });
+    let batch: Vec<Arc<Replica>> = batch.into_iter().map(Arc::new).collect();
+    if let Some(outbox) = shared.outboxes.iter().find(|o| o.member == to) {
+        outbox.push(&batch);
+    }
 }
 
-/// Queues `batch` (replicas of services this member is responsible for) to every other
-/// member. Fire and forget: a full link queue or a failed call drops it for that member
-/// (not built yet: retries with backoff, and the verify round that repairs what was lost).
+/// Queues `batch` (replicas of services this member is responsible for) in every other
+/// member's outbox ([`crate::node::outbox`]: coalesced per service, sent in batches, retried
+/// with backoff). Never waits on a peer.
 pub fn replicate(shared: &Shared, batch: Vec<Replica>) {
-    let Some(peers) = &shared.peers else {
-        return;
-    };
-    let Ok(body) = serde_json::to_vec(&Request::Replicate(batch)) else {
-        return;
-    };
-    for link in peers.links() {
-        let (tx, _rx) = flume::bounded(1);
-        let _ = link.try_send(Call {
-            body: body.clone(),
-            reply: tx,
-        });
+    let batch: Vec<Arc<Replica>> = batch.into_iter().map(Arc::new).collect();
+    for outbox in &shared.outboxes {
+        outbox.push(&batch);
     }
+}
+
+/// The body of a `Replicate` request, from shared replicas (the same JSON as
+/// `Request::Replicate`).
+fn encode_replicas(batch: &[Arc<Replica>]) -> Option<Vec<u8>> {
+    #[derive(Serialize)]
+    enum Outgoing<'a> {
+        Replicate(Vec<&'a Replica>),
+    }
+    serde_json::to_vec(&Outgoing::Replicate(batch.iter().map(|r| &**r).collect())).ok()
+}
+
+/// Starts one replication outbox per other member.
+pub fn outboxes(peers: &Peers) -> std::io::Result<Vec<Arc<Outbox>>> {
+    peers
+        .all()
+        .map(|(member, link)| Outbox::start(member, link.clone(), Box::new(encode_replicas)))
+        .collect()
+}
+
+/// The outbox (and counters) of member `to`.
+fn traffic(shared: &Shared, to: SocketAddr) -> Option<&crate::node::outbox::Traffic> {
+    shared
+        .outboxes
+        .iter()
+        .find(|o| o.member == to)
+        .map(|o| &o.traffic)
 }
 
 /// Queues a replica on the owner shard of its service; waits for room at most `wait` (`None`:

@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use crate::naming::push::PushStats;
 use crate::naming::registry::Stats;
@@ -452,6 +453,69 @@ pub fn render_members(s: &mut String, members: &crate::cluster::Members) {
         for m in members.peers() {
             let _ = writeln!(s, "{name}{{peer=\"{}\"}} {}", m.addr, get(m));
         }
+    }
+}
+
+/// Renders the Distro counters of every peer's outbox (cluster mode).
+pub fn render_distro(s: &mut String, outboxes: &[Arc<crate::node::outbox::Outbox>]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    type Getter = fn(&crate::node::outbox::Traffic) -> u64;
+    let series: [(&str, &str, &str, Getter); 6] = [
+        (
+            "muster_distro_replicated_total",
+            "counter",
+            "Replicas the peer acknowledged.",
+            |t| t.replicated.load(Relaxed),
+        ),
+        (
+            "muster_distro_retries_total",
+            "counter",
+            "Replication batches sent again after a failure (with backoff).",
+            |t| t.retries.load(Relaxed),
+        ),
+        (
+            "muster_distro_dropped_total",
+            "counter",
+            "Replicas dropped because the peer's outbox was full (verify repairs them).",
+            |t| t.dropped.load(Relaxed),
+        ),
+        (
+            "muster_distro_forwards_total",
+            "counter",
+            "Writes forwarded to the peer as the responsible member.",
+            |t| t.forwards.load(Relaxed),
+        ),
+        (
+            "muster_distro_verify_mismatches_total",
+            "counter",
+            "Services a verify round found the peer lacking, older or different.",
+            |t| t.mismatches.load(Relaxed),
+        ),
+        (
+            "muster_distro_queue_depth",
+            "gauge",
+            "Services waiting in the peer's replication outbox.",
+            |t| t.depth.load(Relaxed) as u64,
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for o in outboxes {
+            let _ = writeln!(s, "{name}{{peer=\"{}\"}} {}", o.member, get(&o.traffic));
+        }
+    }
+    let name = "muster_distro_replication_lag_seconds";
+    let _ = writeln!(
+        s,
+        "# HELP {name} Time from a change entering the peer's outbox to the peer's acknowledgement, since start.\n# TYPE {name} summary"
+    );
+    for o in outboxes {
+        for q in [0.5, 0.99] {
+            let (v, _) = o.traffic.lag(q);
+            let _ = writeln!(s, "{name}{{peer=\"{}\",quantile=\"{q}\"}} {v:.6}", o.member);
+        }
+        let (_, n) = o.traffic.lag(0.5);
+        let _ = writeln!(s, "{name}_count{{peer=\"{}\"}} {n}", o.member);
     }
 }
 

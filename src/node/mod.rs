@@ -8,7 +8,10 @@
 //! - [`probe`], [`udp`]: the IO of health probes and of push datagrams.
 //! - [`error`]: why a write failed in the node, and how that becomes a Nacos answer.
 //! - [`ownership`]: who owns a service (member and shard): every routing decision asks it.
-//! - [`distro`]: forwarding a write to the member responsible for its service.
+//! - [`distro`]: forwarding a write to the member responsible for its service, replication,
+//!   verify rounds, hand-overs and the startup load.
+//! - [`outbox`]: one replication queue per peer, with coalescing, batches, retries and
+//!   backoff, and the per-peer Distro counters.
 //! - [`peer`]: peer links (authenticated node-to-node TCP) and the pings behind member states.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
 //! - [`config`]: the config center's proposal queue, replies and change notices (held polls).
@@ -19,6 +22,7 @@ pub(crate) mod error;
 pub(crate) mod listener;
 pub(crate) mod mailbox;
 pub(crate) mod metrics;
+pub(crate) mod outbox;
 pub(crate) mod ownership;
 pub mod peer;
 pub(crate) mod probe;

@@ -80,6 +80,8 @@ pub struct Shared {
     pub members: Option<Arc<crate::cluster::Members>>,
     /// Links to the other members (calls to them, the handler of theirs); `None` standalone.
     pub peers: Option<crate::node::peer::Peers>,
+    /// One Distro replication outbox per other member (none standalone).
+    pub outboxes: Vec<Arc<crate::node::outbox::Outbox>>,
     /// Whether the server is ready to serve (readiness probe): recovered and not stopping.
     pub ready: AtomicBool,
     /// Persistent state has been recovered: the naming API is open (Nacos's status gate).
