@@ -4,7 +4,11 @@
  * and check that subscribers learn about changes through UDP push, or through pull when every
  * push datagram is lost.
  *
- * Usage: node_client.js --server 127.0.0.1:PORT --mode push|loss
+ * Usage: node_client.js --server 127.0.0.1:PORT --mode push|loss [--writer 127.0.0.2:PORT]
+ *
+ * With --writer (a cluster), a second client whose server list is the writer makes the changes,
+ * while the subscriber's client, and every check, talks to --server: the subscriber learns of a
+ * registration made through another member (Distro replication, then a push from its own).
  *
  * Only `NacosNamingClient` is used, as an application would use it: `registerInstance`,
  * `deregisterInstance`, `subscribe`. Its requests are the real ones: v1 HTTP API,
@@ -63,7 +67,7 @@ const ACK_MUST_MATCH = true;
 // Arguments
 
 function usage(msg) {
-  process.stderr.write('node_client: ' + msg + '\nusage: node_client.js --server HOST:PORT --mode push|loss\n');
+  process.stderr.write('node_client: ' + msg + '\nusage: node_client.js --server HOST:PORT --mode push|loss [--writer HOST:PORT]\n');
   process.exit(2);
 }
 
@@ -72,7 +76,7 @@ const args = {};
   const argv = process.argv.slice(2);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--server' || a === '--mode') {
+    if (a === '--server' || a === '--mode' || a === '--writer') {
       if (i + 1 >= argv.length) usage('missing value for ' + a);
       args[a.slice(2)] = argv[++i];
     } else {
@@ -82,6 +86,9 @@ const args = {};
 }
 if (!args.server || !/^[^:]+:\d+$/.test(args.server)) usage('--server HOST:PORT is required');
 if (args.mode !== 'push' && args.mode !== 'loss') usage('--mode must be push or loss');
+if (args.writer !== undefined && !/^[^:]+:\d+$/.test(args.writer)) usage('--writer must be HOST:PORT');
+/** Where changes are made: the writer member, or the subscriber's own server. */
+const WRITER = args.writer || args.server;
 const MODE = args.mode;
 const [HOST, PORT] = [args.server.split(':')[0], Number(args.server.split(':')[1])];
 
@@ -255,6 +262,8 @@ const MOVER = { ip: '198.51.100.2', port: 7002 };
 
 const fires = []; // {at, hosts, serviceInfo, viaPush}
 let client;
+/** The client that makes the changes: `client` itself unless --writer names another member. */
+let writer;
 let pollInterval; // ms, from the client's own ServiceInfo
 let lastAction; // {what, at, fireIndex}
 
@@ -356,11 +365,21 @@ const steps = [
   ['client ready, anchor registered', async () => {
     client = new NacosNamingClient({ logger: quietLogger, serverList: args.server, namespace: 'public' });
     client.on('error', e => events.problems.push('client error ' + fmt(e)));
-    await Promise.race([client.ready(), sleep(FIRST_LIST_MS).then(() => { throw new CheckFailed('client.ready() not within ' + FIRST_LIST_MS + ' ms'); })]);
-    await client.registerInstance(SERVICE, { ip: ANCHOR.ip, port: ANCHOR.port, ephemeral: true });
-    const res = await httpGet('/nacos/v1/ns/instance/list?serviceName=' + encodeURIComponent(SERVICE));
+    writer = WRITER === args.server ? client : new NacosNamingClient({ logger: quietLogger, serverList: WRITER, namespace: 'public' });
+    if (writer !== client) writer.on('error', e => events.problems.push('writer client error ' + fmt(e)));
+    for (const c of new Set([client, writer])) {
+      await Promise.race([c.ready(), sleep(FIRST_LIST_MS).then(() => { throw new CheckFailed('client.ready() not within ' + FIRST_LIST_MS + ' ms'); })]);
+    }
+    await writer.registerInstance(SERVICE, { ip: ANCHOR.ip, port: ANCHOR.port, ephemeral: true });
+    // Made through another member, the registration reaches this one by replication: poll.
+    let res;
+    for (let i = 0; i < 30; i++) {
+      res = await httpGet('/nacos/v1/ns/instance/list?serviceName=' + encodeURIComponent(SERVICE));
+      if (res.status === 200 && JSON.parse(res.body).hosts.length === 1) break;
+      await sleep(100);
+    }
     check(res.status === 200, 'instance/list after register: status ' + res.status + ' ' + res.body);
-    check(JSON.parse(res.body).hosts.length === 1, 'instance/list after register: ' + res.body);
+    check(JSON.parse(res.body).hosts.length === 1, 'instance/list after register (through ' + WRITER + '): ' + res.body);
   }],
   ['subscribe delivers the anchor and the server-reported poll interval', async () => {
     lastAction = { what: 'subscribe', at: now(), fireIndex: 0, pushes: 0 };
@@ -388,10 +407,10 @@ let stats;
 steps.push(['register X: the listener sees it (' + MODE + ')', async () => {
   stats = await pushStats();
   if (MODE === 'loss') check(stats.acked === 0, 'muster_push_acked_total is ' + stats.acked + ' before any change');
-  stats = await change('registerInstance(X)', () => client.registerInstance(SERVICE, { ip: MOVER.ip, port: MOVER.port, ephemeral: true }), hasBoth, stats);
+  stats = await change('registerInstance(X)' + (writer !== client ? ' through ' + WRITER : ''), () => writer.registerInstance(SERVICE, { ip: MOVER.ip, port: MOVER.port, ephemeral: true }), hasBoth, stats);
 }]);
 steps.push(['deregister X: the listener sees it go (' + MODE + ')', async () => {
-  stats = await change('deregisterInstance(X)', () => client.deregisterInstance(SERVICE, { ip: MOVER.ip, port: MOVER.port, ephemeral: true }), anchorOnly, stats);
+  stats = await change('deregisterInstance(X)' + (writer !== client ? ' through ' + WRITER : ''), () => writer.deregisterInstance(SERVICE, { ip: MOVER.ip, port: MOVER.port, ephemeral: true }), anchorOnly, stats);
 }]);
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Drive a running Muster server with the stock Nacos Python client (nacos-sdk-python 0.1.17).
 
-Usage: python_client.py --server 127.0.0.1:PORT
+Usage: python_client.py --server 127.0.0.1:PORT[,127.0.0.2:PORT...]
+
+With several servers (a cluster) the client gets the whole list, as an application would; it
+sends its requests to the first and fails over to the next.
 
 Only `nacos.NacosClient` (and its SubscribeListener) is used, exactly as an application would
 use it, so every request on the wire is the one the real client sends (v1 HTTP API, everything in
@@ -583,12 +586,14 @@ def run(server):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--server", required=True, help="127.0.0.1:PORT of a running muster")
+    ap.add_argument("--server", required=True,
+                    help="127.0.0.1:PORT of a running muster, or a comma-separated list of cluster members")
     args = ap.parse_args()
-    host = args.server.rsplit(":", 1)[0].strip("[]")
-    if not (host.startswith("127.") or host in ("localhost", "::1")) or ":" not in args.server:
-        print("--server must be a loopback HOST:PORT, got %r" % args.server)
-        return 2
+    for server in args.server.split(","):
+        host = server.rsplit(":", 1)[0].strip("[]")
+        if not (host.startswith("127.") or host in ("localhost", "::1")) or ":" not in server:
+            print("--server must be loopback HOST:PORT entries, got %r" % args.server)
+            return 2
     try:
         import nacos.client
     except ImportError as e:

@@ -5,6 +5,8 @@
 //! `START_TIMEOUT` fails the test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod stock;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
