@@ -149,6 +149,10 @@ pub struct Cli {
     /// services move after about 4 periods. [default: 500]
     #[arg(long, value_name = "MS")]
     pub member_ping_ms: Option<u64>,
+    /// About how many instances one page of a starting member's load from a peer holds
+    /// (≥ 100); the load takes as many pages as it needs. [default: 20000]
+    #[arg(long, value_name = "INSTANCES")]
+    pub load_page_instances: Option<usize>,
     /// Largest config content, in characters (UTF-16 units, as Nacos counts); larger is 400.
     /// The request body cap (max_body_bytes) applies first. [default: 10485760]
     #[arg(long, value_name = "CHARS")]
@@ -329,6 +333,7 @@ struct FileConfig {
     cluster_secret_file: Option<PathBuf>,
     cluster_secret: Option<String>,
     member_ping_ms: Option<u64>,
+    load_page_instances: Option<usize>,
     config_max_content: Option<usize>,
     config_max_per_namespace: Option<usize>,
     config_history_max: Option<u32>,
@@ -401,6 +406,9 @@ pub struct ClusterConfig {
     /// Peer ping period in ms (≥ 50); also the answer timeout. Default 500: a silent member
     /// is DOWN (its services move) after about 2 s, a refusing one at the next ping.
     pub ping_ms: u64,
+    /// About how many instances a page of the startup load holds (≥ 100; default 20,000,
+    /// a few MB of peer frame).
+    pub load_page_instances: usize,
 }
 
 impl Default for Config {
@@ -598,6 +606,7 @@ impl Config {
                 peer_listen,
                 secret,
                 ping_ms: pick!(member_ping_ms).unwrap_or(500).max(50),
+                load_page_instances: pick!(load_page_instances).unwrap_or(20_000).max(100),
             });
         }
         cfg.validate()?;

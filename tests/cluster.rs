@@ -876,3 +876,111 @@ fn stock_clients_given_the_full_server_list_pass_their_checks() {
         Duration::from_secs(90),
     );
 }
+
+/// Registers `per` instances in each of `services` services named `{prefix}{n}` through
+/// `via`, over 4 keep-alive connections from [`CLIENT_IP`], 100 requests in flight on each.
+fn register_bulk(via: SocketAddr, prefix: &str, services: usize, per: usize) {
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let prefix = prefix.to_string();
+            std::thread::spawn(move || {
+                let sock =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                        .unwrap();
+                let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
+                sock.bind(&from.into()).unwrap();
+                sock.connect_timeout(&via.into(), Duration::from_secs(2))
+                    .unwrap();
+                let s: TcpStream = sock.into();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let mut r = std::io::BufReader::new(s);
+                let all: Vec<(usize, usize)> = (0..services)
+                    .filter(|svc| svc % 4 == t)
+                    .flat_map(|svc| (0..per).map(move |i| (svc, i)))
+                    .collect();
+                for chunk in all.chunks(100) {
+                    let mut req = String::new();
+                    for (svc, i) in chunk {
+                        req.push_str(&format!(
+                            "POST /nacos/v1/ns/instance?serviceName={prefix}{svc}&ip=10.{}.{}.{}&port=80 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                            svc / 256,
+                            svc % 256,
+                            i
+                        ));
+                    }
+                    w.write_all(req.as_bytes()).unwrap();
+                    for _ in chunk {
+                        let (st, _, body) = common::read_response(&mut r);
+                        assert_eq!((st, body.as_str()), (200, "ok"));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn a_member_restarted_empty_loads_page_by_page_and_is_ready_only_when_whole() {
+    if !in_netns("a_member_restarted_empty_loads_page_by_page_and_is_ready_only_when_whole") {
+        return;
+    }
+    // 10,000 instances in pages of about 1,000 (the default page is 20,000: a debug build
+    // registers too slowly here to fill many of those).
+    const SERVICES: usize = 100;
+    const PER: usize = 100;
+    let extra = ["--load-page-instances", "1000"];
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|i| Node::start_with(i, 3, SECRET, &extra))
+        .collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    let started = Instant::now();
+    register_bulk(nodes[0].addr, "big", SERVICES, PER);
+    println!(
+        "registered {} instances in {} ms",
+        SERVICES * PER,
+        started.elapsed().as_millis()
+    );
+    let whole = |n: &Node| {
+        (0..SERVICES).all(|s| {
+            get(
+                n.addr,
+                &format!("/nacos/v1/ns/instance/list?serviceName=big{s}"),
+            )
+            .is_some_and(|(st, body)| {
+                st == 200
+                    && serde_json::from_str::<Value>(&body).unwrap()["hosts"]
+                        .as_array()
+                        .is_some_and(|h| h.len() == PER)
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || whole(&nodes[1])),
+        "member 2 does not hold everything"
+    );
+    // Member 3 dies and comes back with an empty data dir: it loads page by page, and is
+    // ready only when whole.
+    nodes[2].kill();
+    nodes[2].dir = tempfile::tempdir().unwrap();
+    nodes[2].log = nodes[2].dir.path().join("stderr.log");
+    nodes[2].spawn(3, SECRET);
+    assert!(whole(&nodes[2]), "ready before it held everything");
+    let log = nodes[2].log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("loaded the cluster's ephemeral state"))
+        .unwrap_or_else(|| panic!("no load line in:\n{log}"));
+    println!("{line}");
+    let pages: u32 = line
+        .split("pages=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap();
+    assert!(pages >= 10, "{line}");
+    assert!(line.contains("complete=true"), "{line}");
+}

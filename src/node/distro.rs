@@ -16,7 +16,9 @@
 //! for while it was (or thought it was) responsible go to the member now responsible
 //! ([`hand_over`]) to be merged.
 //!
-//! Not built yet (issue 14): a streamed startup load, batched digests.
+//! Startup: a starting member loads everything a peer holds, page by page ([`load`]).
+//!
+//! Not built yet (issue 14): batched digests.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -45,13 +47,37 @@ enum Request {
     /// The sender's verify round over the services it is responsible for. The answer is a
     /// [`Checked`].
     Verify(Vec<Digest>),
-    /// A starting member's load: the answer is every service the receiver holds, as replicas
-    /// at their versions, or an error while the receiver is still loading itself.
-    Snapshot,
+    /// A starting member's load, one page at a time: the answer is a [`Page`] of the
+    /// services the receiver holds, as replicas at their versions, or an error while the
+    /// receiver is still loading itself.
+    Snapshot(PageAsk),
     /// Copies of services the sender took writes for and the receiver is now responsible
     /// for, to merge into its own. The answer says, per copy, whether it was merged.
     Handover(Vec<Replica>),
 }
+
+/// Which page of a snapshot a starting member asks for. The services are split into
+/// `pages` pages by `stable_hash % pages`; `pages` 0 asks the receiver to choose it (so that
+/// a page holds about its `load_page_instances` instances) and answers page 0.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PageAsk {
+    /// The page, `0..pages`.
+    pub page: u32,
+    /// How many pages (0: the receiver chooses).
+    pub pages: u32,
+}
+
+/// A page of a snapshot.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Page {
+    /// How many pages the snapshot has: ask for the rest with this.
+    pub pages: u32,
+    /// The services of this page.
+    pub replicas: Vec<Replica>,
+}
+
+/// Most pages a snapshot is split into.
+pub const MAX_PAGES: u32 = 4096;
 
 /// One service in a verify round: `(namespace, grouped, version, digest)`, the digest being
 /// `ServiceView::distro_digest`.
@@ -142,7 +168,7 @@ pub fn handler(shared: Weak<Shared>) -> Handler {
         };
         match serde_json::from_slice::<Request>(&body) {
             Ok(Request::Verify(list)) => serde_json::to_vec(&check(&shared, list)),
-            Ok(Request::Snapshot) => serde_json::to_vec(&snapshot(&shared)),
+            Ok(Request::Snapshot(ask)) => serde_json::to_vec(&snapshot(&shared, ask)),
             Ok(Request::Handover(copies)) => {
                 serde_json::to_vec(&Ok::<_, String>(take_over(&shared, copies)))
             }
@@ -330,28 +356,49 @@ fn take_over(shared: &Shared, copies: Vec<Replica>) -> Vec<bool> {
         .collect()
 }
 
-/// Every service this member holds (its own and replicas), from the published view, for a
-/// starting peer. An error while this member has not loaded yet itself.
-fn snapshot(shared: &Shared) -> Result<Vec<Replica>, String> {
+/// One page of everything this member holds (its own services and replicas), from the
+/// published view, for a starting peer. An error while this member has not loaded yet itself.
+fn snapshot(shared: &Shared, ask: PageAsk) -> Result<Page, String> {
     if !shared.loaded.load(std::sync::atomic::Ordering::Acquire) {
         return Err("still loading".into());
     }
-    Ok(shared
-        .view
-        .all()
+    let all = shared.view.all();
+    let pages = if ask.pages == 0 {
+        let instances: usize = all.iter().map(|v| v.instances.len()).sum();
+        let per_page = shared
+            .config
+            .cluster
+            .as_ref()
+            .map_or(20_000, |c| c.load_page_instances)
+            .max(1);
+        (instances / per_page + 1).min(MAX_PAGES as usize) as u32
+    } else {
+        ask.pages.min(MAX_PAGES)
+    };
+    let replicas = all
         .iter()
+        .filter(|v| {
+            crate::hash::stable_hash(&v.key.namespace, &v.key.grouped) % u64::from(pages)
+                == u64::from(ask.page)
+        })
         .map(|v| Replica::of(&v.key, v.version, v.instances.iter()))
-        .collect())
+        .collect();
+    Ok(Page { pages, replicas })
 }
 
 /// How long a starting member tries its peers for a snapshot before it starts empty.
 pub const LOAD_WAIT: Duration = Duration::from_secs(5);
+/// The longest a startup load may take once a peer answered: after that the member opens with
+/// what it has (verify rounds bring the rest).
+pub const LOAD_MAX: Duration = Duration::from_secs(120);
 
 /// The startup load (cluster mode; blocks a thread): asks the peers in turn for everything
-/// they hold, applies the first answer on the owner shards, waits until they have applied
-/// it, then opens the gate ([`Shared::loaded`]). When no peer answers within [`LOAD_WAIT`]
-/// (the whole cluster is starting), the member starts empty. Nothing expires meanwhile: the
-/// member holds nothing, and replicas are not expired by a member that is not responsible.
+/// they hold, page by page ([`PageAsk`]), applies each page on the owner shards, waits until
+/// they have applied it, then opens the gate ([`Shared::loaded`]). A peer that stops answering
+/// mid-way is left for the next one (pages apply by version, so a page applied twice changes
+/// nothing). When no peer answers within [`LOAD_WAIT`] (the whole cluster is starting), the
+/// member starts empty; a load is cut at [`LOAD_MAX`]. Nothing expires meanwhile: replicas are
+/// not expired by a member that is not responsible, and the gate keeps writes out.
 pub fn load(shared: &Shared) {
     let Some(peers) = &shared.peers else {
         return;
@@ -360,22 +407,20 @@ pub fn load(shared: &Shared) {
     let mut loaded_from = None;
     'rounds: while started.elapsed() < LOAD_WAIT {
         for (addr, link) in peers.all() {
-            let (tx, rx) = flume::bounded(1);
-            let Ok(body) = serde_json::to_vec(&Request::Snapshot) else {
-                break 'rounds;
-            };
-            if link.try_send(Call { body, reply: tx }).is_err() {
-                continue;
-            }
-            let Ok(Ok(bytes)) = rx.recv_timeout(CALL_TIMEOUT + Duration::from_secs(1)) else {
+            let Some(first) = fetch_page(link, PageAsk { page: 0, pages: 0 }) else {
                 continue;
             };
-            let Ok(Ok(all)) = serde_json::from_slice::<Result<Vec<Replica>, String>>(&bytes) else {
-                continue;
-            };
-            let services = all.len();
-            for r in all {
-                enqueue(shared, r, None);
+            let pages = first.pages.max(1);
+            let mut services = apply_page(shared, first);
+            let mut complete = true;
+            for page in 1..pages {
+                match fetch_page(link, PageAsk { page, pages }) {
+                    Some(p) if started.elapsed() < LOAD_MAX => services += apply_page(shared, p),
+                    _ => {
+                        complete = false;
+                        break;
+                    }
+                }
             }
             for inbox in &shared.inboxes {
                 let (tx, rx) = flume::bounded(1);
@@ -383,15 +428,23 @@ pub fn load(shared: &Shared) {
                     let _ = rx.recv();
                 }
             }
-            loaded_from = Some((addr, services));
-            break 'rounds;
+            if complete || started.elapsed() >= LOAD_MAX {
+                loaded_from = Some((addr, services, pages, complete));
+                break 'rounds;
+            }
+            tracing::warn!(peer = %addr, services, "a peer stopped answering the startup load; trying the next");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     match loaded_from {
-        Some((peer, services)) => {
-            tracing::info!(%peer, services, "loaded the cluster's ephemeral state from a peer")
-        }
+        Some((peer, services, pages, complete)) => tracing::info!(
+            %peer,
+            services,
+            pages,
+            complete,
+            ms = started.elapsed().as_millis() as u64,
+            "loaded the cluster's ephemeral state from a peer"
+        ),
         None => tracing::warn!(
             wait_ms = LOAD_WAIT.as_millis() as u64,
             "no peer answered the startup load; starting empty (is the whole cluster starting?)"
@@ -400,6 +453,29 @@ pub fn load(shared: &Shared) {
     shared
         .loaded
         .store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Asks a peer for one snapshot page (blocking, at most [`CALL_TIMEOUT`] plus a second).
+fn fetch_page(link: &flume::Sender<Call>, ask: PageAsk) -> Option<Page> {
+    let body = serde_json::to_vec(&Request::Snapshot(ask)).ok()?;
+    let (tx, rx) = flume::bounded(1);
+    link.try_send(Call { body, reply: tx }).ok()?;
+    let bytes = rx
+        .recv_timeout(CALL_TIMEOUT + Duration::from_secs(1))
+        .ok()?
+        .ok()?;
+    serde_json::from_slice::<Result<Page, String>>(&bytes)
+        .ok()?
+        .ok()
+}
+
+/// Queues a page's replicas on their owner shards; returns how many services it held.
+fn apply_page(shared: &Shared, page: Page) -> usize {
+    let n = page.replicas.len();
+    for r in page.replicas {
+        enqueue(shared, r, None);
+    }
+    n
 }
 
 /// Queues replicas for one member (a verify round's repair) in its outbox.
@@ -473,7 +549,7 @@ fn serve(shared: &Shared, req: Request) -> Answer {
             }
             return Ok(Reply::Ok);
         }
-        Request::Verify(_) | Request::Snapshot | Request::Handover(_) => {
+        Request::Verify(_) | Request::Snapshot(_) | Request::Handover(_) => {
             return Err(ApiError::bad_request("answered elsewhere"))
         }
     };
