@@ -35,8 +35,12 @@ use crate::hash::OWNERSHIP_VERSION;
 pub const MAGIC: &[u8; 8] = b"MUSTERP1";
 /// Largest frame accepted, in bytes (handshake and pings are tiny; Distro batches will not be).
 pub const MAX_FRAME: usize = 16 << 20;
-/// Most concurrent inbound connections per member (a dialer holds one; reconnects overlap).
-pub const MAX_INBOUND_PER_MEMBER: usize = 4;
+/// Connections each member keeps to each other member: calls on one link run this many at
+/// a time (a forwarded write does not wait behind another member's slow call).
+pub const LINK_CONNECTIONS: usize = 4;
+/// Most concurrent inbound connections per member (a dialer holds [`LINK_CONNECTIONS`];
+/// reconnects overlap).
+pub const MAX_INBOUND_PER_MEMBER: usize = 2 * LINK_CONNECTIONS;
 /// Time allowed for the whole handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -385,10 +389,13 @@ pub fn start(
         let to = peer.addr;
         let (tx, rx) = flume::bounded(CALL_QUEUE);
         links.push((to, tx));
-        let (members, settings, stop) = (members.clone(), settings.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name(format!("muster-peer-{to}"))
-            .spawn(move || link(to, members, settings, stop, rx))?;
+        for conn in 0..LINK_CONNECTIONS {
+            let (members, settings, stop, rx) =
+                (members.clone(), settings.clone(), stop.clone(), rx.clone());
+            std::thread::Builder::new()
+                .name(format!("muster-peer-{to}-{conn}"))
+                .spawn(move || link(to, conn == 0, members, settings, stop, rx))?;
+        }
     }
     Ok((bound, Peers { links, handler }))
 }
@@ -488,11 +495,15 @@ fn serve_inbound(
     }
 }
 
-/// Keeps a connection to `to`: dial, ping every period and carry the queued calls, record
-/// each answer or failure in its member state, redial after a failure. Calls go one at a time
-/// on the one connection, so the link's order is the order they were queued in.
+/// Keeps a connection to `to`: dial, ping every period and carry the queued calls, redial
+/// after a failure. [`LINK_CONNECTIONS`] of these share a member's call queue, each taking the
+/// next call when it is free: calls start in the order they were queued and run that many at
+/// a time. Only the `primary` one records answers and failures in the member's state, so a
+/// member's state moves at the pace of one connection's pings (the others ping only to keep
+/// their connection open).
 fn link(
     to: SocketAddr,
+    primary: bool,
     members: Arc<Members>,
     settings: PeerSettings,
     stop: Arc<AtomicBool>,
@@ -504,6 +515,7 @@ fn link(
     let mut l = Link {
         this: members.this(),
         to,
+        primary,
         member,
         settings: &settings,
         conn: None,
@@ -527,7 +539,7 @@ fn link(
         let ping = l.seq.wrapping_add(1).to_le_bytes();
         let sent = Instant::now();
         if let Ok(pong) = l.exchange(PING, &ping, settings.ping) {
-            if pong == ping {
+            if pong == ping && primary {
                 member.record_rtt(sent.elapsed().as_micros() as u64);
             }
         }
@@ -538,6 +550,8 @@ fn link(
 struct Link<'a> {
     this: SocketAddr,
     to: SocketAddr,
+    /// Records contacts in the member's state (one connection per member does).
+    primary: bool,
     member: &'a crate::cluster::Member,
     settings: &'a PeerSettings,
     conn: Option<TcpStream>,
@@ -584,6 +598,12 @@ impl Link<'_> {
                 k => Err(protocol(format!("expected response {seq}, got kind {k}"))),
             }
         })();
+        if !self.primary {
+            if r.is_err() && !matches!(r, Err(PeerError::Refused(_))) {
+                self.conn = None;
+            }
+            return r;
+        }
         match &r {
             Ok(_) | Err(PeerError::Refused(_)) if self.conn.is_some() => {
                 let before = self.member.contact_ok(wall_ms());
