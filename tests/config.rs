@@ -895,6 +895,112 @@ fn namespaces_crud_in_the_nacos_envelope() {
     assert_eq!(v["data"][1]["namespace"].as_str().unwrap().len(), 36);
 }
 
+/// Naming and config share namespace ids: a namespace that holds services is listed even when
+/// nobody created it (naming never checks the registry, as in Nacos 1.x), until it is created,
+/// which names it, and after it is deleted while services remain.
+#[test]
+fn namespaces_naming_uses_are_listed() {
+    let s = Server::start(&["--shards", "2"]);
+    let ns = "/nacos/v1/console/namespaces";
+    let list = |s: &Server| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(&send(s, "GET", ns, &[], "").body).unwrap();
+        v["data"].as_array().unwrap().clone()
+    };
+    let exists = |s: &Server| {
+        send(
+            s,
+            "GET",
+            &format!("{ns}?checkNamespaceIdExist=true&customNamespaceId=svc"),
+            &[],
+            "",
+        )
+        .body
+    };
+    // Naming writes to an id nobody created: accepted, as Nacos does.
+    let (st, body) = s.request(
+        "POST",
+        "/nacos/v1/ns/service?serviceName=a&namespaceId=svc",
+        "",
+    );
+    assert_eq!((st, body.as_str()), (200, "ok"));
+    let (st, _) = s.request(
+        "POST",
+        "/nacos/v1/ns/instance?serviceName=b&ip=1.1.1.1&port=1&namespaceId=svc",
+        "",
+    );
+    assert_eq!(st, 200);
+    // A service in public adds nothing.
+    s.request("POST", "/nacos/v1/ns/service?serviceName=p", "");
+    let v = list(&s);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(
+        (
+            v[1]["namespace"].as_str(),
+            v[1]["namespaceShowName"].as_str(),
+            v[1]["type"].as_u64(),
+            v[1]["configCount"].as_u64()
+        ),
+        (Some("svc"), Some("svc"), Some(2), Some(0))
+    );
+    let one: serde_json::Value = serde_json::from_str(
+        &send(
+            &s,
+            "GET",
+            &format!("{ns}?show=all&namespaceId=svc"),
+            &[],
+            "",
+        )
+        .body,
+    )
+    .unwrap();
+    assert_eq!(one["namespace"], "svc");
+    assert_eq!(exists(&s), "false", "implicit: not in the registry");
+    // Creating it names it, once.
+    let r = send(
+        &s,
+        "POST",
+        ns,
+        &[],
+        &form(&[("customNamespaceId", "svc"), ("namespaceName", "Services")]),
+    );
+    assert_eq!(r.body, "true");
+    let v = list(&s);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[1]["namespaceShowName"], "Services");
+    assert_eq!(exists(&s), "true");
+    // Deleting the entry leaves the services, so the namespace stays listed, unnamed.
+    assert_eq!(
+        send(&s, "DELETE", &format!("{ns}?namespaceId=svc"), &[], "").body,
+        "true"
+    );
+    let v = list(&s);
+    assert_eq!(
+        (v.len(), v[1]["namespaceShowName"].as_str()),
+        (2, Some("svc"))
+    );
+    let (st, _) = s.request(
+        "GET",
+        "/nacos/v1/ns/instance/list?serviceName=b&namespaceId=svc",
+        "",
+    );
+    assert_eq!(st, 200);
+    // Once its services are gone, so is the entry.
+    s.request(
+        "DELETE",
+        "/nacos/v1/ns/instance?serviceName=b&ip=1.1.1.1&port=1&namespaceId=svc",
+        "",
+    );
+    for svc in ["a", "b"] {
+        let (st, body) = s.request(
+            "DELETE",
+            &format!("/nacos/v1/ns/service?serviceName={svc}&namespaceId=svc"),
+            "",
+        );
+        assert_eq!((st, body.as_str()), (200, "ok"), "{svc}");
+    }
+    assert_eq!(list(&s).len(), 1);
+}
+
 /// Every acknowledged config, its history and the namespaces come back after kill -9, from the
 /// log alone and from a snapshot plus the log.
 #[test]

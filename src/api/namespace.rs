@@ -1,6 +1,14 @@
 //! Namespaces (`/nacos/v1/console/namespaces`, Nacos 1.4.6 `NamespaceController`), shared by
 //! naming and config. `public` (id `""`) always exists and is not stored; custom namespaces are
 //! `config` domain entries in the raft log.
+//!
+//! Naming does not check its `namespaceId` against this registry (Nacos 1.x never did, and
+//! clients configured with an id nobody created keep working). Instead a namespace that holds
+//! naming services but was never created here is listed too, as an *implicit* entry: `type` 2,
+//! its id as its name, no description, and `checkNamespaceIdExist` still `false` for it, so
+//! that creating it gives it a name. Deleting a namespace removes only its registry entry (its
+//! configs and services stay, as in Nacos); one that still holds services stays listed as
+//! implicit. Config tenants are listed only when created, exactly as Nacos does.
 
 use bytes::Bytes;
 
@@ -8,9 +16,41 @@ use crate::api::{Answer, Ctx};
 use crate::config::params::valid_namespace_id;
 use crate::consensus::config::{ConfigData, ConfigOp, Namespace};
 use crate::error::ApiResult;
+use crate::naming::service::DEFAULT_NAMESPACE;
 
 fn boolean(b: bool) -> Answer {
     Answer::json_bytes(Bytes::from_static(if b { b"true" } else { b"false" }))
+}
+
+/// Namespaces naming uses that the registry does not hold (`public` aside), sorted by id.
+fn implicit_namespaces(ctx: &Ctx<'_>, data: &ConfigData) -> Vec<String> {
+    ctx.shard
+        .shared
+        .view
+        .census
+        .namespaces()
+        .into_iter()
+        .map(|(id, _)| id.to_string())
+        .filter(|id| id != DEFAULT_NAMESPACE && !id.is_empty() && !data.namespaces.contains_key(id))
+        .collect()
+}
+
+/// The list entry of namespace `id` (`show=all` adds `namespaceDesc`).
+fn entry(
+    data: &ConfigData,
+    quota: usize,
+    id: &str,
+    name: &str,
+    desc: Option<&str>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "namespace": id, "namespaceShowName": name, "quota": quota,
+        "configCount": config_count(data, id), "type": 2,
+    });
+    if let Some(d) = desc {
+        v["namespaceDesc"] = serde_json::Value::String(d.to_string());
+    }
+    v
 }
 
 fn config_count(data: &ConfigData, tenant: &str) -> usize {
@@ -40,11 +80,10 @@ pub fn get(ctx: &Ctx<'_>) -> ApiResult<Answer> {
             })
         } else {
             match data.namespaces.get(id) {
-                Some(n) => serde_json::json!({
-                    "namespace": n.id, "namespaceShowName": n.name, "quota": quota,
-                    "configCount": config_count(&data, id), "type": 2,
-                    "namespaceDesc": n.desc,
-                }),
+                Some(n) => entry(&data, quota, &n.id, &n.name, Some(&n.desc)),
+                None if ctx.shard.shared.view.census.in_namespace(id) > 0 => {
+                    entry(&data, quota, id, id, Some(""))
+                }
                 None => serde_json::Value::Null,
             }
         };
@@ -55,10 +94,10 @@ pub fn get(ctx: &Ctx<'_>) -> ApiResult<Answer> {
         "configCount": config_count(&data, ""), "type": 0,
     })];
     for n in data.namespaces.values() {
-        list.push(serde_json::json!({
-            "namespace": n.id, "namespaceShowName": n.name, "quota": quota,
-            "configCount": config_count(&data, &n.id), "type": 2,
-        }));
+        list.push(entry(&data, quota, &n.id, &n.name, None));
+    }
+    for id in implicit_namespaces(ctx, &data) {
+        list.push(entry(&data, quota, &id, &id, None));
     }
     Ok(Answer::json(&serde_json::json!({
         "code": 200, "message": null, "data": list,

@@ -401,6 +401,14 @@ impl Census {
         ns.get(namespace).copied().unwrap_or(0)
     }
 
+    /// Every namespace holding at least one service, with its service count, sorted by id.
+    pub fn namespaces(&self) -> Vec<(Arc<str>, usize)> {
+        let ns = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(Arc<str>, usize)> = ns.iter().map(|(k, n)| (k.clone(), *n)).collect();
+        v.sort();
+        v
+    }
+
     /// Whether one more service may be created in `namespace`: else 503 naming the cap.
     pub fn room_for(&self, namespace: &str, max_total: usize, max_in_ns: usize) -> ApiResult<()> {
         let full = |msg: String| ApiError {
