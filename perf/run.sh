@@ -17,8 +17,12 @@
 #   MEM_INSTANCES [100000] instances in the memory row (over 1000 services)
 #   RESTART_RECORDS [1000000] persistent registers written before the restart test
 #   RESTART_BIG_SNAPSHOT [1]  also run the restart test with --snapshot-entries 2000000
+#   LISTEN_RATE [20]       publishes/s in the config long-poll wake-up runs
+#   LISTEN_WARM [8s]       their warm-up, in which the 1,000 / 10,000 polls connect and are held
 #   ONLY [all]             comma list of sections: ceiling,list,register,beat,beatmem,
-#                          persistent,push,memory,open,restart
+#                          persistent,push,memory,open,restart,config-get,config-publish,
+#                          config-listen. With a list and no OUT_DIR, the summary goes to
+#                          $OUT/RESULTS.md instead of replacing perf/RESULTS.md
 #   SERVER_CPU [1] BENCH_CPU [0]
 set -euo pipefail
 
@@ -37,6 +41,8 @@ OPEN_ROUNDS=${OPEN_ROUNDS:-$ROUNDS}
 MEM_INSTANCES=${MEM_INSTANCES:-100000}
 RESTART_RECORDS=${RESTART_RECORDS:-1000000}
 RESTART_BIG_SNAPSHOT=${RESTART_BIG_SNAPSHOT:-1}
+LISTEN_RATE=${LISTEN_RATE:-20}
+LISTEN_WARM=${LISTEN_WARM:-8s}
 ONLY=${ONLY:-all}
 SERVER_CPU=${SERVER_CPU:-1}
 BENCH_CPU=${BENCH_CPU:-0}
@@ -92,7 +98,8 @@ fi
 
 NGINX=$(command -v nginx || true)
 [[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
-if [[ -z $NGINX ]]; then
+# only the ceiling and list sections run nginx
+if [[ -z $NGINX ]] && (want ceiling || want list); then
   log "installing nginx (apt-get)"
   SUDO=""
   [[ $(id -u) -eq 0 ]] || SUDO=sudo
@@ -215,7 +222,13 @@ extra() { # key value: one line of facts for summarize.py
   printf '%s\t%s\n' "$1" "$2" >>"$OUT/extra.tsv"
 }
 
-# bench LABEL SERVER ROUND scenario args...: one --json report
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SPID/stat"; } # the server's utime+stime
+HZ=$(getconf CLK_TCK)
+
+# bench LABEL SERVER ROUND scenario args...: one --json report. With CPU_SAMPLE=1 it also
+# records the server's CPU time (utime+stime from /proc/PID/stat) over a sub-window inside the
+# measured one (from 1 s after the warm-up to 0.5 s before the end; the scenario's setup must
+# be short), as extra "cpu_LABEL_SERVER_rROUND" = "ticks seconds CLK_TCK".
 bench() {
   local label=$1 server=$2 round=$3
   shift 3
@@ -223,7 +236,18 @@ bench() {
   local cmd=(taskset -c "$BENCH_CPU" "$BENCH" "$@" --url "http://127.0.0.1:$PORT" --json --no-progress)
   echo "${cmd[*]}" | sed "s#$ROOT/##; s#127.0.0.1:$PORT#127.0.0.1:PORT#" >"$f.cmd"
   local rc=0
-  "${cmd[@]}" >"$f.json" 2>"$f.err" || rc=$?
+  if [[ ${CPU_SAMPLE:-0} == 1 ]]; then
+    "${cmd[@]}" >"$f.json" 2>"$f.err" &
+    local bpid=$! c0 c1 s0 s1
+    sleep "$(awk -v w="${WARMUP%s}" 'BEGIN {print w + 1}')"
+    c0=$(cpu_ticks) s0=$(date +%s.%N)
+    sleep "$(awk -v d="${DURATION%s}" 'BEGIN {print d - 1.5}')"
+    c1=$(cpu_ticks) s1=$(date +%s.%N)
+    wait "$bpid" || rc=$?
+    extra "cpu_${label}_${server}_r$round" "$((c1 - c0)) $(awk -v a="$s0" -v b="$s1" 'BEGIN {printf "%.3f", b - a}') $HZ"
+  else
+    "${cmd[@]}" >"$f.json" 2>"$f.err" || rc=$?
+  fi
   if [[ $rc -ne 0 ]]; then
     log "  $label $server r$round: muster-bench exit $rc ($(head -c 300 "$f.err" | tr '\n' ' '))"
     [[ -s $f.json ]] || rm -f "$f.json"
@@ -256,7 +280,7 @@ D=(-d "$DURATION" -w "$WARMUP")
   echo "muster_sha	$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src storage Cargo.toml Cargo.lock || echo '-dirty')"
   echo "muster_sha_$(date +%s)	$(git rev-parse --short HEAD) sections=$ONLY"
   echo "rnacos	$("$RNACOS" --version 2>&1 | head -n1) ($RNACOS)"
-  echo "nginx	$("$NGINX" -v 2>&1 | head -n1)"
+  [[ -z $NGINX ]] || echo "nginx	$("$NGINX" -v 2>&1 | head -n1)"
   echo "server_cpu	$SERVER_CPU"
   echo "bench_cpu	$BENCH_CPU"
   echo "rounds	$ROUNDS"
@@ -269,6 +293,8 @@ D=(-d "$DURATION" -w "$WARMUP")
   echo "restart_target	1000000"
   echo "restart_records	$RESTART_RECORDS"
   echo "open_duration	$OPEN_DURATION"
+  echo "listen_rate	$LISTEN_RATE"
+  echo "listen_warm	$LISTEN_WARM"
   echo "started	$(basename "$OUT")"
 } >>"$OUT/extra.tsv"
 log "results in $OUT"
@@ -501,17 +527,60 @@ if want restart; then
   fi
 fi
 
+# ---------------------------------------------------------------- config center (issue 13)
+if want config-get; then
+  log "config get: one 1 KiB config, $CONNS connections (server CPU sampled)"
+  for r in $(seq "$ROUNDS"); do
+    for s in muster rnacos; do
+      start "$s"
+      CPU_SAMPLE=1 bench config-get "$s" "$r" config-get --configs 1 --size 1024 -c "$CONNS" "${D[@]}"
+      stop_server
+    done
+  done
+fi
+
+if want config-publish; then
+  log "config publish: 1000 configs of 1 KiB, a new content every publish, $CONNS connections (server CPU sampled)"
+  for r in $(seq "$ROUNDS"); do
+    for s in muster rnacos; do
+      start "$s"
+      CPU_SAMPLE=1 bench config-publish "$s" "$r" config-publish --configs 1000 --size 1024 -c "$CONNS" "${D[@]}"
+      stop_server
+    done
+  done
+fi
+
+if want config-listen; then
+  for n in 1000 10000; do
+    log "config long-poll wake-up: $n held polls (one per config), $LISTEN_RATE publishes/s"
+    for r in $(seq "$ROUNDS"); do
+      for s in muster rnacos; do
+        # Muster admits 10,000 connections by default; the polls need n + 1
+        if [[ $s == muster ]]; then start muster --max-connections 20000; else start "$s"; fi
+        bench "config-listen-$n" "$s" "$r" config-listen --listeners "$n" --rate "$LISTEN_RATE" \
+          -w "$LISTEN_WARM" -d "$DURATION"
+        stop_server
+      done
+    done
+  done
+fi
+
 # ---------------------------------------------------------------- report
 extra "finished" "$(date -u +%Y%m%dT%H%M%SZ)"
-log "writing perf/RESULTS.md and perf/latency.svg"
-python3 "$ROOT/perf/summarize.py" "$OUT" >"$ROOT/perf/RESULTS.md"
+RESULTS=$ROOT/perf/RESULTS.md CHART=$ROOT/perf/latency.svg
+if [[ $ONLY != all && -z ${OUT_DIR:-} ]]; then
+  # some sections into a fresh directory: don't replace the full record with them
+  RESULTS=$OUT/RESULTS.md CHART=$OUT/latency.svg
+fi
+log "writing $RESULTS and $CHART"
+python3 "$ROOT/perf/summarize.py" "$OUT" >"$RESULTS"
 charts=()
 for f in "$OUT"/*__r*.json; do
   [[ -e $f ]] || continue
   case $(basename "$f") in beatmem-warm__* | memory__*) ;; *) charts+=("$f") ;; esac
 done
 if ((${#charts[@]})); then
-  "$BENCH" chart "${charts[@]}" -o "$ROOT/perf/latency.svg" \
+  "$BENCH" chart "${charts[@]}" -o "$CHART" \
     --title "Latency percentiles, median over rounds (server cpu $SERVER_CPU, bench cpu $BENCH_CPU)"
 fi
-log "done: perf/RESULTS.md, perf/latency.svg, $OUT"
+log "done: $RESULTS, $CHART, $OUT"

@@ -253,6 +253,60 @@ if oc:
 if not (ob and ol):
     rows.append(("open loop: 20k beats/s + 5k lists/s", "p99 ≤ 5 ms, no false expiry", "n/a", "n/a", "—", "not measured"))
 
+# ------------------------------------------------------------------ config center (issue 13)
+def cpu_us_per_req(label, server):
+    """Median over rounds of the server's CPU µs per request (run.sh CPU_SAMPLE: ticks over a
+    sub-window of the measured one, divided by the requests that round's throughput puts in it)."""
+    vals = []
+    for k, v in FACTS.items():
+        m = re.match(rf"cpu_{re.escape(label)}_{server}_r(\d+)$", k)
+        if not m:
+            continue
+        ticks, secs, hz = (float(x) for x in v.split())
+        path = os.path.join(OUT, f"{label}__{server}__r{m.group(1)}.json")
+        try:
+            with open(path) as f:
+                rps = json.load(f).get("throughput_rps") or 0
+        except (OSError, ValueError):
+            continue
+        if rps > 0 and secs > 0:
+            vals.append(ticks / hz * 1e6 / (rps * secs))
+    return med(vals)
+
+
+def fmt_cpu(x):
+    return "n/a" if x is None else f"{x:.1f} µs"
+
+
+cfg_rows = []  # (row, target, muster, r-nacos, ratio, result)
+for label, name, target in (("config-get", "config get, 1 KiB, 64 conns", 3),
+                            ("config-publish", "config publish, 1 KiB, 1000 configs, 64 conns (Muster fdatasyncs)", None)):
+    m, o = stat(label, "muster"), stat(label, "rnacos")
+    if not m:
+        continue
+    cm, co = cpu_us_per_req(label, "muster"), cpu_us_per_req(label, "rnacos")
+    r = ratio(m["rps"], o and o["rps"])
+    cfg_rows.append((name, f"≥{target}× r-nacos" if target else "(reported)",
+                     f"{fmt_rps(m['rps'])} req/s, p99 {fmt_us(m['lat']['p99'])}, server CPU {fmt_cpu(cm)}/req",
+                     "n/a" if not o else f"{fmt_rps(o['rps'])} req/s, p99 {fmt_us(o['lat']['p99'])}, server CPU {fmt_cpu(co)}/req",
+                     fmt_ratio(r) + ("" if cm is None or co is None else f" (CPU/req {co / cm:.2f}× less)"),
+                     verdict(r is not None and r >= target) if target else "—"))
+for n in (1000, 10000):
+    label = f"config-listen-{n}"
+    m = stat(label, "muster", "wake_latency_us")
+    if not m:
+        continue
+    o = stat(label, "rnacos", "wake_latency_us")
+    wakes = lambda s: sum(v.get("wakes", 0) for v, _ in REPS[label].get(s, []))
+    missing = lambda s: sum((v.get("wake_errors") or {}).get("wake_missing", 0) for v, _ in REPS[label].get(s, []))
+    txt = lambda st, s: (f"p50 {fmt_us(st['lat']['p50'])}, p99 {fmt_us(st['lat']['p99'])} "
+                         f"({wakes(s)} wake-ups, {missing(s)} missing)")
+    target = "p99 ≤ 5 ms" if n == 10000 else "(reported)"
+    cfg_rows.append((f"long-poll wake-up, publish `ok` → the poll on that config answered, {n:,} polls held",
+                     target, txt(m, "muster"), "n/a" if not o else "r-nacos " + txt(o, "rnacos"), "—",
+                     verdict(m["lat"]["p99"] is not None and m["lat"]["p99"] <= 5000 and missing("muster") == 0)
+                     if n == 10000 else "—"))
+
 # ------------------------------------------------------------------ output
 p = print
 p("# Muster performance record")
@@ -306,6 +360,20 @@ p("|---|---|---|---|---|---|")
 for r in rows:
     p("| " + " | ".join(str(x) for x in r) + " |")
 p()
+if cfg_rows:
+    p("## Targets (issue 13, config center)")
+    p()
+    p("Server CPU per request: utime+stime of the server process (`/proc/PID/stat`) over a sub-window of the "
+      "measured one, divided by the requests answered in it; it holds steadier than throughput on a shared machine. "
+      "Wake-up: `muster-bench config-listen` holds N polls (one connection and one config each, "
+      f"`Long-Pulling-Timeout: 30000`), then publishes {FACTS.get('listen_rate', '?')}/s, each to a different "
+      "config; one sample per answered poll, from the publish's `ok` being read (an answer read first counts as 0).")
+    p()
+    p("| Row | Target | Muster | r-nacos 0.8.8 (same run) | Ratio | Result |")
+    p("|---|---|---|---|---|---|")
+    for r in cfg_rows:
+        p("| " + " | ".join(str(x) for x in r) + " |")
+    p()
 if CEIL_RPS:
     p(f"HTTP ceiling (nginx `return 200 'ok'`, {FACTS.get('conns')} connections, same client and pinning): "
       f"**{fmt_rps(CEIL_RPS)} req/s**, p99 {fmt_us(CEIL['lat']['p99'])}. The per-scenario tables give "
@@ -327,6 +395,11 @@ LABELS = [
     ("memory", "memory row's load: register 100k instances, then list all 1000 services for 2 s", "latency_us"),
     ("open-beat", "open loop: beats at 20,000/s (100k instances, every 5 s)", "latency_us"),
     ("open-list", "open loop: lists at 5,000/s, concurrent with the beats", "latency_us"),
+    ("config-get", "config get (`GET /nacos/v1/cs/configs`, one 1 KiB config)", "latency_us"),
+    ("config-publish", "config publish (`POST /nacos/v1/cs/configs`, 1000 configs, 1 KiB, new content each time)",
+     "latency_us"),
+    ("config-listen-1000", "config long-poll wake-up, 1,000 held polls", "wake_latency_us"),
+    ("config-listen-10000", "config long-poll wake-up, 10,000 held polls", "wake_latency_us"),
 ]
 NAMES = {"muster": "Muster", "rnacos": "r-nacos 0.8.8", "nginx": "nginx"}
 p("## Per scenario")
@@ -336,7 +409,13 @@ for label, title, key in LABELS:
     p()
     p(f"### {title}")
     p()
-    if key == "push_latency_us":
+    if key == "wake_latency_us":
+        p("Wake-up latency from the publish's `ok` (the row's metric; an answer read before the `ok` counts as 0), "
+          "then from the publish's send time, then the publish's own latency (open loop, from its intended send time).")
+        p()
+        p("| Server | Runs | Wake-ups (missing) | p50 | p90 | p99 | p99.9 | Publish errors |")
+        p("|---|---|---|---|---|---|---|---|")
+    elif key == "push_latency_us":
         p("Push latency from the write's `ok` (the row's metric; a datagram that arrives before the `ok` is "
           "read counts as 0), then from the write's send time, then the write's own latency.")
         p()
@@ -350,7 +429,17 @@ for label, title, key in LABELS:
     for s in servers:
         st = stats[s]
         lat = " | ".join(fmt_us(st["lat"][n]) for n, _ in PCTS)
-        if key == "push_latency_us":
+        if key == "wake_latency_us":
+            runs_ = [v for v, _ in REPS[label][s]]
+            woke = sum(v.get("wakes", 0) for v in runs_)
+            miss = sum((v.get("wake_errors") or {}).get("wake_missing", 0) for v in runs_)
+            p(f"| {NAMES[s]}, from ok | {st['runs']} | {woke} ({miss}) | {lat} | {st['errors']} |")
+            for k2, what in (("wake_from_send_latency_us", "from send"), ("latency_us", "publish latency")):
+                s2 = stat(label, s, k2)
+                if s2:
+                    lat2 = " | ".join(fmt_us(s2["lat"][n]) for n, _ in PCTS)
+                    p(f"| {NAMES[s]}, {what} | {s2['runs']} | | {lat2} | |")
+        elif key == "push_latency_us":
             extra_txt = "" if st["samples"] else f" (no push: {st['datagrams']} datagrams)"
             p(f"| {NAMES[s]}, from ok | {st['runs']} | {st['samples']}{extra_txt} | {lat} | {st['errors']} |")
             for k2, what in (("push_from_send_latency_us", "from send"), ("latency_us", "write latency")):
@@ -363,7 +452,7 @@ for label, title, key in LABELS:
             name = NAMES[s] + (" (same reply bytes)" if s == "nginx" and label.startswith("list") else "")
             p(f"| {name} | {st['runs']} | **{fmt_rps(st['rps'])}** ({runs}) | {lat} | {st['errors']} of {st['requests']:,} "
               f"| {fmt_ratio(ratio(st['rps'], CEIL_RPS))} |")
-    if key != "push_latency_us" and "muster" in stats:
+    if key == "latency_us" and "muster" in stats:
         bits = []
         for s in servers:
             if s != "muster":

@@ -34,8 +34,10 @@ pub enum Check {
     Beat,
     /// Status 200 and a JSON object with a `hosts` key (instance list).
     Hosts,
-    /// Any 2xx status (calibration).
+    /// Any 2xx status (calibration, config get).
     Status2xx,
+    /// Status 200 and body `true` (config publish).
+    True,
 }
 
 /// Judges a response; `Err` carries the error kind to count.
@@ -45,6 +47,7 @@ pub fn check_response(check: Check, status: u16, body: &[u8]) -> Result<(), Erro
         Check::Status2xx => Err(ErrorKind::Status(status)),
         _ if status != 200 => Err(ErrorKind::Status(status)),
         Check::Ok if body.trim_ascii() == b"ok" => Ok(()),
+        Check::True if body.trim_ascii() == b"true" => Ok(()),
         // Beat replies are small; search the whole body.
         Check::Beat if contains(body, b"\"code\":10200") => Ok(()),
         // Top-level keys before `hosts` are short scalars, so the key is always
@@ -89,6 +92,20 @@ pub struct Workload {
     /// `per_conn[i]` is replayed in order, wrapping around, by connection `i`.
     /// Its length is the number of connections.
     pub per_conn: Vec<Vec<Req>>,
+    /// When non-zero, the last `stamp` bytes of every request are overwritten before each
+    /// send with a number unique to this send (zero-padded decimal: the connection index,
+    /// then the connection's send count), so replayed requests still carry distinct bodies
+    /// (config publish). 0 (the default): requests are sent as built.
+    pub stamp: usize,
+}
+
+/// Writes `n` as zero-padded decimal into `out` (its most significant digits are dropped
+/// when `n` needs more than `out.len()` digits).
+pub fn write_stamp(out: &mut [u8], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
 }
 
 /// Live counters for a progress line (updated with relaxed atomics).
@@ -179,6 +196,7 @@ struct Window {
     drain_end: Instant,
     interval: Option<Duration>,
     timeout: Duration,
+    stamp: usize,
 }
 
 /// Runs a workload to completion (warm-up + duration + at most one timeout of
@@ -207,6 +225,7 @@ pub fn run(cfg: &EngineConfig, workload: Workload) -> RunResult {
         drain_end: end + cfg.timeout,
         interval,
         timeout: cfg.timeout,
+        stamp: workload.stamp,
     };
 
     let mut buckets: Vec<Vec<(usize, Vec<Req>)>> = (0..threads).map(|_| Vec::new()).collect();
@@ -232,7 +251,7 @@ pub fn run(cfg: &EngineConfig, workload: Workload) -> RunResult {
                             tokio::spawn(conn_task(
                                 addr,
                                 w,
-                                offset,
+                                (ix, offset),
                                 reqs,
                                 checks.clone(),
                                 progress.clone(),
@@ -273,11 +292,13 @@ pub fn run(cfg: &EngineConfig, workload: Workload) -> RunResult {
 async fn conn_task(
     addr: SocketAddr,
     w: Window,
-    offset: Duration,
-    reqs: Vec<Req>,
+    (ix, offset): (usize, Duration),
+    mut reqs: Vec<Req>,
     checks: Arc<Vec<Check>>,
     progress: Option<Arc<Progress>>,
 ) -> Vec<OpStats> {
+    // Stamps: the connection index in the high digits, the send count in the low 12.
+    let mut stamp = (ix as u64) * 1_000_000_000_000;
     let mut stats: Vec<OpStats> = vec![OpStats::default(); checks.len()];
     let mut conn: Option<Conn> = None;
     let mut next = w.start + offset;
@@ -312,6 +333,12 @@ async fn conn_task(
                 now
             }
         };
+        if w.stamp > 0 {
+            let b = &mut reqs[i].bytes;
+            let at = b.len().saturating_sub(w.stamp);
+            write_stamp(&mut b[at..], stamp);
+            stamp += 1;
+        }
         let req = &reqs[i];
         i += 1;
         if i == reqs.len() {

@@ -1,12 +1,14 @@
-//! `muster-bench`: a load generator for Nacos 1.x naming HTTP servers.
+//! `muster-bench`: a load generator for Nacos 1.x naming and config HTTP servers.
 //!
 //! The library holds the engine so tests can drive it directly:
 //! [`engine::run`] replays pre-built requests over keep-alive connections in
-//! closed-loop or open-loop mode, [`scenario`] builds the Nacos workloads,
+//! closed-loop or open-loop mode, [`scenario`] builds the Nacos naming workloads,
+//! [`config`] the config-center ones (and measures long-poll wake-up latency),
 //! [`subscribe`] measures UDP push latency, [`report`] renders results, and
 //! [`chart`] draws an SVG of latency percentiles from `--json` reports.
 
 pub mod chart;
+pub mod config;
 pub mod engine;
 pub mod http;
 pub mod report;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use muster_bench::config::{self, ConfigApi, ListenConfig};
 use muster_bench::engine::{self, Check, EngineConfig, Progress, Workload};
 use muster_bench::http::{Target, DEFAULT_USER_AGENT};
 use muster_bench::parse_duration;
-use muster_bench::report::Report;
+use muster_bench::report::{Report, Wakes};
 use muster_bench::scenario::{self, BeatKind, Mix, Naming};
 use muster_bench::stats::OpStats;
 use muster_bench::subscribe::{self, SubscribeConfig};
@@ -34,6 +35,13 @@ Examples:
   # UDP push latency: 50 subscribers, 5 writes/s for 20 s
   muster-bench subscribe --subscribers 50 --rate 5 -d 20s
 
+  # Config get of a 1 KiB config, and publish to 1000 configs
+  muster-bench config-get --size 1024 -c 64
+  muster-bench config-publish --configs 1000 -c 64
+
+  # Long-poll wake-up: 10000 held polls, 20 publishes/s, each answers one poll
+  muster-bench config-listen --listeners 10000 --rate 20 -w 10s -d 10s
+
   # Calibrate against a plain HTTP server (compare with wrk)
   muster-bench get --url http://127.0.0.1:8080 --path / -c 64
 
@@ -47,7 +55,7 @@ Load model:
 Exit status: 0 on success, 1 on usage or setup failure, 2 when the error
 rate exceeds --max-error-rate.";
 
-/// Load generator for Nacos 1.x naming HTTP servers.
+/// Load generator for Nacos 1.x naming and config HTTP servers.
 ///
 /// Sends pre-built Nacos naming API requests over many keep-alive HTTP/1.1
 /// connections and reports hdrhistogram latency percentiles (us), throughput
@@ -90,6 +98,24 @@ enum Scenario {
     /// UDP push latency: M subscribers, one writer; time from a write's `ok`
     /// to datagram receipt.
     Subscribe(SubscribeArgs),
+    /// GET /nacos/v1/cs/configs of configs that setup publishes.
+    ///
+    /// Setup publishes --configs configs `<prefix>-<k>` (group DEFAULT_GROUP) of --size
+    /// bytes; connections GET them round-robin; any 2xx is a success.
+    ConfigGet(ConfigArgs),
+    /// POST /nacos/v1/cs/configs (form body) over --configs configs; expects `true`.
+    ///
+    /// Every publish carries a --size-byte content whose last 18 digits differ on each
+    /// send, so no publish repeats a config's current content.
+    ConfigPublish(ConfigArgs),
+    /// Long-poll wake-up latency: N held `configs/listener` polls, publishes at --rate;
+    /// time from a publish's `ok` to the answer of each poll on that config.
+    ///
+    /// Poll i listens to config `<prefix>-<run id>-<i % keys>` (which does not exist yet, md5 "")
+    /// with Long-Pulling-Timeout 30000, one connection per poll. Write n publishes config
+    /// `(n-1) % keys`; each answered poll is sent again with the new md5. Polls open during
+    /// --warmup (make it long enough to connect them all). Raises RLIMIT_NOFILE as needed.
+    ConfigListen(ListenArgs),
     /// Plain GET of a path expecting any 2xx (calibration against nginx/wrk).
     Get(GetArgs),
     /// Draw an SVG of p50/p90/p99/p99.9 per server per scenario from `--json`
@@ -244,6 +270,39 @@ struct SubscribeArgs {
 }
 
 #[derive(Args, Debug)]
+struct ConfigArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    load: Load,
+    /// Distinct configs (get: published by setup; publish: written round-robin).
+    #[arg(help_heading = "Scenario", long, default_value_t = 1)]
+    configs: usize,
+    /// Content bytes per config (at least 18).
+    #[arg(help_heading = "Scenario", long, default_value_t = 1024)]
+    size: usize,
+}
+
+#[derive(Args, Debug)]
+struct ListenArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Held long polls (one connection each).
+    #[arg(help_heading = "Scenario", short = 'n', long, default_value_t = 1000)]
+    listeners: usize,
+    /// Configs the polls listen to (default: --listeners, one poll per config, so each
+    /// publish answers one poll; 1: every publish answers every poll).
+    #[arg(help_heading = "Scenario", long)]
+    keys: Option<usize>,
+    /// Publishes per second.
+    #[arg(help_heading = "Scenario", short, long, default_value_t = 20.0)]
+    rate: f64,
+    /// How long polls stay open after the last publish.
+    #[arg(help_heading = "Scenario", long, default_value = "2s", value_parser = parse_duration)]
+    grace: Duration,
+}
+
+#[derive(Args, Debug)]
 struct GetArgs {
     #[command(flatten)]
     common: Common,
@@ -322,6 +381,9 @@ fn positive(name: &str, v: usize) -> Result<(), String> {
 fn run(s: Scenario) -> Result<ExitCode, String> {
     let plan = match s {
         Scenario::Subscribe(a) => return run_subscribe(a),
+        Scenario::ConfigListen(a) => return run_config_listen(a),
+        Scenario::ConfigGet(a) => config_plan("config-get", a)?,
+        Scenario::ConfigPublish(a) => config_plan("config-publish", a)?,
         Scenario::Chart(a) => {
             muster_bench::chart::draw(&a.files, &a.output, &a.title)?;
             return Ok(ExitCode::SUCCESS);
@@ -405,6 +467,7 @@ fn run(s: Scenario) -> Result<ExitCode, String> {
                             }]
                         })
                         .collect(),
+                    stamp: 0,
                 },
                 pool: None,
                 verify_list: None,
@@ -414,6 +477,38 @@ fn run(s: Scenario) -> Result<ExitCode, String> {
         }
     };
     execute(plan)
+}
+
+/// Builds the plan for `config-get` and `config-publish`.
+fn config_plan(name: &'static str, a: ConfigArgs) -> Result<Plan, String> {
+    positive("configs", a.configs)?;
+    check_load(&a.load)?;
+    if a.size < config::STAMP_DIGITS {
+        return Err(format!("--size must be at least {}", config::STAMP_DIGITS));
+    }
+    let api = ConfigApi {
+        target: Target::parse(&a.common.url)?,
+        user_agent: a.common.user_agent.clone(),
+        prefix: a.common.prefix.clone(),
+    };
+    let conns = a.load.connections;
+    let (setup, workload) = if name == "config-get" {
+        (
+            config::get_setup(&api, a.configs, a.size),
+            config::get(&api, conns, a.configs),
+        )
+    } else {
+        (Vec::new(), config::publish(&api, conns, a.configs, a.size))
+    };
+    Ok(Plan {
+        name,
+        setup,
+        workload,
+        pool: None,
+        verify_list: None,
+        common: a.common,
+        load: a.load,
+    })
 }
 
 /// Builds the plan for the three pool scenarios.
@@ -518,6 +613,7 @@ fn execute(mut plan: Plan) -> Result<ExitCode, String> {
         push: None,
         push_from_send: None,
         datagrams: 0,
+        wake: None,
         notes,
     };
     Ok(finish(&report, &c))
@@ -604,6 +700,83 @@ fn run_subscribe(a: SubscribeArgs) -> Result<ExitCode, String> {
         push: Some(r.push),
         push_from_send: Some(r.push_from_send),
         datagrams: r.datagrams,
+        wake: None,
+        notes,
+    };
+    Ok(finish(&report, &c))
+}
+
+fn run_config_listen(a: ListenArgs) -> Result<ExitCode, String> {
+    positive("listeners", a.listeners)?;
+    if !(a.rate > 0.0 && a.rate.is_finite()) {
+        return Err("--rate must be positive".into());
+    }
+    let keys = a.keys.unwrap_or(a.listeners);
+    if keys == 0 || keys > a.listeners {
+        return Err("--keys must be between 1 and --listeners".into());
+    }
+    let c = a.common;
+    let api = ConfigApi {
+        target: Target::parse(&c.url)?,
+        user_agent: c.user_agent.clone(),
+        prefix: config::run_prefix(&c.prefix),
+    };
+    let progress = Arc::new(Progress::default());
+    let cfg = ListenConfig {
+        api,
+        listeners: a.listeners,
+        keys,
+        write_rate: a.rate,
+        warmup: c.warmup,
+        duration: c.duration,
+        grace: a.grace,
+        timeout: c.timeout,
+        progress: Some(progress.clone()),
+    };
+    let printer = ProgressPrinter::start(&c, progress);
+    let r = config::run_listen(&cfg);
+    printer.stop();
+    let r = r?;
+    let mut notes = vec![format!(
+        "{} polls over {keys} config(s) {}-0.. ({} per config); wake-up latency is one sample per answered poll",
+        a.listeners,
+        cfg.api.prefix,
+        a.listeners / keys
+    )];
+    if r.held < a.listeners as u64 {
+        notes.push(format!(
+            "only {} of {} polls were sent before the first publish: raise --warmup",
+            r.held, a.listeners
+        ));
+    }
+    if r.early > 0 {
+        notes.push(format!(
+            "{} polls were answered before the publish's ok was read (recorded as 0)",
+            r.early
+        ));
+    }
+    let mut total = OpStats::default();
+    total.merge(&r.writes);
+    let report = Report {
+        scenario: "config-listen".into(),
+        url: c.url.clone(),
+        connections: a.listeners + 1,
+        threads: 1,
+        rate: Some(a.rate),
+        warmup: c.warmup,
+        duration: c.duration,
+        total,
+        ops: vec![("publish".into(), r.writes)],
+        push: None,
+        push_from_send: None,
+        datagrams: 0,
+        wake: Some(Wakes {
+            from_ok: r.wake,
+            from_send: r.wake_from_send,
+            held: r.held,
+            expired: r.expired,
+            poll_errors: r.poll_errors,
+        }),
         notes,
     };
     Ok(finish(&report, &c))
@@ -703,5 +876,12 @@ mod tests {
         assert!(matches!(cli.scenario, Scenario::Mixed(_)));
         assert!(Cli::try_parse_from(["muster-bench", "mixed", "--mix", "bogus=1"]).is_err());
         assert!(Cli::try_parse_from(["muster-bench", "register", "-d", "forever"]).is_err());
+        let cli = Cli::try_parse_from(["muster-bench", "config-listen", "-n", "10000"]).unwrap();
+        match cli.scenario {
+            Scenario::ConfigListen(a) => assert_eq!((a.listeners, a.keys), (10_000, None)),
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["muster-bench", "config-publish", "--configs", "1000"]);
+        assert!(matches!(cli.unwrap().scenario, Scenario::ConfigPublish(a) if a.configs == 1000));
     }
 }

@@ -5,7 +5,9 @@
 //! throughput_rps, latency_us{p50,p90,p99,p999,max,mean}, ops{name:{requests,
 //! ok, errors, throughput_rps, latency_us}}, notes[]`, and for `subscribe` also
 //! `push_latency_us{...}, pushes, push_errors{...}, datagrams,
-//! push_from_send_latency_us{...}`.
+//! push_from_send_latency_us{...}`, and for `config-listen` also `wake_latency_us{...},
+//! wakes, wake_errors{...}, wake_from_send_latency_us{...}, held_polls, expired_polls,
+//! poll_errors{...}`.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -41,8 +43,25 @@ pub struct Report {
     pub push_from_send: Option<OpStats>,
     /// Subscribe only: datagrams received.
     pub datagrams: u64,
+    /// Config-listen only: long-poll wake-ups.
+    pub wake: Option<Wakes>,
     /// Free-form notes (setup time, pool wrap-around, warnings).
     pub notes: Vec<String>,
+}
+
+/// Long-poll wake-ups of a `config-listen` run.
+#[derive(Clone, Debug)]
+pub struct Wakes {
+    /// Latency (ns) from a publish's `ok` to an answered poll, and the polls never answered.
+    pub from_ok: OpStats,
+    /// Latency (ns) from the publish's send time.
+    pub from_send: OpStats,
+    /// Polls sent before the first publish.
+    pub held: u64,
+    /// Polls whose hold expired (answered empty, sent again).
+    pub expired: u64,
+    /// Failed poll exchanges.
+    pub poll_errors: OpStats,
 }
 
 impl Report {
@@ -52,6 +71,10 @@ impl Report {
         if let Some(p) = &self.push {
             errs += p.error_count();
             all += p.requests();
+        }
+        if let Some(w) = &self.wake {
+            errs += w.from_ok.error_count() + w.poll_errors.error_count();
+            all += w.from_ok.requests() + w.poll_errors.error_count();
         }
         if all == 0 {
             return 1.0;
@@ -118,6 +141,19 @@ impl Report {
                 );
             }
         }
+        if let Some(w) = &self.wake {
+            let o = v.as_object_mut().expect("object");
+            o.insert("wake_latency_us".into(), latency_json(&w.from_ok.latency()));
+            o.insert("wakes".into(), json!(w.from_ok.ok));
+            o.insert("wake_errors".into(), errors_json(&w.from_ok));
+            o.insert(
+                "wake_from_send_latency_us".into(),
+                latency_json(&w.from_send.latency()),
+            );
+            o.insert("held_polls".into(), json!(w.held));
+            o.insert("expired_polls".into(), json!(w.expired));
+            o.insert("poll_errors".into(), errors_json(&w.poll_errors));
+        }
         v
     }
 
@@ -178,6 +214,18 @@ impl Report {
         if let Some(f) = &self.push_from_send {
             row("push (write sent->udp)", f, f.ok as f64 / secs);
         }
+        if let Some(w) = &self.wake {
+            row(
+                "wake (publish ok->poll)",
+                &w.from_ok,
+                w.from_ok.ok as f64 / secs,
+            );
+            row(
+                "wake (publish sent->)",
+                &w.from_send,
+                w.from_send.ok as f64 / secs,
+            );
+        }
         let _ = writeln!(
             s,
             "\n  throughput {:.1} req/s, error rate {:.4}%",
@@ -196,6 +244,20 @@ impl Report {
                 s,
                 "  pushes {} samples from {} datagrams",
                 p.ok, self.datagrams
+            );
+        }
+        if let Some(w) = &self.wake {
+            errs.extend(w.from_ok.errors.iter().map(|(k, v)| format!("{k}={v}")));
+            errs.extend(
+                w.poll_errors
+                    .errors
+                    .iter()
+                    .map(|(k, v)| format!("poll_{k}={v}")),
+            );
+            let _ = writeln!(
+                s,
+                "  polls held {}, expired and re-sent {}",
+                w.held, w.expired
             );
         }
         if !errs.is_empty() {
@@ -249,6 +311,7 @@ mod tests {
             push: None,
             push_from_send: None,
             datagrams: 0,
+            wake: None,
             notes: vec![],
         }
     }
@@ -279,6 +342,23 @@ mod tests {
         let mut r = report();
         r.push = Some(OpStats::default());
         assert!(r.to_json().get("push_latency_us").is_some());
+        let mut w = OpStats::default();
+        w.record_ok(2_000_000);
+        w.record_err(ErrorKind::WakeMissing, 1);
+        r.wake = Some(Wakes {
+            from_ok: w.clone(),
+            from_send: w,
+            held: 7,
+            expired: 0,
+            poll_errors: OpStats::default(),
+        });
+        let v = r.to_json();
+        assert_eq!(v["wakes"], 1);
+        assert_eq!(v["held_polls"], 7);
+        assert_eq!(v["wake_errors"]["wake_missing"], 1);
+        // hdrhistogram, 3 significant digits: 2 ms reads back within 0.1%.
+        let p99 = v["wake_latency_us"]["p99"].as_f64().unwrap();
+        assert!((p99 - 2000.0).abs() <= 2.0, "{p99}");
     }
 
     #[test]

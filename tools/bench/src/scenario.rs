@@ -159,6 +159,7 @@ pub fn register(n: &Naming, conns: usize, services: usize, instances: usize) -> 
             bytes: n.register(&n.service(i % services), &n.ip(i), POOL_PORT),
             op: 0,
         }),
+        stamp: 0,
     }
 }
 
@@ -172,6 +173,7 @@ pub fn deregister(n: &Naming, conns: usize, services: usize, instances: usize) -
             bytes: n.deregister(&n.service(i % services), &n.ip(i), POOL_PORT),
             op: 0,
         }),
+        stamp: 0,
     }
 }
 
@@ -204,7 +206,11 @@ pub fn beat(
             }
         }
     });
-    Workload { ops, per_conn }
+    Workload {
+        ops,
+        per_conn,
+        stamp: 0,
+    }
 }
 
 /// `list`: `GET instance/list?healthyOnly=true` round-robin over `services`
@@ -222,6 +228,7 @@ pub fn list(n: &Naming, conns: usize, services: usize) -> Workload {
                     .collect()
             })
             .collect(),
+        stamp: 0,
     }
 }
 
@@ -379,7 +386,11 @@ pub fn mixed(n: &Naming, conns: usize, services: usize, instances: usize, mix: &
                 .collect()
         })
         .collect();
-    Workload { ops, per_conn }
+    Workload {
+        ops,
+        per_conn,
+        stamp: 0,
+    }
 }
 
 /// Counts the entries of the `hosts` array in an `instance/list` body.

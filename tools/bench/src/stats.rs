@@ -32,6 +32,9 @@ pub enum ErrorKind {
     PushMissing,
     /// Subscribe only: a datagram that could not be decoded.
     PushDecode,
+    /// Config-listen only: a publish was acknowledged but a poll listening to its config
+    /// was not answered before the run ended.
+    WakeMissing,
 }
 
 impl fmt::Display for ErrorKind {
@@ -46,6 +49,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Backlog => f.write_str("backlog"),
             ErrorKind::PushMissing => f.write_str("push_missing"),
             ErrorKind::PushDecode => f.write_str("push_decode"),
+            ErrorKind::WakeMissing => f.write_str("wake_missing"),
         }
     }
 }

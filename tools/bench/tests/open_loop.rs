@@ -113,6 +113,7 @@ fn workload(addr: SocketAddr) -> Workload {
             ),
             op: 0,
         }]],
+        stamp: 0,
     }
 }
 
