@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::cs::{self, export, get, import, publish, send, zip_of, CS};
 use common::Server;
 
 fn state(s: &Server) -> String {
@@ -355,4 +356,207 @@ fn a_looping_metadata_attacker_does_not_starve_lists() {
         "list p99 {:?} under attack",
         p(0.99)
     );
+}
+
+/// What a bad config request must leave unchanged: the config's content and its history.
+fn config_snapshot(s: &Server) -> (String, String, String) {
+    let c = get(s, &[("dataId", "keep"), ("group", "G")]);
+    let h = send(
+        s,
+        "GET",
+        "/nacos/v1/cs/history?search=accurate&dataId=keep&group=G",
+        &[],
+        "",
+    );
+    let all = send(
+        s,
+        "GET",
+        &format!("{CS}?search=accurate&pageNo=1&pageSize=500"),
+        &[],
+        "",
+    );
+    (c.body, h.body, all.body)
+}
+
+#[test]
+fn config_bad_input_gets_4xx_and_changes_nothing() {
+    let s = Server::start(&["--shards", "2", "--max-body-bytes", "33554432"]);
+    publish(&s, &[("dataId", "keep"), ("group", "G"), ("content", "v1")]);
+    let before = config_snapshot(&s);
+    let ten_mib_plus_one = "a".repeat((10 << 20) + 1);
+    let many_keys: String = (0..10_001).map(|i| format!("d{i}\x02G\x02m\x01")).collect();
+    let long_id = "k".repeat(256);
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        (
+            "over-long dataId",
+            "POST",
+            cs::form(&[("dataId", &long_id), ("group", "G"), ("content", "x")]),
+            "too long dataId, over 255",
+        ),
+        (
+            "illegal dataId",
+            "POST",
+            cs::form(&[("dataId", "a/b"), ("group", "G"), ("content", "x")]),
+            "invalid dataId : a/b",
+        ),
+        (
+            "illegal dataId over keep",
+            "POST",
+            cs::form(&[("dataId", "keep?"), ("group", "G"), ("content", "x")]),
+            "invalid dataId : keep?",
+        ),
+        (
+            "illegal group",
+            "POST",
+            cs::form(&[("dataId", "keep"), ("group", "G G"), ("content", "x")]),
+            "invalid group : G G",
+        ),
+        (
+            "blank content",
+            "POST",
+            cs::form(&[("dataId", "keep"), ("group", "G"), ("content", "  \n ")]),
+            "content is blank",
+        ),
+        (
+            "missing content",
+            "POST",
+            cs::form(&[("dataId", "keep"), ("group", "G")]),
+            "Required String parameter 'content' is not present",
+        ),
+        (
+            "10 MiB + 1 content",
+            "POST",
+            cs::form(&[
+                ("dataId", "keep"),
+                ("group", "G"),
+                ("content", &ten_mib_plus_one),
+            ]),
+            "invalid content, over 10485760",
+        ),
+        (
+            "tag too long",
+            "POST",
+            cs::form(&[
+                ("dataId", "keep"),
+                ("group", "G"),
+                ("content", "x"),
+                ("tag", &"t".repeat(17)),
+            ]),
+            "too long tag, over 16",
+        ),
+        (
+            "bad tenant",
+            "POST",
+            cs::form(&[
+                ("dataId", "keep"),
+                ("group", "G"),
+                ("content", "x"),
+                ("tenant", "a/b"),
+            ]),
+            "invalid tenant",
+        ),
+        (
+            "illegal dataId delete",
+            "DELETE",
+            cs::form(&[("dataId", "a/b"), ("group", "G")]),
+            "invalid dataId",
+        ),
+        (
+            "10001 listening keys",
+            "LISTEN",
+            cs::form(&[("Listening-Configs", &many_keys)]),
+            "invalid probeModify",
+        ),
+        (
+            "5-field listening line",
+            "LISTEN",
+            cs::form(&[("Listening-Configs", "keep\x02G\x02m\x02t\x02x\x01")]),
+            "invalid probeModify",
+        ),
+        (
+            "2-field listening line",
+            "LISTEN",
+            cs::form(&[("Listening-Configs", "keep\x02G\x01")]),
+            "invalid probeModify",
+        ),
+        (
+            "blank listening",
+            "LISTEN",
+            cs::form(&[("Listening-Configs", " ")]),
+            "invalid probeModify",
+        ),
+    ];
+    for (name, method, body, want) in &cases {
+        let r = match *method {
+            "LISTEN" => send(
+                &s,
+                "POST",
+                &format!("{CS}/listener"),
+                &[("Long-Pulling-Timeout", "30000")],
+                body,
+            ),
+            "DELETE" => send(&s, "DELETE", &format!("{CS}?{body}"), &[], ""),
+            m => send(&s, m, CS, &[], body),
+        };
+        assert!(
+            (400..500).contains(&r.status),
+            "{name}: status {} body {:?}",
+            r.status,
+            r.body
+        );
+        assert!(
+            r.body.contains(want),
+            "{name}: body {:?} lacks {want:?}",
+            r.body
+        );
+        assert_eq!(config_snapshot(&s), before, "{name} changed something");
+    }
+}
+
+/// Broken and hostile import zips: each a 4xx with Nacos's code, and the export unchanged.
+#[test]
+fn config_bad_zips_get_4xx_and_change_nothing() {
+    let b = Server::start(&["--shards", "1"]);
+    publish(
+        &b,
+        &[("dataId", "app.yaml"), ("group", "G"), ("content", "kept")],
+    );
+    let before = export(&b, "tenant=");
+    let cases: Vec<(&str, Vec<u8>, &str, u64)> = vec![
+        (
+            "broken zip",
+            b"PK\x03\x04 this is not a zip".to_vec(),
+            "",
+            100004,
+        ),
+        (
+            "zip slip",
+            zip_of(&[("G/ok", "x"), ("../x", "evil")]),
+            "",
+            100004,
+        ),
+        ("absolute path", zip_of(&[("/etc/x", "evil")]), "", 100004),
+        (
+            "bad metadata",
+            zip_of(&[("G/a", "x"), (".meta.yml", "no equals sign")]),
+            "",
+            100002,
+        ),
+        ("empty zip", zip_of(&[]), "", 100005),
+        (
+            "unknown namespace",
+            zip_of(&[("G/a", "x")]),
+            "namespace=nope",
+            100001,
+        ),
+    ];
+    for (name, zip, query, code) in cases {
+        let (status, v) = import(&b, query, &zip);
+        assert!((400..500).contains(&status), "{name}: {status} {v}");
+        assert_eq!(v["code"], code, "{name}: {v}");
+        assert_eq!(export(&b, "tenant="), before, "{name} changed something");
+    }
+    let (status, _) = import(&b, "", &zip_of(&[("G/ok", "x"), ("G/a b", "bad id")]));
+    assert_eq!(status, 400, "a bad data id refuses the whole import");
+    assert_eq!(export(&b, "tenant="), before);
 }
