@@ -528,27 +528,22 @@ if want restart; then
 fi
 
 # ---------------------------------------------------------------- config center (issue 13)
-if want config-get; then
-  log "config get: one 1 KiB config, $CONNS connections (server CPU sampled)"
+config_closed() { # section log-line bench-args...: Muster / r-nacos interleaved, CPU sampled
+  local section=$1 what=$2
+  shift 2
+  want "$section" || return 0
+  log "$what, $CONNS connections (server CPU sampled)"
   for r in $(seq "$ROUNDS"); do
     for s in muster rnacos; do
       start "$s"
-      CPU_SAMPLE=1 bench config-get "$s" "$r" config-get --configs 1 --size 1024 -c "$CONNS" "${D[@]}"
+      CPU_SAMPLE=1 bench "$section" "$s" "$r" "$section" "$@" -c "$CONNS" "${D[@]}"
       stop_server
     done
   done
-fi
-
-if want config-publish; then
-  log "config publish: 1000 configs of 1 KiB, a new content every publish, $CONNS connections (server CPU sampled)"
-  for r in $(seq "$ROUNDS"); do
-    for s in muster rnacos; do
-      start "$s"
-      CPU_SAMPLE=1 bench config-publish "$s" "$r" config-publish --configs 1000 --size 1024 -c "$CONNS" "${D[@]}"
-      stop_server
-    done
-  done
-fi
+}
+config_closed config-get "config get: one 1 KiB config" --configs 1 --size 1024
+config_closed config-publish "config publish: 1000 configs of 1 KiB, a new content every publish" \
+  --configs 1000 --size 1024
 
 if want config-listen; then
   for n in 1000 10000; do

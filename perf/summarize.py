@@ -429,20 +429,18 @@ for label, title, key in LABELS:
     for s in servers:
         st = stats[s]
         lat = " | ".join(fmt_us(st["lat"][n]) for n, _ in PCTS)
-        if key == "wake_latency_us":
-            runs_ = [v for v, _ in REPS[label][s]]
-            woke = sum(v.get("wakes", 0) for v in runs_)
-            miss = sum((v.get("wake_errors") or {}).get("wake_missing", 0) for v in runs_)
-            p(f"| {NAMES[s]}, from ok | {st['runs']} | {woke} ({miss}) | {lat} | {st['errors']} |")
-            for k2, what in (("wake_from_send_latency_us", "from send"), ("latency_us", "publish latency")):
-                s2 = stat(label, s, k2)
-                if s2:
-                    lat2 = " | ".join(fmt_us(s2["lat"][n]) for n, _ in PCTS)
-                    p(f"| {NAMES[s]}, {what} | {s2['runs']} | | {lat2} | |")
-        elif key == "push_latency_us":
-            extra_txt = "" if st["samples"] else f" (no push: {st['datagrams']} datagrams)"
-            p(f"| {NAMES[s]}, from ok | {st['runs']} | {st['samples']}{extra_txt} | {lat} | {st['errors']} |")
-            for k2, what in (("push_from_send_latency_us", "from send"), ("latency_us", "write latency")):
+        if key in ("wake_latency_us", "push_latency_us"):
+            if key == "wake_latency_us":
+                runs_ = [v for v, _ in REPS[label][s]]
+                woke = sum(v.get("wakes", 0) for v in runs_)
+                miss = sum((v.get("wake_errors") or {}).get("wake_missing", 0) for v in runs_)
+                count, more = f"{woke} ({miss})", (("wake_from_send_latency_us", "from send"),
+                                                   ("latency_us", "publish latency"))
+            else:
+                count = f"{st['samples']}" + ("" if st["samples"] else f" (no push: {st['datagrams']} datagrams)")
+                more = (("push_from_send_latency_us", "from send"), ("latency_us", "write latency"))
+            p(f"| {NAMES[s]}, from ok | {st['runs']} | {count} | {lat} | {st['errors']} |")
+            for k2, what in more:
                 s2 = stat(label, s, k2)
                 if s2:
                     lat2 = " | ".join(fmt_us(s2["lat"][n]) for n, _ in PCTS)

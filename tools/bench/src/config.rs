@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
-use crate::engine::{check_response, Check, OpSpec, Progress, Req, VirtualClock, Workload};
+use crate::engine::{numbered_writes, Check, OpSpec, Progress, Req, Workload, WriteTimes, NOT_YET};
 use crate::http::{urlencode, Conn, Target};
 use crate::stats::{ErrorKind, OpStats};
 
@@ -204,13 +204,9 @@ pub struct ListenResult {
     pub poll_errors: OpStats,
 }
 
-const NOT_YET: u64 = u64::MAX;
-
 struct Shared {
-    t0: Instant,
-    /// `sent_ns[seq]`, `ok_ns[seq]`: ns after `t0`, or NOT_YET.
-    sent_ns: Vec<AtomicU64>,
-    ok_ns: Vec<AtomicU64>,
+    /// When each publish was sent and its `true` read.
+    times: WriteTimes,
     /// `last_seq[k]`: the newest write sent to config `k` (0: none).
     last_seq: Vec<AtomicU64>,
     /// Polls sent at least once.
@@ -272,13 +268,7 @@ async fn listen_async(cfg: &ListenConfig) -> Result<ListenResult, String> {
     let writes_planned = ((cfg.write_rate * cfg.duration.as_secs_f64()).ceil() as u64).max(1);
     let t0 = Instant::now();
     let shared = Arc::new(Shared {
-        t0,
-        sent_ns: (0..=writes_planned)
-            .map(|_| AtomicU64::new(NOT_YET))
-            .collect(),
-        ok_ns: (0..=writes_planned)
-            .map(|_| AtomicU64::new(NOT_YET))
-            .collect(),
+        times: WriteTimes::new(t0, writes_planned),
         last_seq: (0..cfg.keys).map(|_| AtomicU64::new(0)).collect(),
         sent_polls: AtomicU64::new(0),
     });
@@ -303,50 +293,22 @@ async fn listen_async(cfg: &ListenConfig) -> Result<ListenResult, String> {
         let api = cfg.api.clone();
         let progress = cfg.progress.clone();
         let (keys, timeout) = (cfg.keys, cfg.timeout);
-        let interval = Duration::from_secs_f64(1.0 / cfg.write_rate.max(1e-6));
+        let window = (write_start, write_end, cfg.write_rate);
         tokio::spawn(async move {
-            let mut st = OpStats::default();
-            let mut conn: Option<Conn> = None;
-            let mut vclock = VirtualClock::new(write_start);
-            for seq in 1..=writes_planned {
-                let intended = write_start + interval * (seq - 1) as u32;
-                if intended >= write_end {
-                    break;
-                }
-                let k = (seq as usize - 1) % keys;
-                let req = api.publish(&api.data_id(k), &write_content(seq));
-                tokio::time::sleep_until(intended.into()).await;
-                shared.last_seq[k].store(seq, Ordering::Release);
-                let sent = Instant::now();
-                shared.sent_ns[seq as usize].store(ns_since(t0, sent), Ordering::Release);
-                let r = tokio::time::timeout(timeout, send(&mut conn, &api, timeout, &req)).await;
-                let done = Instant::now();
-                let latency = vclock.latency(intended, sent, done);
-                let r = match r {
-                    Ok(Ok(body)) => check_response(Check::True, 200, &body),
-                    Ok(Err(k)) => Err(k),
-                    Err(_) => {
-                        conn = None;
-                        Err(ErrorKind::Timeout)
-                    }
-                };
-                match r {
-                    Ok(()) => {
-                        shared.ok_ns[seq as usize].store(ns_since(t0, done), Ordering::Release);
-                        st.record_ok(latency.as_nanos() as u64);
-                        if let Some(p) = &progress {
-                            p.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Err(kind) => {
-                        st.record_err(kind, 1);
-                        if let Some(p) = &progress {
-                            p.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-            st
+            numbered_writes(
+                api.target.addr,
+                timeout,
+                window,
+                Check::True,
+                &shared.times,
+                progress.as_deref(),
+                |seq| {
+                    let k = (seq as usize - 1) % keys;
+                    shared.last_seq[k].store(seq, Ordering::Release);
+                    api.publish(&api.data_id(k), &write_content(seq))
+                },
+            )
+            .await
         })
     };
     // Held = polls sent when the first publish goes out.
@@ -365,8 +327,8 @@ async fn listen_async(cfg: &ListenConfig) -> Result<ListenResult, String> {
         expired += out.expired;
         poll_errors.merge(&out.errors);
         for (seq, at) in out.answers {
-            let ok = shared.ok_ns[seq as usize].load(Ordering::Acquire);
-            let sent = shared.sent_ns[seq as usize].load(Ordering::Acquire);
+            let ok = shared.times.ok_ns[seq as usize].load(Ordering::Acquire);
+            let sent = shared.times.sent_ns[seq as usize].load(Ordering::Acquire);
             if ok == NOT_YET {
                 // The publish failed (counted in `writes`) yet a poll was answered.
                 continue;
@@ -380,7 +342,7 @@ async fn listen_async(cfg: &ListenConfig) -> Result<ListenResult, String> {
         }
     }
     for (seq, got) in answered.iter().enumerate().skip(1) {
-        if shared.ok_ns[seq].load(Ordering::Acquire) == NOT_YET {
+        if shared.times.ok_ns[seq].load(Ordering::Acquire) == NOT_YET {
             continue;
         }
         let k = (seq - 1) % cfg.keys;
@@ -481,7 +443,7 @@ async fn poll_task(
             shared.sent_polls.fetch_add(1, Ordering::Relaxed);
         }
         let r = tokio::time::timeout_at(end.into(), send(&mut conn, &api, timeout, &req)).await;
-        let at = ns_since(shared.t0, Instant::now());
+        let at = ns_since(shared.times.t0, Instant::now());
         match r {
             Err(_) => break,
             Ok(Ok(body)) if body.trim_ascii().is_empty() => out.expired += 1,

@@ -423,6 +423,98 @@ async fn exchange(
     r
 }
 
+/// "Not yet" in [`WriteTimes`].
+pub const NOT_YET: u64 = u64::MAX;
+
+/// When each numbered write of [`numbered_writes`] was sent and when its success was read, in
+/// ns after `t0`, indexed by the write's number (from 1; index 0 unused); [`NOT_YET`] until
+/// then (and for good when the write failed).
+#[derive(Debug)]
+pub struct WriteTimes {
+    /// The origin of every time.
+    pub t0: Instant,
+    /// Just before the write was sent.
+    pub sent_ns: Vec<AtomicU64>,
+    /// When its successful answer was read.
+    pub ok_ns: Vec<AtomicU64>,
+}
+
+impl WriteTimes {
+    /// Room for writes `1..=planned`.
+    pub fn new(t0: Instant, planned: u64) -> WriteTimes {
+        let slots = || (0..=planned).map(|_| AtomicU64::new(NOT_YET)).collect();
+        WriteTimes {
+            t0,
+            sent_ns: slots(),
+            ok_ns: slots(),
+        }
+    }
+
+    /// Writes there is room for.
+    pub fn planned(&self) -> u64 {
+        self.ok_ns.len() as u64 - 1
+    }
+
+    fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.t0).as_nanos() as u64
+    }
+}
+
+/// Open-loop numbered writes on one keep-alive connection: write `seq` (1, 2, … up to
+/// `times.planned()`) is due at `start + (seq − 1) / rate` while that is before `end`; when it
+/// is due `make(seq)` builds it (so state the caller keeps per write is set at that moment),
+/// then it is sent and judged by `check`. Records `times`; returns the writes' statistics,
+/// latency from the intended send time in virtual time (as the engine's open loop).
+#[allow(clippy::too_many_arguments)]
+pub async fn numbered_writes(
+    addr: SocketAddr,
+    timeout: Duration,
+    (start, end, rate): (Instant, Instant, f64),
+    check: Check,
+    times: &WriteTimes,
+    progress: Option<&Progress>,
+    mut make: impl FnMut(u64) -> Vec<u8>,
+) -> OpStats {
+    let mut st = OpStats::default();
+    let mut conn: Option<Conn> = None;
+    let mut vclock = VirtualClock::new(start);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+    for seq in 1..=times.planned() {
+        let intended = start + interval * (seq - 1) as u32;
+        if intended >= end {
+            break;
+        }
+        tokio::time::sleep_until(intended.into()).await;
+        let req = make(seq);
+        let sent = Instant::now();
+        times.sent_ns[seq as usize].store(times.ns(sent), Ordering::Release);
+        let r =
+            tokio::time::timeout(timeout, exchange(&mut conn, addr, timeout, &req, check)).await;
+        let done = Instant::now();
+        let latency = vclock.latency(intended, sent, done);
+        let r = r.unwrap_or_else(|_| {
+            conn = None;
+            Err(ErrorKind::Timeout)
+        });
+        match r {
+            Ok(()) => {
+                times.ok_ns[seq as usize].store(times.ns(done), Ordering::Release);
+                st.record_ok(latency.as_nanos() as u64);
+                if let Some(p) = progress {
+                    p.ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(kind) => {
+                st.record_err(kind, 1);
+                if let Some(p) = progress {
+                    p.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    st
+}
+
 /// Sends every request exactly once over `concurrency` connections (setup
 /// phases). Returns per-request outcomes merged into one [`OpStats`].
 pub fn run_once(

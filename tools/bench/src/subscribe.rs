@@ -18,13 +18,13 @@
 
 use std::borrow::Cow;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use crate::engine::{check_response, Check, Progress, VirtualClock};
+use crate::engine::{check_response, numbered_writes, Check, Progress, WriteTimes, NOT_YET};
 use crate::http::Conn;
 use crate::scenario::Naming;
 use crate::stats::{ErrorKind, OpStats};
@@ -48,8 +48,6 @@ pub fn run_marker_ip() -> String {
 pub const MARKER_BASE_PORT: u64 = 10000;
 /// Most writes one run performs (ports stay below 65536).
 pub const MAX_WRITES: u64 = 55_000;
-
-const NOT_OK: u64 = u64::MAX;
 
 /// Parameters of a subscribe run.
 #[derive(Clone, Debug)]
@@ -235,10 +233,8 @@ struct Shared {
     t0: Instant,
     /// Wall-clock ns (CLOCK_REALTIME, the clock of kernel receive timestamps) at `t0`.
     t0_wall_ns: u64,
-    /// `ok_ns[seq]`: ns after `t0` when write `seq`'s `ok` was read, or NOT_OK.
-    ok_ns: Vec<AtomicU64>,
-    /// `sent_ns[seq]`: ns after `t0` just before write `seq` was sent, or NOT_OK.
-    sent_ns: Vec<AtomicU64>,
+    /// When each write was sent and its `ok` read, after `t0`.
+    times: WriteTimes,
 }
 
 /// Runs the scenario. Setup (registering the watched service) must be done
@@ -272,12 +268,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
     let shared = Arc::new(Shared {
         t0,
         t0_wall_ns,
-        ok_ns: (0..=writes_planned)
-            .map(|_| AtomicU64::new(NOT_OK))
-            .collect(),
-        sent_ns: (0..=writes_planned)
-            .map(|_| AtomicU64::new(NOT_OK))
-            .collect(),
+        times: WriteTimes::new(t0, writes_planned),
     });
     let write_start = t0 + cfg.warmup;
     let write_end = write_start + cfg.duration;
@@ -338,54 +329,18 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
         let n = n.clone();
         let progress = cfg.progress.clone();
         let marker = cfg.marker_ip.clone();
-        let interval = Duration::from_secs_f64(1.0 / cfg.write_rate.max(1e-6));
+        let window = (write_start, write_end, cfg.write_rate);
         tokio::spawn(async move {
-            let mut st = OpStats::default();
-            let mut conn: Option<Conn> = None;
-            let mut vclock = VirtualClock::new(t0);
-            for seq in 1..=writes_planned {
-                let intended = write_start + interval * (seq - 1) as u32;
-                if intended >= write_end {
-                    break;
-                }
-                let req = n.register(&svc, &marker, (MARKER_BASE_PORT + seq) as u16);
-                tokio::time::sleep_until(intended.into()).await;
-                let sent = Instant::now();
-                shared.sent_ns[seq as usize]
-                    .store((sent - shared.t0).as_nanos() as u64, Ordering::Release);
-                let r = tokio::time::timeout(
-                    timeout,
-                    query_check(&mut conn, addr, timeout, &req, Check::Ok),
-                )
-                .await;
-                let done = Instant::now();
-                // As in the engine's open loop: from the intended time, in virtual time.
-                let latency = vclock.latency(intended, sent, done);
-                match r {
-                    Ok(Ok(())) => {
-                        shared.ok_ns[seq as usize]
-                            .store((done - shared.t0).as_nanos() as u64, Ordering::Release);
-                        st.record_ok(latency.as_nanos() as u64);
-                        if let Some(p) = &progress {
-                            p.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    other => {
-                        let kind = match other {
-                            Ok(Err(k)) => k,
-                            _ => {
-                                conn = None;
-                                ErrorKind::Timeout
-                            }
-                        };
-                        st.record_err(kind, 1);
-                        if let Some(p) = &progress {
-                            p.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-            st
+            numbered_writes(
+                addr,
+                timeout,
+                window,
+                Check::Ok,
+                &shared.times,
+                progress.as_deref(),
+                |seq| n.register(&svc, &marker, (MARKER_BASE_PORT + seq) as u16),
+            )
+            .await
         })
     };
 
@@ -394,7 +349,7 @@ async fn run_async(cfg: &SubscribeConfig) -> Result<SubscribeResult, String> {
     let mut push_from_send = OpStats::default();
     let (mut datagrams, mut early) = (0, 0);
     let max_ok = (1..=writes_planned as usize)
-        .filter(|&s| shared.ok_ns[s].load(Ordering::Acquire) != NOT_OK)
+        .filter(|&s| shared.times.ok_ns[s].load(Ordering::Acquire) != NOT_YET)
         .collect::<Vec<_>>();
     for s in subs {
         let r = s.await.map_err(|e| format!("subscriber: {e}"))?;
@@ -594,16 +549,16 @@ async fn subscriber(
         let Some(max) = max_marker_seq(&push.data, &marker_ip) else {
             continue;
         };
-        let max = max.min(shared.ok_ns.len() as u64 - 1);
+        let max = max.min(shared.times.ok_ns.len() as u64 - 1);
         for seq in r.last_seen + 1..=max {
-            let sent = shared.sent_ns[seq as usize].load(Ordering::Acquire);
-            if sent != NOT_OK {
+            let sent = shared.times.sent_ns[seq as usize].load(Ordering::Acquire);
+            if sent != NOT_YET {
                 r.from_send.record_ok(now_ns.saturating_sub(sent));
             }
-            match shared.ok_ns[seq as usize].load(Ordering::Acquire) {
+            match shared.times.ok_ns[seq as usize].load(Ordering::Acquire) {
                 // The write failed or has not been read back yet: a datagram
                 // that beats the HTTP response counts as ~0 latency.
-                NOT_OK => {
+                NOT_YET => {
                     r.early += 1;
                     r.stats.record_ok(1);
                 }
