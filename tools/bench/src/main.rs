@@ -548,7 +548,7 @@ fn execute(mut plan: Plan) -> Result<ExitCode, String> {
     if !plan.setup.is_empty() {
         let n = plan.setup.len();
         if !c.json {
-            eprintln!("setup: sending {n} registration(s)...");
+            eprintln!("setup: sending {n} request(s)...");
         }
         let t = Instant::now();
         let st = engine::run_once(
@@ -566,7 +566,7 @@ fn execute(mut plan: Plan) -> Result<ExitCode, String> {
             ));
         }
         notes.push(format!(
-            "setup: {n} registrations in {:.2}s",
+            "setup: {n} requests in {:.2}s",
             t.elapsed().as_secs_f64()
         ));
     }
