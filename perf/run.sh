@@ -528,6 +528,18 @@ if want restart; then
 fi
 
 # ---------------------------------------------------------------- config center (issue 13)
+# r-nacos answers config publishes `true` before its raft group is up, and such configs may
+# never appear (a whole get round of 404s, a whole wake-up round of missing answers): wait
+# until a published probe config (group perf) reads back, at most 30 s.
+wait_config() {
+  local base=http://127.0.0.1:$PORT/nacos/v1/cs/configs deadline=$((SECONDS + 30))
+  until curl -s -o /dev/null -X POST -d 'dataId=perf-ready&group=perf&content=ready' "$base" &&
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "$base?dataId=perf-ready&group=perf") == 200 ]]; do
+    ((SECONDS < deadline)) || { log "$SNAME: a published config never read back"; return 0; }
+    sleep 0.2
+  done
+}
+
 config_closed() { # section log-line bench-args...: Muster / r-nacos interleaved, CPU sampled
   local section=$1 what=$2
   shift 2
@@ -536,6 +548,7 @@ config_closed() { # section log-line bench-args...: Muster / r-nacos interleaved
   for r in $(seq "$ROUNDS"); do
     for s in muster rnacos; do
       start "$s"
+      wait_config
       CPU_SAMPLE=1 bench "$section" "$s" "$r" "$section" "$@" -c "$CONNS" "${D[@]}"
       stop_server
     done
@@ -552,6 +565,7 @@ if want config-listen; then
       for s in muster rnacos; do
         # Muster admits 10,000 connections by default; the polls need n + 1
         if [[ $s == muster ]]; then start muster --max-connections 20000; else start "$s"; fi
+        wait_config
         bench "config-listen-$n" "$s" "$r" config-listen --listeners "$n" --rate "$LISTEN_RATE" \
           -w "$LISTEN_WARM" -d "$DURATION"
         stop_server

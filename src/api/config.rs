@@ -60,15 +60,13 @@ pub fn client_ip(req: &Request<'_>, ctx: &Ctx<'_>) -> String {
     ctx.peer.ip().to_string()
 }
 
-/// `Expires: 0` as Tomcat writes a date header.
-fn epoch_date() -> String {
-    crate::http::imf_fixdate(0)
-}
+/// `Expires: 0` as Tomcat writes a date header (`http::imf_fixdate(0)`, a test checks).
+const EPOCH_DATE: &str = "Thu, 01 Jan 1970 00:00:00 GMT";
 
 /// The no-cache headers of config answers.
 fn no_cache(headers: &mut Vec<(&'static str, String)>) {
     headers.push(("Pragma", "no-cache".into()));
-    headers.push(("Expires", epoch_date()));
+    headers.push(("Expires", EPOCH_DATE.into()));
     headers.push(("Cache-Control", "no-cache,no-store".into()));
 }
 
@@ -121,15 +119,14 @@ pub fn get(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
     params::check_key(data_id, group)?;
     let tag = or_empty(ctx, "tag");
     params::check_tag(tag)?;
-    let ip = client_ip(req, ctx);
-    let auto_tag = req.header("Vipserver-Tag").unwrap_or("");
     let key = ConfigKey::new(tenant, group, data_id);
     let data = ctx.shard.shared.configs.state.read();
-    let beta = data
-        .betas
-        .get(&key)
-        .filter(|(_, ips)| ips.split(',').any(|i| i.trim() == ip))
-        .map(|(item, _)| item.clone());
+    // The client's address matters only for a config with a beta copy (most have none).
+    let beta = data.betas.get(&key).and_then(|(item, ips)| {
+        let ip = client_ip(req, ctx);
+        ips.split(',').any(|i| i.trim() == ip).then(|| item.clone())
+    });
+    let auto_tag = req.header("Vipserver-Tag").unwrap_or("");
     let tagged = |t: &str| data.tags.get(&key).and_then(|m| m.get(t)).cloned();
     let (item, is_beta) = match beta {
         Some(b) => (Some(b), true),
@@ -596,6 +593,11 @@ pub async fn listener(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expires_is_the_epoch() {
+        assert_eq!(EPOCH_DATE, crate::http::imf_fixdate(0));
+    }
 
     #[test]
     fn blur_patterns_and_timestamps() {

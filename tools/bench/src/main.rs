@@ -738,9 +738,8 @@ fn run_config_listen(a: ListenArgs) -> Result<ExitCode, String> {
     printer.stop();
     let r = r?;
     let mut notes = vec![format!(
-        "{} polls over {keys} config(s) {}-0.. ({} per config); wake-up latency is one sample per answered poll",
+        "{} polls over {keys} config(s) ({} per config); wake-up latency is one sample per answered poll",
         a.listeners,
-        cfg.api.prefix,
         a.listeners / keys
     )];
     if r.held < a.listeners as u64 {
