@@ -122,6 +122,9 @@ pub struct Progress {
 pub struct EngineConfig {
     /// Server address.
     pub addr: SocketAddr,
+    /// More servers (a cluster's other members): connection `i` goes to `[addr, spread...][i %
+    /// (1 + spread.len())]`. Empty: every connection goes to `addr`.
+    pub spread: Vec<SocketAddr>,
     /// OS threads, each running a current-thread tokio runtime (default 1).
     pub threads: usize,
     /// Unrecorded warm-up before the measured window.
@@ -237,7 +240,9 @@ pub fn run(cfg: &EngineConfig, workload: Workload) -> RunResult {
         .map(|conns| {
             let checks = checks.clone();
             let progress = cfg.progress.clone();
-            let addr = cfg.addr;
+            let addrs: Vec<SocketAddr> = std::iter::once(cfg.addr)
+                .chain(cfg.spread.iter().copied())
+                .collect();
             std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -249,7 +254,7 @@ pub fn run(cfg: &EngineConfig, workload: Workload) -> RunResult {
                         .map(|(ix, reqs)| {
                             let offset = slot.map(|s| s * ix as u32).unwrap_or_default();
                             tokio::spawn(conn_task(
-                                addr,
+                                addrs[ix % addrs.len()],
                                 w,
                                 (ix, offset),
                                 reqs,

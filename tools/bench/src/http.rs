@@ -27,8 +27,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `http://HOST:PORT[/prefix]`. The port defaults to 80.
+    /// Parses `http://HOST:PORT[/prefix]`. The port defaults to 80. Of a comma-separated
+    /// list (a cluster's members, see [`Target::members`]) the first.
     pub fn parse(url: &str) -> Result<Target, String> {
+        let url = url.split(',').next().unwrap_or(url).trim();
         let rest = url
             .strip_prefix("http://")
             .ok_or_else(|| format!("only http:// URLs are supported, got {url:?}"))?;
@@ -57,6 +59,14 @@ impl Target {
             host: hostport.to_string(),
             base_path: path.trim_end_matches('/').to_string(),
         })
+    }
+
+    /// The address of every URL in a comma-separated list (`http://a:8848,http://b:8848`):
+    /// the members a run spreads its connections over, round robin.
+    pub fn members(urls: &str) -> Result<Vec<SocketAddr>, String> {
+        urls.split(',')
+            .map(|u| Target::parse(u.trim()).map(|t| t.addr))
+            .collect()
     }
 
     /// Builds a complete request (head only, empty body) for `path_and_query`,

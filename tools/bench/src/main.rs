@@ -131,7 +131,8 @@ enum Scenario {
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Run options")]
 struct Common {
-    /// Server base URL (http only).
+    /// Server base URL (http only); or a comma-separated list of a cluster's members, over
+    /// which the connections are spread round robin (setup requests go to the first).
     #[arg(short, long, default_value = "http://127.0.0.1:8848")]
     url: String,
     /// Measured window (units: us, ms, s, m; bare number = seconds).
@@ -582,6 +583,7 @@ fn execute(mut plan: Plan) -> Result<ExitCode, String> {
     let progress = Arc::new(Progress::default());
     let cfg = EngineConfig {
         addr: target.addr,
+        spread: Target::members(&c.url)?.into_iter().skip(1).collect(),
         threads: plan.load.threads,
         warmup: c.warmup,
         duration: c.duration,

@@ -167,6 +167,7 @@ fn publishes_carry_a_new_content_every_send() {
     let w = config::publish(&a, 2, 3, 64);
     let cfg = EngineConfig {
         addr,
+        spread: Vec::new(),
         threads: 1,
         warmup: Duration::ZERO,
         duration: Duration::from_millis(300),

@@ -120,6 +120,7 @@ fn workload(addr: SocketAddr) -> Workload {
 fn config(addr: SocketAddr, rate: Option<f64>) -> EngineConfig {
     EngineConfig {
         addr,
+        spread: Vec::new(),
         threads: 1,
         warmup: Duration::ZERO,
         duration: Duration::from_millis(1000),
@@ -307,4 +308,19 @@ fn open_loop_below_capacity_reports_service_time() {
         l.p50,
         c.p50
     );
+}
+
+#[test]
+fn connections_spread_over_a_clusters_members() {
+    let (a, b) = (SlowServer::start(), SlowServer::start());
+    let mut w = workload(a.addr);
+    w.per_conn = vec![w.per_conn[0].clone(); 2];
+    let mut cfg = config(a.addr, None);
+    cfg.spread = vec![b.addr];
+    cfg.duration = Duration::from_millis(300);
+    let r = engine::run(&cfg, w);
+    assert_eq!(r.total.error_count(), 0, "{:?}", r.total.errors);
+    // Connection 0 goes to the first member, connection 1 to the second: both served.
+    assert!(a.served.load(Ordering::Relaxed) > 0);
+    assert!(b.served.load(Ordering::Relaxed) > 0);
 }
