@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Side-by-side cluster run: Muster standalone, Muster 3 members, r-nacos standalone, r-nacos 3
+# nodes, interleaved round by round; each run against fresh servers with empty data dirs.
+#
+#   bash perf/cluster.sh                    # ROUNDS=3 DURATION=10s CONNS=32
+#   ROUNDS=5 SCENARIOS="register beat" bash perf/cluster.sh
+#
+# The load (muster-bench, one thread) is spread over every node's HTTP address (`--url` with
+# the member list: connection i goes to node i mod 3), as clients configured with the whole
+# server list spread over it; each node forwards (Muster) or routes (r-nacos) what another is
+# responsible for. Setup requests (beat and list) go to the first node. Reported per run: throughput, p50/p99, and the server CPU time
+# per request summed over every server process (utime+stime from /proc/PID/stat, measured
+# around the whole run with no warm-up, so it covers every request sent); for Muster 3-node
+# also the replication lag p50/p99 from the first node's /metrics. Nothing is pinned: all
+# servers and the bench share the machine's CPUs, as a 3-node cluster on one host does.
+# Raw reports go to perf/out/cluster-<timestamp>/; the summary table is printed and written
+# to that directory as summary.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-32}
+SCENARIOS=${SCENARIOS:-register beat list}
+OUT=${OUT_DIR:-perf/out/cluster-$(date +%Y%m%d-%H%M%S)}
+SECRET=perf-cluster-secret-0123456789abcdefgh
+mkdir -p "$OUT"
+cargo build --release -q -p muster -p muster-bench
+BIN=target/release
+RNACOS=${RNACOS:-}
+if [ -z "$RNACOS" ]; then
+  if command -v rnacos >/dev/null && rnacos --version 2>/dev/null | grep -q 0.8.8; then RNACOS=$(command -v rnacos)
+  else
+    [ -x target/perf-tools/bin/rnacos ] || cargo install --locked --root target/perf-tools rnacos --version 0.8.8
+    RNACOS=target/perf-tools/bin/rnacos
+  fi
+fi
+RNACOS=$(readlink -f "$RNACOS")
+TMP=$(mktemp -d)
+PIDS=()
+stop() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; PIDS=(); }
+trap 'stop; rm -rf "$TMP"' EXIT
+ready() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; return 1; }
+cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+
+start() { # server -> sets PIDS and URL
+  rm -rf "$TMP"/*; case $1 in
+  muster-1)
+    mkdir -p "$TMP/d"; $BIN/muster --listen 127.0.0.1:8848 --data-dir "$TMP/d" --shards 1 >"$TMP/log" 2>&1 & PIDS=($!)
+    URL=http://127.0.0.1:8848; ready $URL/nacos/v1/console/health/readiness ;;
+  muster-3)
+    for i in 1 2 3; do mkdir -p "$TMP/d$i"
+      MUSTER_CLUSTER_SECRET=$SECRET $BIN/muster --listen 127.0.0.$i:8848 --data-dir "$TMP/d$i" --shards 1 \
+        --members 127.0.0.1:8848,127.0.0.2:8848,127.0.0.3:8848 >"$TMP/log$i" 2>&1 & PIDS+=($!); done
+    for i in 1 2 3; do ready http://127.0.0.$i:8848/nacos/v1/console/health/readiness; done
+    URL=http://127.0.0.1:8848,http://127.0.0.2:8848,http://127.0.0.3:8848 ;;
+  rnacos-1)
+    mkdir -p "$TMP/r"; (cd "$TMP/r" && RUST_LOG=warn RNACOS_HTTP_PORT=18848 RNACOS_HTTP_CONSOLE_PORT=0 exec "$RNACOS" >log 2>&1) & PIDS=($!)
+    URL=http://127.0.0.1:18848; ready "$URL/nacos/v1/ns/instance/list?serviceName=ready" ;;
+  rnacos-3)
+    for i in 1 2 3; do p=$((18838 + i * 10)); g=$((p + 1000)); mkdir -p "$TMP/r$i"
+      if [ $i = 1 ]; then join=RNACOS_RAFT_AUTO_INIT=true; else join=RNACOS_RAFT_JOIN_ADDR=127.0.0.1:19848; fi
+      (cd "$TMP/r$i" && exec env RUST_LOG=warn RNACOS_HTTP_PORT=$p RNACOS_GRPC_PORT=$g RNACOS_HTTP_CONSOLE_PORT=0 \
+        RNACOS_RAFT_NODE_ID=$i RNACOS_RAFT_NODE_ADDR=127.0.0.1:$g RNACOS_CONFIG_DB_DIR=db $join "$RNACOS" >log 2>&1) &
+      PIDS+=($!); sleep 1; done
+    for i in 1 2 3; do ready "http://127.0.0.1:$((18838 + i * 10))/nacos/v1/ns/instance/list?serviceName=ready"; done
+    sleep 2; URL=http://127.0.0.1:18848,http://127.0.0.1:18858,http://127.0.0.1:18868 ;;
+  esac
+}
+
+printf '| round | scenario | server | req/s | p50 µs | p99 µs | server CPU µs/req | Muster replication lag p50 / p99 ms |\n|---|---|---|---|---|---|---|---|\n' | tee "$OUT/summary.md"
+for r in $(seq "$ROUNDS"); do
+  for sc in $SCENARIOS; do
+    for server in muster-1 muster-3 rnacos-1 rnacos-3; do
+      start $server
+      args=(-u "$URL" -c "$CONNS" -d "$DURATION" -w 0s --json --no-progress --prefix "b$r")
+      if [ "$sc" = list ] || [ "$sc" = beat ]; then
+        # setup (registrations) before the CPU window
+        $BIN/muster-bench $sc "${args[@]}" -d 1s >/dev/null 2>&1 || true
+        sleep 1
+      fi
+      t0=$(cpu_ticks)
+      echo "$BIN/muster-bench $sc ${args[*]}" > "$OUT/$sc-$server-r$r.cmd"
+      $BIN/muster-bench $sc "${args[@]}" >"$OUT/$sc-$server-r$r.json" 2>"$OUT/$sc-$server-r$r.err" || true
+      t1=$(cpu_ticks)
+      lag="-"
+      if [ $server = muster-3 ]; then
+        lag=$(curl -s ${URL%%,*}/metrics | awk -F'[ ]' '/^muster_distro_replication_lag_seconds\{/ {split($1,a,"quantile=\""); q=substr(a[2],1,length(a[2])-2); if (q=="0.5") p50=($2>p50?$2:p50); if (q=="0.99") p99=($2>p99?$2:p99)} END {printf "%.2f / %.2f", p50*1000, p99*1000}')
+      fi
+      python3 - "$OUT/$sc-$server-r$r.json" $((t1 - t0)) "$r" "$sc" "$server" "$lag" <<'PY' | tee -a "$OUT/summary.md"
+import json, sys, os
+path, ticks, r, sc, server, lag = sys.argv[1:]
+hz = os.sysconf('SC_CLK_TCK')
+try:
+    d = json.load(open(path))
+except Exception as e:
+    print("| %s | %s | %s | failed: %s | | | | |" % (r, sc, server, e)); sys.exit()
+ok = d.get('ok') or 0
+l = d['latency_us']
+cpu = int(ticks) * 1e6 / hz / ok if ok else float('nan')
+print("| %s | %s | %s | %.0f | %.0f | %.0f | %.1f | %s |" % (r, sc, server, d['throughput_rps'], l['p50'], l['p99'], cpu, lag))
+PY
+      stop
+    done
+  done
+done
+echo "raw reports: $OUT"
