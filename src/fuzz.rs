@@ -43,6 +43,8 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("wal_record", wal_record),
     ("wal_segment", wal_segment),
     ("snapshot", snapshot),
+    ("listening", listening),
+    ("config_import", config_import),
 ];
 
 /// Reads fuzz-chosen numbers off the front of an input; past the end it yields zeros.
@@ -375,6 +377,86 @@ fn image(bytes: &[u8]) {
         assert_eq!(back.naming.service_count(), sm.naming.service_count());
         if !format!("{:?}", sm.naming).contains("NaN") {
             assert!(back == sm, "round trip changed the state");
+        }
+    }
+}
+
+/// A `Listening-Configs` value (`POST /nacos/v1/cs/configs/listener`), as the form decoder
+/// hands it over: `config::listen::parse_listening` (the second URL decode, then the lines and
+/// fields). What parses is at most `MAX_KEYS` distinct keys, and written back the way a client
+/// writes it (fields, lines, `URLEncoder.encode`) it parses to the same list; any string
+/// survives `URLEncoder.encode` then the second decode unchanged. The first two bytes are a
+/// `Long-Pulling-Timeout`, whose hold stays within its bounds.
+pub fn listening(data: &[u8]) {
+    use crate::config::listen::{
+        hold_ms, java_url_encode, parse_listening, url_decode_again, MAX_HOLD_MS, MAX_KEYS,
+        MIN_HOLD_MS,
+    };
+    let mut inp = Input { rest: data };
+    let timeout = i64::from(inp.u16() as i16) * 1000;
+    assert!((MIN_HOLD_MS..=MAX_HOLD_MS).contains(&hold_ms(timeout)));
+    let Ok(value) = std::str::from_utf8(inp.rest) else {
+        return;
+    };
+    assert_eq!(
+        url_decode_again(&java_url_encode(value)).as_deref(),
+        Ok(value),
+        "encode then decode changed the value"
+    );
+    let Ok(list) = parse_listening(value) else {
+        return;
+    };
+    assert!(list.len() <= MAX_KEYS, "{} keys", list.len());
+    let mut raw = String::new();
+    for l in &list {
+        for field in [&l.data_id, &l.group, &l.md5] {
+            raw.push_str(field);
+            raw.push('\x02');
+        }
+        if l.tenant.is_empty() {
+            raw.pop();
+        } else {
+            raw.push_str(&l.tenant);
+        }
+        raw.push('\x01');
+    }
+    if list.is_empty() {
+        return;
+    }
+    let again = parse_listening(&java_url_encode(&raw)).expect("a written-back list parses");
+    assert_eq!(again, list, "written back, the list parsed differently");
+}
+
+/// A config import upload (`POST /nacos/v1/cs/configs?import=true`): the first byte picks the
+/// bytes as the zip itself, or as a `multipart/form-data` body whose `file` part is the zip
+/// (`api/transfer.rs`: the multipart reader, then the zip reader). Whatever the zip holds, the
+/// reader refuses it or returns at most `MAX_ENTRIES` configs, none named absolute or with a
+/// `..` component, each `group/dataId` with no further `/`; each then meets the key check.
+pub fn config_import(data: &[u8]) {
+    let Some((&shape, rest)) = data.split_first() else {
+        return;
+    };
+    let zip = if shape & 1 == 0 {
+        rest
+    } else {
+        match crate::api::transfer::multipart_part(rest, "multipart/form-data; boundary=XX", "file")
+        {
+            Some(part) => part,
+            None => return,
+        }
+    };
+    if let Ok((entries, _, _)) = crate::api::transfer::unzip(zip) {
+        assert!(entries.len() <= crate::api::transfer::MAX_ENTRIES);
+        for e in &entries {
+            for part in [&e.group, &e.data_id] {
+                assert!(
+                    !part.contains('/') && !part.split('\\').any(|c| c == ".."),
+                    "entry {}/{}",
+                    e.group,
+                    e.data_id
+                );
+            }
+            let _ = crate::config::params::check_key(&e.data_id, &e.group);
         }
     }
 }

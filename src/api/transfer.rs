@@ -26,7 +26,7 @@ use crate::error::ApiResult;
 use crate::http::{Chunks, Request};
 
 /// Most entries one import may hold.
-const MAX_ENTRIES: usize = 10_000;
+pub(crate) const MAX_ENTRIES: usize = 10_000;
 /// Most bytes one entry may inflate to (a config is at most 10 Mi characters).
 const MAX_ENTRY_BYTES: u64 = 40 << 20;
 
@@ -225,7 +225,11 @@ fn refused(code: u32, data: serde_json::Value) -> Answer {
 
 /// The bytes of the multipart part named `name` (`Content-Disposition: form-data;
 /// name="file"`), if the body holds one.
-fn multipart_part<'b>(body: &'b [u8], content_type: &str, name: &str) -> Option<&'b [u8]> {
+pub(crate) fn multipart_part<'b>(
+    body: &'b [u8],
+    content_type: &str,
+    name: &str,
+) -> Option<&'b [u8]> {
     let boundary = content_type
         .split(';')
         .map(str::trim)
@@ -252,14 +256,17 @@ fn multipart_part<'b>(body: &'b [u8], content_type: &str, name: &str) -> Option<
 }
 
 /// One config read from an import zip.
-struct Entry {
-    group: String,
-    data_id: String,
-    content: String,
+pub(crate) struct Entry {
+    /// The entry name's first component.
+    pub(crate) group: String,
+    /// The entry name's second (last) component.
+    pub(crate) data_id: String,
+    /// The entry's bytes, UTF-8.
+    pub(crate) content: String,
 }
 
 /// Why a zip is refused (the `RestResult` code).
-enum Unzip {
+pub(crate) enum Unzip {
     /// 100004: not a zip, a damaged entry, a name that climbs out, too many or too large.
     Parse,
     /// 100002: a `.meta.yml` line that is not `key=value`.
@@ -267,7 +274,7 @@ enum Unzip {
 }
 
 /// What an import knows of each config besides its content.
-struct Meta {
+pub(crate) struct Meta {
     /// `.meta.yml`: `group.dataId~ext.app` → app name.
     v1: Vec<(String, String)>,
     /// `.metadata.yml`: `(group, dataId)` → (app name, desc, type); `Some` for a V2 export.
@@ -276,7 +283,7 @@ struct Meta {
 }
 
 /// Reads the configs and the metadata of a Nacos export; unrecognised entry names are listed.
-fn unzip(bytes: &[u8]) -> Result<(Vec<Entry>, Meta, Vec<String>), Unzip> {
+pub(crate) fn unzip(bytes: &[u8]) -> Result<(Vec<Entry>, Meta, Vec<String>), Unzip> {
     let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|_| Unzip::Parse)?;
     if archive.len() > MAX_ENTRIES {
         return Err(Unzip::Parse);
