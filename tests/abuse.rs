@@ -16,7 +16,7 @@ use std::io::{BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{read_response, Server, IO_TIMEOUT};
+use common::{read_response, rss_kib, Server, IO_TIMEOUT};
 use serde_json::Value;
 
 /// A connection to `s` from the loopback address `from` (any of 127.0.0.0/8).
@@ -28,16 +28,6 @@ fn connect_from(s: &Server, from: [u8; 4]) -> std::io::Result<TcpStream> {
     c.set_read_timeout(Some(IO_TIMEOUT))?;
     c.set_write_timeout(Some(IO_TIMEOUT))?;
     Ok(c)
-}
-
-/// Resident memory of process `pid` in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// A well-behaved client: registers `ip` in `svc` and finds it listed.

@@ -1,16 +1,20 @@
 //! Rows P2 and P4 on the server's side of the push socket: duplicated and stale (reordered)
 //! acks, a huge datagram, an ack from the wrong port, and a flood of random datagrams. Each is
 //! counted as junk and matches nothing; the server keeps pushing and matching real acks.
+//! 10k dead subscribers are re-sent to once per packet and dropped after three missed packets
+//! in a row, with memory bounded, while a live subscriber beside them gets and acks every push.
+//! Row P3: a 2k-instance service's push is one gzipped datagram holding the whole list.
 //!
 //! Correctness only (counters and what arrives), no timing assertions. Every wait is bounded.
 
 mod common;
 
-use std::io::Read;
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{cpu_ticks, read_response, rss_kib, Server};
 use serde_json::Value;
 
 const JAVA: (&str, &str) = ("User-Agent", "Nacos-Java-Client:v1.4.6");
@@ -181,4 +185,143 @@ fn duplicate_stale_huge_wrong_port_and_random_acks_match_nothing() {
         metric(&s, "muster_push_acked_total") == 4
     });
     assert_eq!(metric(&s, "muster_push_failed_total"), 0);
+}
+
+/// Sends `reqs` (whole requests) over one keep-alive connection, one write each, and returns
+/// the statuses.
+fn pipeline(s: &Server, reqs: impl Iterator<Item = String>) -> Vec<u16> {
+    let conn = TcpStream::connect(s.addr).unwrap();
+    conn.set_nodelay(true).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    reqs.map(|req| {
+        w.write_all(req.as_bytes()).unwrap();
+        read_response(&mut r).0
+    })
+    .collect()
+}
+
+#[test]
+fn a_two_thousand_instance_push_is_one_gzipped_datagram_with_every_host() {
+    let s = Server::start(&["--shards", "1", "--push-ack-timeout-ms", "60000"]);
+    let sock = subscriber();
+    let statuses = pipeline(
+        &s,
+        (0..2000).map(|i| {
+            format!(
+                "POST /nacos/v1/ns/instance?serviceName=big&ip=10.1.{}.{}&port=8080&\
+                 metadata=%7B%22zone%22%3A%22z{}%22%7D HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                i / 250,
+                i % 250,
+                i % 7
+            )
+        }),
+    );
+    assert!(statuses.iter().all(|&st| st == 200), "a register failed");
+    subscribe(&s, &sock, "big");
+    let st = pipeline(
+        &s,
+        std::iter::once(
+            "POST /nacos/v1/ns/instance?serviceName=big&ip=10.9.9.9&port=8080 HTTP/1.1\r\n\
+             Host: x\r\nContent-Length: 0\r\n\r\n"
+                .to_string(),
+        ),
+    );
+    assert_eq!(st, [200]);
+    let mut buf = vec![0u8; 65536];
+    let (n, _) = sock.recv_from(&mut buf).expect("the push");
+    assert!(buf.starts_with(&[0x1f, 0x8b]), "a large push is gzipped");
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(&buf[..n])
+        .read_to_end(&mut json)
+        .expect("a whole gzip stream");
+    let p: Value = serde_json::from_slice(&json).expect("whole JSON");
+    let data: Value = serde_json::from_str(p["data"].as_str().unwrap()).unwrap();
+    eprintln!(
+        "2001 hosts: {} bytes of JSON in a {n}-byte datagram",
+        json.len()
+    );
+    assert_eq!(data["hosts"].as_array().unwrap().len(), 2001);
+    assert_eq!(metric(&s, "muster_push_send_errors_total"), 0);
+}
+
+/// Dead subscribers of the 10k test: `127.77.x.y`, where nothing listens.
+const DEAD: u32 = 10_000;
+
+#[test]
+fn ten_thousand_dead_subscribers_are_dropped_after_three_misses_and_memory_stays_bounded() {
+    let s = Server::start(&[
+        "--shards",
+        "1",
+        "--push-ack-timeout-ms",
+        "100",
+        "--push-target-ttl-ms",
+        "600000",
+    ]);
+    let pid = s.child.id();
+    // The dead targets' port is held by `live` on 127.0.0.1, so no socket of another test can
+    // bind it on 0.0.0.0 and receive their datagrams.
+    let live = subscriber();
+    let port = live.local_addr().unwrap().port();
+    subscribe(&s, &live, "dead");
+    let rss_start = rss_kib(pid);
+    let statuses = pipeline(
+        &s,
+        (0..DEAD).map(|i| {
+            let ip = format!("127.77.{}.{}", i >> 8, i & 255);
+            format!(
+                "GET /nacos/v1/ns/instance/list?serviceName=dead&udpPort={port}&clientIP={ip} HTTP/1.1\r\n\
+                 Host: x\r\nUser-Agent: {}\r\n\r\n",
+                JAVA.1
+            )
+        }),
+    );
+    assert!(statuses.iter().all(|&st| st == 200), "a list failed");
+    wait_until("10k dead targets", Duration::from_secs(10), || {
+        metric(&s, "muster_push_targets") == u64::from(DEAD) + 1
+    });
+    let rss_subscribed = rss_kib(pid);
+    let cpu_start = cpu_ticks(pid);
+
+    // Three changes, each after the last one's packets failed: every dead target misses three
+    // packets (each sent twice), the live one acks all three.
+    for round in 1..=3u64 {
+        let (t, from) = push_after_register(&s, &live, "dead", &format!("10.0.0.{round}"));
+        live.send_to(ack_text(t).as_bytes(), from).unwrap();
+        wait_until(
+            "the round's packets failed",
+            Duration::from_secs(30),
+            || metric(&s, "muster_push_failed_total") >= round * u64::from(DEAD),
+        );
+        assert_eq!(metric(&s, "muster_push_acked_total"), round);
+        assert!(
+            metric(&s, "muster_push_resent_total") <= round * u64::from(DEAD),
+            "more than one re-send per packet"
+        );
+    }
+    wait_until("dead targets dropped", Duration::from_secs(10), || {
+        metric(&s, "muster_push_targets") == 1
+    });
+    assert_eq!(metric(&s, "muster_push_dropped_total"), u64::from(DEAD));
+    assert_eq!(metric(&s, "muster_push_failed_total"), 3 * u64::from(DEAD));
+    let rss_end = rss_kib(pid);
+    let cpu = cpu_ticks(pid) - cpu_start;
+    eprintln!(
+        "RSS {rss_start} KiB at start, {rss_subscribed} KiB with 10k targets, {rss_end} KiB after \
+         three rounds and the drop; {cpu} CPU ticks for 60k datagrams and the sweeps"
+    );
+    // A target and its pending packet are a few hundred bytes: 10k of them well under 64 MiB.
+    assert!(
+        rss_end.saturating_sub(rss_start) < 64 * 1024,
+        "RSS grew from {rss_start} to {rss_end} KiB"
+    );
+
+    // The live subscriber is still pushed to, and junk from the dead range matches nothing.
+    let (t, from) = push_after_register(&s, &live, "dead", "10.0.0.9");
+    live.send_to(ack_text(t).as_bytes(), from).unwrap();
+    wait_until("the live target acked", Duration::from_secs(10), || {
+        metric(&s, "muster_push_acked_total") == 4
+    });
 }

@@ -5,9 +5,16 @@
 //! pushes at once; changes that land while a round is being sent are merged into one follow-up
 //! round carrying the newest revision. Every round gets a fresh `lastRefTime` (increasing,
 //! below 2^53) shared by all its packets; acks are matched by address and `lastRefTime`. An
-//! unacked packet is re-sent once after the ack timeout and counted failed after a second one.
-//! A newer packet replaces an older pending one, so a target never gets an older revision after
-//! a newer one. Targets expire 10 s after their last query; memory is bounded by a target cap.
+//! unacked packet is re-sent once after the ack timeout and counted failed after a second one;
+//! a target whose packets fail [`MAX_MISSES`] times in a row is dropped (its client's next
+//! query subscribes it afresh). A newer packet replaces an older pending one, so a target never
+//! gets an older revision after a newer one. Targets expire 10 s after their last query; memory
+//! is bounded by a target cap.
+//!
+//! Acks are matched through an index of the rounds still waiting for acks (`lastRefTime` →
+//! service, and port → targets of that round), so a datagram costs a parse and a few hash
+//! probes whatever the number of targets: junk, random or replayed acks cannot make the ack
+//! socket scan the push table (rows P2–P4).
 
 use std::collections::HashMap;
 use std::io::Write as _;
@@ -25,6 +32,8 @@ pub const PUSH_CACHE_MILLIS: u64 = 10_000;
 pub const GZIP_THRESHOLD: usize = 1024;
 /// Largest datagram read from the ack socket.
 pub const MAX_ACK_BYTES: usize = 2048;
+/// Consecutive failed packets (each sent twice, never acked) after which a target is dropped.
+pub const MAX_MISSES: u32 = 3;
 
 /// Push settings.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +122,29 @@ struct Target {
     sub: Subscription,
     last_query: u64,
     pending: Option<Pending>,
+    /// Packets failed in a row (reset by an ack); at [`MAX_MISSES`] the target is dropped.
+    misses: u32,
+}
+
+/// A round still waiting for acks: its service, and the targets it was sent to by port
+/// (address, position in the service's target list, whether still unacked). The round leaves
+/// the index when its last ack arrives; the index is rebuilt from the targets' pending
+/// packets at every sweep (the only place positions change), and a service's newer round
+/// replaces its older one.
+#[derive(Debug)]
+struct Round {
+    key: ServiceKey,
+    by_port: HashMap<u16, Vec<Waiting>>,
+    /// Entries of `by_port` still unacked.
+    unacked: usize,
+}
+
+/// One target of a [`Round`].
+#[derive(Debug)]
+struct Waiting {
+    addr: SocketAddr,
+    at: usize,
+    unacked: bool,
 }
 
 /// Counters the push path exports.
@@ -126,6 +158,8 @@ pub struct PushStats {
     pub resent: u64,
     /// Packets given up on after the re-send went unacked.
     pub failed: u64,
+    /// Targets dropped after [`MAX_MISSES`] failed packets in a row.
+    pub dropped: u64,
     /// Datagrams that failed to send, or were dropped by fault injection.
     pub send_errors: u64,
     /// Datagrams on the ack socket that were not a matching ack.
@@ -154,6 +188,12 @@ pub struct Push {
     /// Services with a round being sent, and when the first change that arrived during it was
     /// published (that change needs one more round).
     in_flight: HashMap<ServiceKey, Option<Instant>>,
+    /// Rounds waiting for acks, by `lastRefTime`: each service's latest, plus (until the next
+    /// sweep drops them) older ones still pending at expired targets. At most one entry per
+    /// target with a pending packet.
+    rounds: HashMap<u64, Round>,
+    /// Each service's latest round in `rounds`.
+    round_of: HashMap<ServiceKey, u64>,
     last_ref: u64,
     stats: PushStats,
 }
@@ -166,6 +206,8 @@ impl Push {
             targets: HashMap::new(),
             count: 0,
             in_flight: HashMap::new(),
+            rounds: HashMap::new(),
+            round_of: HashMap::new(),
             last_ref: wall_ms.saturating_mul(1000),
             stats: PushStats::default(),
         }
@@ -206,6 +248,7 @@ impl Push {
             sub,
             last_query: now,
             pending: None,
+            misses: 0,
         });
         self.count += 1;
         true
@@ -271,7 +314,8 @@ impl Push {
         let ref_time = self.last_ref;
         let mut rendered: HashMap<(String, bool), Bytes> = HashMap::new();
         let mut out = Vec::new();
-        for t in list.iter_mut() {
+        let mut by_port: HashMap<u16, Vec<Waiting>> = HashMap::new();
+        for (at, t) in list.iter_mut().enumerate() {
             if now.saturating_sub(t.last_query) > ttl {
                 continue;
             }
@@ -290,11 +334,33 @@ impl Push {
                 sent_at: now,
                 resent: false,
             });
+            by_port.entry(t.sub.addr.port()).or_default().push(Waiting {
+                addr: t.sub.addr,
+                at,
+                unacked: true,
+            });
             out.push(Outgoing {
                 addr: t.sub.addr,
                 packet,
                 resend: false,
             });
+        }
+        // This round supersedes the service's previous one: its live targets' pending packets
+        // were just replaced (an expired target still holding an older packet is not waited
+        // for: its ack counts as junk and the sweep fails it).
+        if let Some(old) = self.round_of.remove(key) {
+            self.rounds.remove(&old);
+        }
+        if !by_port.is_empty() {
+            self.round_of.insert(key.clone(), ref_time);
+            self.rounds.insert(
+                ref_time,
+                Round {
+                    key: key.clone(),
+                    by_port,
+                    unacked: out.len(),
+                },
+            );
         }
         out
     }
@@ -309,34 +375,61 @@ impl Push {
     }
 
     /// Handles one datagram from `from`: a matching `push-ack` clears that target's pending
-    /// packet. Anything else counts as junk. O(targets of services with pending packets at
-    /// `from`) at worst; bounded by the target cap.
+    /// packet. Anything else counts as junk. A parse and a few hash probes: the round by
+    /// `lastRefTime`, then its targets on `from`'s port (a list longer than one only when
+    /// targets of one service share a port on several hosts).
     pub fn ack(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
-        let Some(ref_time) = parse_ack(datagram) else {
+        if self.take_ack(from, datagram) {
+            self.stats.acked += 1;
+            true
+        } else {
             self.stats.junk += 1;
+            false
+        }
+    }
+
+    fn take_ack(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(ref_time) = parse_ack(datagram) else {
+            return false;
+        };
+        let Some(round) = self.rounds.get_mut(&ref_time) else {
+            return false;
+        };
+        let Some(on_port) = round.by_port.get_mut(&from.port()) else {
             return false;
         };
         // Nacos matches ip, port and lastRefTime. A client whose reported `clientIP` is not the
         // address its ack leaves from (another local interface, NAT) still acks the right
         // packet: fall back to port and lastRefTime, which is unique per round on this shard.
-        for exact in [true, false] {
-            for list in self.targets.values_mut() {
-                for t in list.iter_mut() {
-                    let addr_ok = if exact {
-                        t.sub.addr == from
-                    } else {
-                        t.sub.addr.port() == from.port()
-                    };
-                    if addr_ok && t.pending.as_ref().is_some_and(|p| p.ref_time == ref_time) {
-                        t.pending = None;
-                        self.stats.acked += 1;
-                        return true;
-                    }
-                }
-            }
+        // The fallback is only for an address the round was not sent to: a duplicate from an
+        // acked target never clears another target's packet.
+        let w = match on_port.iter_mut().position(|w| w.addr == from) {
+            Some(i) => &mut on_port[i],
+            None => match on_port.iter_mut().find(|w| w.unacked) {
+                Some(w) => w,
+                None => return false,
+            },
+        };
+        if !w.unacked {
+            return false;
         }
-        self.stats.junk += 1;
-        false
+        w.unacked = false;
+        let (addr, at) = (w.addr, w.at);
+        round.unacked -= 1;
+        let key = round.key.clone();
+        if round.unacked == 0 {
+            self.rounds.remove(&ref_time);
+            self.round_of.remove(&key);
+        }
+        let Some(t) = self.targets.get_mut(&key).and_then(|l| l.get_mut(at)) else {
+            return false;
+        };
+        if t.sub.addr != addr || t.pending.as_ref().is_none_or(|p| p.ref_time != ref_time) {
+            return false;
+        }
+        t.pending = None;
+        t.misses = 0;
+        true
     }
 
     /// Periodic upkeep at monotonic `now`: expires idle targets and returns the re-sends due.
@@ -355,6 +448,12 @@ impl Push {
                         if p.resent {
                             stats.failed += 1;
                             t.pending = None;
+                            t.misses += 1;
+                            if t.misses >= MAX_MISSES {
+                                stats.dropped += 1;
+                                removed += 1;
+                                return false;
+                            }
                         } else {
                             p.resent = true;
                             p.sent_at = now;
@@ -375,7 +474,36 @@ impl Push {
             !list.is_empty()
         });
         self.count -= removed;
+        self.reindex();
         out
+    }
+
+    /// Rebuilds the ack index from the targets' pending packets (positions changed).
+    fn reindex(&mut self) {
+        self.rounds.clear();
+        self.round_of.clear();
+        for (key, list) in &self.targets {
+            for (at, t) in list.iter().enumerate() {
+                let Some(p) = &t.pending else { continue };
+                let round = self.rounds.entry(p.ref_time).or_insert_with(|| Round {
+                    key: key.clone(),
+                    by_port: HashMap::new(),
+                    unacked: 0,
+                });
+                round.unacked += 1;
+                round
+                    .by_port
+                    .entry(t.sub.addr.port())
+                    .or_default()
+                    .push(Waiting {
+                        addr: t.sub.addr,
+                        at,
+                        unacked: true,
+                    });
+                let latest = self.round_of.entry(key.clone()).or_insert(p.ref_time);
+                *latest = (*latest).max(p.ref_time);
+            }
+        }
     }
 
     /// Whether the fault-injection knob drops datagram number `n`.
@@ -589,6 +717,108 @@ mod tests {
         let other = SocketAddr::from(([192, 0, 2, 7], 9000));
         let ack = format!("{{\"type\":\"push-ack\",\"lastRefTime\":\"{r}\"}}");
         assert!(p.ack(other, ack.as_bytes()));
+    }
+
+    fn ack_of(out: &Outgoing) -> String {
+        let r = decode(&out.packet)["lastRefTime"].as_u64().unwrap();
+        format!("{{\"type\":\"push-ack\",\"lastRefTime\":\"{r}\"}}")
+    }
+
+    #[test]
+    fn acks_still_match_after_a_sweep_moved_the_targets() {
+        let mut p = Push::new(
+            PushConfig {
+                ack_timeout_ms: 1_000,
+                target_ttl_ms: 100,
+                ..PushConfig::default()
+            },
+            1,
+        );
+        for port in [9000, 9001, 9002] {
+            p.subscribe(&key(), sub(port), 0);
+        }
+        let first = p.prepare(&key(), Some(&view(1, 1)), 0, 1);
+        assert!(p.ack(sub(9000).addr, ack_of(&first[0]).as_bytes()));
+        // 9000 acked and idle: the sweep removes it, and 9001 and 9002 move up one place.
+        p.subscribe(&key(), sub(9001), 150);
+        p.subscribe(&key(), sub(9002), 150);
+        assert!(p.sweep(200).is_empty());
+        assert_eq!(p.stats().targets, 2);
+        assert!(p.ack(sub(9002).addr, ack_of(&first[2]).as_bytes()));
+        assert!(p.ack(sub(9001).addr, ack_of(&first[1]).as_bytes()));
+        assert_eq!(p.stats().acked, 3);
+        // A round superseded by a newer one is no longer waited for.
+        let old = p.prepare(&key(), Some(&view(1, 2)), 200, 1);
+        let new = p.prepare(&key(), Some(&view(1, 3)), 200, 1);
+        assert!(!p.ack(sub(9001).addr, ack_of(&old[0]).as_bytes()));
+        assert!(p.ack(sub(9001).addr, ack_of(&new[0]).as_bytes()));
+    }
+
+    #[test]
+    fn a_target_is_dropped_after_max_misses_in_a_row_and_an_ack_resets_the_count() {
+        let mut p = Push::new(
+            PushConfig {
+                ack_timeout_ms: 100,
+                ..PushConfig::default()
+            },
+            1,
+        );
+        p.subscribe(&key(), sub(9000), 0);
+        p.subscribe(&key(), sub(9001), 0);
+        let mut now = 0;
+        // Both keep querying (so neither expires); 9000 acks every packet, 9001 none.
+        for round in 0..u64::from(MAX_MISSES) {
+            let out = p.prepare(&key(), Some(&view(1, round + 1)), now, 1);
+            assert_eq!(out.len(), 2, "round {round}");
+            assert!(p.ack(sub(9000).addr, ack_of(&out[0]).as_bytes()));
+            for _ in 0..2 {
+                now += 100;
+                p.subscribe(&key(), sub(9000), now);
+                p.subscribe(&key(), sub(9001), now);
+                p.sweep(now);
+            }
+        }
+        let s = p.stats();
+        assert_eq!(s.failed, u64::from(MAX_MISSES));
+        assert_eq!(s.dropped, 1);
+        assert_eq!(s.targets, 1);
+        let subs = p.subscribers(&key(), now);
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].addr, sub(9000).addr);
+        // Its next query subscribes it afresh.
+        assert!(p.subscribe(&key(), sub(9001), now));
+        assert_eq!(p.stats().targets, 2);
+    }
+
+    #[test]
+    fn every_one_of_10k_targets_acks_once_and_junk_matches_nothing() {
+        let mut p = Push::new(PushConfig::default(), 1);
+        let addr =
+            |i: u32| SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 9000 + (i % 7) as u16));
+        for i in 0..10_000 {
+            let s = Subscription {
+                addr: addr(i),
+                ..sub(0)
+            };
+            assert!(p.subscribe(&key(), s, 0));
+        }
+        let out = p.prepare(&key(), Some(&view(1, 1)), 0, 1);
+        assert_eq!(out.len(), 10_000);
+        let ack = ack_of(&out[0]);
+        for o in out.iter().rev() {
+            assert!(!p.ack(SocketAddr::from(([10, 9, 9, 9], 1)), ack.as_bytes()));
+            assert!(p.ack(o.addr, ack.as_bytes()), "{}", o.addr);
+            assert!(
+                !p.ack(o.addr, ack.as_bytes()),
+                "a duplicate matches nothing"
+            );
+        }
+        assert_eq!(p.stats().acked, 10_000);
+        assert_eq!(p.stats().junk, 20_000);
+        assert!(
+            p.rounds.is_empty() && p.round_of.is_empty(),
+            "a fully acked round leaves the index"
+        );
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub struct ShardMetrics {
     expiry_paused: AtomicU64,
     /// Current depth of this shard's inbox.
     pub inbox_depth: AtomicU64,
-    push: [AtomicU64; 7],
+    push: [AtomicU64; 8],
     push_latency: Histogram,
 }
 
@@ -193,6 +193,7 @@ impl ShardMetrics {
             s.send_errors,
             s.junk,
             s.targets,
+            s.dropped,
         ]) {
             slot.store(v, Relaxed);
         }
@@ -277,7 +278,7 @@ impl Metrics {
         let hists = self.shards.iter().map(|m| &m.push_latency);
         Histogram::write(&mut s, "muster_push_latency_seconds", "", hists);
         type Getter = fn(&ShardMetrics) -> u64;
-        let per_shard: [(&str, &str, &str, Getter); 21] = [
+        let per_shard: [(&str, &str, &str, Getter); 22] = [
             (
                 "muster_services",
                 "gauge",
@@ -401,6 +402,12 @@ impl Metrics {
             ("muster_push_targets", "gauge", "Live push targets.", |m| {
                 m.push[6].load(Relaxed)
             }),
+            (
+                "muster_push_dropped_total",
+                "counter",
+                "Push targets dropped after 3 failed packets in a row (a later query subscribes them again).",
+                |m| m.push[7].load(Relaxed),
+            ),
         ];
         for (name, kind, help, get) in per_shard {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
