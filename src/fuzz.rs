@@ -45,6 +45,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("snapshot", snapshot),
     ("listening", listening),
     ("config_import", config_import),
+    ("peer", peer),
 ];
 
 /// Reads fuzz-chosen numbers off the front of an input; past the end it yields zeros.
@@ -458,5 +459,25 @@ pub fn config_import(data: &[u8]) {
             }
             let _ = crate::config::params::check_key(&e.data_id, &e.group);
         }
+    }
+}
+
+/// Bytes from a peer: the first byte picks the peer link's frames (length, kind, body; a
+/// hello's fields) as `node/peer.rs` reads them off a connection, or a frame body as the JSON
+/// of a Distro request and of the answers a requester decodes (`node/distro.rs`). Every frame
+/// read consumed at least its 5-byte header.
+pub fn peer(data: &[u8]) {
+    let Some((&shape, rest)) = data.split_first() else {
+        return;
+    };
+    if shape & 1 == 0 {
+        let frames = crate::node::peer::decode_frames_for_fuzz(rest);
+        assert!(
+            frames * 5 <= rest.len(),
+            "{frames} frames from {} bytes",
+            rest.len()
+        );
+    } else {
+        let _ = crate::node::distro::decode_for_fuzz(rest);
     }
 }

@@ -573,3 +573,12 @@ fn serve(shared: &Shared, req: Request) -> Answer {
             Err(Error::Dropped(format!("shard {owner} did not answer the forwarded write")).into())
         })
 }
+
+/// Fuzz entry (`muster::fuzz::peer`): decodes `body` as the handler decodes a peer request, and
+/// as a requester decodes a forwarded write's or a verify round's answer. Whether it was a request.
+#[doc(hidden)]
+pub fn decode_for_fuzz(body: &[u8]) -> bool {
+    let _ = serde_json::from_slice::<Answer>(body);
+    let _ = serde_json::from_slice::<Checked>(body);
+    serde_json::from_slice::<Request>(body).is_ok()
+}

@@ -634,6 +634,32 @@ impl Link<'_> {
     }
 }
 
+/// Fuzz entry (`muster::fuzz::peer`): reads frames off `bytes` as a connection reads them (at
+/// most 64), and each hello's fields as the acceptor reads them. Returns the frames read.
+#[doc(hidden)]
+pub fn decode_frames_for_fuzz(mut bytes: &[u8]) -> usize {
+    let mut n = 0;
+    while n < 64 {
+        let Ok((kind, body)) = read_frame(&mut bytes) else {
+            break;
+        };
+        n += 1;
+        if kind == HELLO {
+            let mut b = Body(&body);
+            let _ = (|| -> Result<_, PeerError> {
+                Ok((
+                    b.take(MAGIC.len())?,
+                    b.array::<4>()?,
+                    b.addr()?,
+                    b.addr()?,
+                    b.array::<NONCE>()?,
+                ))
+            })();
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
