@@ -4,6 +4,9 @@
 //! 10k dead subscribers are re-sent to once per packet and dropped after three missed packets
 //! in a row, with memory bounded, while a live subscriber beside them gets and acks every push.
 //! Row P3: a 2k-instance service's push is one gzipped datagram holding the whole list.
+//! Row P1 at 20% and 50% loss: a lossy UDP proxy between the server and the subscriber drops
+//! datagrams both ways; every packet is sent at most twice, the pushes that arrive are whole and
+//! in order, and each change reaches the client by push or by its next poll.
 //!
 //! Correctness only (counters and what arrives), no timing assertions. Every wait is bounded.
 
@@ -12,6 +15,8 @@ mod common;
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{cpu_ticks, read_response, rss_kib, Server};
@@ -324,4 +329,130 @@ fn ten_thousand_dead_subscribers_are_dropped_after_three_misses_and_memory_stays
     wait_until("the live target acked", Duration::from_secs(10), || {
         metric(&s, "muster_push_acked_total") == 4
     });
+}
+
+/// A UDP proxy that drops `loss_percent` of the datagrams each way (a fixed xorshift sequence):
+/// the server pushes to its address, it forwards to `client`; what `client` sends back to it
+/// goes to the server. Runs until `stop` is set (or 120 s), on its own thread.
+fn lossy_proxy(
+    client: SocketAddr,
+    loss_percent: u64,
+    stop: Arc<AtomicBool>,
+) -> (SocketAddr, std::thread::JoinHandle<(u64, u64)>) {
+    let p = UdpSocket::bind("127.0.0.1:0").unwrap();
+    p.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let addr = p.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut server = None;
+        let (mut forwarded, mut dropped) = (0, 0);
+        let mut buf = vec![0u8; 65536];
+        let start = Instant::now();
+        while !stop.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(120) {
+            let Ok((n, from)) = p.recv_from(&mut buf) else {
+                continue;
+            };
+            let to = if from == client {
+                match server {
+                    Some(s) => s,
+                    None => continue,
+                }
+            } else {
+                server = Some(from);
+                client
+            };
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if x % 100 < loss_percent {
+                dropped += 1;
+            } else {
+                let _ = p.send_to(&buf[..n], to);
+                forwarded += 1;
+            }
+        }
+        (forwarded, dropped)
+    });
+    (addr, handle)
+}
+
+/// Subscribes the proxy's address (`udpPort` is its port) to `svc`; returns the list.
+fn subscribe_at(s: &Server, port: u16, svc: &str) -> Value {
+    let (st, b) = s.request_with(
+        "GET",
+        &format!("/nacos/v1/ns/instance/list?serviceName={svc}&udpPort={port}&clientIP=127.0.0.1"),
+        &[JAVA],
+        "",
+    );
+    assert_eq!(st, 200);
+    serde_json::from_str(&b).unwrap()
+}
+
+#[test]
+fn with_20_and_50_percent_loss_each_packet_is_sent_at_most_twice_and_changes_still_arrive() {
+    for loss in [20u64, 50] {
+        let s = Server::start(&["--shards", "1", "--push-ack-timeout-ms", "100"]);
+        let client = subscriber();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (proxy, handle) = lossy_proxy(client.local_addr().unwrap(), loss, stop.clone());
+        let svc = format!("lossy{loss}");
+        subscribe_at(&s, proxy.port(), &svc);
+        let (mut by_push, mut by_poll) = (0, 0);
+        let mut latencies = Vec::new();
+        let mut last_ref = 0;
+        for k in 1..=20u64 {
+            let failed = metric(&s, "muster_push_failed_total");
+            let changed = Instant::now();
+            let (st, _) = s.request(
+                "POST",
+                &format!("/nacos/v1/ns/instance?serviceName={svc}&ip=10.0.0.{k}&port=80"),
+                "",
+            );
+            assert_eq!(st, 200);
+            // Until the push with all k hosts arrives (acked back through the proxy), or the
+            // server gives the packet up (both sends lost): then the client's poll gets it.
+            let mut arrived = false;
+            for _ in 0..200 {
+                if let Some((p, from)) = recv(&client, Duration::from_millis(50)) {
+                    let t = p["lastRefTime"].as_u64().unwrap();
+                    assert!(t >= last_ref, "a push older than one already seen");
+                    last_ref = t;
+                    client.send_to(ack_text(t).as_bytes(), from).unwrap();
+                    let data: Value = serde_json::from_str(p["data"].as_str().unwrap()).unwrap();
+                    if data["hosts"].as_array().unwrap().len() as u64 == k {
+                        arrived = true;
+                        latencies.push(changed.elapsed());
+                        break;
+                    }
+                }
+                if metric(&s, "muster_push_failed_total") > failed {
+                    break;
+                }
+            }
+            if arrived {
+                by_push += 1;
+            } else {
+                let v = subscribe_at(&s, proxy.port(), &svc);
+                assert_eq!(
+                    common::host_ips(&v).len() as u64,
+                    k,
+                    "the poll has change {k}"
+                );
+                by_poll += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (forwarded, dropped) = handle.join().unwrap();
+        let sent = metric(&s, "muster_push_sent_total");
+        let resent = metric(&s, "muster_push_resent_total");
+        latencies.sort();
+        eprintln!(
+            "{loss}% loss: {by_push} of 20 changes by push (p50 {:?}), {by_poll} by poll; \
+             {sent} sent, {resent} re-sent; proxy forwarded {forwarded}, dropped {dropped}",
+            latencies.get(latencies.len() / 2)
+        );
+        assert_eq!(by_push + by_poll, 20);
+        assert!(resent <= sent, "a packet sent more than twice");
+        assert!(dropped > 0, "the proxy dropped nothing");
+    }
 }
