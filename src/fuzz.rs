@@ -199,14 +199,37 @@ pub fn metadata(data: &[u8]) {
     }
 }
 
-/// A push ack datagram, parsed alone and handled by a push table with no subscribers (junk
-/// from anyone is ignored).
+/// A push ack datagram, parsed alone; handled by a push table with no subscribers (junk from
+/// anyone is ignored), then by one with two targets on one port and a round waiting for their
+/// acks: from the first target it acks exactly when it names that round, and only once.
 pub fn udp_ack(data: &[u8]) {
-    let _ = crate::naming::push::parse_ack(data);
-    let cfg = crate::naming::push::PushConfig::default();
-    let mut push = crate::naming::push::Push::new(cfg, 0);
+    use crate::naming::push::{parse_ack, Push, PushConfig, Subscription};
+    let parsed = parse_ack(data);
+    let mut push = Push::new(PushConfig::default(), 0);
     let from = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9);
     assert!(!push.ack(from, data), "an ack matched no push yet counted");
+    let key = crate::naming::service::ServiceKey::new("public", "DEFAULT_GROUP@@fuzz");
+    for last in [1, 2] {
+        let sub = Subscription {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), 9),
+            clusters: String::new(),
+            agent: "Nacos-Java-Client:v1.4.6".into(),
+            grouped: true,
+            app: String::new(),
+        };
+        assert!(push.subscribe(&key, sub, 0));
+    }
+    let out = push.prepare(&key, None, 0, 1);
+    let packet: serde_json::Value =
+        serde_json::from_slice(&out[0].packet).expect("a small packet is plain JSON");
+    let ref_time = packet["lastRefTime"].as_u64().expect("lastRefTime");
+    let acked = push.ack(from, data);
+    assert_eq!(
+        acked,
+        parsed == Some(ref_time),
+        "ack {parsed:?} of round {ref_time}"
+    );
+    assert!(!(acked && push.ack(from, data)), "a duplicate ack matched");
 }
 
 /// One WAL record frame: the raw bytes as they are (frame checks, CRC), and the bytes as the

@@ -626,6 +626,22 @@ mod tests {
         ServiceView::new(key(), rev, Arc::new(ServiceMeta::default()), inst)
     }
 
+    /// A push table with ack timeout `ack_timeout_ms` and a target on each of `ports`,
+    /// subscribed at time 0.
+    fn table(ack_timeout_ms: u64, ports: &[u16]) -> Push {
+        let mut p = Push::new(
+            PushConfig {
+                ack_timeout_ms,
+                ..PushConfig::default()
+            },
+            1,
+        );
+        for &port in ports {
+            assert!(p.subscribe(&key(), sub(port), 0));
+        }
+        p
+    }
+
     fn decode(p: &[u8]) -> serde_json::Value {
         let raw = if p.starts_with(&[0x1f, 0x8b]) {
             let mut s = Vec::new();
@@ -677,15 +693,7 @@ mod tests {
 
     #[test]
     fn acks_clear_and_unacked_packets_are_resent_once() {
-        let mut p = Push::new(
-            PushConfig {
-                ack_timeout_ms: 100,
-                ..PushConfig::default()
-            },
-            1,
-        );
-        p.subscribe(&key(), sub(9000), 0);
-        p.subscribe(&key(), sub(9001), 0);
+        let mut p = table(100, &[9000, 9001]);
         let out = p.prepare(&key(), Some(&view(1, 1)), 0, 1);
         let r = decode(&out[0].packet)["lastRefTime"].as_u64().unwrap();
         let ack = format!("{{\"type\":\"push-ack\",\"lastRefTime\":\"{r}\",\"data\":\"\"}}");
@@ -756,15 +764,7 @@ mod tests {
 
     #[test]
     fn a_target_is_dropped_after_max_misses_in_a_row_and_an_ack_resets_the_count() {
-        let mut p = Push::new(
-            PushConfig {
-                ack_timeout_ms: 100,
-                ..PushConfig::default()
-            },
-            1,
-        );
-        p.subscribe(&key(), sub(9000), 0);
-        p.subscribe(&key(), sub(9001), 0);
+        let mut p = table(100, &[9000, 9001]);
         let mut now = 0;
         // Both keep querying (so neither expires); 9000 acks every packet, 9001 none.
         for round in 0..u64::from(MAX_MISSES) {
@@ -823,14 +823,7 @@ mod tests {
 
     #[test]
     fn a_newer_packet_replaces_the_pending_older_one() {
-        let mut p = Push::new(
-            PushConfig {
-                ack_timeout_ms: 100,
-                ..PushConfig::default()
-            },
-            1,
-        );
-        p.subscribe(&key(), sub(9000), 0);
+        let mut p = table(100, &[9000]);
         p.prepare(&key(), Some(&view(1, 1)), 0, 1);
         let newer = p.prepare(&key(), Some(&view(2, 2)), 50, 1);
         let resent = p.sweep(160);
