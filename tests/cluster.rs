@@ -984,3 +984,67 @@ fn a_member_restarted_empty_loads_page_by_page_and_is_ready_only_when_whole() {
     assert!(pages >= 10, "{line}");
     assert!(line.contains("complete=true"), "{line}");
 }
+
+#[test]
+fn strangers_flooding_the_peer_port_cannot_keep_a_member_out() {
+    if !in_netns("strangers_flooding_the_peer_port_cannot_keep_a_member_out") {
+        return;
+    }
+    let mut nodes: Vec<Node> = (1..=3).map(|i| Node::start(i, 3, SECRET)).collect();
+    assert!(wait_until(Duration::from_secs(10), || all_up(&nodes)));
+    let peer_port: SocketAddr = "127.0.0.1:7848".parse().unwrap();
+    // A stranger (127.0.0.100, no member's address) keeps opening connections to member 1's
+    // peer port and holding them, 64 at a time, for 12 s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let flood = {
+        let (stop, refused) = (stop.clone(), refused.clone());
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut held = std::collections::VecDeque::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && started.elapsed() < Duration::from_secs(12)
+            {
+                let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                let from: SocketAddr = format!("{CLIENT_IP}:0").parse().unwrap();
+                sock.bind(&from.into()).unwrap();
+                if sock
+                    .connect_timeout(&peer_port.into(), Duration::from_millis(500))
+                    .is_ok()
+                {
+                    held.push_back(TcpStream::from(sock));
+                    if held.len() > 64 {
+                        // The acceptor answered a stranger with one Refused frame (kind 5) as
+                        // it accepted: it has long arrived at the oldest connection.
+                        let mut s = held.pop_front().unwrap();
+                        s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+                        let mut head = [0u8; 5];
+                        if s.read_exact(&mut head).is_ok() && head[4] == 5 {
+                            refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    // Meanwhile member 2 dies and comes back: its links to member 1 must get in.
+    std::thread::sleep(Duration::from_secs(1));
+    nodes[1].kill();
+    nodes[1].spawn(3, SECRET);
+    assert!(
+        wait_until(Duration::from_secs(8), || n_up(&nodes[0], &nodes[1])),
+        "member 2 not UP on member 1 during the flood: {:?}",
+        nodes[0].states()
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().unwrap();
+    assert!(
+        refused.load(std::sync::atomic::Ordering::Relaxed) > 50,
+        "the flood was not refused as a stranger's"
+    );
+    assert!(nodes[0]
+        .log_text()
+        .contains("peer connection refused: not a member's address"));
+}

@@ -20,7 +20,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -102,10 +102,19 @@ fn write_frame(w: &mut impl Write, kind: u8, body: &[u8]) -> io::Result<()> {
 
 /// Reads one frame: its kind and body. A length of 0 or above [`MAX_FRAME`] is an error.
 fn read_frame(r: &mut impl Read) -> Result<(u8, Vec<u8>), PeerError> {
+    read_frame_max(r, MAX_FRAME)
+}
+
+/// Largest frame of the handshake (hello, challenge, proof, welcome, refused): nothing is
+/// allocated for an unauthenticated peer beyond this.
+const HANDSHAKE_FRAME: usize = 4096;
+
+/// Reads a frame of at most `max` bytes (kind byte included).
+fn read_frame_max(r: &mut impl Read, max: usize) -> Result<(u8, Vec<u8>), PeerError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > max {
         return Err(protocol(format!("frame length {len}")));
     }
     let mut buf = vec![0u8; len];
@@ -199,7 +208,7 @@ pub fn dial(
     put_addr(&mut hello, to);
     hello.extend_from_slice(&nonce_d);
     write_frame(&mut s, HELLO, &hello)?;
-    let (kind, body) = read_frame(&mut s)?;
+    let (kind, body) = read_frame_max(&mut s, HANDSHAKE_FRAME)?;
     match kind {
         CHALLENGE => {}
         REFUSED => return Err(PeerError::Refused(String::from_utf8_lossy(&body).into())),
@@ -215,7 +224,7 @@ pub fn dial(
         .finalize()
         .into_bytes();
     write_frame(&mut s, PROOF, &proof)?;
-    let (kind, body) = read_frame(&mut s)?;
+    let (kind, body) = read_frame_max(&mut s, HANDSHAKE_FRAME)?;
     match kind {
         WELCOME => Ok(s),
         REFUSED => Err(PeerError::Refused(String::from_utf8_lossy(&body).into())),
@@ -232,7 +241,7 @@ fn accept_handshake(
     secret: &Secret,
 ) -> Result<SocketAddr, PeerError> {
     let this = members.this();
-    let (kind, body) = read_frame(s)?;
+    let (kind, body) = read_frame_max(s, HANDSHAKE_FRAME)?;
     if kind != HELLO {
         return Err(protocol(format!("expected hello, got kind {kind}")));
     }
@@ -275,7 +284,7 @@ fn accept_handshake(
             .into_bytes(),
     );
     write_frame(s, CHALLENGE, &challenge)?;
-    let (kind, body) = read_frame(s)?;
+    let (kind, body) = read_frame_max(s, HANDSHAKE_FRAME)?;
     if kind != PROOF || body.len() != MAC {
         return Err(protocol(format!("expected a proof, got kind {kind}")));
     }
@@ -400,6 +409,10 @@ pub fn start(
     Ok((bound, Peers { links, handler }))
 }
 
+/// Accepts peer connections. A connection from an address that is no member's is refused
+/// at once (one `Refused` frame, no thread, nothing read), and each member's address holds at
+/// most [`MAX_INBOUND_PER_MEMBER`] connections, handshakes included: a stranger that can reach
+/// the peer port cannot take the slots the members need.
 fn accept_loop(
     listener: TcpListener,
     members: Arc<Members>,
@@ -407,39 +420,61 @@ fn accept_loop(
     stop: Arc<AtomicBool>,
     handler: Arc<OnceLock<Handler>>,
 ) {
-    let inbound = Arc::new(AtomicUsize::new(0));
-    let cap = MAX_INBOUND_PER_MEMBER * members.all().len();
+    let inbound: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>> =
+        Default::default();
+    let mut strangers = 0u64;
     for conn in listener.incoming() {
         if stop.load(Ordering::Relaxed) {
             return;
         }
         let Ok(mut s) = conn else { continue };
-        if inbound.fetch_add(1, Ordering::AcqRel) >= cap {
-            inbound.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(
-                cap,
-                "peer connection refused: too many inbound peer connections"
-            );
+        let Ok(src) = s.peer_addr().map(|a| a.ip()) else {
+            continue;
+        };
+        if members.by_ip(src).is_none() {
+            // Logged at the first and then every 1000th, so a flood cannot fill the log.
+            if strangers.is_multiple_of(1000) {
+                tracing::warn!(%src, refused = strangers + 1, "peer connection refused: not a member's address");
+            }
+            strangers += 1;
+            let _ = s.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = write_frame(&mut s, REFUSED, b"not a member of this cluster");
             continue;
         }
-        let (members, settings, inbound, stop, handler) = (
+        {
+            let mut held = inbound.lock().unwrap_or_else(|e| e.into_inner());
+            let n = held.entry(src).or_insert(0);
+            if *n >= MAX_INBOUND_PER_MEMBER {
+                tracing::warn!(%src, cap = MAX_INBOUND_PER_MEMBER, "peer connection refused: too many connections from this member's address");
+                continue;
+            }
+            *n += 1;
+        }
+        let release = {
+            let inbound = inbound.clone();
+            move || {
+                let mut held = inbound.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = held.get_mut(&src) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        };
+        let (members, settings, stop, handler) = (
             members.clone(),
             settings.clone(),
-            inbound.clone(),
             stop.clone(),
             handler.clone(),
         );
+        let release_here = release.clone();
         let spawned = std::thread::Builder::new()
             .name("muster-peer-in".into())
             .spawn(move || {
-                let src = s.peer_addr().map(|a| a.ip());
-                if let Ok(src) = src {
-                    serve_inbound(&mut s, src, &members, &settings, &stop, &handler);
-                }
-                inbound.fetch_sub(1, Ordering::AcqRel);
+                serve_inbound(&mut s, src, &members, &settings, &stop, &handler);
+                release();
             });
         if spawned.is_err() {
             tracing::error!("cannot start a thread for a peer connection");
+            release_here();
         }
     }
 }
