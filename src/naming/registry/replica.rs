@@ -153,14 +153,7 @@ impl Registry {
                     continue;
                 }
             }
-            if !svc.meta.clusters.contains_key(&inst.key.cluster) {
-                Arc::make_mut(&mut svc.meta)
-                    .clusters
-                    .insert(inst.key.cluster.clone(), ClusterMeta::default());
-            }
-            let deadline = now + inst.timing().timeout_ms + 1;
-            svc.instances.insert(inst.clone());
-            leases.push((deadline, inst));
+            leases.push(place(&mut svc.meta, &mut svc.instances, inst, now));
         }
         svc.replica = true;
         svc.version = r.version;
@@ -249,14 +242,7 @@ impl Registry {
             } else {
                 ledger.registered(&inst.key, stamp);
             }
-            if !svc.meta.clusters.contains_key(&inst.key.cluster) {
-                Arc::make_mut(&mut svc.meta)
-                    .clusters
-                    .insert(inst.key.cluster.clone(), ClusterMeta::default());
-            }
-            let deadline = now + inst.timing().timeout_ms + 1;
-            svc.instances.insert(inst.clone());
-            leases.push((deadline, inst));
+            leases.push(place(&mut svc.meta, &mut svc.instances, inst, now));
             changed = true;
         }
         let publish = changed || (bump && r.version >= svc.version);
@@ -321,4 +307,22 @@ impl Registry {
             .collect();
         (built, tombs)
     }
+}
+
+/// Puts an instance taken from another member's copy into a service (creating its cluster if
+/// new) and returns the lease it starts: a full timeout from `now`.
+fn place(
+    meta: &mut Arc<ServiceMeta>,
+    instances: &mut Roster,
+    inst: Arc<Instance>,
+    now: u64,
+) -> (u64, Arc<Instance>) {
+    if !meta.clusters.contains_key(&inst.key.cluster) {
+        Arc::make_mut(meta)
+            .clusters
+            .insert(inst.key.cluster.clone(), ClusterMeta::default());
+    }
+    let deadline = now + inst.timing().timeout_ms + 1;
+    instances.insert(inst.clone());
+    (deadline, inst)
 }
