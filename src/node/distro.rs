@@ -18,7 +18,8 @@
 //!
 //! Startup: a starting member loads everything a peer holds, page by page ([`load`]).
 //!
-//! Not built yet (issue 14): batched digests.
+//! A verify round first sends a [`Summary`] (digests summed into [`VERIFY_BUCKETS`] buckets),
+//! then the per-service digests of the buckets that differ only.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -44,7 +45,10 @@ enum Request {
     Forward(Forwarded),
     /// The sender's replicas of services it is responsible for.
     Replicate(Vec<Replica>),
-    /// The sender's verify round over the services it is responsible for. The answer is a
+    /// The first step of a verify round: digests of the sender's services summed into
+    /// buckets. The answer lists the buckets whose sum differs here (`Vec<u32>`).
+    Summary(Summary),
+    /// The second step, for the buckets that differ: each service's digest. The answer is a
     /// [`Checked`].
     Verify(Vec<Digest>),
     /// A starting member's load, one page at a time: the answer is a [`Page`] of the
@@ -82,6 +86,76 @@ pub const MAX_PAGES: u32 = 4096;
 /// One service in a verify round: `(namespace, grouped, version, digest)`, the digest being
 /// `ServiceView::distro_digest`.
 pub type Digest = (String, String, u64, u64);
+
+/// How many buckets a verify round's summary has: a round costs one small message per peer
+/// when nothing differs, and the services of the differing buckets when something does.
+pub const VERIFY_BUCKETS: usize = 256;
+
+/// A verify round's summary: the sender (member `from`, shard `shard` of `shards`) sums the
+/// `(service, version, digest)` of every service it is responsible for into
+/// [`VERIFY_BUCKETS`] buckets by stable hash; the receiver sums the same over the services
+/// it holds whose responsible member and shard are the sender's, and answers the buckets
+/// that differ.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// The sender's member address.
+    pub from: SocketAddr,
+    /// The sender's shard count.
+    pub shards: u32,
+    /// The sender's shard.
+    pub shard: u32,
+    /// The sum (XOR of mixed hashes) of each bucket.
+    pub buckets: Vec<u64>,
+}
+
+/// The bucket of a service and its contribution to the bucket's sum.
+fn summand(namespace: &str, grouped: &str, version: u64, digest: u64) -> (usize, u64) {
+    let bucket = (crate::hash::stable_hash(namespace, grouped) % VERIFY_BUCKETS as u64) as usize;
+    let mut h = crate::hash::Digest::default();
+    h.part(namespace.as_bytes());
+    h.part(grouped.as_bytes());
+    h.part(&version.to_le_bytes());
+    h.part(&digest.to_le_bytes());
+    (bucket, h.finish())
+}
+
+/// Sums `digests` into buckets.
+fn sums<'a>(digests: impl IntoIterator<Item = (&'a str, &'a str, u64, u64)>) -> Vec<u64> {
+    let mut buckets = vec![0u64; VERIFY_BUCKETS];
+    for (ns, g, version, digest) in digests {
+        let (b, x) = summand(ns, g, version, digest);
+        buckets[b] ^= x;
+    }
+    buckets
+}
+
+/// The buckets of a peer's summary that differ here, from the published view.
+fn compare(shared: &Shared, s: &Summary) -> Vec<u32> {
+    let (Some(members), Ok(shards)) = (&shared.members, usize::try_from(s.shards)) else {
+        return Vec::new();
+    };
+    if s.buckets.len() != VERIFY_BUCKETS || shards == 0 {
+        return (0..VERIFY_BUCKETS as u32).collect();
+    }
+    let all = shared.view.all();
+    let mine = all.iter().filter(|v| {
+        members.responsible(&v.key.namespace, &v.key.grouped) == s.from
+            && crate::hash::owner_shard(&v.key.namespace, &v.key.grouped, shards)
+                == s.shard as usize
+    });
+    let here = sums(mine.map(|v| {
+        (
+            &*v.key.namespace,
+            &*v.key.grouped,
+            v.version,
+            v.distro_digest(),
+        )
+    }));
+    (0..VERIFY_BUCKETS)
+        .filter(|&b| here[b] != s.buckets[b])
+        .map(|b| b as u32)
+        .collect()
+}
 
 /// The answer to a verify round.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -167,6 +241,7 @@ pub fn handler(shared: Weak<Shared>) -> Handler {
             return serde_json::to_vec(&answer).unwrap_or_default();
         };
         match serde_json::from_slice::<Request>(&body) {
+            Ok(Request::Summary(summary)) => serde_json::to_vec(&compare(&shared, &summary)),
             Ok(Request::Verify(list)) => serde_json::to_vec(&check(&shared, list)),
             Ok(Request::Snapshot(ask)) => serde_json::to_vec(&snapshot(&shared, ask)),
             Ok(Request::Handover(copies)) => {
@@ -211,22 +286,54 @@ pub struct Verified {
     pub ahead: Vec<Replica>,
 }
 
-/// A verify round of one shard: sends `digests` (services it is responsible for) to every
-/// other member and returns each member's answer that asks for something. Members that do
-/// not answer are left out (their round comes again).
-pub async fn verify(shared: &Shared, digests: Vec<Digest>) -> Vec<Verified> {
-    let Some(peers) = &shared.peers else {
+/// A verify round of shard `shard` (of `shards`): sends a [`Summary`] of `digests` (the
+/// services it is responsible for) to every other member, then each member's differing
+/// buckets' digests to that member, and returns each member's answer that asks for something.
+/// Members that do not answer are left out (their round comes again).
+pub async fn verify(
+    shared: &Shared,
+    shard: usize,
+    shards: usize,
+    digests: Vec<Digest>,
+) -> Vec<Verified> {
+    let (Some(peers), Some(members)) = (&shared.peers, &shared.members) else {
         return Vec::new();
     };
-    let Ok(body) = serde_json::to_vec(&Request::Verify(digests)) else {
+    let summary = Summary {
+        from: members.this(),
+        shards: shards as u32,
+        shard: shard as u32,
+        buckets: sums(digests.iter().map(|(ns, g, v, d)| (&**ns, &**g, *v, *d))),
+    };
+    let Ok(body) = serde_json::to_vec(&Request::Summary(summary)) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (member, bytes) in call_all(peers.all(), body).await {
-        let Ok(checked) = serde_json::from_slice::<Checked>(&bytes) else {
+        let Ok(differ) = serde_json::from_slice::<Vec<u32>>(&bytes) else {
             continue;
         };
-        if !checked.lacking.is_empty() || !checked.ahead.is_empty() {
+        if differ.is_empty() {
+            continue;
+        }
+        let list: Vec<Digest> = digests
+            .iter()
+            .filter(|(ns, g, v, d)| differ.contains(&(summand(ns, g, *v, *d).0 as u32)))
+            .cloned()
+            .collect();
+        let Some(link) = peers.link(member) else {
+            continue;
+        };
+        let Ok(body) = serde_json::to_vec(&Request::Verify(list)) else {
+            continue;
+        };
+        for (member, bytes) in call_all([(member, link)], body).await {
+            let Ok(checked) = serde_json::from_slice::<Checked>(&bytes) else {
+                continue;
+            };
+            if checked.lacking.is_empty() && checked.ahead.is_empty() {
+                continue;
+            }
             if let Some(t) = traffic(shared, member) {
                 t.mismatches.fetch_add(
                     (checked.lacking.len() + checked.ahead.len()) as u64,
@@ -549,7 +656,7 @@ fn serve(shared: &Shared, req: Request) -> Answer {
             }
             return Ok(Reply::Ok);
         }
-        Request::Verify(_) | Request::Snapshot(_) | Request::Handover(_) => {
+        Request::Summary(_) | Request::Verify(_) | Request::Snapshot(_) | Request::Handover(_) => {
             return Err(ApiError::bad_request("answered elsewhere"))
         }
     };
@@ -580,5 +687,39 @@ fn serve(shared: &Shared, req: Request) -> Answer {
 pub fn decode_for_fuzz(body: &[u8]) -> bool {
     let _ = serde_json::from_slice::<Answer>(body);
     let _ = serde_json::from_slice::<Checked>(body);
+    let _ = serde_json::from_slice::<Vec<u32>>(body);
     serde_json::from_slice::<Request>(body).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_sums_ignore_order_and_a_change_shows_in_its_bucket_only() {
+        let services: Vec<(String, String, u64, u64)> = (0..1000)
+            .map(|i| ("public".into(), format!("DEFAULT_GROUP@@s{i}"), i, i * 7))
+            .collect();
+        let view = |list: &[(String, String, u64, u64)]| {
+            sums(list.iter().map(|(n, g, v, d)| (&**n, &**g, *v, *d)))
+        };
+        let a = view(&services);
+        let mut reversed = services.clone();
+        reversed.reverse();
+        assert_eq!(a, view(&reversed));
+        // One service at another version, and one missing: exactly their buckets differ.
+        let mut b = services.clone();
+        b[10].2 += 1;
+        let gone = b.remove(500);
+        let differ: Vec<usize> = (0..VERIFY_BUCKETS)
+            .filter(|&i| a[i] != view(&b)[i])
+            .collect();
+        let mut want = vec![
+            summand(&services[10].0, &services[10].1, 0, 0).0,
+            summand(&gone.0, &gone.1, 0, 0).0,
+        ];
+        want.sort_unstable();
+        want.dedup();
+        assert_eq!(differ, want);
+    }
 }

@@ -288,7 +288,8 @@ impl Shard {
             })
             .collect();
         if !digests.is_empty() {
-            for answer in crate::node::distro::verify(&shared, digests).await {
+            let shards = shared.inboxes.len();
+            for answer in crate::node::distro::verify(&shared, self.id, shards, digests).await {
                 let now = self.clock.now_ms();
                 let mut reg = self.registry.borrow_mut();
                 for r in answer.ahead {
