@@ -7,7 +7,9 @@
 //!   the next bind of the port.
 //! - A second server on a live address is detected by looking for a *listener* in the kernel's
 //!   socket table ([`find_listener`]), not by a trial bind: a trial bind also fails on the
-//!   leftovers above, which is what made a restart fail for about a minute.
+//!   leftovers above, which is what made a restart fail for about a minute. A listener that
+//!   no process holds any more (a killed server's io_uring instance, torn down by the kernel
+//!   just after the process is gone) is waited for, at most [`ORPHAN_WAIT`].
 //!
 //! The data directory's `LOCK` stays the guard against two servers on one data dir.
 
@@ -49,41 +51,84 @@ impl ListenError {
     }
 }
 
+/// How long a start waits for a listening socket that no process holds any more: a killed
+/// server's io_uring instance is torn down by the kernel after the process is gone, and holds
+/// the socket (still in `LISTEN`) until then, usually for milliseconds.
+pub const ORPHAN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Fails with [`ListenError::InUse`] when a socket in `LISTEN` state in this network namespace
 /// would share connections with a listener on `addr`: same port, and the same address or a
 /// wildcard on either side. Port 0 never conflicts. Sockets in any other state (`TIME_WAIT`,
 /// `FIN_WAIT`, established connections) are ignored: they do not accept connections.
+///
+/// A listener held by a live process refuses at once. One that no process holds (the
+/// leftover of a server killed a moment ago, see [`ORPHAN_WAIT`]) is waited for: binding next
+/// to it with `SO_REUSEPORT` would let it take connections it never accepts.
 pub fn ensure_free(addr: SocketAddr) -> Result<(), ListenError> {
     if addr.port() == 0 {
         return Ok(());
     }
-    match find_listener(addr) {
-        Some(found) => Err(ListenError::InUse { addr, found }),
-        None => Ok(()),
+    let started = std::time::Instant::now();
+    let mut logged = false;
+    loop {
+        let Some((found, inode)) = find_listener(addr) else {
+            return Ok(());
+        };
+        if held_by_a_process(inode) || started.elapsed() >= ORPHAN_WAIT {
+            return Err(ListenError::InUse { addr, found });
+        }
+        if !logged {
+            tracing::info!(%addr, "waiting for the listening socket a stopped server left to close");
+            logged = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
-/// The first listening socket that overlaps `addr` (see [`ensure_free`]), read from
-/// `/proc/net/tcp` and `/proc/net/tcp6`. A table that cannot be read counts as empty (the
-/// shards' bind still fails on a listener without `SO_REUSEPORT`).
-pub fn find_listener(addr: SocketAddr) -> Option<SocketAddr> {
+/// The first listening socket that overlaps `addr` (see [`ensure_free`]), with its inode,
+/// read from `/proc/net/tcp` and `/proc/net/tcp6`. A table that cannot be read counts as
+/// empty (the shards' bind still fails on a listener without `SO_REUSEPORT`).
+pub fn find_listener(addr: SocketAddr) -> Option<(SocketAddr, u64)> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .flat_map(|table| listeners(&table))
-        .find(|l| overlaps(*l, addr))
+        .find(|(l, _)| overlaps(*l, addr))
 }
 
-/// Local addresses of the `LISTEN` (state `0A`) rows of a `/proc/net/tcp{,6}` table.
-fn listeners(table: &str) -> Vec<SocketAddr> {
+/// Whether some process has socket `inode` open (`/proc/*/fd/*` → `socket:[inode]`). True
+/// when it cannot tell (an unreadable `/proc`), so that a doubt refuses rather than waits.
+fn held_by_a_process(inode: u64) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let want = format!("socket:[{inode}]");
+    procs
+        .flatten()
+        .filter(|p| {
+            p.file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|p| std::fs::read_dir(p.path().join("fd")).ok())
+        .flat_map(|fds| fds.flatten())
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
+}
+
+/// Local addresses and inodes of the `LISTEN` (state `0A`) rows of a `/proc/net/tcp{,6}`
+/// table.
+fn listeners(table: &str) -> Vec<(SocketAddr, u64)> {
     table
         .lines()
         .skip(1)
         .filter_map(|line| {
-            let mut cols = line.split_whitespace();
-            let local = cols.nth(1)?;
-            let state = cols.nth(1)?;
-            (state == "0A").then(|| parse_proc_addr(local)).flatten()
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (local, state) = (cols.get(1)?, cols.get(3)?);
+            let inode = cols.get(9)?.parse().ok()?;
+            (*state == "0A")
+                .then(|| parse_proc_addr(local))
+                .flatten()
+                .map(|a| (a, inode))
         })
         .collect()
 }
@@ -166,19 +211,19 @@ mod tests {
         assert_eq!(
             l,
             vec![
-                "127.0.0.1:8080".parse::<SocketAddr>().unwrap(),
-                "0.0.0.0:22".parse().unwrap()
+                ("127.0.0.1:8080".parse::<SocketAddr>().unwrap(), 1),
+                ("0.0.0.0:22".parse().unwrap(), 2)
             ],
             "the TIME_WAIT row (06) is not a listener"
         );
-        let v6 = "  sl  local_address                         remote_address                        st\n\
-   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 0\n\
-   1: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n";
+        let v6 = "  sl  local_address                         remote_address                        st tx rx tr retr uid timeout inode\n\
+   0: 00000000000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A 0 0 0 0 0 7\n\
+   1: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0 0 0 0 0 8\n";
         assert_eq!(
             listeners(v6),
             vec![
-                "[::1]:8080".parse::<SocketAddr>().unwrap(),
-                "[::]:80".parse().unwrap()
+                ("[::1]:8080".parse::<SocketAddr>().unwrap(), 7),
+                ("[::]:80".parse().unwrap(), 8)
             ]
         );
     }
@@ -199,11 +244,14 @@ mod tests {
     fn finds_a_live_listener_and_ignores_a_closed_one() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        assert_eq!(find_listener(addr), Some(addr));
+        assert_eq!(find_listener(addr).map(|(a, _)| a), Some(addr));
+        // This process holds it: refused at once, without waiting for it.
+        let asked = std::time::Instant::now();
         match ensure_free(addr) {
             Err(ListenError::InUse { found, .. }) => assert_eq!(found, addr),
             other => panic!("expected InUse, got {other:?}"),
         }
+        assert!(asked.elapsed() < ORPHAN_WAIT);
         // A connection through it leaves the port held by non-listening sockets once the
         // listener is gone.
         let c = std::net::TcpStream::connect(addr).unwrap();
