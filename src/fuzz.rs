@@ -113,8 +113,10 @@ pub fn dechunk(data: &[u8]) {
     let whole = crate::http::dechunk_pieces(limit, &[body]);
     match (&split, &whole) {
         (Ok((a, true)), Ok((b, true))) => assert_eq!(a, b, "split changed the body"),
-        (Ok((_, true)), other) | (other, Ok((_, true))) => {
-            panic!("one feeding finished and the other did not: {split:?} vs {other:?}")
+        (Ok((_, true)), _) | (_, Ok((_, true))) => {
+            panic!(
+                "one feeding finished and the other did not: in pieces {split:?}, whole {whole:?}"
+            )
         }
         (Err(_), Ok(_)) | (Ok(_), Err(_)) if pieces.len() == 1 => {
             panic!("the same bytes decoded differently: {split:?} vs {whole:?}")

@@ -49,6 +49,11 @@ impl Dechunker {
             match self.state {
                 ChunkState::Done => return Ok(at),
                 ChunkState::Size => match httparse::parse_chunk_size(rest) {
+                    // A line over the cap is refused whether it arrives whole or in pieces
+                    // (the Partial arm below refuses it before its end arrives).
+                    Ok(httparse::Status::Complete((n, _))) if n > MAX_CHUNK_LINE => {
+                        return Err(ChunkError::Malformed("chunk line too long"));
+                    }
                     Ok(httparse::Status::Complete((n, size))) => {
                         at += n;
                         let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -73,6 +78,9 @@ impl Dechunker {
                         }
                         return Ok(at);
                     };
+                    if nl + 1 > MAX_CHUNK_LINE {
+                        return Err(ChunkError::Malformed("trailer line too long"));
+                    }
                     if !rest[..nl].ends_with(b"\r") {
                         return Err(ChunkError::Malformed("trailer line without CRLF"));
                     }
@@ -163,6 +171,31 @@ mod tests {
             assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.");
             assert_eq!(&pending[n2..], b"NEXT", "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_long_chunk_or_trailer_line_is_refused_whole_or_in_pieces() {
+        // Found by the dechunk fuzz target: a line over the cap used to pass when it arrived
+        // whole and fail when it arrived in pieces.
+        let long_ext = format!(
+            "5;{}\r\nhello\r\n0\r\n\r\n",
+            "x".repeat(MAX_CHUNK_LINE + 10)
+        );
+        let long_trailer = format!("0\r\nX-T: {}\r\n\r\n", "y".repeat(MAX_CHUNK_LINE + 10));
+        for body in [long_ext, long_trailer] {
+            let b = body.as_bytes();
+            let whole = dechunk_pieces(1 << 20, &[b]);
+            let split = dechunk_pieces(1 << 20, &[&b[..600], &b[600..]]);
+            assert!(whole.is_err() && split.is_err(), "{whole:?} vs {split:?}");
+        }
+        // At the cap, a line passes either way.
+        let at_cap = format!("5;{}\r\nhello\r\n0\r\n\r\n", "x".repeat(MAX_CHUNK_LINE - 5));
+        let b = at_cap.as_bytes();
+        assert_eq!(dechunk_pieces(1 << 20, &[b]), Ok((b"hello".to_vec(), true)));
+        assert_eq!(
+            dechunk_pieces(1 << 20, &[&b[..600], &b[600..]]),
+            Ok((b"hello".to_vec(), true))
+        );
     }
 
     #[test]
