@@ -136,16 +136,7 @@ pub async fn create(ctx: &Ctx<'_>) -> ApiResult<Answer> {
     let id = if id.is_empty() {
         random_id()?
     } else {
-        if !valid_namespace_id(id)
-            || ctx
-                .shard
-                .shared
-                .configs
-                .state
-                .read()
-                .namespaces
-                .contains_key(id)
-        {
+        if !valid_namespace_id(id) || namespace_exists(ctx, id) {
             return Ok(boolean(false));
         }
         id.to_string()
