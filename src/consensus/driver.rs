@@ -13,8 +13,11 @@
 //! before the driver advances. Tests drive it with raft-rs's `MemStorage` and assert the
 //! actions; the server drives it with the WAL-backed `RaftStore` on its raft thread.
 
-use raft::eraftpb::{Entry, HardState, Message, Snapshot};
-use raft::{RawNode, StateRole, Storage};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, HardState, Message, Snapshot,
+};
+use raft::{RawNode, ReadState, SnapshotStatus, StateRole, Storage};
 
 /// Election and heartbeat timing, in ticks. Defaults: heartbeat every tick, election after 10.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +58,31 @@ pub enum Action {
     SendPersisted(Vec<Message>),
     /// Record a commit index raft learned after the append.
     SetCommit(u64),
+    /// Linearizable reads raft confirmed: each may be served once the state machine has
+    /// applied `index` (`request_ctx` is the context given to [`Driver::read_index`]).
+    ReadStates(Vec<ReadState>),
+    /// Record the membership that results from a committed conf change the driver just
+    /// applied (after the [`Action::Apply`] that carried it).
+    SetConfState(ConfState),
+}
+
+/// What [`Driver::status`] reports: this node's view of the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// This node's raft id.
+    pub id: u64,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of (0: none).
+    pub leader: u64,
+    /// This node's role.
+    pub role: StateRole,
+    /// The highest index known committed.
+    pub committed: u64,
+    /// The highest index applied to the state machine.
+    pub applied: u64,
+    /// The last index in the log.
+    pub last_index: u64,
 }
 
 /// A raft node that returns what to persist and send instead of doing it.
@@ -110,6 +138,61 @@ impl<S: Storage> Driver<S> {
         self.node.raft.state == StateRole::Leader
     }
 
+    /// The leader this node knows of, 0 when none.
+    pub fn leader(&self) -> u64 {
+        self.node.raft.leader_id
+    }
+
+    /// Term, leader, role and indexes as this node sees them.
+    pub fn status(&self) -> Status {
+        let r = &self.node.raft;
+        Status {
+            id: r.id,
+            term: r.term,
+            leader: r.leader_id,
+            role: r.state,
+            committed: r.raft_log.committed,
+            applied: r.raft_log.applied,
+            last_index: r.raft_log.last_index(),
+        }
+    }
+
+    /// Proposes a membership change (one at a time: raft refuses a second while one is
+    /// uncommitted, dropping it silently, so callers check [`Driver::conf_change_pending`]).
+    pub fn propose_conf_change(
+        &mut self,
+        context: Vec<u8>,
+        cc: ConfChangeV2,
+    ) -> Result<(), raft::Error> {
+        self.node.propose_conf_change(context, cc)
+    }
+
+    /// True while a proposed conf change is not yet applied.
+    pub fn conf_change_pending(&self) -> bool {
+        self.node.raft.pending_conf_index > self.node.raft.raft_log.applied
+    }
+
+    /// Asks for a linearizable read point; it comes back as an [`Action::ReadStates`] entry
+    /// carrying `ctx` once a quorum confirmed this leader (forwarded to the leader on a follower).
+    pub fn read_index(&mut self, ctx: Vec<u8>) {
+        self.node.read_index(ctx)
+    }
+
+    /// Tells raft a message to `id` could not be delivered (it slows probing down).
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.node.report_unreachable(id)
+    }
+
+    /// Tells raft whether a snapshot sent to `id` arrived.
+    pub fn report_snapshot(&mut self, id: u64, ok: bool) {
+        let status = if ok {
+            SnapshotStatus::Finish
+        } else {
+            SnapshotStatus::Failure
+        };
+        self.node.report_snapshot(id, status)
+    }
+
     /// The log store raft reads from.
     #[cfg(test)]
     pub fn store(&self) -> &S {
@@ -150,8 +233,11 @@ impl<S: Storage> Driver<S> {
                 exec(store, Action::InstallSnapshot(ready.snapshot().clone()))?;
             }
             let committed = ready.take_committed_entries();
-            if !committed.is_empty() {
-                exec(store, Action::Apply(committed))?;
+            let reads = ready.take_read_states();
+            self.apply(committed, &mut exec)?;
+            let store = self.node.mut_store();
+            if !reads.is_empty() {
+                exec(store, Action::ReadStates(reads))?;
             }
             let mut wrote = false;
             if !ready.entries().is_empty() {
@@ -180,12 +266,44 @@ impl<S: Storage> Driver<S> {
                 exec(store, Action::Send(light.take_messages()))?;
             }
             let committed = light.take_committed_entries();
-            if !committed.is_empty() {
-                exec(store, Action::Apply(committed))?;
-            }
+            self.apply(committed, &mut exec)?;
             self.node.advance_apply();
         }
         Ok(any)
+    }
+
+    /// Hands committed entries to the executor, then applies the conf changes among them to
+    /// raft and has the executor record each resulting membership. An unreadable conf change
+    /// is skipped (raft wrote it, so it cannot be; it is logged).
+    fn apply<E>(
+        &mut self,
+        committed: Vec<Entry>,
+        exec: &mut impl FnMut(&mut S, Action) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if committed.is_empty() {
+            return Ok(());
+        }
+        let changes: Vec<(u64, EntryType, Vec<u8>)> = committed
+            .iter()
+            .filter(|e| e.get_entry_type() != EntryType::EntryNormal)
+            .map(|e| (e.index, e.get_entry_type(), e.data.to_vec()))
+            .collect();
+        exec(self.node.mut_store(), Action::Apply(committed))?;
+        for (index, kind, data) in changes {
+            let applied = match kind {
+                EntryType::EntryConfChange => ConfChange::parse_from_bytes(&data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cc| self.node.apply_conf_change(&cc).map_err(|e| e.to_string())),
+                _ => ConfChangeV2::parse_from_bytes(&data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|cc| self.node.apply_conf_change(&cc).map_err(|e| e.to_string())),
+            };
+            match applied {
+                Ok(cs) => exec(self.node.mut_store(), Action::SetConfState(cs))?,
+                Err(why) => tracing::error!(index, "skipped an unreadable conf change: {why}"),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -213,6 +331,8 @@ mod tests {
                 }
                 Action::Sync => "sync".into(),
                 Action::SetCommit(c) => format!("commit {c}"),
+                Action::ReadStates(r) => format!("read {}", r.len()),
+                Action::SetConfState(cs) => format!("conf {:?}", cs.voters),
             });
             match a {
                 Action::Append(es) => store.wl().append(&es).unwrap(),

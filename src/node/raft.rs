@@ -455,6 +455,8 @@ fn on_ready(
         Action::SetHardState(hs) => Ok(store.set_hardstate(&hs)?),
         Action::Sync => Ok(store.sync()?),
         Action::SetCommit(commit) => Ok(store.set_commit(commit)?),
+        Action::SetConfState(cs) => Ok(store.set_conf_state(&cs)?),
+        Action::ReadStates(_) => Ok(()),
     })
     .map(|_| ())
 }
