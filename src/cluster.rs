@@ -310,6 +310,26 @@ impl Members {
         self.all.iter().find(|m| m.addr == addr)
     }
 
+    /// The raft node id of the member at `addr` ([`crate::hash::raft_id`]).
+    pub fn raft_id(addr: SocketAddr) -> u64 {
+        crate::hash::raft_id(&addr.to_string())
+    }
+
+    /// This node's raft id.
+    pub fn this_id(&self) -> u64 {
+        Self::raft_id(self.this)
+    }
+
+    /// Every member's raft id, in member order.
+    pub fn raft_ids(&self) -> Vec<u64> {
+        self.all.iter().map(|m| Self::raft_id(m.addr)).collect()
+    }
+
+    /// The member whose raft id is `id`.
+    pub fn by_raft_id(&self, id: u64) -> Option<&Member> {
+        self.all.iter().find(|m| Self::raft_id(m.addr) == id)
+    }
+
     /// The member whose peer connections come from `ip` (each member has its own address).
     pub fn by_ip(&self, ip: IpAddr) -> Option<&Member> {
         self.all.iter().find(|m| m.addr.ip() == ip)

@@ -69,6 +69,16 @@ impl ApiError {
         }
     }
 
+    /// 503 framed `caused: …;`, for a write the cluster cannot take now (no raft leader, not
+    /// a voter): Nacos frames its own server-side write failures that way.
+    pub fn unavailable_caused(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: 503,
+            msg: msg.into(),
+            kind: ErrorKind::Caused,
+        }
+    }
+
     /// 413: a request body above the configured cap.
     pub fn too_large(limit: usize) -> Self {
         ApiError {

@@ -82,6 +82,17 @@ fn splitmix(mut h: u64) -> u64 {
     h ^ (h >> 31)
 }
 
+/// A cluster member's raft node id, derived from its member address (`ip:port`), so every
+/// member computes every other's without asking and list order never matters: FNV-1a 64 of
+/// the address with the splitmix64 finaliser, the top bit cleared, and never 0 (raft's "none")
+/// or 1 (the standalone node's id). Golden values are pinned: changing them orphans every
+/// cluster's log.
+pub fn raft_id(member: &str) -> u64 {
+    let mut d = Digest::default();
+    d.part(member.as_bytes());
+    (d.finish() >> 1).max(2)
+}
+
 /// Version of [`member_score`], the function that decides which member is responsible for a
 /// service. Peers exchange it when they connect and refuse a peer with another one: two
 /// members that disagree on responsibility would both (or neither) own a service.
@@ -99,6 +110,23 @@ pub fn member_score(member: &str, namespace: &str, grouped_service: &str) -> u64
         grouped_service.as_bytes(),
     ]);
     splitmix(h)
+}
+
+#[cfg(test)]
+mod raft_id_tests {
+    use super::*;
+
+    /// Pinned: a member's id is part of its log (votes, membership).
+    #[test]
+    fn raft_ids_are_stable_and_never_0_or_1() {
+        let ids: Vec<u64> = ["127.0.0.1:8848", "127.0.0.2:8848", "10.0.0.7:8848"]
+            .iter()
+            .map(|m| raft_id(m))
+            .collect();
+        assert_eq!(ids, GOLDEN);
+        assert!(ids.iter().all(|&i| i > 1 && i < 1 << 63));
+    }
+    const GOLDEN: [u64; 3] = [6827235551156811847, 661303901168997864, 4582493766288321817];
 }
 
 #[cfg(test)]

@@ -119,6 +119,9 @@ pub enum StartError {
     /// The raft thread could not be started.
     #[error("cannot start the raft thread: {0}")]
     RaftThread(std::io::Error),
+    /// Two members' addresses give the same raft id (a 2^-63 chance; change one's port).
+    #[error("two members of {0:?} have the same raft id; change one member's address")]
+    RaftIds(Vec<SocketAddr>),
     /// The thread of the cluster's startup load could not be started.
     #[error("cannot start the startup-load thread: {0}")]
     LoadThread(std::io::Error),
@@ -175,22 +178,47 @@ pub fn run(config: Config) -> Result<(), StartError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    let group = match &config.cluster {
+        None => crate::consensus::Group::Standalone,
+        Some(c) => {
+            let mut voters: Vec<u64> = c
+                .members
+                .iter()
+                .map(|&m| crate::cluster::Members::raft_id(m))
+                .collect();
+            voters.sort_unstable();
+            voters.dedup();
+            if voters.len() != c.members.len() {
+                return Err(StartError::RaftIds(c.members.clone()));
+            }
+            crate::consensus::Group::Cluster {
+                id: crate::cluster::Members::raft_id(c.this),
+                voters,
+                join: c.raft_join,
+            }
+        }
+    };
     let recovery = crate::consensus::recover(
         &config.data_dir,
         config.wal_segment_bytes,
         config.wal_recovery.into(),
+        &group,
     )
     .map_err(|source| StartError::Recovery {
         source,
         mode: config.wal_recovery,
     })?;
     let (proposals_tx, proposals_rx) = flume::bounded(config.inbox_capacity);
+    let (reads_tx, reads_rx) = flume::bounded(config.inbox_capacity);
+    // Raft messages from members and the transport's reports (bounded: a full inbox drops
+    // messages, which raft resends).
+    let (raft_in_tx, raft_in_rx) = flume::bounded(crate::node::transport::QUEUE * 4);
     let (reservation, listen) = reserve(config.listen)?;
     // Cluster mode: the peer port is bound before anything serves, so a taken port refuses
     // start like a taken listen address does.
     let peer_stop = Arc::new(AtomicBool::new(false));
-    let (members, peers) = match &config.cluster {
-        None => (None, None),
+    let (members, peers, transport) = match &config.cluster {
+        None => (None, None, None),
         Some(c) => {
             let members = Arc::new(crate::cluster::Members::new(c.this, &c.members));
             let settings = crate::node::peer::PeerSettings {
@@ -199,14 +227,32 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 ping: std::time::Duration::from_millis(c.ping_ms),
             };
             let (bound, peers) =
-                crate::node::peer::start(settings, members.clone(), peer_stop.clone()).map_err(
-                    |source| StartError::PeerListen {
+                crate::node::peer::start(settings.clone(), members.clone(), peer_stop.clone())
+                    .map_err(|source| StartError::PeerListen {
                         addr: c.peer_listen,
                         source,
-                    },
-                )?;
-            tracing::info!(this = %c.this, members = ?c.members, peer_listen = %bound, "cluster member");
-            (Some(members), Some(peers))
+                    })?;
+            let transport = crate::node::transport::Transport::start(
+                &members,
+                &settings,
+                peer_stop.clone(),
+                raft_in_tx.clone(),
+                c.snapshot_rate,
+            )
+            .map_err(StartError::RaftThread)?;
+            peers.serve_raft(crate::node::transport::handler(
+                Arc::default(),
+                raft_in_tx.clone(),
+                transport.stats.clone(),
+            ));
+            tracing::info!(
+                this = %c.this,
+                raft_id = members.this_id(),
+                members = ?c.members,
+                peer_listen = %bound,
+                "cluster member"
+            );
+            (Some(members), Some(peers), Some(transport))
         }
     };
     let n = config.shards;
@@ -239,6 +285,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
         connections: Default::default(),
         draining: AtomicUsize::new(n),
         proposals: proposals_tx,
+        reads: reads_tx,
+        raft: Default::default(),
         stopping: AtomicBool::new(false),
         configs: crate::node::config::ConfigHub::new(
             n,
@@ -299,12 +347,27 @@ pub fn run(config: Config) -> Result<(), StartError> {
     drop(reservation);
     tracing::info!(%listen, shards = n, data_dir = %config.data_dir.display(), "muster is ready");
     println!("muster listening on {listen}");
+    drop(raft_in_tx);
     let raft = crate::node::raft::spawn(
         recovery,
         shared.clone(),
-        proposals_rx,
+        crate::node::raft::Inputs {
+            proposals: proposals_rx,
+            reads: reads_rx,
+            inbound: raft_in_rx,
+            transport,
+        },
         crate::node::raft::RaftSettings {
             snapshot_entries: config.snapshot_entries,
+            id: group.id(),
+            tick: Duration::from_millis(config.cluster.as_ref().map_or(100, |c| c.raft_tick_ms)),
+            ticks: crate::consensus::driver::Ticks {
+                election: config
+                    .cluster
+                    .as_ref()
+                    .map_or(10, |c| c.raft_election_ticks),
+                heartbeat: 3,
+            },
         },
     )
     .map_err(StartError::RaftThread)?;

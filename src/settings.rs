@@ -153,6 +153,21 @@ pub struct Cli {
     /// (≥ 100); the load takes as many pages as it needs. [default: 20000]
     #[arg(long, value_name = "INSTANCES")]
     pub load_page_instances: Option<usize>,
+    /// Raft's clock period, in ms (≥ 10). A leader heartbeats every 3 ticks. [default: 100]
+    #[arg(long, value_name = "MS")]
+    pub raft_tick_ms: Option<u64>,
+    /// Ticks without a leader before a follower campaigns (≥ 5; raft randomises it up to
+    /// twice that). [default: 10, i.e. 1 to 2 s]
+    #[arg(long, value_name = "TICKS")]
+    pub raft_election_ticks: Option<usize>,
+    /// Join an existing cluster: a fresh data dir starts with no raft membership and waits
+    /// until the leader adds this member (a conf change) and sends it a snapshot. Without it,
+    /// a fresh data dir starts a new group whose voters are all the members. [default: false]
+    #[arg(long)]
+    pub raft_join: bool,
+    /// Most bytes per second a snapshot streams to one follower, in MiB. [default: 64]
+    #[arg(long, value_name = "MIB")]
+    pub raft_snapshot_rate_mib: Option<u64>,
     /// Largest config content, in characters (UTF-16 units, as Nacos counts); larger is 400.
     /// The request body cap (max_body_bytes) applies first. [default: 10485760]
     #[arg(long, value_name = "CHARS")]
@@ -334,6 +349,10 @@ struct FileConfig {
     cluster_secret: Option<String>,
     member_ping_ms: Option<u64>,
     load_page_instances: Option<usize>,
+    raft_tick_ms: Option<u64>,
+    raft_election_ticks: Option<usize>,
+    raft_join: Option<bool>,
+    raft_snapshot_rate_mib: Option<u64>,
     config_max_content: Option<usize>,
     config_max_per_namespace: Option<usize>,
     config_history_max: Option<u32>,
@@ -409,6 +428,14 @@ pub struct ClusterConfig {
     /// About how many instances a page of the startup load holds (≥ 100; default 20,000,
     /// a few MB of peer frame).
     pub load_page_instances: usize,
+    /// Raft tick period in ms (≥ 10, default 100).
+    pub raft_tick_ms: u64,
+    /// Election timeout in ticks (≥ 5, default 10); heartbeats every 3 ticks.
+    pub raft_election_ticks: usize,
+    /// A fresh data dir waits to be added instead of starting a new group (default false).
+    pub raft_join: bool,
+    /// Snapshot streaming rate cap per follower, in bytes per second (default 64 MiB/s).
+    pub snapshot_rate: u64,
 }
 
 impl Default for Config {
@@ -607,6 +634,14 @@ impl Config {
                 secret,
                 ping_ms: pick!(member_ping_ms).unwrap_or(500).max(50),
                 load_page_instances: pick!(load_page_instances).unwrap_or(20_000).max(100),
+                raft_tick_ms: pick!(raft_tick_ms).unwrap_or(100).max(10),
+                raft_election_ticks: pick!(raft_election_ticks).unwrap_or(10).max(5),
+                raft_join: cli.raft_join
+                    || file
+                        .raft_join
+                        .or(env_var("raft_join", env)?)
+                        .unwrap_or(false),
+                snapshot_rate: pick!(raft_snapshot_rate_mib).unwrap_or(64).max(1) << 20,
             });
         }
         cfg.validate()?;

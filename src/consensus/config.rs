@@ -493,6 +493,22 @@ impl ConfigState {
         self.data.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Replaces the data with `other`'s (a snapshot installed from the leader), keeping this
+    /// handle, which readers share. Returns every config key either held: the ones whose
+    /// listeners must be told.
+    pub fn replace_with(&self, other: &ConfigState) -> Vec<ConfigKey> {
+        let new = other.read().clone();
+        let mut w = self.write();
+        let mut keys: std::collections::BTreeSet<ConfigKey> = std::collections::BTreeSet::new();
+        for d in [&*w, &new] {
+            keys.extend(d.configs.keys().cloned());
+            keys.extend(d.betas.keys().cloned());
+            keys.extend(d.tags.keys().cloned());
+        }
+        *w = new;
+        keys.into_iter().collect()
+    }
+
     fn write(&self) -> RwLockWriteGuard<'_, ConfigData> {
         self.data.write().unwrap_or_else(|e| e.into_inner())
     }

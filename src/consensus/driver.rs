@@ -167,6 +167,11 @@ impl<S: Storage> Driver<S> {
         self.node.propose_conf_change(context, cc)
     }
 
+    /// Asks the leader to hand leadership to `to` (ignored on a follower).
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.node.transfer_leader(to)
+    }
+
     /// True while a proposed conf change is not yet applied.
     pub fn conf_change_pending(&self) -> bool {
         self.node.raft.pending_conf_index > self.node.raft.raft_log.applied

@@ -33,6 +33,14 @@ pub enum Error {
         /// Why it does not decode.
         source: DecodeError,
     },
+    /// The log's raft membership does not fit how this node was started.
+    #[error("raft membership in {}: {why}", dir.display())]
+    Membership {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// What does not fit, and what to do.
+        why: String,
+    },
 }
 
 impl Error {
@@ -62,7 +70,7 @@ impl Error {
         match self {
             Error::Open { source, .. } | Error::Log(source) => source.is_corruption(),
             Error::Decode { .. } => true,
-            Error::Raft(_) => false,
+            Error::Raft(_) | Error::Membership { .. } => false,
         }
     }
 }

@@ -13,4 +13,4 @@ pub(crate) mod recover;
 pub mod state_machine;
 
 pub use error::Error;
-pub use recover::{recover, Recovery};
+pub use recover::{recover, Group, Recovery};

@@ -151,6 +151,13 @@ impl DurableService {
         self.instances.iter().map(|(_, s)| s)
     }
 
+    /// The instance with this identity.
+    pub fn get(&self, ip: &str, port: u16, cluster: &str) -> Option<&Arc<InstanceSpec>> {
+        self.instances
+            .find(instance_hash(ip, port, cluster), same_id(ip, port, cluster))
+            .map(|(_, s)| s)
+    }
+
     /// Adds or replaces one instance; true when it was not there before.
     fn insert(&mut self, spec: Arc<InstanceSpec>) -> bool {
         let h = instance_hash(&spec.ip, spec.port, &spec.cluster);
@@ -260,6 +267,71 @@ impl Durable {
         if self.services.entry_ref(key).or_default().insert(spec) {
             self.instances += 1;
         }
+    }
+
+    /// The ops that turn `self` into `new` when applied in order (a snapshot installed from the
+    /// leader replaces this state; the owner shards apply the difference as committed ops):
+    /// settings and clusters that differ, instances that are new or changed, and
+    /// deregistrations of instances `new` lacks. A service `new` lacks entirely loses its
+    /// instances, and is deleted when it had settings.
+    pub fn diff(&self, new: &Durable) -> Vec<(ServiceKey, PersistentOp)> {
+        let mut ops = Vec::new();
+        let empty = DurableService::default();
+        for (key, old) in &self.services {
+            let now = new.services.get(key).unwrap_or(&empty);
+            for spec in old.instances() {
+                if now.get(&spec.ip, spec.port, &spec.cluster).is_none() {
+                    ops.push((
+                        key.clone(),
+                        PersistentOp::Deregister {
+                            ip: spec.ip.clone(),
+                            port: spec.port,
+                            cluster: spec.cluster.clone(),
+                        },
+                    ));
+                }
+            }
+            if old.settings.is_some() && !new.services.contains_key(key) {
+                ops.push((key.clone(), PersistentOp::DeleteService));
+            }
+        }
+        for (key, now) in &new.services {
+            let old = self.services.get(key).unwrap_or(&empty);
+            if let Some(settings) = now
+                .settings
+                .as_ref()
+                .filter(|s| old.settings.as_ref() != Some(s))
+            {
+                ops.push((
+                    key.clone(),
+                    PersistentOp::CreateService {
+                        settings: settings.clone(),
+                    },
+                ));
+            }
+            for (cluster, meta) in &now.clusters {
+                if old.clusters.get(cluster) != Some(meta) {
+                    ops.push((
+                        key.clone(),
+                        PersistentOp::UpdateCluster {
+                            cluster: cluster.clone(),
+                            meta: meta.clone(),
+                        },
+                    ));
+                }
+            }
+            for spec in now.instances() {
+                if old.get(&spec.ip, spec.port, &spec.cluster) != Some(spec) {
+                    ops.push((
+                        key.clone(),
+                        PersistentOp::Register {
+                            instance: (**spec).clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        ops
     }
 
     /// Every service with persistent state, in no particular order.

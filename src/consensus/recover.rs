@@ -25,10 +25,48 @@ pub struct Recovery {
     pub(crate) segment_bytes: u64,
 }
 
+/// Which raft group this node's log belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Group {
+    /// A one-member group with node id 1.
+    Standalone,
+    /// A cluster member.
+    Cluster {
+        /// This member's raft id ([`crate::hash::raft_id`]).
+        id: u64,
+        /// Every listed member's raft id: a fresh data dir starts a new group of them.
+        voters: Vec<u64>,
+        /// A fresh data dir waits to be added to an existing group instead.
+        join: bool,
+    },
+}
+
+impl Group {
+    /// This node's raft id.
+    pub fn id(&self) -> u64 {
+        match self {
+            Group::Standalone => 1,
+            Group::Cluster { id, .. } => *id,
+        }
+    }
+}
+
 /// Opens the WAL under `data_dir/raft` and rebuilds persistent state from the snapshot and
 /// committed entries. Corruption refuses to start, naming the file and offset; `mode` says what
 /// damage at the very end of the log may be dropped instead (every repair is logged at WARN).
-pub fn recover(data_dir: &Path, segment_bytes: u64, mode: RecoveryMode) -> Result<Recovery, Error> {
+///
+/// The membership comes from the log; only a fresh log takes it from `group`:
+/// - standalone: voters `{1}`; a log whose voters are not `{1}` (a cluster member's) is refused;
+/// - cluster: voters = every listed member, or none with `join` (the leader adds this member);
+///   a standalone log (voters `{1}`) becomes the first member of a new cluster: its membership
+///   is rewritten to `{this member}` ([`RaftStore::reset_membership`]) and the leader it
+///   becomes adds the other members one conf change at a time.
+pub fn recover(
+    data_dir: &Path,
+    segment_bytes: u64,
+    mode: RecoveryMode,
+    group: &Group,
+) -> Result<Recovery, Error> {
     let dir = data_dir.join("raft");
     let opts = Options {
         segment_size: segment_bytes,
@@ -66,9 +104,30 @@ pub fn recover(data_dir: &Path, segment_bytes: u64, mode: RecoveryMode) -> Resul
         let st = store.wal().state();
         (st.hard_state, st.conf_state.clone())
     };
-    if conf_state.voters.is_empty() {
+    let fresh = conf_state.voters.is_empty() && conf_state.learners.is_empty();
+    let standalone_log = conf_state.voters == [1] && conf_state.learners.is_empty();
+    let first = match group {
+        Group::Standalone if fresh => Some(vec![1]),
+        Group::Standalone if !standalone_log => {
+            return Err(Error::Membership {
+                dir: dir.clone(),
+                why: format!(
+                    "this data dir belongs to a cluster member (raft voters {:?}); start it \
+                     with --members",
+                    conf_state.voters
+                ),
+            })
+        }
+        Group::Cluster {
+            join: false,
+            voters,
+            ..
+        } if fresh => Some(voters.clone()),
+        _ => None,
+    };
+    if let Some(voters) = first {
         let cs = ConfState {
-            voters: vec![1],
+            voters,
             ..Default::default()
         };
         store.set_conf_state(&cs).and_then(|_| store.sync())?;
@@ -115,6 +174,20 @@ pub fn recover(data_dir: &Path, segment_bytes: u64, mode: RecoveryMode) -> Resul
             Some(c) => sm.apply_owned(e.index, c),
             None => sm.applied = sm.applied.max(e.index),
         }
+    }
+    if let (Group::Cluster { id, .. }, true) = (group, standalone_log) {
+        let cs = ConfState {
+            voters: vec![*id],
+            ..Default::default()
+        };
+        store.reset_membership(&cs, sm.encode())?;
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            index = commit,
+            id,
+            "converted a standalone data dir into the first member of a new cluster (raft \
+             voters {{{id}}}); the leader adds the other members one at a time"
+        );
     }
     tracing::info!(
         open_ms = opened.as_millis() as u64,

@@ -111,11 +111,25 @@ impl ConfigHub {
         if let Some(reply) = id.and_then(|id| self.lock_pending().remove(&id)) {
             let _ = reply.send(Ok(()));
         }
-        for key in op.config_keys() {
+        self.changed(op.config_keys());
+    }
+
+    /// Raft thread: tells every shard that these configs changed (blocking while a shard's
+    /// notice queue is full: committed work is never dropped).
+    pub(crate) fn changed<'a>(&self, keys: impl IntoIterator<Item = &'a ConfigKey>) {
+        for key in keys {
             let gk = key.group_key();
             for n in &self.notices {
                 let _ = n.send(gk.clone());
             }
+        }
+    }
+
+    /// Raft thread: the proposal with context `id`, if still waiting, fails with `err` (its
+    /// entry may still commit; the proposer is told it is unknown).
+    pub(crate) fn expire(&self, id: u64, err: &ApiError) {
+        if let Some(reply) = self.lock_pending().remove(&id) {
+            let _ = reply.send(Err(err.clone()));
         }
     }
 

@@ -17,9 +17,15 @@ pub enum Error {
     /// Persistent storage stopped after an unrecoverable failure; a restart is needed.
     #[error("persistent storage is unavailable: {0}")]
     StorageGone(String),
-    /// The raft group has no leader (yet): retry shortly.
-    #[error("the raft group has no leader yet, please try again later")]
-    NotLeader,
+    /// No raft leader took the write in time: none is elected (an election, or this member is
+    /// on the minority side of a partition), or the one known did not commit it. `why` says
+    /// which; whether a write that reached a leader commits later is unknown.
+    #[error("no raft leader {0}, please try again later")]
+    NoLeader(String),
+    /// This member is not a voter of the raft group (removed, or not yet added): it takes no
+    /// persistent writes.
+    #[error("this member is not in the raft group ({0}); it takes no persistent writes")]
+    NotVoter(String),
     /// raft refused the proposal.
     #[error("raft rejected the proposal: {0}")]
     Rejected(String),
@@ -98,8 +104,8 @@ impl From<Error> for ApiError {
     /// disk is a 500 like any storage failure: Nacos clients treat 5xx alike and retry.
     fn from(e: Error) -> ApiError {
         match &e {
-            Error::NotLeader
-            | Error::Busy { .. }
+            Error::NoLeader(_) | Error::NotVoter(_) => ApiError::unavailable_caused(e.to_string()),
+            Error::Busy { .. }
             | Error::ShuttingDown(_)
             | Error::Unreachable { .. } => ApiError::unavailable(e.to_string()),
             Error::Storage { .. }
@@ -125,7 +131,12 @@ mod tests {
             busy.msg,
             "server is busy: the raft proposal queue is full, please try again later"
         );
-        assert_eq!(ApiError::from(Error::NotLeader).status, 503);
+        let none = ApiError::from(Error::NoLeader("elected within 1500 ms".into()));
+        assert_eq!(none.status, 503);
+        assert_eq!(
+            none.body("/"),
+            "caused: no raft leader elected within 1500 ms, please try again later;"
+        );
         let full = ApiError::from(Error::Storage {
             kind: StorageFailure::NoSpace,
             why: "fallocate x: No space left on device".into(),

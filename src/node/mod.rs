@@ -14,6 +14,7 @@
 //!   backoff, and the per-peer Distro counters.
 //! - [`peer`]: peer links (authenticated node-to-node TCP) and the pings behind member states.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
+//! - [`transport`]: raft messages between members (batches, chunked snapshots).
 //! - [`config`]: the config center's proposal queue, replies and change notices (held polls).
 
 pub mod config;
@@ -28,6 +29,7 @@ pub mod peer;
 pub(crate) mod probe;
 pub(crate) mod raft;
 pub(crate) mod shard;
+pub mod transport;
 pub mod udp;
 
 pub use error::Error;

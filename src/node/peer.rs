@@ -40,7 +40,7 @@ pub const MAX_FRAME: usize = 16 << 20;
 pub const LINK_CONNECTIONS: usize = 4;
 /// Most concurrent inbound connections per member (a dialer holds [`LINK_CONNECTIONS`];
 /// reconnects overlap).
-pub const MAX_INBOUND_PER_MEMBER: usize = 2 * LINK_CONNECTIONS;
+pub const MAX_INBOUND_PER_MEMBER: usize = 2 * (LINK_CONNECTIONS + 1);
 /// Time allowed for the whole handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -55,6 +55,8 @@ const REQUEST: u8 = 8;
 const RESPONSE: u8 = 9;
 /// The answer to a request that arrived before this node could serve requests.
 const UNAVAILABLE: u8 = 10;
+/// Raft traffic (`node/transport.rs`): answered with `RESPONSE` by the raft handler.
+const RAFT: u8 = 11;
 
 /// How long a request waits for its answer, in total (dial included).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -316,7 +318,16 @@ pub struct Call {
 /// calls from them (set once the node can serve; until then they are answered "unavailable").
 pub struct Peers {
     links: Vec<(SocketAddr, flume::Sender<Call>)>,
-    handler: Arc<OnceLock<Handler>>,
+    handlers: Arc<Handlers>,
+}
+
+/// What serves peers' requests, by frame kind; each is set once the node can serve it.
+#[derive(Default)]
+struct Handlers {
+    /// `REQUEST` frames: Distro (`node/distro.rs`).
+    distro: OnceLock<Handler>,
+    /// `RAFT` frames: raft messages (`node/transport.rs`).
+    raft: OnceLock<Handler>,
 }
 
 impl std::fmt::Debug for Peers {
@@ -345,7 +356,12 @@ impl Peers {
 
     /// Starts serving calls from peers with `handler` (once; later calls are ignored).
     pub fn serve(&self, handler: Handler) {
-        let _ = self.handler.set(handler);
+        let _ = self.handlers.distro.set(handler);
+    }
+
+    /// Starts serving raft traffic from peers with `handler` (once).
+    pub fn serve_raft(&self, handler: Handler) {
+        let _ = self.handlers.raft.set(handler);
     }
 }
 
@@ -381,7 +397,7 @@ pub fn start(
     sock.listen(128)?;
     let listener: TcpListener = sock.into();
     let bound = listener.local_addr()?;
-    let handler: Arc<OnceLock<Handler>> = Arc::new(OnceLock::new());
+    let handler: Arc<Handlers> = Arc::default();
     {
         let (members, settings, stop, handler) = (
             members.clone(),
@@ -406,7 +422,13 @@ pub fn start(
                 .spawn(move || link(to, conn == 0, members, settings, stop, rx))?;
         }
     }
-    Ok((bound, Peers { links, handler }))
+    Ok((
+        bound,
+        Peers {
+            links,
+            handlers: handler,
+        },
+    ))
 }
 
 /// Accepts peer connections. A connection from an address that is no member's is refused
@@ -418,7 +440,7 @@ fn accept_loop(
     members: Arc<Members>,
     settings: PeerSettings,
     stop: Arc<AtomicBool>,
-    handler: Arc<OnceLock<Handler>>,
+    handler: Arc<Handlers>,
 ) {
     let inbound: Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>> =
         Default::default();
@@ -485,7 +507,7 @@ fn serve_inbound(
     members: &Members,
     settings: &PeerSettings,
     stop: &AtomicBool,
-    handler: &OnceLock<Handler>,
+    handlers: &Handlers,
 ) {
     let _ = s.set_nodelay(true);
     let _ = s.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
@@ -507,8 +529,13 @@ fn serve_inbound(
                     return;
                 }
             }
-            Ok((REQUEST, body)) if body.len() >= 8 => {
+            Ok((kind @ (REQUEST | RAFT), body)) if body.len() >= 8 => {
                 let (id, payload) = body.split_at(8);
+                let handler = if kind == RAFT {
+                    &handlers.raft
+                } else {
+                    &handlers.distro
+                };
                 let answer = match handler.get() {
                     Some(h) => {
                         let mut out = id.to_vec();
@@ -599,40 +626,16 @@ impl Link<'_> {
     /// Records the contact in the member's state either way; a failure drops the connection.
     fn exchange(&mut self, kind: u8, body: &[u8], timeout: Duration) -> Result<Vec<u8>, PeerError> {
         self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let r = (|| -> Result<Vec<u8>, PeerError> {
-            if self.conn.is_none() {
-                self.conn = Some(dial(
-                    self.this,
-                    self.to,
-                    &self.settings.secret,
-                    self.settings.ping,
-                )?);
-                self.member.record_connect();
-            }
-            let s = self.conn.as_mut().expect("connected");
-            s.set_read_timeout(Some(timeout))?;
-            if kind == PING {
-                write_frame(s, PING, body)?;
-                let (k, pong) = read_frame(s)?;
-                if k != PONG || pong != body {
-                    return Err(protocol(format!("expected pong {seq}, got kind {k}")));
-                }
-                return Ok(pong);
-            }
-            let mut req = seq.to_le_bytes().to_vec();
-            req.extend_from_slice(body);
-            write_frame(s, REQUEST, &req)?;
-            let (k, answer) = read_frame(s)?;
-            match k {
-                RESPONSE if answer.len() >= 8 && answer[..8] == seq.to_le_bytes() => {
-                    Ok(answer[8..].to_vec())
-                }
-                // The peer is up but not serving yet: the connection is fine.
-                UNAVAILABLE => Err(PeerError::Refused("the peer is still starting".into())),
-                k => Err(protocol(format!("expected response {seq}, got kind {k}"))),
-            }
-        })();
+        let member = self.member;
+        let r = request(
+            &mut self.conn,
+            (self.this, self.to),
+            self.settings,
+            (kind, self.seq),
+            body,
+            timeout,
+            || member.record_connect(),
+        );
         if !self.primary {
             if r.is_err() && !matches!(r, Err(PeerError::Refused(_))) {
                 self.conn = None;
@@ -664,6 +667,101 @@ impl Link<'_> {
                 }
                 self.last_error = why;
             }
+        }
+        r
+    }
+}
+
+/// Sends one frame of `kind` (a ping, or a request numbered `seq`) on `conn`, dialing `to`
+/// from `this` first when there is no connection (then `on_dial` runs), and returns the
+/// answer's body, waiting at most `timeout` for it.
+fn request(
+    conn: &mut Option<TcpStream>,
+    (this, to): (SocketAddr, SocketAddr),
+    settings: &PeerSettings,
+    (kind, seq): (u8, u64),
+    body: &[u8],
+    timeout: Duration,
+    on_dial: impl FnOnce(),
+) -> Result<Vec<u8>, PeerError> {
+    if conn.is_none() {
+        *conn = Some(dial(this, to, &settings.secret, settings.ping)?);
+        on_dial();
+    }
+    let s = conn.as_mut().expect("connected");
+    s.set_read_timeout(Some(timeout))?;
+    if kind == PING {
+        write_frame(s, PING, body)?;
+        let (k, pong) = read_frame(s)?;
+        if k != PONG || pong != body {
+            return Err(protocol(format!("expected pong {seq}, got kind {k}")));
+        }
+        return Ok(pong);
+    }
+    let mut req = seq.to_le_bytes().to_vec();
+    req.extend_from_slice(body);
+    write_frame(s, kind, &req)?;
+    let (k, answer) = read_frame(s)?;
+    match k {
+        RESPONSE if answer.len() >= 8 && answer[..8] == seq.to_le_bytes() => {
+            Ok(answer[8..].to_vec())
+        }
+        // The peer is up but not serving yet: the connection is fine.
+        UNAVAILABLE => Err(PeerError::Refused("the peer is still starting".into())),
+        k => Err(protocol(format!("expected response {seq}, got kind {k}"))),
+    }
+}
+
+/// One connection to a member for raft traffic, dialed on demand and redialed after a
+/// failure. It never moves the member's state (the primary Distro link does). Raft's transport
+/// holds one per member, so raft messages to a member leave in order and never wait behind
+/// Distro calls.
+pub struct Channel {
+    this: SocketAddr,
+    to: SocketAddr,
+    settings: PeerSettings,
+    conn: Option<TcpStream>,
+    seq: u64,
+}
+
+impl Channel {
+    /// A raft channel from `this` to member `to` (nothing is dialed yet).
+    pub fn raft(this: SocketAddr, to: SocketAddr, settings: PeerSettings) -> Channel {
+        Channel {
+            this,
+            to,
+            settings,
+            conn: None,
+            seq: 0,
+        }
+    }
+
+    /// Sends `body` as a raft frame and returns the answer's body (at most `timeout` later).
+    /// A failure drops the connection; the next call redials.
+    pub fn call(&mut self, body: &[u8], timeout: Duration) -> Result<Vec<u8>, PeerError> {
+        self.exchange(RAFT, body, timeout)
+    }
+
+    /// Pings the member, keeping an idle connection open (the other end closes one that is
+    /// silent for three ping periods).
+    pub fn ping(&mut self) -> Result<(), PeerError> {
+        let body = self.seq.wrapping_add(1).to_le_bytes();
+        self.exchange(PING, &body, self.settings.ping).map(drop)
+    }
+
+    fn exchange(&mut self, kind: u8, body: &[u8], timeout: Duration) -> Result<Vec<u8>, PeerError> {
+        self.seq = self.seq.wrapping_add(1);
+        let r = request(
+            &mut self.conn,
+            (self.this, self.to),
+            &self.settings,
+            (kind, self.seq),
+            body,
+            timeout,
+            || {},
+        );
+        if r.is_err() {
+            self.conn = None;
         }
         r
     }

@@ -95,6 +95,10 @@ pub struct Shared {
     pub draining: AtomicUsize,
     /// Persistent changes to the raft thread.
     pub proposals: flume::Sender<crate::node::raft::Proposal>,
+    /// Linearizable-read barriers to the raft thread.
+    pub reads: flume::Sender<crate::node::raft::ReadBarrier>,
+    /// This node's raft state as the raft thread last published it.
+    pub raft: crate::node::raft::RaftView,
     /// Set once every shard has stopped: the raft thread finishes what is queued and ends.
     pub stopping: AtomicBool,
     /// The config center: its state, proposal queue and change notices.

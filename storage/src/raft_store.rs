@@ -199,6 +199,41 @@ impl RaftStore {
         self.wal.write_snapshot(&snap, false)
     }
 
+    /// Rewrites the log's membership to `conf_state`, once, when a standalone data dir becomes
+    /// the first member of a cluster: a snapshot of `image` (the state machine at the last
+    /// index, which must be committed and applied) carrying the new membership replaces the
+    /// whole log, and the vote is cleared (the old vote names the standalone id). Durable when
+    /// it returns.
+    pub fn reset_membership(&mut self, conf_state: &ConfState, image: Vec<u8>) -> Result<()> {
+        let st = self.wal.state();
+        let index = st.last_index();
+        let mut hs = st.hard_state;
+        if index != hs.commit {
+            return Err(Error::Invalid(format!(
+                "membership reset needs every entry committed: last index {index}, commit {}",
+                hs.commit
+            )));
+        }
+        hs.vote = 0;
+        let cs = ConfStateRecord::from(conf_state);
+        if index > 0 {
+            let term = st.term(index).ok_or_else(|| {
+                Error::Invalid(format!("membership reset: no term for index {index}"))
+            })?;
+            let snap = SnapshotData {
+                index,
+                term,
+                conf_state: cs.clone(),
+                data: image,
+            };
+            self.wal.write_snapshot(&snap, true)?;
+        }
+        self.wal
+            .append(&[Record::HardState(hs), Record::ConfState(cs)])?;
+        self.wal.sync()?;
+        self.wal.purge().map(drop)
+    }
+
     /// Discards entries at or below `index` (which must be `<=` the snapshot index) and deletes
     /// whole segments behind it. Returns the number of segments deleted.
     pub fn compact(&mut self, index: u64) -> Result<usize> {
