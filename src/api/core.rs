@@ -12,7 +12,13 @@ use crate::error::ApiResult;
 const NACOS_VERSION: &str = super::operator::NACOS_VERSION;
 
 /// One member in Nacos's `Member` shape.
-fn member_json(addr: std::net::SocketAddr, state: MemberState, fails: u32, last_ok: u64) -> Value {
+fn member_json(
+    addr: std::net::SocketAddr,
+    state: MemberState,
+    fails: u32,
+    last_ok: u64,
+    raft: (Value, Value),
+) -> Value {
     let ip = addr.ip().to_string();
     json!({
         "ip": ip,
@@ -25,6 +31,8 @@ fn member_json(addr: std::net::SocketAddr, state: MemberState, fails: u32, last_
             "weight": "1",
             "version": NACOS_VERSION,
             "lastRefreshTime": last_ok,
+            "raftMetaData": raft.0,
+            "raft": raft.1,
         },
         "address": addr.to_string(),
         "failAccessCnt": fails,
@@ -48,6 +56,55 @@ fn this_addr(ctx: &Ctx<'_>) -> std::net::SocketAddr {
     }
 }
 
+/// The raft group as this node sees it, in Nacos's `raftMetaData` shape (the same for every
+/// member: `{"metaDataMap":{"naming_persistent_service":{"leader","raftGroupMember","term"}}}`,
+/// addresses at the raft port), and the raft part of member `id`'s `extendInfo.raft`: its id,
+/// whether it is a voter, its role (this node's own; for another member `LEADER` when it is the
+/// leader this node knows, else `FOLLOWER`, or `NONE` when it is no voter), and for this node
+/// its term, leader, and committed and applied index.
+fn raft_json(ctx: &Ctx<'_>, id: u64, this: bool) -> (Value, Value) {
+    let view = &ctx.shard.shared.raft;
+    let raft_addr = |id: u64| -> Value {
+        let addr = match &ctx.shard.shared.members {
+            Some(ms) => ms.by_raft_id(id).map(|m| m.addr),
+            None => (id == 1).then(|| this_addr(ctx)),
+        };
+        addr.map_or(Value::Null, |a| {
+            let port = a.port().saturating_sub(crate::cluster::PEER_PORT_OFFSET);
+            json!(format!("{}:{port}", a.ip()))
+        })
+    };
+    let term = view.term.load(std::sync::atomic::Ordering::Relaxed);
+    let leader = view.leader.load(std::sync::atomic::Ordering::Relaxed);
+    let voters = view
+        .voters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let meta = json!({"metaDataMap": {"naming_persistent_service": {
+        "leader": raft_addr(leader),
+        "raftGroupMember": voters.iter().map(|&v| raft_addr(v)).collect::<Vec<_>>(),
+        "term": term,
+    }}});
+    let voter = voters.contains(&id);
+    let mut mine = json!({"id": id.to_string(), "voter": voter});
+    if this {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        mine["role"] = json!(view.role_name());
+        mine["term"] = json!(term);
+        mine["leader"] = raft_addr(leader);
+        mine["committedIndex"] = json!(load(&view.committed));
+        mine["appliedIndex"] = json!(load(&view.applied));
+    } else {
+        mine["role"] = json!(match (voter, id == leader) {
+            (_, true) => "LEADER",
+            (true, false) => "FOLLOWER",
+            (false, false) => "NONE",
+        });
+    }
+    (meta, mine)
+}
+
 /// Every member, sorted by address, as Nacos `Member` objects.
 pub fn members(ctx: &Ctx<'_>) -> Vec<Value> {
     match &ctx.shard.shared.members {
@@ -56,17 +113,20 @@ pub fn members(ctx: &Ctx<'_>) -> Vec<Value> {
             MemberState::Up,
             0,
             crate::clock::wall_ms(),
+            raft_json(ctx, 1, true),
         )],
         Some(ms) => ms
             .all()
             .iter()
             .map(|m| {
-                let last = if m.addr == ms.this() {
+                let this = m.addr == ms.this();
+                let last = if this {
                     crate::clock::wall_ms()
                 } else {
                     m.last_ok_ms()
                 };
-                member_json(m.addr, m.state(), m.fails(), last)
+                let id = crate::cluster::Members::raft_id(m.addr);
+                member_json(m.addr, m.state(), m.fails(), last, raft_json(ctx, id, this))
             })
             .collect(),
     }

@@ -499,7 +499,12 @@ async fn dispatch(
         CoreNodes => core::nodes(&ctx),
         CoreSimpleNodes => core::simple_nodes(&ctx),
         CoreHealth => core::health(&ctx),
-        ConfigGet => config::get(&ctx, req),
+        ConfigGet => {
+            if ctx.params.get("linearizable") == Some("true") {
+                config::read_barrier(&ctx).await?;
+            }
+            config::get(&ctx, req)
+        }
         ConfigPublish => config::publish(&ctx, req).await,
         ConfigDelete => config::delete(&ctx, req).await,
         ConfigListener => config::listener(&ctx, req).await,

@@ -85,6 +85,37 @@ pub struct Status {
     pub last_index: u64,
 }
 
+/// A conf change entry's body (raft entry type 1 or 2) in words, e.g.
+/// `add_node 661303901168997864`, for `muster-wal`; `None` for other entry types, and a reason
+/// when it does not decode.
+pub fn describe_conf_change(entry_type: i32, data: &[u8]) -> Option<String> {
+    let change = |kind: raft::eraftpb::ConfChangeType, id: u64| {
+        let kind = match kind {
+            raft::eraftpb::ConfChangeType::AddNode => "add_node",
+            raft::eraftpb::ConfChangeType::RemoveNode => "remove_node",
+            raft::eraftpb::ConfChangeType::AddLearnerNode => "add_learner",
+        };
+        format!("{kind} {id}")
+    };
+    match entry_type {
+        1 => Some(match ConfChange::parse_from_bytes(data) {
+            Ok(cc) => change(cc.get_change_type(), cc.node_id),
+            Err(e) => format!("undecodable conf change: {e}"),
+        }),
+        2 => Some(match ConfChangeV2::parse_from_bytes(data) {
+            Ok(cc) if cc.get_changes().is_empty() => "leave_joint".to_string(),
+            Ok(cc) => cc
+                .get_changes()
+                .iter()
+                .map(|c| change(c.get_change_type(), c.node_id))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("undecodable conf change: {e}"),
+        }),
+        _ => None,
+    }
+}
+
 /// A raft node that returns what to persist and send instead of doing it.
 pub struct Driver<S: Storage> {
     node: RawNode<S>,

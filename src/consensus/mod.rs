@@ -12,5 +12,6 @@ pub mod naming;
 pub(crate) mod recover;
 pub mod state_machine;
 
+pub use driver::describe_conf_change;
 pub use error::Error;
 pub use recover::{recover, Group, Recovery};

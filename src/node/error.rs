@@ -105,9 +105,9 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
         match &e {
             Error::NoLeader(_) | Error::NotVoter(_) => ApiError::unavailable_caused(e.to_string()),
-            Error::Busy { .. }
-            | Error::ShuttingDown(_)
-            | Error::Unreachable { .. } => ApiError::unavailable(e.to_string()),
+            Error::Busy { .. } | Error::ShuttingDown(_) | Error::Unreachable { .. } => {
+                ApiError::unavailable(e.to_string())
+            }
             Error::Storage { .. }
             | Error::StorageGone(_)
             | Error::Rejected(_)

@@ -5,6 +5,7 @@
 //! `START_TIMEOUT` fails the test instead of hanging it.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod cs;
 pub mod stock;
 

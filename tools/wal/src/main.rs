@@ -384,6 +384,10 @@ fn entry_text(e: &EntryRecord) -> String {
             body_text(&ev.body)
         )),
         Some(Err(why)) => s.push_str(&format!(" data={} bytes (bad event: {why})", e.data.len())),
+        None if e.entry_type != 0 => {
+            let what = muster::consensus::describe_conf_change(i32::from(e.entry_type), &e.data);
+            s.push_str(&format!(" change={}", what.unwrap_or_default()));
+        }
         None if e.data.is_empty() => s.push_str(" data=empty"),
         None => s.push_str(&format!(" data={} bytes", e.data.len())),
     }
@@ -414,6 +418,11 @@ fn record_json(seg: &str, off: u64, rec: &Record) -> Value {
             m.insert("term".into(), json!(e.term));
             m.insert("entry_type".into(), json!(entry_type(e.entry_type)));
             m.insert("data_len".into(), json!(e.data.len()));
+            if let Some(c) =
+                muster::consensus::describe_conf_change(i32::from(e.entry_type), &e.data)
+            {
+                m.insert("change".into(), json!(c));
+            }
             match Event::decode(&e.data) {
                 Some(Ok(ev)) => {
                     m.insert("event".into(), event_json(&ev));
