@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod cs;
+pub mod linear;
 pub mod stock;
 
 use std::io::{BufRead, BufReader, Read, Write};
