@@ -47,6 +47,18 @@
 //! past [`Limits::steps_per_key`] the key's verdict is [`Verdict::Unknown`] instead of running
 //! on (the search is exponential in the worst case).
 //!
+//! `Unknown` writes are what makes the search expensive: each stays pending to the end and
+//! may be applied at every later point. Two reductions, both exact (they never change a
+//! verdict), keep that in check when deciding:
+//!
+//! * deadlines ([`Model::seen_until`]): after the last answer that could show its effect,
+//!   applying an `Unknown` write changes no answer, so its return is placed there; meeting it
+//!   unplaced *drops* it (it never happened, a step that is undone like any other). One
+//!   nobody could see at all is left out;
+//! * symmetry: of several pending `Unknown` ops with the same input only the one with the
+//!   earliest deadline is tried at a point (swapping two such ops in a linearization gives
+//!   another one).
+//!
 //! # Explaining a failure
 //!
 //! For a key that is not linearizable the report carries a small sub-history that is not
@@ -80,7 +92,7 @@ use std::time::Instant;
 /// input give one next state and one output.
 pub trait Model {
     /// What a client asks.
-    type Input: Clone + Debug;
+    type Input: Clone + Debug + PartialEq;
     /// What the object answers.
     type Output: Clone + Debug + PartialEq;
     /// The object's state (hashed for memoisation).
@@ -94,6 +106,18 @@ pub trait Model {
     /// may be dropped when shrinking a failure. `false` is always safe.
     fn is_read(&self, _input: &Self::Input) -> bool {
         false
+    }
+    /// A deadline for an `Unknown` write of `input`, from `observed` (every `Ok` answer on
+    /// its key with its completion time): a time `d` such that applying the write at any
+    /// instant after `d` changes no answer, so it took effect by `d` or may be taken as
+    /// never. It must hold that every answer that could show the write's effect completed
+    /// by `d`: then, applied later, the next read would not show it, so a write that hides
+    /// it again comes first, and leaving it out changes nothing. `d` before the invocation
+    /// means no answer shows it at all: it is left out. `None` (no deadline) is always
+    /// safe; a deadline only saves search, as a pending write is otherwise tried at every
+    /// step after its invocation. Used when deciding, never when enumerating end states.
+    fn seen_until(&self, _input: &Self::Input, _observed: &[(&Self::Output, u64)]) -> Option<u64> {
+        None
     }
 }
 
@@ -168,8 +192,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            steps_per_key: 2_000_000,
-            shrink_steps: 2_000_000,
+            steps_per_key: 10_000_000,
+            shrink_steps: 5_000_000,
         }
     }
 }
@@ -194,13 +218,9 @@ const NIL: usize = usize::MAX;
 
 /// Checks one key's operations (their `key` is ignored) from the model's initial state with
 /// at most `budget` steps. Returns the verdict and the steps spent.
-pub fn check_ops<M: Model>(
-    model: &M,
-    ops: &[Op<M::Input, M::Output>],
-    budget: u64,
-) -> (Verdict, u64) {
-    let (v, steps, _) = search(model, model.init(), ops, budget, false);
-    (v, steps)
+pub fn check_ops<M: Model>(model: &M, ops: &[OpOf<M>], budget: u64) -> (Verdict, u64) {
+    let f = search(model, model.init(), ops, budget, false);
+    (f.verdict, f.steps)
 }
 
 /// Like [`check_ops`] from any one of `starts`: linearizable if it is from some start,
@@ -208,12 +228,14 @@ pub fn check_ops<M: Model>(
 pub fn check_from<M: Model>(
     model: &M,
     starts: &[M::State],
-    ops: &[Op<M::Input, M::Output>],
+    ops: &[OpOf<M>],
     mut budget: u64,
 ) -> (Verdict, u64) {
     let (mut total, mut undecided) = (0, false);
     for s in starts {
-        let (v, steps, _) = search(model, s.clone(), ops, budget, false);
+        let Found {
+            verdict: v, steps, ..
+        } = search(model, s.clone(), ops, budget, false);
         total += steps;
         budget = budget.saturating_sub(steps);
         match v {
@@ -230,6 +252,17 @@ pub fn check_from<M: Model>(
     (v, total)
 }
 
+/// What [`search`] found.
+struct Found<S> {
+    verdict: Verdict,
+    steps: u64,
+    /// The end states: the one found when deciding, all of them when enumerating.
+    ends: Vec<S>,
+    /// The latest completion time of a definite operation the search was ever stuck at
+    /// (met its return unplaced): where a failing history stops being explainable.
+    stuck_at: Option<u64>,
+}
+
 /// The Wing–Gong search (module doc) from `init`. With `all_ends` it does not stop at the
 /// first linearization but explores every configuration and returns every state a
 /// linearization can end in (`Illegal` if there is none).
@@ -241,38 +274,60 @@ pub fn check_from<M: Model>(
 fn search<M: Model>(
     model: &M,
     init: M::State,
-    ops: &[Op<M::Input, M::Output>],
+    ops: &[OpOf<M>],
     budget: u64,
     all_ends: bool,
-) -> (Verdict, u64, Vec<M::State>) {
-    // Keep what constrains the search: no Fail, no Unknown read.
-    let ops: Vec<&Op<M::Input, M::Output>> = ops
-        .iter()
-        .filter(|o| match o.outcome {
-            Outcome::Ok(_) => true,
-            Outcome::Fail => false,
-            Outcome::Unknown => !model.is_read(&o.input),
-        })
-        .collect();
-    let n = ops.len();
-    if n == 0 {
-        return (Verdict::Linearizable, 0, vec![init]);
-    }
-    // Events: (time, 0 = call / 1 = return, op). Unknown returns at +∞.
-    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
-    let mut definite = vec![false; n];
-    for (i, o) in ops.iter().enumerate() {
+) -> Found<M::State> {
+    let found = |verdict, steps, ends, stuck_at| Found {
+        verdict,
+        steps,
+        ends,
+        stuck_at,
+    };
+    // Keep what constrains the search: no Fail, no Unknown read. Deciding, an Unknown write
+    // gets its deadline (`Model::seen_until`), and one whose deadline is before its
+    // invocation is left out.
+    let observed = if all_ends {
+        Vec::new()
+    } else {
+        observed::<M>(ops)
+    };
+    let mut kept: Vec<(&OpOf<M>, u64)> = Vec::new();
+    for o in ops {
         let ret = match o.outcome {
             Outcome::Ok(_) => {
                 let c = o
                     .complete
                     .unwrap_or_else(|| panic!("an Ok op has a completion time: {o:?}"));
                 assert!(c >= o.invoke, "op completes before its invocation: {o:?}");
-                definite[i] = true;
                 c
             }
-            _ => u64::MAX,
+            Outcome::Fail => continue,
+            Outcome::Unknown if model.is_read(&o.input) => continue,
+            Outcome::Unknown if all_ends => u64::MAX,
+            Outcome::Unknown => match model.seen_until(&o.input, &observed) {
+                Some(d) if d < o.invoke => continue,
+                Some(d) => d,
+                None => u64::MAX,
+            },
         };
+        kept.push((o, ret));
+    }
+    let ops: Vec<&OpOf<M>> = kept.iter().map(|(o, _)| *o).collect();
+    let n = ops.len();
+    if n == 0 {
+        return found(Verdict::Linearizable, 0, vec![init], None);
+    }
+    // Events: (time, 0 = call / 1 = return, op). An Unknown op's return is at its deadline,
+    // or at +∞ without one.
+    let mut events: Vec<(u64, u8, usize)> = Vec::with_capacity(2 * n);
+    let mut definite = vec![false; n];
+    let mut endless = vec![false; n];
+    let mut ret_time = vec![0; n];
+    for (i, &(o, ret)) in kept.iter().enumerate() {
+        definite[i] = matches!(o.outcome, Outcome::Ok(_));
+        ret_time[i] = ret;
+        endless[i] = !definite[i] && ret == u64::MAX;
         events.push((o.invoke, 0, i));
         events.push((ret, 1, i));
     }
@@ -316,19 +371,21 @@ fn search<M: Model>(
     let mut linearized = Bits::new(n);
     let mut seen: HashSet<(Bits, M::State)> = HashSet::new();
     let mut ends: Vec<M::State> = Vec::new();
-    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    // (operation, state before it, whether it was dropped rather than applied)
+    let mut stack: Vec<(usize, M::State, bool)> = Vec::new();
     let mut entry = next[head];
     let mut steps = 0u64;
+    let mut stuck_at: Option<u64> = None;
     loop {
-        // Done: nothing left, or the first return left is an Unknown one (every definite
-        // return sorts before it, so every definite operation is placed).
-        let done = entry == NIL || (!is_call[entry] && !definite[op_of[entry]]);
+        // Done: nothing left, or the first return left is an endless Unknown one (every
+        // other return sorts before it, so every definite operation is placed).
+        let done = entry == NIL || (!is_call[entry] && endless[op_of[entry]]);
         if done && !all_ends {
-            return (Verdict::Linearizable, steps, vec![state]);
+            return found(Verdict::Linearizable, steps, vec![state], stuck_at);
         }
         steps += 1;
         if steps > budget {
-            return (Verdict::Unknown, steps, ends);
+            return found(Verdict::Unknown, steps, ends, stuck_at);
         }
         if done {
             if !ends.contains(&state) {
@@ -336,6 +393,26 @@ fn search<M: Model>(
             }
         } else if is_call[entry] {
             let op = op_of[entry];
+            // Symmetry: of the Unknown ops with the same input that could go now (their calls
+            // come before the first return), only the one with the earliest deadline (then
+            // the lowest index) is tried. Any linearization applying another one now can
+            // apply this one now instead, and the other one where this one was (or never).
+            if !definite[op] {
+                let mut x = next[head];
+                let mut twin = false;
+                while x != NIL && is_call[x] && !twin {
+                    let b = op_of[x];
+                    twin = b != op
+                        && !definite[b]
+                        && (ret_time[b], b) < (ret_time[op], op)
+                        && ops[b].input == ops[op].input;
+                    x = next[x];
+                }
+                if twin {
+                    entry = next[entry];
+                    continue;
+                }
+            }
             let (after, out) = model.apply(&state, &ops[op].input);
             let fits = match &ops[op].outcome {
                 Outcome::Ok(o) => *o == out,
@@ -344,7 +421,7 @@ fn search<M: Model>(
             if fits {
                 linearized.set(op);
                 if seen.insert((linearized.clone(), after.clone())) {
-                    stack.push((op, std::mem::replace(&mut state, after)));
+                    stack.push((op, std::mem::replace(&mut state, after), false));
                     unlink(&mut next, &mut prev, call_node[op]);
                     unlink(&mut next, &mut prev, ret_node[op]);
                     entry = next[head];
@@ -354,32 +431,49 @@ fn search<M: Model>(
             }
             entry = next[entry];
             continue;
+        } else if !definite[op_of[entry]] {
+            // The deadline of an Unknown op not applied: from here on it never is. Its call
+            // came earlier in the list, so applying it was tried from this configuration.
+            let op = op_of[entry];
+            linearized.set(op);
+            if seen.insert((linearized.clone(), state.clone())) {
+                stack.push((op, state.clone(), true));
+                unlink(&mut next, &mut prev, call_node[op]);
+                unlink(&mut next, &mut prev, ret_node[op]);
+                entry = next[head];
+                continue;
+            }
+            linearized.clear(op);
+        } else {
+            stuck_at = stuck_at.max(ops[op_of[entry]].complete);
         }
-        // A definite return not yet placed (or, collecting ends, a finished
-        // linearization): undo the last choice and try the calls after it.
-        let Some((undo, before)) = stack.pop() else {
-            let v = if ends.is_empty() {
-                Verdict::Illegal
-            } else {
-                Verdict::Linearizable
+        // A definite return not yet placed, a configuration already explored, or (collecting
+        // ends) a finished linearization: undo the last choice and try the calls after it.
+        // Undoing a drop leaves no alternative at its deadline: undo the one before it too.
+        loop {
+            let Some((undo, before, dropped)) = stack.pop() else {
+                let v = if ends.is_empty() {
+                    Verdict::Illegal
+                } else {
+                    Verdict::Linearizable
+                };
+                return found(v, steps, ends, stuck_at);
             };
-            return (v, steps, ends);
-        };
-        state = before;
-        linearized.clear(undo);
-        relink(&mut next, &mut prev, ret_node[undo]);
-        relink(&mut next, &mut prev, call_node[undo]);
-        entry = next[call_node[undo]];
+            state = before;
+            linearized.clear(undo);
+            relink(&mut next, &mut prev, ret_node[undo]);
+            relink(&mut next, &mut prev, call_node[undo]);
+            if !dropped {
+                entry = next[call_node[undo]];
+                break;
+            }
+        }
     }
 }
 
 /// The sound cut of `ops` at `t` (see the module doc): operations invoked after `t` dropped,
 /// those still running at `t` made `Unknown` (reads among them dropped).
-fn cut_at<M: Model>(
-    model: &M,
-    ops: &[Op<M::Input, M::Output>],
-    t: u64,
-) -> Vec<Op<M::Input, M::Output>> {
+fn cut_at<M: Model>(model: &M, ops: &[OpOf<M>], t: u64) -> Vec<OpOf<M>> {
     ops.iter()
         .filter(|o| o.invoke <= t)
         .filter_map(|o| {
@@ -403,11 +497,7 @@ fn cut_at<M: Model>(
 /// The operations of `ops` that remain after splitting at `q` (see the module doc): those
 /// invoked at or after `q` as they are; of the earlier ones, those completed before `q` are
 /// dropped, reads are dropped, and the rest become `Unknown`.
-fn after<M: Model>(
-    model: &M,
-    ops: &[Op<M::Input, M::Output>],
-    q: u64,
-) -> Vec<Op<M::Input, M::Output>> {
+fn after<M: Model>(model: &M, ops: &[OpOf<M>], q: u64) -> Vec<OpOf<M>> {
     ops.iter()
         .filter_map(|o| {
             if o.invoke >= q {
@@ -421,6 +511,39 @@ fn after<M: Model>(
             o.outcome = Outcome::Unknown;
             Some(o)
         })
+        .collect()
+}
+
+/// Every `Ok` answer in `ops` with its completion time.
+fn observed<M: Model>(ops: &[OpOf<M>]) -> Vec<(&M::Output, u64)> {
+    ops.iter()
+        .filter_map(|o| match (&o.outcome, o.complete) {
+            (Outcome::Ok(out), Some(c)) => Some((out, c)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `ops` without `Unknown` reads and without the `Unknown` writes whose deadline
+/// ([`Model::seen_until`]) is before their invocation: no answer in `ops` could show them.
+/// Equivalence-preserving: a linearization of `ops` without them is one of `ops` (they may
+/// be left out), and one with them stays one when they are taken out, one after the other
+/// (taking one out changes no answer).
+fn prune<M: Model>(model: &M, ops: Vec<OpOf<M>>) -> Vec<OpOf<M>> {
+    let observed = observed::<M>(&ops);
+    let keep: Vec<bool> = ops
+        .iter()
+        .map(|o| {
+            o.outcome != Outcome::Unknown
+                || !(model.is_read(&o.input)
+                    || model
+                        .seen_until(&o.input, &observed)
+                        .is_some_and(|d| d < o.invoke))
+        })
+        .collect();
+    ops.into_iter()
+        .zip(keep)
+        .filter_map(|(o, k)| k.then_some(o))
         .collect()
 }
 
@@ -439,14 +562,21 @@ pub struct Witness<I, O> {
     pub split: Option<(u64, Vec<String>)>,
     /// Reads dropped at the end.
     pub dropped_reads: usize,
+    /// Not part of the witness, only to read it by: the last few writes (any outcome)
+    /// invoked before the split, which led to its start states.
+    pub context: Vec<Op<I, O>>,
 }
+
+/// How many writes before a split [`Witness::context`] shows.
+const CONTEXT: usize = 5;
 
 /// Shrinks a failing key's history to a [`Witness`] within `budget` steps: the earliest
 /// failing cut, then the latest failing split, then reads dropped one by one. Each step keeps
 /// only candidates that were checked to fail, so the witness fails whatever the budget.
 fn shrink<M: Model>(
     model: &M,
-    ops: &[Op<M::Input, M::Output>],
+    ops: &[OpOf<M>],
+    stuck_at: Option<u64>,
     mut budget: u64,
 ) -> Witness<M::Input, M::Output> {
     let mut times: Vec<u64> = ops
@@ -457,11 +587,23 @@ fn shrink<M: Model>(
     times.sort_unstable();
     times.dedup();
     // The earliest failing cut: cutting at the last completion keeps every definite op as it
-    // is (the whole history, known to fail), so `hi` always fails.
+    // is (the whole history, known to fail), so `hi` always fails. Every probe that fails
+    // is an exhaustive search, so the cut where the search was stuck (`stuck_at`) is tried
+    // first and, if it fails, taken as it is.
     let mut cur: Vec<_> = ops.to_vec();
     let mut cut = None;
     if let Some(&last) = times.last() {
         let (mut lo, mut hi) = (0usize, times.len() - 1);
+        let hint = stuck_at.map(|t| times.partition_point(|&c| c < t));
+        if let Some(i) = hint.filter(|&i| i < hi) {
+            let (v, steps) = check_ops(model, &cut_at(model, ops, times[i]), budget);
+            budget = budget.saturating_sub(steps);
+            if v == Verdict::Illegal {
+                (lo, hi) = (i, i);
+            } else {
+                lo = i + 1;
+            }
+        }
         while lo < hi && budget > 0 {
             let mid = (lo + hi) / 2;
             let (v, steps) = check_ops(model, &cut_at(model, ops, times[mid]), budget);
@@ -478,7 +620,10 @@ fn shrink<M: Model>(
         }
     }
     // The latest failing split at an invocation time: index 0 (nothing before it, the one
-    // start state is the initial state) always fails.
+    // start state is the initial state) always fails. Unknown writes nobody saw are pruned
+    // first: the enumeration of end states keeps every Unknown op, and these would only
+    // multiply the states.
+    let mut cur = prune(model, cur);
     let mut invokes: Vec<u64> = cur.iter().map(|o| o.invoke).collect();
     invokes.sort_unstable();
     invokes.dedup();
@@ -488,7 +633,12 @@ fn shrink<M: Model>(
     while lo < hi && budget > 0 {
         let mid = (lo + hi).div_ceil(2);
         let q = invokes[mid];
-        let (v, steps, ends) = search(
+        let Found {
+            verdict: v,
+            steps,
+            ends,
+            ..
+        } = search(
             model,
             model.init(),
             &cut_at(model, &cur, q - 1),
@@ -497,7 +647,8 @@ fn shrink<M: Model>(
         );
         budget = budget.saturating_sub(steps);
         let fails = v == Verdict::Linearizable && ends.len() <= MAX_STARTS && {
-            let (v, steps) = check_from(model, &ends, &after(model, &cur, q), budget);
+            let rest = prune(model, after(model, &cur, q));
+            let (v, steps) = check_from(model, &ends, &rest, budget);
             budget = budget.saturating_sub(steps);
             v == Verdict::Illegal
         };
@@ -510,7 +661,7 @@ fn shrink<M: Model>(
         }
     }
     if let Some(q) = split {
-        cur = after(model, &cur, q);
+        cur = prune(model, after(model, &cur, q));
     }
     // Then drop reads one by one, latest first, while it still fails.
     let mut dropped = 0;
@@ -529,9 +680,23 @@ fn shrink<M: Model>(
             dropped += 1;
         }
     }
+    let mut cur = prune(model, cur);
     cur.sort_by_key(|o| o.invoke);
+    let context = match split {
+        None => Vec::new(),
+        Some(q) => {
+            let mut before: Vec<_> = ops
+                .iter()
+                .filter(|o| o.invoke < q && !model.is_read(&o.input))
+                .cloned()
+                .collect();
+            before.sort_by_key(|o| o.invoke);
+            before.split_off(before.len().saturating_sub(CONTEXT))
+        }
+    };
     Witness {
         ops: cur,
+        context,
         cut_at: cut,
         split: split.map(|q| (q, starts.iter().map(|s| format!("{s:?}")).collect())),
         dropped_reads: dropped,
@@ -628,6 +793,16 @@ pub fn format_witness<I: Debug, O: Debug>(key: &str, total: usize, w: &Witness<I
     }
     s.push('\n');
     if let Some((q, states)) = &w.split {
+        if !w.context.is_empty() {
+            let _ = writeln!(
+                s,
+                "  context, not part of the witness: the last writes invoked before {}",
+                ms(*q)
+            );
+            for o in &w.context {
+                let _ = writeln!(s, "    {}", op_text(o));
+            }
+        }
         let _ = writeln!(
             s,
             "  the ops completed before {} can only leave the key in one of: {}; \
@@ -663,22 +838,26 @@ pub fn format_witness<I: Debug, O: Debug>(key: &str, total: usize, w: &Witness<I
             bar[a] = '>';
         }
         let bar: String = bar.into_iter().collect();
-        let done = o.complete.map(ms).unwrap_or_else(|| "pending".into());
-        let outcome = match &o.outcome {
-            Outcome::Ok(v) => format!("ok {v:?}"),
-            Outcome::Fail => "fail".into(),
-            Outcome::Unknown => "unknown (may apply any time after invoke)".into(),
-        };
-        let _ = writeln!(
-            s,
-            "  |{bar}| c{:<3} {:>12} .. {:<12} {:?} -> {outcome}",
-            o.client,
-            ms(o.invoke),
-            done,
-            o.input
-        );
+        let _ = writeln!(s, "  |{bar}| {}", op_text(o));
     }
     s
+}
+
+/// One operation on one line: client, interval, input, outcome.
+fn op_text<I: Debug, O: Debug>(o: &Op<I, O>) -> String {
+    let done = o.complete.map(ms).unwrap_or_else(|| "pending".into());
+    let outcome = match &o.outcome {
+        Outcome::Ok(v) => format!("ok {v:?}"),
+        Outcome::Fail => "fail".into(),
+        Outcome::Unknown => "unknown (may apply any time after invoke)".into(),
+    };
+    format!(
+        "c{:<3} {:>12} .. {:<12} {:?} -> {outcome}",
+        o.client,
+        ms(o.invoke),
+        done,
+        o.input
+    )
 }
 
 impl<I: Debug, O: Debug> fmt::Display for Report<I, O> {
@@ -709,11 +888,7 @@ impl<I: Debug, O: Debug> fmt::Display for Report<I, O> {
 
 /// Checks a whole history: partitioned by key, each key on its own (P-compositionality),
 /// each failing key shrunk to a witness.
-pub fn check<M: Model>(
-    model: &M,
-    ops: &[Op<M::Input, M::Output>],
-    limits: Limits,
-) -> Report<M::Input, M::Output> {
+pub fn check<M: Model>(model: &M, ops: &[OpOf<M>], limits: Limits) -> Report<M::Input, M::Output> {
     let mut by_key: BTreeMap<&str, Vec<OpOf<M>>> = BTreeMap::new();
     for o in ops {
         by_key.entry(o.key.as_str()).or_default().push(o.clone());
@@ -721,9 +896,14 @@ pub fn check<M: Model>(
     let keys = by_key
         .into_iter()
         .map(|(key, ops)| {
-            let (verdict, steps) = check_ops(model, &ops, limits.steps_per_key);
-            let witness =
-                (verdict == Verdict::Illegal).then(|| shrink(model, &ops, limits.shrink_steps));
+            let Found {
+                verdict,
+                steps,
+                stuck_at,
+                ..
+            } = search(model, model.init(), &ops, limits.steps_per_key, false);
+            let witness = (verdict == Verdict::Illegal)
+                .then(|| shrink(model, &ops, stuck_at, limits.shrink_steps));
             KeyReport {
                 key: key.to_string(),
                 ops: ops.len(),
@@ -885,6 +1065,19 @@ impl Model for ConfigRegister {
     fn is_read(&self, input: &ConfigOp) -> bool {
         matches!(input, ConfigOp::Get)
     }
+
+    /// The last completion of a get that returned the published content (for a delete: that
+    /// found nothing), 0 if none: publish and delete both overwrite the whole register, so
+    /// one applied after that is hidden by the next write before any get.
+    fn seen_until(&self, input: &ConfigOp, observed: &[(&ConfigRet, u64)]) -> Option<u64> {
+        let shows = |o: &ConfigRet| match input {
+            ConfigOp::Publish(c) => matches!(o, ConfigRet::Found(f) if f == c),
+            ConfigOp::Delete => *o == ConfigRet::NotFound,
+            ConfigOp::Get => true,
+        };
+        let last = observed.iter().filter(|(o, _)| shows(o)).map(|(_, c)| *c);
+        Some(last.max().unwrap_or(0))
+    }
 }
 
 /// An operation on the persistent instances of one service (`ip:port` strings).
@@ -946,5 +1139,19 @@ impl Model for ServiceSet {
 
     fn is_read(&self, input: &ServiceOp) -> bool {
         matches!(input, ServiceOp::Read)
+    }
+
+    /// The last completion of a read that listed the instance (for a deregister: that did
+    /// not list it), 0 if none: a read sees each instance's membership, and only a write of
+    /// the same instance changes it, so one applied after that is undone before any read.
+    fn seen_until(&self, input: &ServiceOp, observed: &[(&ServiceRet, u64)]) -> Option<u64> {
+        let shows = |o: &ServiceRet| match (input, o) {
+            (_, ServiceRet::Done) => false,
+            (ServiceOp::Register(m), ServiceRet::Members(r)) => r.contains(m),
+            (ServiceOp::Deregister(m), ServiceRet::Members(r)) => !r.contains(m),
+            (ServiceOp::Read, _) => true,
+        };
+        let last = observed.iter().filter(|(o, _)| shows(o)).map(|(_, c)| *c);
+        Some(last.max().unwrap_or(0))
     }
 }
