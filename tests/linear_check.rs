@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use common::linear::{
     check, check_ops, format_witness, ConfigOp, ConfigRegister, ConfigRet, History, Limits, Model,
-    Op, Outcome, ServiceOp, ServiceRet, ServiceSet, Verdict,
+    Op, OpOf, Outcome, ServiceOp, ServiceRet, ServiceSet, Verdict,
 };
 
 type COp = Op<ConfigOp, ConfigRet>;
@@ -317,18 +317,22 @@ fn outcomes_of_http_write_answers_are_conservative() {
 
 #[test]
 fn the_step_budget_bounds_the_work() {
-    // Twelve concurrent unknown publishes and a read of a value none of them wrote: the search
-    // must try every subset of them before giving up.
-    let mut h: Vec<COp> = (0..12)
+    // Ten concurrent unknown publishes, each read once in turn, then a read of a value
+    // none of them wrote: the search must try every subset of them before giving up.
+    let mut h: Vec<COp> = (0..10)
         .map(|i| unknown(i, publish(&format!("v{i}")), i as u64))
         .collect();
-    h.push(ok(20, ConfigOp::Get, 100, 110, found("never")));
+    for i in 0..10 {
+        let t = 100 + 20 * i;
+        h.push(ok(20, ConfigOp::Get, t, t + 10, found(&format!("v{i}"))));
+    }
+    h.push(ok(20, ConfigOp::Get, 1_000, 1_010, found("never")));
     let (v, steps) = check_ops(&ConfigRegister, &h, 100);
     assert_eq!(v, Verdict::Unknown);
     assert!(steps <= 101, "{steps}");
     let (v, steps) = check_ops(&ConfigRegister, &h, 10_000_000);
     assert_eq!(v, Verdict::Illegal);
-    eprintln!("exhausting 12 unknown writes took {steps} steps");
+    eprintln!("exhausting 10 unknown writes took {steps} steps");
     let report = check(
         &ConfigRegister,
         &h,
@@ -578,16 +582,16 @@ fn random_service_histories_pass_and_an_impossible_read_fails() {
 /// The definition, by brute force: some order of a subset of the kept operations, holding
 /// every `Ok` one and any of the `Unknown` ones, that respects real time (an `Ok` operation
 /// completed before another's invocation comes first) and replays to the recorded outputs.
-fn brute_force(h: &[COp], init: Option<String>) -> bool {
-    let kept: Vec<&COp> = h
+fn brute_force<M: Model>(model: &M, h: &[OpOf<M>], init: M::State) -> bool {
+    let kept: Vec<&OpOf<M>> = h
         .iter()
         .filter(|o| match o.outcome {
             Outcome::Ok(_) => true,
             Outcome::Fail => false,
-            Outcome::Unknown => !ConfigRegister.is_read(&o.input),
+            Outcome::Unknown => !model.is_read(&o.input),
         })
         .collect();
-    fn go(kept: &[&COp], used: &mut Vec<bool>, state: Option<String>) -> bool {
+    fn go<M: Model>(model: &M, kept: &[&OpOf<M>], used: &mut Vec<bool>, state: M::State) -> bool {
         // Every Ok op placed: the unplaced unknown ones never happened.
         let all_ok_placed = kept
             .iter()
@@ -610,22 +614,22 @@ fn brute_force(h: &[COp], init: Option<String>) -> bool {
             if blocked {
                 continue;
             }
-            let (next, out) = ConfigRegister.apply(&state, &kept[i].input);
+            let (next, out) = model.apply(&state, &kept[i].input);
             if let Outcome::Ok(want) = &kept[i].outcome {
                 if *want != out {
                     continue;
                 }
             }
             used[i] = true;
-            if go(kept, used, next) {
-                used[i] = false;
+            let found = go(model, kept, used, next);
+            used[i] = false;
+            if found {
                 return true;
             }
-            used[i] = false;
         }
         false
     }
-    go(&kept, &mut vec![false; kept.len()], init)
+    go(model, &kept, &mut vec![false; kept.len()], init)
 }
 
 #[test]
@@ -659,7 +663,7 @@ fn small_random_histories_agree_with_brute_force() {
                 }
             })
             .collect();
-        let want = brute_force(&h, None);
+        let want = brute_force(&ConfigRegister, &h, None);
         let r = check(&ConfigRegister, &h, Limits::default());
         let got = r.verdict();
         assert_eq!(
@@ -685,7 +689,10 @@ fn small_random_histories_agree_with_brute_force() {
                     .collect(),
             };
             for start in starts {
-                assert!(!brute_force(&w.ops, start.clone()), "{start:?}: {r}");
+                assert!(
+                    !brute_force(&ConfigRegister, &w.ops, start.clone()),
+                    "{start:?}: {r}"
+                );
             }
         }
     }
@@ -694,4 +701,87 @@ fn small_random_histories_agree_with_brute_force() {
         "{legal} legal, {illegal} illegal"
     );
     assert!(splits > 50, "{splits} witnesses split");
+}
+
+#[test]
+fn small_random_service_histories_agree_with_brute_force() {
+    let mut rng = Rng(4);
+    let (mut legal, mut illegal) = (0, 0);
+    let ms = ["10.0.0.1:80", "10.0.0.2:80"];
+    for round in 0..1_500 {
+        let n = 2 + rng.below(5);
+        let h: Vec<SOp> = (0..n)
+            .map(|i| {
+                let m = ms[usize::from(rng.below(4) == 0)];
+                let input = match rng.below(4) {
+                    0 => reg(m),
+                    1 => dereg(m),
+                    _ => ServiceOp::Read,
+                };
+                let out = match input {
+                    ServiceOp::Read => {
+                        let seen: Vec<&str> =
+                            ms.iter().copied().filter(|_| rng.below(2) == 0).collect();
+                        members(&seen)
+                    }
+                    _ => ServiceRet::Done,
+                };
+                let invoke = rng.below(20);
+                let complete = invoke + rng.below(10);
+                match rng.below(4) {
+                    0 => unknown(i as usize, input, invoke),
+                    1 => fail(i as usize, input, invoke, complete),
+                    _ => ok(i as usize, input, invoke, complete, out),
+                }
+            })
+            .collect();
+        let want = brute_force(&ServiceSet, &h, Default::default());
+        let got = check(&ServiceSet, &h, Limits::default()).verdict();
+        assert_eq!(
+            got == Verdict::Linearizable,
+            want,
+            "round {round}: checker {got:?}, brute force {want}\n{h:#?}"
+        );
+        if want {
+            legal += 1;
+        } else {
+            illegal += 1;
+        }
+    }
+    assert!(
+        legal > 300 && illegal > 300,
+        "{legal} legal, {illegal} illegal"
+    );
+}
+
+#[test]
+fn a_long_history_is_decided_within_the_default_budget() {
+    // 1 200 operations over 3 keys (what a process test of a minute or two records), about
+    // a tenth of the writes unknown: decided, both ways, without running out of steps.
+    let mut rng = Rng(5);
+    let input = |rng: &mut Rng, j: u64| match rng.below(10) {
+        0..=3 => ConfigOp::Publish(format!("v{j}")),
+        4 => ConfigOp::Delete,
+        _ => ConfigOp::Get,
+    };
+    let mut h = random_history(&ConfigRegister, &mut rng, 1_200, input);
+    let t = std::time::Instant::now();
+    let r = check(&ConfigRegister, &h, Limits::default());
+    let steps: u64 = r.keys.iter().map(|k| k.steps).sum();
+    eprintln!("linearizable: {steps} steps in {:?}", t.elapsed());
+    assert_eq!(r.verdict(), Verdict::Linearizable, "{r}");
+    // A stale read near the end: the last read of k0 sees the first value k0 ever read.
+    let reads: Vec<usize> = (0..h.len())
+        .filter(|&i| h[i].key == "k0" && h[i].input == ConfigOp::Get)
+        .filter(|&i| matches!(h[i].outcome, Outcome::Ok(ConfigRet::Found(_))))
+        .collect();
+    let first = h[reads[0]].outcome.clone();
+    let last = *reads.last().unwrap();
+    h[last].outcome = first;
+    let t = std::time::Instant::now();
+    let r = check(&ConfigRegister, &h, Limits::default());
+    eprintln!("{r}in {:?}", t.elapsed());
+    assert_eq!(r.verdict(), Verdict::Illegal, "{r}");
+    let w = r.keys[0].witness.as_ref().unwrap();
+    assert!(w.ops.len() < 20, "{r}");
 }
