@@ -82,6 +82,29 @@
 //! Every candidate is checked and kept only if it fails, so the witness is sound whatever
 //! the shrinking budget; the budget only decides how small it gets.
 
+//! # Use from a process test
+//!
+//! ```text
+//! let configs = Arc::new(History::<ConfigOp, ConfigRet>::new());
+//! // client thread `c`, talking to servers[c % 3] while another thread kills and partitions:
+//! let cl = Client::new(servers[c % 3].addr);
+//! let v = format!("c{c}-{i}");
+//! let body = format!("dataId=app&group=G&content={v}");
+//! configs.record(c, "G/app", ConfigOp::Publish(v), || {
+//!     Outcome::of_write(cl.request("POST", "/nacos/v1/cs/configs", &body).map(|r| r.0), ConfigRet::Done)
+//! });
+//! configs.record(c, "G/app", ConfigOp::Get, || match cl.request("GET", "/nacos/v1/cs/configs?dataId=app&group=G", "") {
+//!     Some((200, text)) => Outcome::Ok(ConfigRet::Found(text)),
+//!     Some((404, _)) => Outcome::Ok(ConfigRet::NotFound),
+//!     _ => Outcome::Unknown, // a failed read says nothing
+//! });
+//! // after joining the clients:
+//! configs.check(&ConfigRegister, Limits::default()).assert_no_violation();
+//! ```
+//!
+//! Services work the same way with `History<ServiceOp, ServiceRet>` and [`ServiceSet`], a read
+//! recording `ServiceRet::members(hosts.map(|h| format!("{ip}:{port}")))`.
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::{self, Debug, Write as _};
 use std::hash::Hash;
