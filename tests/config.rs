@@ -837,18 +837,7 @@ fn configs_history_and_namespaces_survive_kill_9() {
         "true"
     );
     // muster-wal shows the config's events (read-only: the server may keep running).
-    let wal = {
-        let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_muster"));
-        let path = exe.with_file_name("muster-wal");
-        if !path.exists() {
-            let st = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-q", "-p", "muster-wal"])
-                .status()
-                .expect("run cargo build -p muster-wal");
-            assert!(st.success());
-        }
-        path
-    };
+    let wal = common::muster_wal();
     let out = std::process::Command::new(&wal)
         .args(["history"])
         .arg(s.data_dir.path())

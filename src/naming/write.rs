@@ -135,6 +135,20 @@ pub enum Write {
     },
 }
 
+impl Write {
+    /// True for a write of a persistent instance named by the request (register, update or
+    /// deregister with `ephemeral=false`). Those go through raft from whichever member took
+    /// them, not to the service's Distro-responsible member: raft forwards the proposal to
+    /// its leader, and the answer says `no raft leader` when there is none.
+    pub fn names_persistent_instance(&self) -> bool {
+        match self {
+            Write::Register(spec) | Write::Update { spec, .. } => !spec.ephemeral,
+            Write::Deregister { durability, .. } => *durability == Durability::Persistent,
+            _ => false,
+        }
+    }
+}
+
 /// Fields `PATCH /instance` may change; `None` leaves a field alone.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Patch {

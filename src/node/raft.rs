@@ -221,6 +221,9 @@ struct Thread {
     transport: Option<Transport>,
     /// When the last membership change was proposed.
     last_change: Option<Instant>,
+    /// A conf change was applied since the last snapshot: take one now, and compact the
+    /// whole log behind it.
+    membership_changed: bool,
 }
 
 fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSettings) {
@@ -293,6 +296,7 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
         next_id: wall_ms().saturating_mul(1000),
         transport,
         last_change: None,
+        membership_changed: false,
     };
     // A one-voter group elects itself on its first Ready: become leader before opening the
     // gate, so the first write after readiness does not meet "no leader yet". A member of a
@@ -659,6 +663,10 @@ impl Thread {
             Action::SetCommit(commit) => Ok(store.set_commit(commit)?),
             Action::SetConfState(cs) => {
                 tracing::info!(voters = ?cs.voters, "raft membership changed");
+                // The next snapshot carries the new membership and the log behind it goes:
+                // a member added now starts from that snapshot (raft-rs refuses one whose
+                // membership lacks it), never from entries that predate its membership.
+                self.membership_changed = true;
                 Ok(store.set_conf_state(&cs)?)
             }
             Action::ReadStates(states) => {
@@ -771,10 +779,12 @@ impl Thread {
     fn maybe_snapshot(&mut self, node: &mut Node) -> Result<(), consensus::Error> {
         let min = self.settings.snapshot_entries.max(1);
         let records = self.sm.records();
-        if self.since_snapshot < min || self.since_snapshot < records / 2 {
+        let forced = self.membership_changed;
+        if !forced && (self.since_snapshot < min || self.since_snapshot < records / 2) {
             return Ok(());
         }
         self.since_snapshot = 0;
+        self.membership_changed = false;
         let started = Instant::now();
         let applied = self.sm.applied;
         let cs = node.conf_state();
@@ -783,7 +793,7 @@ impl Thread {
         let encoded = started.elapsed();
         match node.store_mut().create_snapshot(applied, &cs, image) {
             Ok(()) => {
-                let keep = if self.transport.is_some() {
+                let keep = if self.transport.is_some() && !forced {
                     KEEP_BEHIND_SNAPSHOT
                 } else {
                     0

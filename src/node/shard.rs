@@ -520,7 +520,12 @@ impl Shard {
     pub async fn execute(self: &Rc<Self>, key: ServiceKey, op: impl Into<Op>) -> ApiResult<Reply> {
         let op = op.into();
         if let Op::Write(write) = op {
-            if let Some(to) = crate::node::distro::elsewhere(&self.shared, &key) {
+            let elsewhere = if write.names_persistent_instance() {
+                None
+            } else {
+                crate::node::distro::elsewhere(&self.shared, &key)
+            };
+            if let Some(to) = elsewhere {
                 return crate::node::distro::forward(&self.shared, to, key, write).await;
             }
             return self.execute_here(key, Op::Write(write)).await;

@@ -26,6 +26,11 @@ pub const PING_MS: u64 = 200;
 /// for the named test and asserts that it passed there. Returns true in the child, which then
 /// runs the test body.
 pub fn in_netns(test: &str) -> bool {
+    in_netns_for(test, Duration::from_secs(120))
+}
+
+/// [`in_netns`] with a time limit other than 120 s.
+pub fn in_netns_for(test: &str, limit: Duration) -> bool {
     if std::env::var_os(IN_NETNS).is_some() {
         let st = Command::new("ip")
             .args(["link", "set", "lo", "up"])
@@ -43,12 +48,12 @@ pub fn in_netns(test: &str) -> bool {
         .env(IN_NETNS, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let (code, out, err, timed_out) = super::run_bounded(cmd, Duration::from_secs(120));
+    let (code, out, err, timed_out) = super::run_bounded(cmd, limit);
     println!("{out}");
     eprintln!("{err}");
     assert!(
         !timed_out,
-        "{test} in the namespace did not finish in 120 s"
+        "{test} in the namespace did not finish in {limit:?}"
     );
     assert_eq!(code, Some(0), "{test} failed inside the network namespace");
     assert!(

@@ -269,6 +269,20 @@ impl Drop for Server {
 /// Splits a raw HTTP/1.1 response into (status, body), de-chunking if needed.
 /// The `ip`s of a list answer's `hosts`, sorted.
 #[allow(dead_code)]
+/// The `muster-wal` binary next to the server's (built first when missing).
+pub fn muster_wal() -> std::path::PathBuf {
+    let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_muster"));
+    let path = exe.with_file_name("muster-wal");
+    if !path.exists() {
+        let st = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "muster-wal"])
+            .status()
+            .expect("run cargo build -p muster-wal");
+        assert!(st.success());
+    }
+    path
+}
+
 pub fn host_ips(list: &serde_json::Value) -> Vec<String> {
     let mut ips: Vec<String> = list["hosts"]
         .as_array()
