@@ -235,6 +235,14 @@ impl<S: Storage> Driver<S> {
         self.node.store()
     }
 
+    /// Pins raft's randomised election timeout to `ticks` (in `[election, 2 × election)`) until
+    /// raft's next role or term change draws a new one. The deterministic harness uses it so a
+    /// seed fixes every election; raft-rs draws from the thread RNG otherwise.
+    #[cfg(test)]
+    pub fn set_randomized_election_timeout(&mut self, ticks: usize) {
+        self.node.raft.set_randomized_election_timeout(ticks)
+    }
+
     /// The log store, for the executor's own maintenance (snapshots, compaction).
     pub fn store_mut(&mut self) -> &mut S {
         self.node.mut_store()

@@ -8,6 +8,8 @@
 pub mod config;
 pub(crate) mod driver;
 pub(crate) mod error;
+#[cfg(test)]
+mod harness;
 pub mod naming;
 pub(crate) mod recover;
 pub mod state_machine;
