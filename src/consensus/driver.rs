@@ -316,6 +316,26 @@ impl<S: Storage> Driver<S> {
         Ok(any)
     }
 
+    /// A leader that just removed (or demoted) itself steps down, in its own term (as etcd's
+    /// `StepDownOnRemoval`). raft-rs leaves it leading: it keeps the remaining voters' lease
+    /// with heartbeats, so they never elect another, and its next persisted append or append
+    /// response unwraps its own, now missing, progress and panics. In the same term no other
+    /// leader can exist, so stepping down needs no new vote; once its heartbeats stop, the
+    /// remaining voters elect a leader among themselves. What it sent as leader while applying
+    /// this batch goes now (raft refuses a follower's leftover messages at `advance`).
+    fn step_down<E>(
+        &mut self,
+        exec: &mut impl FnMut(&mut S, Action) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let term = self.node.raft.term;
+        self.node.raft.become_follower(term, raft::INVALID_ID);
+        let msgs = std::mem::take(&mut self.node.raft.msgs);
+        if !msgs.is_empty() {
+            exec(self.node.mut_store(), Action::Send(msgs))?;
+        }
+        Ok(())
+    }
+
     /// Hands committed entries to the executor, then applies the conf changes among them to
     /// raft and has the executor record each resulting membership. An unreadable conf change
     /// is skipped (raft wrote it, so it cannot be; it is logged).
@@ -343,7 +363,15 @@ impl<S: Storage> Driver<S> {
                     .and_then(|cc| self.node.apply_conf_change(&cc).map_err(|e| e.to_string())),
             };
             match applied {
-                Ok(cs) => exec(self.node.mut_store(), Action::SetConfState(cs))?,
+                Ok(cs) => {
+                    let id = self.node.raft.id;
+                    let removed = !cs.voters.contains(&id) && !cs.voters_outgoing.contains(&id);
+                    let removed_leader = removed && self.is_leader();
+                    exec(self.node.mut_store(), Action::SetConfState(cs))?;
+                    if removed_leader {
+                        self.step_down(exec)?;
+                    }
+                }
                 Err(why) => tracing::error!(index, "skipped an unreadable conf change: {why}"),
             }
         }
