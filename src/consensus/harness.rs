@@ -34,7 +34,8 @@
 //! lagging follower caught up by snapshot (also with lost snapshots and a restart), membership
 //! changes one at a time (a joiner coming in by snapshot, a removal that stops counting, the
 //! leader removing itself), read index, a vote surviving a crash, and two randomized soaks
-//! (`MUSTER_SOAK_SEEDS` seeds, default 200, of 300 ticks each; one with membership changes)
+//! (`MUSTER_SOAK_SEEDS` seeds, default 200, of `MUSTER_SOAK_STEPS` ticks, default 300; one
+//! with membership changes)
 //! that end with a heal and a liveness check. A failing soak names the seed that replays it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1300,17 +1301,24 @@ struct Soak {
     lost: usize,
 }
 
+/// Seeds and ticks per seed: 200 × 300 unless `MUSTER_SOAK_SEEDS` / `MUSTER_SOAK_STEPS` say
+/// otherwise (a longer hunt: `cargo test --release --lib consensus::harness::soak`).
+fn soak_size() -> (u64, usize) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|s| s.parse().ok());
+    (
+        var("MUSTER_SOAK_SEEDS").unwrap_or(200),
+        var("MUSTER_SOAK_STEPS").map_or(300, |s: u64| s as usize),
+    )
+}
+
 #[test]
 fn soak_random_faults_keep_the_invariants() {
-    let seeds: u64 = std::env::var("MUSTER_SOAK_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let (seeds, steps) = soak_size();
     let (mut terms, mut installs, mut crashes, mut applied, mut lost) = (0, 0, 0, 0, 0);
     for seed in 0..seeds {
         // The invariants panic deep inside; name the seed that replays it.
-        let run = std::panic::catch_unwind(|| soak(seed, 300, false)).unwrap_or_else(|_| {
-            panic!("soak seed {seed} failed (replay: soak({seed}, 300, false))")
+        let run = std::panic::catch_unwind(|| soak(seed, steps, false)).unwrap_or_else(|_| {
+            panic!("soak seed {seed} failed (replay: soak({seed}, {steps}, false))")
         });
         terms += run.leaders.len();
         installs += run.installs;
@@ -1324,21 +1332,18 @@ fn soak_random_faults_keep_the_invariants() {
         "soak: {seeds} seeds, {terms} led terms, {installs} snapshots installed, {crashes} \
          crashes, {applied} proposals applied, {lost} accepted but lost"
     );
-    if seeds >= 200 {
+    if seeds >= 200 && steps >= 300 {
         assert!(terms > 2 * seeds as usize && installs > 20 && crashes > 200 && lost > 0);
     }
 }
 
 #[test]
 fn soak_with_membership_changes_keeps_the_invariants() {
-    let seeds: u64 = std::env::var("MUSTER_SOAK_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let (seeds, steps) = soak_size();
     let (mut changes, mut installs) = (0, 0);
     for seed in 0..seeds {
-        let run = std::panic::catch_unwind(|| soak(seed, 300, true)).unwrap_or_else(|_| {
-            panic!("soak seed {seed} failed (replay: soak({seed}, 300, true))")
+        let run = std::panic::catch_unwind(|| soak(seed, steps, true)).unwrap_or_else(|_| {
+            panic!("soak seed {seed} failed (replay: soak({seed}, {steps}, true))")
         });
         changes += run.changes;
         installs += run.installs;
@@ -1346,7 +1351,7 @@ fn soak_with_membership_changes_keeps_the_invariants() {
     println!(
         "membership soak: {seeds} seeds, {changes} conf changes proposed, {installs} snapshots"
     );
-    if seeds >= 200 {
+    if seeds >= 200 && steps >= 300 {
         assert!(changes > seeds as usize);
     }
 }
