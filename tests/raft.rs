@@ -591,3 +591,204 @@ fn a_standalone_data_dir_becomes_the_first_member_of_a_cluster() {
     // Writes now need two of three.
     assert_eq!(register(others[1].addr, "new", "127.0.2.8", 9), Some(200));
 }
+
+/// A member's linearizable read of config `data_id`.
+fn linear_get(
+    addr: SocketAddr,
+    data_id: &str,
+) -> common::linear::Outcome<common::linear::ConfigRet> {
+    use common::linear::{ConfigRet, Outcome};
+    match config(addr, data_id, true) {
+        Some((200, t)) => Outcome::Ok(ConfigRet::Found(t)),
+        Some((404, _)) => Outcome::Ok(ConfigRet::NotFound),
+        _ => Outcome::Unknown,
+    }
+}
+
+/// A member's linearizable read of service `svc`'s persistent instances.
+fn linear_read(addr: SocketAddr, svc: &str) -> common::linear::Outcome<common::linear::ServiceRet> {
+    use common::linear::{Outcome, ServiceRet};
+    let path = format!("/nacos/v1/ns/instance/list?serviceName={svc}&linearizable=true");
+    let Some((200, body)) = get(addr, &path) else {
+        return Outcome::Unknown;
+    };
+    let Ok(v) = serde_json::from_str::<Value>(&body) else {
+        return Outcome::Unknown;
+    };
+    let hosts = v["hosts"].as_array().cloned().unwrap_or_default();
+    Outcome::Ok(ServiceRet::members(hosts.iter().map(|h| {
+        format!("{}:{}", h["ip"].as_str().unwrap_or(""), h["port"])
+    })))
+}
+
+/// One fault of a schedule, applied while the clients run.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// kill -9 a member, restart it after the given ms.
+    Kill(usize, u64),
+    /// Cut a member from the others for the given ms.
+    Isolate(usize, u64),
+    /// Cut the leader from the others for the given ms.
+    IsolateLeader(u64),
+    /// Cut one link for the given ms.
+    Link(usize, usize, u64),
+}
+
+#[test]
+fn randomized_kills_and_partitions_keep_histories_linearizable() {
+    use common::linear::{
+        ConfigOp, ConfigRegister, ConfigRet, History, Limits, Outcome, ServiceOp, ServiceRet,
+        ServiceSet,
+    };
+    if !in_netns_for(
+        "randomized_kills_and_partitions_keep_histories_linearizable",
+        Duration::from_secs(400),
+    ) {
+        return;
+    }
+    let schedules: u64 = std::env::var("MUSTER_LINEAR_SCHEDULES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut nodes = start(3);
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    let (mut ops_total, mut unknown_total) = (0usize, 0usize);
+    for schedule in 0..schedules {
+        let seed = 0x11ea_0000 + schedule;
+        let mut rng = Rng(seed);
+        let fault = match rng.below(4) {
+            0 => Fault::Kill(rng.below(3) as usize, 200 + rng.below(800)),
+            1 => Fault::Isolate(rng.below(3) as usize, 500 + rng.below(2000)),
+            2 => Fault::IsolateLeader(500 + rng.below(2000)),
+            _ => {
+                let a = rng.below(3) as usize;
+                Fault::Link(
+                    a,
+                    (a + 1 + rng.below(2) as usize) % 3,
+                    500 + rng.below(2000),
+                )
+            }
+        };
+        let configs: Arc<History<ConfigOp, ConfigRet>> = Arc::new(History::new());
+        let services: Arc<History<ServiceOp, ServiceRet>> = Arc::new(History::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cfg_key, svc) = (format!("lin{schedule}"), format!("lin{schedule}"));
+        let clients: Vec<_> = (0..3)
+            .map(|c| {
+                let (configs, services, stop) = (configs.clone(), services.clone(), stop.clone());
+                let (addr, cfg_key, svc) = (addrs[c], cfg_key.clone(), svc.clone());
+                let mut rng = Rng(seed ^ (c as u64 + 1) << 32);
+                std::thread::spawn(move || {
+                    for i in 0..400 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match rng.below(6) {
+                            0 => {
+                                let v = format!("c{c}n{i}");
+                                configs.record(c, &cfg_key, ConfigOp::Publish(v.clone()), || {
+                                    Outcome::of_write(publish(addr, &cfg_key, &v), ConfigRet::Done)
+                                });
+                            }
+                            1 => {
+                                configs.record(c, &cfg_key, ConfigOp::Get, || {
+                                    linear_get(addr, &cfg_key)
+                                });
+                            }
+                            2 | 3 => {
+                                let port = 1 + rng.below(4) as u16;
+                                let member = format!("127.0.2.9:{port}");
+                                let op = if rng.below(3) == 0 {
+                                    ServiceOp::Deregister(member)
+                                } else {
+                                    ServiceOp::Register(member)
+                                };
+                                services.record(c, &svc, op.clone(), || {
+                                    let status = match op {
+                                        ServiceOp::Deregister(_) => {
+                                            deregister(addr, &svc, "127.0.2.9", port)
+                                        }
+                                        _ => register(addr, &svc, "127.0.2.9", port),
+                                    };
+                                    Outcome::of_write(status, ServiceRet::Done)
+                                });
+                            }
+                            _ => {
+                                services
+                                    .record(c, &svc, ServiceOp::Read, || linear_read(addr, &svc));
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200 + rng.below(500)));
+        match fault {
+            Fault::Kill(i, ms) => {
+                nodes[i].kill();
+                std::thread::sleep(Duration::from_millis(ms));
+                nodes[i].spawn(3, SECRET);
+            }
+            Fault::Isolate(i, ms) => {
+                for j in (0..3).filter(|&j| j != i) {
+                    cut(addrs[i], addrs[j]);
+                }
+                std::thread::sleep(Duration::from_millis(ms));
+                heal();
+            }
+            Fault::IsolateLeader(ms) => {
+                let refs: Vec<&Node> = nodes.iter().collect();
+                if let Some(l) = leader(&refs) {
+                    for j in (0..3).filter(|&j| j != l) {
+                        cut(addrs[l], addrs[j]);
+                    }
+                    std::thread::sleep(Duration::from_millis(ms));
+                    heal();
+                }
+            }
+            Fault::Link(a, b, ms) => {
+                cut(addrs[a], addrs[b]);
+                std::thread::sleep(Duration::from_millis(ms));
+                heal();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().unwrap();
+        }
+        let count = |u: bool| {
+            let c = configs
+                .ops()
+                .iter()
+                .filter(|o| (o.outcome == Outcome::Unknown) == u)
+                .count();
+            let s = services
+                .ops()
+                .iter()
+                .filter(|o| (o.outcome == Outcome::Unknown) == u)
+                .count();
+            c + s
+        };
+        let (known, unknown) = (count(false), count(true));
+        println!("schedule {schedule} (seed {seed:#x}): {fault:?}, {known} ops answered, {unknown} unknown");
+        ops_total += known + unknown;
+        unknown_total += unknown;
+        let r = configs.check(&ConfigRegister, Limits::default());
+        r.assert_no_violation();
+        let r = services.check(&ServiceSet, Limits::default());
+        r.assert_no_violation();
+        let refs: Vec<&Node> = nodes.iter().collect();
+        assert!(
+            wait_leader(&refs, Duration::from_secs(10)).is_some(),
+            "schedule {schedule}: no leader after the fault"
+        );
+    }
+    println!(
+        "{schedules} schedules, {ops_total} operations ({unknown_total} unknown), all linearizable"
+    );
+    for n in &mut nodes {
+        n.kill();
+        verify_wal(n);
+    }
+}

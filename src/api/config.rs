@@ -96,28 +96,6 @@ fn not_found() -> Answer {
     }
 }
 
-/// `linearizable=true` on a config read (Muster's extension): waits until this node has
-/// applied everything committed when the read arrived (raft's ReadIndex, confirmed by a quorum
-/// through the leader), so the local read that follows sees every write acknowledged before
-/// this request began, on any member. 503 `caused: no raft leader …;` when no quorum confirms
-/// it in time.
-pub async fn read_barrier(ctx: &Ctx<'_>) -> ApiResult<()> {
-    let (tx, rx) = flume::bounded(1);
-    let barrier = crate::node::raft::ReadBarrier { reply: tx };
-    let shared = &ctx.shard.shared;
-    shared.reads.try_send(barrier).map_err(|_| {
-        ApiError::from(crate::node::Error::Busy {
-            queue: "the raft read queue".into(),
-        })
-    })?;
-    rx.recv_async().await.unwrap_or_else(|_| {
-        Err(crate::node::Error::Dropped(
-            "the raft thread stopped before the read was confirmed".into(),
-        )
-        .into())
-    })
-}
-
 /// `GET /nacos/v1/cs/configs`: by `search`, `beta`, or the config itself.
 pub fn get(ctx: &Ctx<'_>, req: &Request<'_>) -> ApiResult<Answer> {
     match ctx.params.get("search") {

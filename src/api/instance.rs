@@ -167,6 +167,10 @@ pub async fn list(ctx: &Ctx<'_>, legacy_grouped: Option<String>) -> ApiResult<An
         Some(g) => ServiceKey::new(ctx.namespace()?, &g),
         None => ctx.service_key()?,
     };
+    // Muster's extension: a linearizable read (`Shard::read_barrier`).
+    if p.get("linearizable") == Some("true") {
+        ctx.shard.read_barrier(Some(&key)).await?;
+    }
     let clusters_raw = p.optional_or("clusters", "");
     let udp_port = p.int_or("udpPort", 0)?;
     if !(0..=65535).contains(&udp_port) {

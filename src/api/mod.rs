@@ -500,8 +500,9 @@ async fn dispatch(
         CoreSimpleNodes => core::simple_nodes(&ctx),
         CoreHealth => core::health(&ctx),
         ConfigGet => {
+            // Muster's extension: a linearizable read (`Shard::read_barrier`).
             if ctx.params.get("linearizable") == Some("true") {
-                config::read_barrier(&ctx).await?;
+                ctx.shard.read_barrier(None).await?;
             }
             config::get(&ctx, req)
         }

@@ -533,6 +533,41 @@ impl Shard {
         self.execute_here(key, op).await
     }
 
+    /// A linearizable read point (`linearizable=true`): waits until this member has applied
+    /// everything a quorum had committed when it was asked (raft's ReadIndex through the
+    /// leader), and, for a service, until its owner shard here has applied and published it
+    /// (a barrier through the owner's inbox, which carries committed ops in order). A local
+    /// read after it sees every write acknowledged before the request began, on any member.
+    /// 503 `caused: no raft leader …;` when no quorum confirms it in time.
+    pub async fn read_barrier(&self, key: Option<&ServiceKey>) -> ApiResult<()> {
+        let (tx, rx) = flume::bounded(1);
+        let barrier = crate::node::raft::ReadBarrier { reply: tx };
+        self.shared
+            .reads
+            .try_send(barrier)
+            .map_err(|_| Error::Busy {
+                queue: "the raft read queue".into(),
+            })?;
+        rx.recv_async().await.unwrap_or_else(|_| {
+            Err(
+                Error::Dropped("the raft thread stopped before the read was confirmed".into())
+                    .into(),
+            )
+        })?;
+        let Some(key) = key else {
+            return Ok(());
+        };
+        let owner = self.owner_of(key);
+        let (tx, rx) = flume::bounded(1);
+        self.shared.inboxes[owner]
+            .send_async(Message::Barrier { reply: tx })
+            .await
+            .map_err(|_| Error::ShuttingDown("shutting down".into()))?;
+        rx.recv_async()
+            .await
+            .map_err(|_| Error::ShuttingDown("shutting down".into()).into())
+    }
+
     /// [`Shard::execute`] on this member: on the owner shard here, never forwarded.
     async fn execute_here(self: &Rc<Self>, key: ServiceKey, op: Op) -> ApiResult<Reply> {
         let owner = self.owner_of(&key);
