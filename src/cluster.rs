@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// The port of a `cluster.conf` or `--members` entry that names none.
 pub const DEFAULT_PORT: u16 = 8848;
@@ -36,6 +37,12 @@ pub enum MemberListError {
     /// The list names no member.
     #[error("the member list is empty")]
     Empty,
+    /// A new list that leaves this node out (a member cannot remove itself this way: stop it).
+    #[error("the new member list does not include this node ({0})")]
+    NotListed(SocketAddr),
+    /// Two members whose addresses give the same raft id.
+    #[error("two members of the list have the same raft id; change one member's address")]
+    SameRaftId,
 }
 
 /// Parses a member list in Nacos's `cluster.conf` form: `#` starts a comment anywhere on a
@@ -124,6 +131,18 @@ impl Secret {
             return Err(SecretError::Short(s.len()));
         }
         Ok(Secret(s.as_bytes().to_vec()))
+    }
+
+    /// Whether `given` is the secret (for the admin endpoint's header).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        // Constant time in the secret's length: the comparison never stops at the first
+        // differing byte.
+        given.len() == self.0.len()
+            && given
+                .iter()
+                .zip(&self.0)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     /// The key bytes.
@@ -264,11 +283,22 @@ impl Member {
     }
 }
 
-/// The members of this node's cluster, sorted by address, this node included.
+/// The members of this node's cluster, sorted by address, this node included. The list can
+/// change at run time ([`Members::update`]: SIGHUP or the admin endpoint); readers take a
+/// snapshot ([`Members::all`]) and a member keeps its state for as long as it stays listed.
 #[derive(Debug)]
 pub struct Members {
     this: SocketAddr,
-    all: Vec<Member>,
+    all: RwLock<Arc<Vec<Arc<Member>>>>,
+}
+
+/// What [`Members::update`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListChange {
+    /// Members that joined the list.
+    pub added: Vec<SocketAddr>,
+    /// Members that left it.
+    pub removed: Vec<SocketAddr>,
 }
 
 impl Members {
@@ -284,10 +314,53 @@ impl Members {
                 } else {
                     MemberState::Starting
                 };
-                Member::new(a, state)
+                Arc::new(Member::new(a, state))
             })
             .collect();
-        Members { this, all }
+        Members {
+            this,
+            all: RwLock::new(Arc::new(all)),
+        }
+    }
+
+    /// Replaces the list with `members` (which must include this node and give every member
+    /// its own raft id): members that stay keep their state, new ones start as STARTING.
+    pub fn update(&self, members: &[SocketAddr]) -> Result<ListChange, MemberListError> {
+        if !members.contains(&self.this) {
+            return Err(MemberListError::NotListed(self.this));
+        }
+        let mut ids: Vec<u64> = members.iter().map(|&m| Self::raft_id(m)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != members.len() {
+            return Err(MemberListError::SameRaftId);
+        }
+        let mut sorted = members.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut w = self.all.write().unwrap_or_else(|e| e.into_inner());
+        let old = w.clone();
+        let change = ListChange {
+            added: sorted
+                .iter()
+                .filter(|a| !old.iter().any(|m| m.addr == **a))
+                .copied()
+                .collect(),
+            removed: old
+                .iter()
+                .map(|m| m.addr)
+                .filter(|a| !sorted.contains(a))
+                .collect(),
+        };
+        let all = sorted
+            .iter()
+            .map(|&a| match old.iter().find(|m| m.addr == a) {
+                Some(m) => m.clone(),
+                None => Arc::new(Member::new(a, MemberState::Starting)),
+            })
+            .collect();
+        *w = Arc::new(all);
+        Ok(change)
     }
 
     /// This node's member address.
@@ -295,19 +368,23 @@ impl Members {
         self.this
     }
 
-    /// Every member, sorted by address, this node included.
-    pub fn all(&self) -> &[Member] {
-        &self.all
+    /// Every member, sorted by address, this node included (a snapshot of the list).
+    pub fn all(&self) -> Arc<Vec<Arc<Member>>> {
+        self.all.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The members other than this node.
-    pub fn peers(&self) -> impl Iterator<Item = &Member> {
-        self.all.iter().filter(move |m| m.addr != self.this)
+    pub fn peers(&self) -> Vec<Arc<Member>> {
+        self.all()
+            .iter()
+            .filter(|m| m.addr != self.this)
+            .cloned()
+            .collect()
     }
 
     /// The member with HTTP address `addr`.
-    pub fn get(&self, addr: SocketAddr) -> Option<&Member> {
-        self.all.iter().find(|m| m.addr == addr)
+    pub fn get(&self, addr: SocketAddr) -> Option<Arc<Member>> {
+        self.all().iter().find(|m| m.addr == addr).cloned()
     }
 
     /// The raft node id of the member at `addr` ([`crate::hash::raft_id`]).
@@ -322,24 +399,27 @@ impl Members {
 
     /// Every member's raft id, in member order.
     pub fn raft_ids(&self) -> Vec<u64> {
-        self.all.iter().map(|m| Self::raft_id(m.addr)).collect()
+        self.all().iter().map(|m| Self::raft_id(m.addr)).collect()
     }
 
     /// The member whose raft id is `id`.
-    pub fn by_raft_id(&self, id: u64) -> Option<&Member> {
-        self.all.iter().find(|m| Self::raft_id(m.addr) == id)
+    pub fn by_raft_id(&self, id: u64) -> Option<Arc<Member>> {
+        self.all()
+            .iter()
+            .find(|m| Self::raft_id(m.addr) == id)
+            .cloned()
     }
 
     /// The member whose peer connections come from `ip` (each member has its own address).
-    pub fn by_ip(&self, ip: IpAddr) -> Option<&Member> {
-        self.all.iter().find(|m| m.addr.ip() == ip)
+    pub fn by_ip(&self, ip: IpAddr) -> Option<Arc<Member>> {
+        self.all().iter().find(|m| m.addr.ip() == ip).cloned()
     }
 
     /// The live member (UP or SUSPICIOUS; this node always counts) responsible for a service:
     /// the highest [`crate::hash::member_score`] ([`crate::hash::OWNERSHIP_VERSION`]).
     pub fn responsible(&self, namespace: &str, grouped: &str) -> SocketAddr {
-        self.all
-            .iter()
+        let all = self.all.read().unwrap_or_else(|e| e.into_inner());
+        all.iter()
             .filter(|m| m.addr == self.this || m.state().is_live())
             .max_by_key(|m| crate::hash::member_score(&m.label, namespace, grouped))
             .map_or(self.this, |m| m.addr)

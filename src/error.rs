@@ -37,6 +37,15 @@ impl ApiError {
         }
     }
 
+    /// 403 `caused: …;`: the caller lacks the credential the endpoint needs.
+    pub fn forbidden(msg: impl Into<String>) -> Self {
+        ApiError {
+            status: 403,
+            msg: msg.into(),
+            kind: ErrorKind::Caused,
+        }
+    }
+
     /// 500: a server-side failure or a NacosException.
     pub fn server(msg: impl Into<String>) -> Self {
         ApiError {

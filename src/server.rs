@@ -164,6 +164,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(StartError::Signals)?;
     raise_memlock();
@@ -276,7 +277,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         members,
         outboxes: match &peers {
             Some(p) => crate::node::distro::outboxes(p).map_err(StartError::Outbox)?,
-            None => Vec::new(),
+            None => Default::default(),
         },
         peers,
         ready: AtomicBool::new(false),
@@ -286,6 +287,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         draining: AtomicUsize::new(n),
         proposals: proposals_tx,
         reads: reads_tx,
+        transport,
         raft: Default::default(),
         stopping: AtomicBool::new(false),
         configs: crate::node::config::ConfigHub::new(
@@ -355,7 +357,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
             proposals: proposals_rx,
             reads: reads_rx,
             inbound: raft_in_rx,
-            transport,
         },
         crate::node::raft::RaftSettings {
             snapshot_entries: config.snapshot_entries,
@@ -372,7 +373,20 @@ pub fn run(config: Config) -> Result<(), StartError> {
     )
     .map_err(StartError::RaftThread)?;
 
-    if let Some(sig) = signals.forever().next() {
+    // SIGHUP re-reads cluster.conf (node/membership.rs); SIGTERM and SIGINT stop.
+    let mut stop_signal = None;
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            match crate::node::membership::reload(&shared) {
+                Ok(_) => {}
+                Err(e) => tracing::warn!("SIGHUP: member list not reloaded: {e}"),
+            }
+            continue;
+        }
+        stop_signal = Some(sig);
+        break;
+    }
+    if let Some(sig) = stop_signal {
         tracing::info!(
             signal = sig,
             %listen,

@@ -428,6 +428,8 @@ pub struct ClusterConfig {
     /// About how many instances a page of the startup load holds (≥ 100; default 20,000,
     /// a few MB of peer frame).
     pub load_page_instances: usize,
+    /// The `cluster.conf` the members came from (`None` with `--members`): SIGHUP reloads it.
+    pub conf_file: Option<PathBuf>,
     /// Raft tick period in ms (≥ 10, default 100).
     pub raft_tick_ms: u64,
     /// Election timeout in ticks (≥ 5, default 10); heartbeats every 3 ticks.
@@ -579,6 +581,10 @@ impl Config {
             config_history_retention_ms: pick!(config_history_retention_ms)
                 .unwrap_or(d.config_history_retention_ms),
         };
+        let conf_file = match pick!(members) {
+            Some(_) => None,
+            None => pick!(cluster_conf),
+        };
         let members = match (pick!(members), pick!(cluster_conf)) {
             (Some(list), _) => Some(crate::cluster::parse_members(&list).map_err(|source| {
                 SettingsError::Members {
@@ -634,6 +640,7 @@ impl Config {
                 secret,
                 ping_ms: pick!(member_ping_ms).unwrap_or(500).max(50),
                 load_page_instances: pick!(load_page_instances).unwrap_or(20_000).max(100),
+                conf_file,
                 raft_tick_ms: pick!(raft_tick_ms).unwrap_or(100).max(10),
                 raft_election_ticks: pick!(raft_election_ticks).unwrap_or(10).max(5),
                 raft_join: cli.raft_join

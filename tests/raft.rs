@@ -792,3 +792,174 @@ fn randomized_kills_and_partitions_keep_histories_linearizable() {
         verify_wal(n);
     }
 }
+
+/// PUTs a member list to `addr`'s admin endpoint with `secret` in the header.
+fn set_members(addr: SocketAddr, list: &str, secret: &str) -> Option<(u16, String)> {
+    call_with(
+        addr,
+        "PUT",
+        &format!("/nacos/v1/core/cluster/members?members={list}"),
+        &format!("Muster-Cluster-Secret: {secret}\r\n"),
+    )
+}
+
+/// How many voters `addr` reports in its raft group.
+fn voters(addr: SocketAddr) -> usize {
+    let Some((200, body)) = get(addr, "/nacos/v1/core/cluster/nodes") else {
+        return 0;
+    };
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    v["data"][0]["extendInfo"]["raftMetaData"]["metaDataMap"]["naming_persistent_service"]
+        ["raftGroupMember"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn membership_grows_3_to_5_and_shrinks_back_under_write_load() {
+    if !in_netns_for(
+        "membership_grows_3_to_5_and_shrinks_back_under_write_load",
+        Duration::from_secs(180),
+    ) {
+        return;
+    }
+    let mut nodes = start(3);
+    let first: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    // The admin endpoint wants the cluster secret.
+    let refused = set_members(first[0], &members(5), "not-the-secret").unwrap();
+    assert_eq!(refused.0, 403, "{refused:?}");
+    assert_eq!(voters(first[0]), 3);
+    let load = Load::start(&first);
+    std::thread::sleep(Duration::from_millis(500));
+    // Grow: two fresh members wait to be added; every old member learns the new list.
+    for i in 4..=5 {
+        nodes.push(Node::start_with(i, 5, SECRET, &["--raft-join"]));
+    }
+    for &a in &first {
+        let (status, body) = set_members(a, &members(5), SECRET).unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || voters(first[0]) == 5),
+        "the group did not grow to 5: {} voters",
+        voters(first[0])
+    );
+    for n in &nodes[3..] {
+        assert!(
+            wait_until(Duration::from_secs(10), || n
+                .log_text()
+                .contains("installed a snapshot from the leader")),
+            "{} did not start from a snapshot:\n{}",
+            n.addr,
+            n.log_text()
+        );
+        assert_eq!(
+            register(
+                n.addr,
+                "grown",
+                "127.0.2.10",
+                n.addr.ip().to_string().len() as u16
+            ),
+            Some(200)
+        );
+    }
+    // Shrink back: the old three drop the new two.
+    for &a in &first {
+        assert_eq!(set_members(a, &members(3), SECRET).unwrap().0, 200);
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || voters(first[0]) == 3),
+        "the group did not shrink to 3: {} voters",
+        voters(first[0])
+    );
+    let acked = load.finish();
+    assert!(acked.len() > 50, "only {} writes acknowledged", acked.len());
+    for n in &nodes[..3] {
+        holds_all(n, &acked, Duration::from_secs(10));
+    }
+    // A removed member refuses persistent writes and says why.
+    let removed = &nodes[3];
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let r = call(
+                removed.addr,
+                "POST",
+                "/nacos/v1/ns/instance?serviceName=gone&ip=127.0.2.11&port=1&ephemeral=false",
+            );
+            r.is_some_and(|(s, b)| s == 503 && b.contains("not in the raft group"))
+        }),
+        "the removed member still takes writes:\n{}",
+        removed.log_text()
+    );
+    // The remaining three still commit.
+    assert_eq!(register(first[1], "after", "127.0.2.12", 1), Some(200));
+    for n in &nodes[..3] {
+        verify_wal(n);
+    }
+}
+
+#[test]
+fn sighup_reloads_cluster_conf_and_the_leader_adds_the_new_member() {
+    if !in_netns("sighup_reloads_cluster_conf_and_the_leader_adds_the_new_member") {
+        return;
+    }
+    // Member 1 alone, its members from cluster.conf.
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("cluster.conf");
+    std::fs::write(&conf, format!("{}\n", member(1))).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args([
+            "--listen",
+            &member(1).to_string(),
+            "--shards",
+            "1",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--cluster-conf")
+        .arg(&conf)
+        .args(["--member-ping-ms", &PING_MS.to_string()])
+        .env("MUSTER_CLUSTER_SECRET", SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let ready = wait_until(Duration::from_secs(20), || {
+        get(member(1), "/nacos/v1/console/health/readiness").is_some_and(|r| r.0 == 200)
+    });
+    assert!(
+        ready,
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(wait_until(Duration::from_secs(5), || raft_of(member(1))
+        .is_some_and(|r| r["role"] == "LEADER")));
+    assert_eq!(register(member(1), "hup", "127.0.2.13", 1), Some(200));
+    let second = Node::start_with(2, 2, SECRET, &["--raft-join"]);
+    // Not a voter yet: it refuses persistent writes, saying so.
+    let r = call(
+        second.addr,
+        "POST",
+        "/nacos/v1/ns/instance?serviceName=hup&ip=127.0.2.13&port=2&ephemeral=false",
+    )
+    .unwrap();
+    assert_eq!(r.0, 503, "{r:?}");
+    assert!(r.1.contains("not in the raft group"), "{r:?}");
+    std::fs::write(&conf, format!("{}\n{}\n", member(1), member(2))).unwrap();
+    let st = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        wait_until(Duration::from_secs(15), || voters(member(1)) == 2
+            && instances(second.addr, "hup").is_some_and(|s| s.len() == 1)),
+        "member 2 was not added:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(register(second.addr, "hup", "127.0.2.13", 2), Some(200));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -174,3 +174,41 @@ pub fn simple_nodes(ctx: &Ctx<'_>) -> ApiResult<Answer> {
 pub fn health(_ctx: &Ctx<'_>) -> ApiResult<Answer> {
     Ok(envelope(json!(MemberState::Up.as_str())))
 }
+
+/// The header that carries the cluster secret to [`set_members`].
+pub const SECRET_HEADER: &str = "Muster-Cluster-Secret";
+
+/// `PUT /nacos/v1/core/cluster/members` (Muster's admin endpoint): makes `members` (a
+/// `cluster.conf`-style list, this node included) this node's member list, as SIGHUP does with
+/// `cluster.conf` (`node/membership.rs`). Only with the cluster secret in the
+/// `Muster-Cluster-Secret` header: 403 without it. Answers what changed.
+pub fn set_members(ctx: &Ctx<'_>, req: &crate::http::Request<'_>) -> ApiResult<Answer> {
+    let shared = &ctx.shard.shared;
+    let Some(cluster) = &shared.config.cluster else {
+        return Err(crate::error::ApiError::bad_request(
+            "this node is standalone: it has no member list",
+        ));
+    };
+    if !req
+        .header(SECRET_HEADER)
+        .is_some_and(|s| cluster.secret.matches(s.trim().as_bytes()))
+    {
+        return Err(crate::error::ApiError::forbidden(format!(
+            "changing the member list needs the cluster secret in the {SECRET_HEADER} header"
+        )));
+    }
+    let text = ctx.params.required("members")?;
+    let list = crate::cluster::parse_members(text)
+        .map_err(|e| crate::error::ApiError::bad_request(format!("members: {e}")))?;
+    let change = crate::node::membership::apply(shared, &list).map_err(|e| match e {
+        crate::node::membership::MembershipError::List(e) => {
+            crate::error::ApiError::bad_request(format!("members: {e}"))
+        }
+        e => crate::error::ApiError::server(e.to_string()),
+    })?;
+    let addrs = |v: &[std::net::SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    Ok(envelope(json!({
+        "added": addrs(&change.added),
+        "removed": addrs(&change.removed),
+    })))
+}

@@ -90,6 +90,7 @@ endpoints! {
     CoreNodes => "core_cluster_nodes",
     CoreSimpleNodes => "core_cluster_simple_nodes",
     CoreHealth => "core_cluster_health",
+    CoreMembers => "core_cluster_members",
     Liveness => "console_liveness",
     Readiness => "console_readiness",
     Metrics => "metrics",
@@ -138,6 +139,7 @@ pub fn route(method: Method, path: &str) -> Endpoint {
             (Method::Get, "/nodes") => CoreNodes,
             (Method::Get, "/simple/nodes") => CoreSimpleNodes,
             (Method::Get, "/health") => CoreHealth,
+            (Method::Put, "/members") => CoreMembers,
             _ => NoSuchApi,
         };
     }
@@ -499,6 +501,7 @@ async fn dispatch(
         CoreNodes => core::nodes(&ctx),
         CoreSimpleNodes => core::simple_nodes(&ctx),
         CoreHealth => core::health(&ctx),
+        CoreMembers => core::set_members(&ctx, req),
         ConfigGet => {
             // Muster's extension: a linearizable read (`Shard::read_barrier`).
             if ctx.params.get("linearizable") == Some("true") {
@@ -524,7 +527,7 @@ async fn dispatch(
                 let mut text = shard.shared.metrics.render();
                 if let Some(members) = &shard.shared.members {
                     crate::node::metrics::render_members(&mut text, members);
-                    crate::node::metrics::render_distro(&mut text, &shard.shared.outboxes);
+                    crate::node::metrics::render_distro(&mut text, &shard.shared.outboxes.all());
                 }
                 text.push_str(&shard.shared.configs.render_metrics());
                 text

@@ -32,7 +32,7 @@ use crate::naming::registry::Replica;
 use crate::naming::service::ServiceKey;
 use crate::naming::write::{Reply, Write};
 use crate::node::mailbox::{Message, Op};
-use crate::node::outbox::Outbox;
+use crate::node::outbox::{Outbox, Outboxes};
 use crate::node::ownership::Member;
 use crate::node::peer::{Call, Handler, Peers, CALL_TIMEOUT};
 use crate::node::shard::Shared;
@@ -207,8 +207,9 @@ pub async fn forward(
         write,
     }))
     .map_err(|e| ApiError::server(format!("cannot encode a forwarded write: {e}")))?;
-    if let Some(t) = traffic(shared, to) {
-        t.forwards
+    if let Some(o) = outbox(shared, to) {
+        o.traffic
+            .forwards
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let (tx, rx) = flume::bounded(1);
@@ -334,8 +335,8 @@ pub async fn verify(
             if checked.lacking.is_empty() && checked.ahead.is_empty() {
                 continue;
             }
-            if let Some(t) = traffic(shared, member) {
-                t.mismatches.fetch_add(
+            if let Some(o) = outbox(shared, member) {
+                o.traffic.mismatches.fetch_add(
                     (checked.lacking.len() + checked.ahead.len()) as u64,
                     std::sync::atomic::Ordering::Relaxed,
                 );
@@ -356,8 +357,8 @@ pub async fn verify(
 
 /// Sends `body` to each of `links` at once and collects the answers that arrive within
 /// [`CALL_TIMEOUT`] (plus a second) each; a full link queue or a failed call is left out.
-async fn call_all<'a>(
-    links: impl IntoIterator<Item = (SocketAddr, &'a flume::Sender<Call>)>,
+async fn call_all(
+    links: impl IntoIterator<Item = (SocketAddr, flume::Sender<Call>)>,
     body: Vec<u8>,
 ) -> Vec<(SocketAddr, Vec<u8>)> {
     let mut asked = Vec::new();
@@ -514,14 +515,14 @@ pub fn load(shared: &Shared) {
     let mut loaded_from = None;
     'rounds: while started.elapsed() < LOAD_WAIT {
         for (addr, link) in peers.all() {
-            let Some(first) = fetch_page(link, PageAsk { page: 0, pages: 0 }) else {
+            let Some(first) = fetch_page(&link, PageAsk { page: 0, pages: 0 }) else {
                 continue;
             };
             let pages = first.pages.max(1);
             let mut services = apply_page(shared, first);
             let mut complete = true;
             for page in 1..pages {
-                match fetch_page(link, PageAsk { page, pages }) {
+                match fetch_page(&link, PageAsk { page, pages }) {
                     Some(p) if started.elapsed() < LOAD_MAX => services += apply_page(shared, p),
                     _ => {
                         complete = false;
@@ -588,7 +589,7 @@ fn apply_page(shared: &Shared, page: Page) -> usize {
 /// Queues replicas for one member (a verify round's repair) in its outbox.
 pub fn replicate_to(shared: &Shared, to: SocketAddr, batch: Vec<Replica>) {
     let batch: Vec<Arc<Replica>> = batch.into_iter().map(Arc::new).collect();
-    if let Some(outbox) = shared.outboxes.iter().find(|o| o.member == to) {
+    if let Some(outbox) = outbox(shared, to) {
         outbox.push(&batch);
     }
 }
@@ -598,7 +599,7 @@ pub fn replicate_to(shared: &Shared, to: SocketAddr, batch: Vec<Replica>) {
 /// with backoff). Never waits on a peer.
 pub fn replicate(shared: &Shared, batch: Vec<Replica>) {
     let batch: Vec<Arc<Replica>> = batch.into_iter().map(Arc::new).collect();
-    for outbox in &shared.outboxes {
+    for outbox in shared.outboxes.all() {
         outbox.push(&batch);
     }
 }
@@ -614,20 +615,29 @@ fn encode_replicas(batch: &[Arc<Replica>]) -> Option<Vec<u8>> {
 }
 
 /// Starts one replication outbox per other member.
-pub fn outboxes(peers: &Peers) -> std::io::Result<Vec<Arc<Outbox>>> {
-    peers
+pub fn outboxes(peers: &Peers) -> std::io::Result<Outboxes> {
+    let all = peers
         .all()
-        .map(|(member, link)| Outbox::start(member, link.clone(), Box::new(encode_replicas)))
-        .collect()
+        .into_iter()
+        .map(|(member, link)| Outbox::start(member, link, Box::new(encode_replicas)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(Outboxes::new(all))
+}
+
+/// Starts the outbox of a member that joined the list.
+pub fn add_outbox(
+    shared: &Shared,
+    member: SocketAddr,
+    link: flume::Sender<Call>,
+) -> std::io::Result<()> {
+    let o = Outbox::start(member, link, Box::new(encode_replicas))?;
+    shared.outboxes.add(o);
+    Ok(())
 }
 
 /// The outbox (and counters) of member `to`.
-fn traffic(shared: &Shared, to: SocketAddr) -> Option<&crate::node::outbox::Traffic> {
-    shared
-        .outboxes
-        .iter()
-        .find(|o| o.member == to)
-        .map(|o| &o.traffic)
+fn outbox(shared: &Shared, to: SocketAddr) -> Option<Arc<Outbox>> {
+    shared.outboxes.get(to)
 }
 
 /// Queues a replica on the owner shard of its service; waits for room at most `wait` (`None`:

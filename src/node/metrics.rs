@@ -458,7 +458,7 @@ pub fn render_members(s: &mut String, members: &crate::cluster::Members) {
     for (name, kind, help, get) in series {
         let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for m in members.peers() {
-            let _ = writeln!(s, "{name}{{peer=\"{}\"}} {}", m.addr, get(m));
+            let _ = writeln!(s, "{name}{{peer=\"{}\"}} {}", m.addr, get(&m));
         }
     }
 }

@@ -12,6 +12,7 @@
 //!   verify rounds, hand-overs and the startup load.
 //! - [`outbox`]: one replication queue per peer, with coalescing, batches, retries and
 //!   backoff, and the per-peer Distro counters.
+//! - [`membership`]: the member list at run time (SIGHUP, the admin endpoint).
 //! - [`peer`]: peer links (authenticated node-to-node TCP) and the pings behind member states.
 //! - [`raft`]: the raft thread (WAL appends, fdatasync, applying committed ops to the shards).
 //! - [`transport`]: raft messages between members (batches, chunked snapshots).
@@ -22,6 +23,7 @@ pub mod distro;
 pub(crate) mod error;
 pub(crate) mod listener;
 pub(crate) mod mailbox;
+pub mod membership;
 pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub(crate) mod ownership;

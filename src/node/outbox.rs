@@ -94,6 +94,46 @@ struct Waiting {
     since: Instant,
 }
 
+/// Every peer's outbox; members join and leave the list at run time.
+#[derive(Debug, Default)]
+pub struct Outboxes(std::sync::RwLock<Vec<Arc<Outbox>>>);
+
+impl Outboxes {
+    /// The outboxes of the members at start.
+    pub fn new(all: Vec<Arc<Outbox>>) -> Outboxes {
+        Outboxes(std::sync::RwLock::new(all))
+    }
+
+    /// Every outbox (a snapshot).
+    pub fn all(&self) -> Vec<Arc<Outbox>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Member `to`'s outbox.
+    pub fn get(&self, to: SocketAddr) -> Option<Arc<Outbox>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|o| o.member == to)
+            .cloned()
+    }
+
+    /// Adds a new member's outbox.
+    pub fn add(&self, o: Arc<Outbox>) {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).push(o);
+    }
+
+    /// Stops and drops the outbox of a member that left the list.
+    pub fn remove(&self, to: SocketAddr) {
+        let mut w = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for o in w.iter().filter(|o| o.member == to) {
+            o.stop();
+        }
+        w.retain(|o| o.member != to);
+    }
+}
+
 /// One peer's outbox.
 pub struct Outbox {
     /// The peer (its HTTP member address).

@@ -21,7 +21,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -317,8 +317,11 @@ pub struct Call {
 /// This node's peer links: a queue of calls per other member, and the handler that serves
 /// calls from them (set once the node can serve; until then they are answered "unavailable").
 pub struct Peers {
-    links: Vec<(SocketAddr, flume::Sender<Call>)>,
+    links: RwLock<Vec<(SocketAddr, flume::Sender<Call>)>>,
     handlers: Arc<Handlers>,
+    settings: PeerSettings,
+    members: Arc<Members>,
+    stop: Arc<AtomicBool>,
 }
 
 /// What serves peers' requests, by frame kind; each is set once the node can serve it.
@@ -333,25 +336,50 @@ struct Handlers {
 impl std::fmt::Debug for Peers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Peers")
-            .field("links", &self.links.len())
+            .field("links", &self.read().len())
             .finish()
     }
 }
 
 impl Peers {
-    /// Where calls to member `to` are queued (none for this node or a stranger).
-    pub fn link(&self, to: SocketAddr) -> Option<&flume::Sender<Call>> {
-        self.links.iter().find(|(a, _)| *a == to).map(|(_, s)| s)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<(SocketAddr, flume::Sender<Call>)>> {
+        self.links.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The call queues of every other member.
-    pub fn links(&self) -> impl Iterator<Item = &flume::Sender<Call>> {
-        self.links.iter().map(|(_, s)| s)
+    /// Where calls to member `to` are queued (none for this node or a stranger).
+    pub fn link(&self, to: SocketAddr) -> Option<flume::Sender<Call>> {
+        self.read()
+            .iter()
+            .find(|(a, _)| *a == to)
+            .map(|(_, s)| s.clone())
     }
 
     /// Every other member and its call queue.
-    pub fn all(&self) -> impl Iterator<Item = (SocketAddr, &flume::Sender<Call>)> {
-        self.links.iter().map(|(a, s)| (*a, s))
+    pub fn all(&self) -> Vec<(SocketAddr, flume::Sender<Call>)> {
+        self.read().clone()
+    }
+
+    /// Starts the link to a member that joined the list (nothing when it has one already).
+    /// Returns its call queue.
+    pub fn add(&self, to: SocketAddr) -> io::Result<flume::Sender<Call>> {
+        if let Some(l) = self.link(to) {
+            return Ok(l);
+        }
+        let tx = spawn_link(to, &self.members, &self.settings, &self.stop)?;
+        self.links
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((to, tx.clone()));
+        Ok(tx)
+    }
+
+    /// Ends the link to a member that left the list: its threads finish the call they carry
+    /// and stop.
+    pub fn remove(&self, to: SocketAddr) {
+        self.links
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(a, _)| *a != to);
     }
 
     /// Starts serving calls from peers with `handler` (once; later calls are ignored).
@@ -411,24 +439,40 @@ pub fn start(
     }
     let mut links = Vec::new();
     for peer in members.peers() {
-        let to = peer.addr;
-        let (tx, rx) = flume::bounded(CALL_QUEUE);
-        links.push((to, tx));
-        for conn in 0..LINK_CONNECTIONS {
-            let (members, settings, stop, rx) =
-                (members.clone(), settings.clone(), stop.clone(), rx.clone());
-            std::thread::Builder::new()
-                .name(format!("muster-peer-{to}-{conn}"))
-                .spawn(move || link(to, conn == 0, members, settings, stop, rx))?;
-        }
+        links.push((
+            peer.addr,
+            spawn_link(peer.addr, &members, &settings, &stop)?,
+        ));
     }
     Ok((
         bound,
         Peers {
-            links,
+            links: RwLock::new(links),
             handlers: handler,
+            settings,
+            members,
+            stop,
         },
     ))
+}
+
+/// Starts the [`LINK_CONNECTIONS`] threads of member `to`'s link; returns its call queue.
+/// They end when the queue's last sender is dropped ([`Peers::remove`]) or at `stop`.
+fn spawn_link(
+    to: SocketAddr,
+    members: &Arc<Members>,
+    settings: &PeerSettings,
+    stop: &Arc<AtomicBool>,
+) -> io::Result<flume::Sender<Call>> {
+    let (tx, rx) = flume::bounded(CALL_QUEUE);
+    for conn in 0..LINK_CONNECTIONS {
+        let (members, settings, stop, rx) =
+            (members.clone(), settings.clone(), stop.clone(), rx.clone());
+        std::thread::Builder::new()
+            .name(format!("muster-peer-{to}-{conn}"))
+            .spawn(move || link(to, conn == 0, members, settings, stop, rx))?;
+    }
+    Ok(tx)
 }
 
 /// Accepts peer connections. A connection from an address that is no member's is refused
@@ -578,7 +622,7 @@ fn link(
         this: members.this(),
         to,
         primary,
-        member,
+        member: &member,
         settings: &settings,
         conn: None,
         seq: 0,
@@ -594,8 +638,8 @@ fn link(
                 continue;
             }
             Err(flume::RecvTimeoutError::Timeout) => {}
-            // Nobody can queue calls any more: keep pinging.
-            Err(flume::RecvTimeoutError::Disconnected) => std::thread::sleep(wait),
+            // The member left the list (`Peers::remove` dropped the queue): this link ends.
+            Err(flume::RecvTimeoutError::Disconnected) => return,
         }
         next_ping = Instant::now() + settings.ping;
         let ping = l.seq.wrapping_add(1).to_le_bytes();

@@ -42,7 +42,7 @@ use crate::naming::service::ServiceKey;
 use crate::naming::write::{Reply, Restore};
 use crate::node::mailbox::{Message, Op};
 use crate::node::shard::Shared;
-use crate::node::transport::{Inbound, Transport};
+use crate::node::transport::Inbound;
 use crate::node::Error;
 
 /// Most proposals taken into one Ready (one fdatasync).
@@ -99,8 +99,6 @@ pub struct Inputs {
     pub reads: flume::Receiver<ReadBarrier>,
     /// Messages and reports from the transport (none standalone).
     pub inbound: flume::Receiver<Inbound>,
-    /// The transport to the other members (`None` standalone).
-    pub transport: Option<Transport>,
 }
 
 /// This node's raft state as the raft thread last published it (`/v1/core/cluster/nodes`,
@@ -218,12 +216,16 @@ struct Thread {
     /// Local ids start at the wall clock in µs, so an entry proposed by an earlier run of this
     /// node never matches a waiter of this one.
     next_id: u64,
-    transport: Option<Transport>,
     /// When the last membership change was proposed.
     last_change: Option<Instant>,
     /// A conf change was applied since the last snapshot: take one now, and compact the
     /// whole log behind it.
     membership_changed: bool,
+    /// The leader told this member it removed it from the group.
+    removed: bool,
+    /// Every member address seen in the list, by raft id (a removed member is told so even
+    /// after it left the list).
+    known: HashMap<u64, std::net::SocketAddr>,
 }
 
 fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSettings) {
@@ -238,7 +240,6 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
         proposals,
         reads,
         inbound,
-        transport,
     } = inputs;
     // Rebuild the owners' registries, one message per service, then wait until every shard
     // has applied them.
@@ -294,9 +295,10 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
         // snapshots are taken only in the serving loop).
         since_snapshot: tail,
         next_id: wall_ms().saturating_mul(1000),
-        transport,
         last_change: None,
         membership_changed: false,
+        removed: false,
+        known: HashMap::new(),
     };
     // A one-voter group elects itself on its first Ready: become leader before opening the
     // gate, so the first write after readiness does not meet "no leader yet". A member of a
@@ -365,6 +367,22 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
                     let _ = node.step(*m);
                 }
                 Inbound::Unreachable(id) => node.report_unreachable(id),
+                Inbound::Removed(id) if id == settings.id && !t.removed => {
+                    tracing::warn!(
+                        id,
+                        "the raft leader removed this member from the group: it takes no \
+                         persistent writes (add it to the member list again to rejoin)"
+                    );
+                    t.removed = true;
+                    // Remembered across a restart: the log's membership lacks this member.
+                    let mut cs = node.conf_state();
+                    cs.voters.retain(|&v| v != settings.id);
+                    let store = node.store_mut();
+                    if let Err(e) = store.set_conf_state(&cs).and_then(|()| store.sync()) {
+                        tracing::warn!("cannot record the removal in the log: {e}");
+                    }
+                }
+                Inbound::Removed(_) => {}
                 Inbound::SnapshotSent { to, ok } => node.report_snapshot(to, ok),
             }
         }
@@ -446,10 +464,12 @@ impl Thread {
         if changes.peek().is_none() {
             return;
         }
-        let voter = node.conf_state().voters.contains(&self.settings.id);
+        let voter = !self.removed && node.conf_state().voters.contains(&self.settings.id);
         for c in changes {
             if !voter {
-                let why = if node.conf_state().voters.is_empty() {
+                let why = if self.removed {
+                    "the leader removed it".to_string()
+                } else if node.conf_state().voters.is_empty() {
                     "waiting to be added by the leader".to_string()
                 } else {
                     format!("raft id {} is not among the voters", self.settings.id)
@@ -563,9 +583,14 @@ impl Thread {
         {
             return;
         }
+        for m in members.all().iter() {
+            self.known
+                .insert(crate::cluster::Members::raft_id(m.addr), m.addr);
+        }
         let voters = node.conf_state().voters;
         let listed = members.raft_ids();
-        let add = members.all().iter().find(|m| {
+        let all = members.all();
+        let add = all.iter().find(|m| {
             let id = crate::cluster::Members::raft_id(m.addr);
             !voters.contains(&id)
                 && (m.addr == members.this() || m.state() == crate::cluster::MemberState::Up)
@@ -645,9 +670,11 @@ impl Thread {
     /// synced once per Ready (group commit).
     fn on_ready(&mut self, node: &mut Node) -> Result<(), consensus::Error> {
         self.release_held(node);
+        let before = node.conf_state().voters;
+        let leader = node.is_leader();
         node.drive(|store, action| match action {
             Action::Send(msgs) | Action::SendPersisted(msgs) => {
-                if let Some(t) = &self.transport {
+                if let Some(t) = &self.shared.transport {
                     t.send(msgs);
                 }
                 Ok(())
@@ -663,6 +690,9 @@ impl Thread {
             Action::SetCommit(commit) => Ok(store.set_commit(commit)?),
             Action::SetConfState(cs) => {
                 tracing::info!(voters = ?cs.voters, "raft membership changed");
+                if leader {
+                    self.tell_removed(&before, &cs.voters);
+                }
                 // The next snapshot carries the new membership and the log behind it goes:
                 // a member added now starts from that snapshot (raft-rs refuses one whose
                 // membership lacks it), never from entries that predate its membership.
@@ -680,6 +710,22 @@ impl Thread {
             }
         })
         .map(|_| ())
+    }
+
+    /// Tells every member the applied membership dropped that it was removed.
+    fn tell_removed(&self, before: &[u64], after: &[u64]) {
+        let Some(t) = &self.shared.transport else {
+            return;
+        };
+        for id in before.iter().filter(|id| !after.contains(id)) {
+            if *id == self.settings.id {
+                continue;
+            }
+            match self.known.get(id) {
+                Some(&addr) => t.tell_removed(addr, *id),
+                None => tracing::warn!(id, "removed a member whose address is unknown here"),
+            }
+        }
     }
 
     /// Answers the reads whose index this node has applied.
@@ -793,7 +839,7 @@ impl Thread {
         let encoded = started.elapsed();
         match node.store_mut().create_snapshot(applied, &cs, image) {
             Ok(()) => {
-                let keep = if self.transport.is_some() && !forced {
+                let keep = if self.shared.transport.is_some() && !forced {
                     KEEP_BEHIND_SNAPSHOT
                 } else {
                     0

@@ -81,7 +81,7 @@ pub struct Shared {
     /// Links to the other members (calls to them, the handler of theirs); `None` standalone.
     pub peers: Option<crate::node::peer::Peers>,
     /// One Distro replication outbox per other member (none standalone).
-    pub outboxes: Vec<Arc<crate::node::outbox::Outbox>>,
+    pub outboxes: crate::node::outbox::Outboxes,
     /// Whether the server is ready to serve (readiness probe): recovered and not stopping.
     pub ready: AtomicBool,
     /// Persistent state has been recovered: the naming API is open (Nacos's status gate).
@@ -97,6 +97,8 @@ pub struct Shared {
     pub proposals: flume::Sender<crate::node::raft::Proposal>,
     /// Linearizable-read barriers to the raft thread.
     pub reads: flume::Sender<crate::node::raft::ReadBarrier>,
+    /// Raft's transport to the other members (`None` standalone).
+    pub transport: Option<crate::node::transport::Transport>,
     /// This node's raft state as the raft thread last published it.
     pub raft: crate::node::raft::RaftView,
     /// Set once every shard has stopped: the raft thread finishes what is queued and ends.

@@ -17,6 +17,8 @@
 //!
 //! Wire format of a `RAFT` frame body (after the peer layer's request number):
 //! - batch: `1`, count (u32 LE), then per message its length (u32 LE) and protobuf bytes;
+//! - removal notice: `3`, the removed member's raft id (u64 LE): the leader tells a member it
+//!   removed from the group, which then refuses persistent writes saying why;
 //! - snapshot chunk: `2`, sender id, snapshot index, offset, total length (u64 LE each),
 //!   CRC32 of the whole image, CRC32 of this chunk, length of the metadata (u32 LE each), the
 //!   metadata (the protobuf `MsgSnapshot` without its data; only in the chunk at offset 0),
@@ -27,7 +29,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
@@ -51,6 +53,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 const BATCH: u8 = 1;
 const SNAP_CHUNK: u8 = 2;
+const REMOVED: u8 = 3;
 const CHUNK_HEADER: usize = 1 + 8 * 4 + 4 * 3;
 
 /// What reaches the raft thread from the transport.
@@ -60,6 +63,8 @@ pub enum Inbound {
     Message(Box<Message>),
     /// Messages to this member could not be delivered.
     Unreachable(u64),
+    /// The leader removed the member with this raft id from the group.
+    Removed(u64),
     /// A snapshot sent to this member arrived whole (`ok`) or did not.
     SnapshotSent {
         /// The member's raft id.
@@ -82,13 +87,18 @@ pub struct TransportStats {
     pub snapshot_bytes: AtomicU64,
 }
 
-/// The raft thread's outgoing side: one queue per other member.
+/// The raft thread's outgoing side: one queue per other member (members join and leave at
+/// run time: [`Transport::add`], [`Transport::remove`]).
 #[derive(Debug)]
 pub struct Transport {
-    queues: HashMap<u64, flume::Sender<Message>>,
+    queues: RwLock<HashMap<u64, flume::Sender<Message>>>,
     /// Counters.
     pub stats: Arc<TransportStats>,
     inbound: flume::Sender<Inbound>,
+    this: SocketAddr,
+    settings: PeerSettings,
+    stop: Arc<AtomicBool>,
+    rate: u64,
 }
 
 impl Transport {
@@ -101,39 +111,84 @@ impl Transport {
         inbound: flume::Sender<Inbound>,
         rate: u64,
     ) -> std::io::Result<Transport> {
-        let stats = Arc::new(TransportStats::default());
-        let mut queues = HashMap::new();
-        for peer in members.peers() {
-            let id = Members::raft_id(peer.addr);
-            let (tx, rx) = flume::bounded(QUEUE);
-            queues.insert(id, tx);
-            let sender = Sender {
-                to: peer.addr,
-                to_id: id,
-                channel: Channel::raft(members.this(), peer.addr, settings.clone()),
-                inbound: inbound.clone(),
-                stats: stats.clone(),
-                rate: rate.max(1),
-                ping: settings.ping,
-            };
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("muster-raft-{}", peer.addr))
-                .spawn(move || sender.run(rx, &stop))?;
-        }
-        Ok(Transport {
-            queues,
-            stats,
+        let t = Transport {
+            queues: RwLock::default(),
+            stats: Arc::default(),
             inbound,
-        })
+            this: members.this(),
+            settings: settings.clone(),
+            stop,
+            rate: rate.max(1),
+        };
+        for peer in members.peers() {
+            t.add(peer.addr)?;
+        }
+        Ok(t)
+    }
+
+    /// Starts the sender thread of a member that joined the list (nothing if it has one).
+    pub fn add(&self, to: SocketAddr) -> std::io::Result<()> {
+        let id = Members::raft_id(to);
+        let mut queues = self.queues.write().unwrap_or_else(|e| e.into_inner());
+        if queues.contains_key(&id) {
+            return Ok(());
+        }
+        let (tx, rx) = flume::bounded(QUEUE);
+        let sender = Sender {
+            to,
+            to_id: id,
+            channel: Channel::raft(self.this, to, self.settings.clone()),
+            inbound: self.inbound.clone(),
+            stats: self.stats.clone(),
+            rate: self.rate,
+            ping: self.settings.ping,
+        };
+        let stop = self.stop.clone();
+        std::thread::Builder::new()
+            .name(format!("muster-raft-{to}"))
+            .spawn(move || sender.run(rx, &stop))?;
+        queues.insert(id, tx);
+        Ok(())
+    }
+
+    /// Tells the member at `to` that the group no longer has raft id `id` (sent from its own
+    /// short-lived thread, at most 3 tries: the member may have left the list already, so it
+    /// has no sender thread).
+    pub fn tell_removed(&self, to: SocketAddr, id: u64) {
+        let mut channel = Channel::raft(self.this, to, self.settings.clone());
+        let mut body = vec![REMOVED];
+        body.extend_from_slice(&id.to_le_bytes());
+        let spawned = std::thread::Builder::new()
+            .name(format!("muster-raft-removed-{to}"))
+            .spawn(move || {
+                for _ in 0..3 {
+                    if channel.call(&body, CALL_TIMEOUT).is_ok_and(|a| a == b"ok") {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                tracing::warn!(member = %to, "could not tell a removed member it was removed");
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(member = %to, "cannot start a thread to tell a removed member: {e}");
+        }
+    }
+
+    /// Ends the sender thread of a member that left the list (once its queue is drained).
+    pub fn remove(&self, to: SocketAddr) {
+        self.queues
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Members::raft_id(to));
     }
 
     /// Queues messages for their members without blocking. A message to a member with a full
     /// queue is dropped (a snapshot's failure is reported to raft at once).
     pub fn send(&self, msgs: Vec<Message>) {
+        let queues = self.queues.read().unwrap_or_else(|e| e.into_inner());
         for m in msgs {
             let to = m.to;
-            let Some(q) = self.queues.get(&to) else {
+            let Some(q) = queues.get(&to) else {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -476,7 +531,32 @@ pub fn handler(
     inbox: flume::Sender<Inbound>,
     stats: Arc<TransportStats>,
 ) -> Handler {
-    Arc::new(move |body: Vec<u8>| match receiver.accept(&body) {
+    Arc::new(move |body: Vec<u8>| {
+        if let Some(id) = removal(&body) {
+            return match inbox.send_timeout(Inbound::Removed(id), Duration::from_secs(1)) {
+                Ok(()) => b"ok".to_vec(),
+                Err(_) => b"raft inbox full".to_vec(),
+            };
+        }
+        serve(&receiver, &inbox, &stats, &body)
+    })
+}
+
+/// The raft id a removal notice names, if `body` is one.
+fn removal(body: &[u8]) -> Option<u64> {
+    match body {
+        [REMOVED, id @ ..] if id.len() == 8 => Some(u64::from_le_bytes(id.try_into().ok()?)),
+        _ => None,
+    }
+}
+
+fn serve(
+    receiver: &Receiver,
+    inbox: &flume::Sender<Inbound>,
+    stats: &TransportStats,
+    body: &[u8],
+) -> Vec<u8> {
+    match receiver.accept(body) {
         Ok(msgs) => {
             for m in msgs {
                 stats.received.fetch_add(1, Ordering::Relaxed);
@@ -496,13 +576,13 @@ pub fn handler(
             tracing::warn!("refused a raft frame: {e}");
             e.to_string().into_bytes()
         }
-    })
+    }
 }
 
 /// Fuzz entry: decodes `bytes` as one raft frame body. True when it decoded.
 #[doc(hidden)]
 pub fn decode_for_fuzz(bytes: &[u8]) -> bool {
-    Receiver::default().accept(bytes).is_ok()
+    removal(bytes).is_some() || Receiver::default().accept(bytes).is_ok()
 }
 
 #[cfg(test)]
