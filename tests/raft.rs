@@ -893,6 +893,23 @@ fn membership_grows_3_to_5_and_shrinks_back_under_write_load() {
     );
     // The remaining three still commit.
     assert_eq!(register(first[1], "after", "127.0.2.12", 1), Some(200));
+    // muster-wal shows the conf changes in a member's log (read-only, the server may run).
+    let out = std::process::Command::new(common::muster_wal())
+        .arg("dump")
+        .arg(nodes[0].dir.path().join("data"))
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{dump}");
+    for id in [4, 5].map(|i| muster::cluster::Members::raft_id(member(i))) {
+        assert!(
+            dump.contains(&format!("change=add_node {id}"))
+                || dump.contains(&format!("change=remove_node {id}")),
+            "no conf change for {id} in the dump:\n{dump}"
+        );
+    }
+    let metrics = get(first[0], "/metrics").map(|r| r.1).unwrap_or_default();
+    assert!(metrics.contains("muster_raft_voters 3"), "{metrics}");
     for n in &nodes[..3] {
         verify_wal(n);
     }
