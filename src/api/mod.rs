@@ -529,11 +529,10 @@ async fn dispatch(
                     crate::node::metrics::render_members(&mut text, members);
                     crate::node::metrics::render_distro(&mut text, &shard.shared.outboxes.all());
                 }
-                crate::node::metrics::render_raft(
-                    &mut text,
-                    &shard.shared.raft,
-                    shard.shared.transport.as_ref(),
-                );
+                shard
+                    .shared
+                    .raft
+                    .render(&mut text, shard.shared.transport.as_ref());
                 text.push_str(&shard.shared.configs.render_metrics());
                 text
             })),

@@ -132,6 +132,77 @@ impl RaftView {
         }
     }
 
+    /// Renders (Prometheus text) this node's raft state and, in a cluster, the raft transport's counters.
+    pub fn render(&self, s: &mut String, transport: Option<&crate::node::transport::Transport>) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let view = self;
+        let voters = view.voters.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let gauges: [(&str, &str, u64); 6] = [
+            (
+                "muster_raft_term",
+                "The current raft term.",
+                view.term.load(Relaxed),
+            ),
+            (
+                "muster_raft_is_leader",
+                "1 while this node leads the raft group.",
+                u64::from(view.role.load(Relaxed) == 2),
+            ),
+            (
+                "muster_raft_leader_known",
+                "1 while this node knows a raft leader.",
+                u64::from(view.leader.load(Relaxed) != 0),
+            ),
+            (
+                "muster_raft_committed_index",
+                "Highest committed raft index.",
+                view.committed.load(Relaxed),
+            ),
+            (
+                "muster_raft_applied_index",
+                "Highest applied raft index.",
+                view.applied.load(Relaxed),
+            ),
+            (
+                "muster_raft_voters",
+                "Voters in the raft membership.",
+                voters as u64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        }
+        let Some(t) = transport else {
+            return;
+        };
+        let counters: [(&str, &str, u64); 4] = [
+            (
+                "muster_raft_messages_sent_total",
+                "Raft messages handed to a member's sender.",
+                t.stats.sent.load(Relaxed),
+            ),
+            (
+                "muster_raft_messages_dropped_total",
+                "Raft messages dropped (full queue or failed batch; raft resends).",
+                t.stats.dropped.load(Relaxed),
+            ),
+            (
+                "muster_raft_messages_received_total",
+                "Raft messages received from members.",
+                t.stats.received.load(Relaxed),
+            ),
+            (
+                "muster_raft_snapshot_bytes_sent_total",
+                "Snapshot bytes streamed to members.",
+                t.stats.snapshot_bytes.load(Relaxed),
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        }
+    }
+
     fn publish(&self, node: &Node) {
         let st = node.status();
         self.id.store(st.id, Ordering::Relaxed);
