@@ -980,3 +980,47 @@ fn sighup_reloads_cluster_conf_and_the_leader_adds_the_new_member() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_long_poll_on_one_member_is_woken_by_a_publish_on_another() {
+    if !in_netns("a_long_poll_on_one_member_is_woken_by_a_publish_on_another") {
+        return;
+    }
+    let nodes = start(3);
+    assert_eq!(publish(nodes[0].addr, "watched", "v1"), Some(200));
+    let md5 = muster::consensus::config::md5_hex("v1");
+    // Every member holds the config before the poll starts, so the poll waits.
+    for n in &nodes {
+        assert!(wait_until(Duration::from_secs(2), || config(
+            n.addr, "watched", false
+        )
+        .is_some_and(|r| r == (200, "v1".into()))));
+    }
+    let listener = nodes[2].addr;
+    let held = std::thread::spawn(move || {
+        let started = Instant::now();
+        let line = format!("watched%02G%02{md5}%01");
+        let r = call_with(
+            listener,
+            "POST",
+            &format!("/nacos/v1/cs/configs/listener?Listening-Configs={line}"),
+            "Long-Pulling-Timeout: 30000\r\n",
+        );
+        (r, started.elapsed())
+    });
+    assert!(wait_until(Duration::from_secs(5), || get(
+        listener, "/metrics"
+    )
+    .is_some_and(|(_, m)| m
+        .lines()
+        .any(|l| l == "muster_config_held_polls 1"))));
+    assert_eq!(publish(nodes[0].addr, "watched", "v2"), Some(200));
+    let (r, took) = held.join().unwrap();
+    let (status, body) = r.expect("the held poll was answered");
+    assert_eq!(status, 200);
+    assert_eq!(body, "watched%02G%01\n", "woken with the changed key");
+    assert!(
+        took < Duration::from_secs(10),
+        "answered after {took:?}, not when woken"
+    );
+}
