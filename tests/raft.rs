@@ -640,16 +640,17 @@ fn randomized_kills_and_partitions_keep_histories_linearizable() {
         ConfigOp, ConfigRegister, ConfigRet, History, Limits, Outcome, ServiceOp, ServiceRet,
         ServiceSet,
     };
-    if !in_netns_for(
-        "randomized_kills_and_partitions_keep_histories_linearizable",
-        Duration::from_secs(400),
-    ) {
-        return;
-    }
     let schedules: u64 = std::env::var("MUSTER_LINEAR_SCHEDULES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
+    // A schedule takes about 3 s (up to 2.5 s of fault, then a leader to settle).
+    if !in_netns_for(
+        "randomized_kills_and_partitions_keep_histories_linearizable",
+        Duration::from_secs(120 + 10 * schedules),
+    ) {
+        return;
+    }
     let mut nodes = start(3);
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     let (mut ops_total, mut unknown_total) = (0usize, 0usize);
