@@ -81,20 +81,6 @@ fn record_holding(segment: &[u8], at: usize) -> usize {
     panic!("byte {at} is past the records of the segment");
 }
 
-/// `muster-wal`, built by this workspace next to `muster`.
-fn muster_wal() -> PathBuf {
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_muster"));
-    let path = exe.with_file_name("muster-wal");
-    if !path.exists() {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "muster-wal"])
-            .status()
-            .expect("run cargo build -p muster-wal");
-        assert!(st.success());
-    }
-    path
-}
-
 #[test]
 fn persistent_state_survives_restart_and_ephemeral_does_not() {
     let s = Server::start(&["--shards", "2"]);
@@ -277,7 +263,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     let data = s.data_dir.path().to_path_buf();
     let st = s.terminate().unwrap();
     assert!(st.success());
-    let out = std::process::Command::new(muster_wal())
+    let out = std::process::Command::new(common::muster_wal())
         .arg("verify")
         .arg(&data)
         .output()
@@ -289,7 +275,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The log's binary op bodies read back as the ops' JSON.
-    let out = std::process::Command::new(muster_wal())
+    let out = std::process::Command::new(common::muster_wal())
         .args(["history", "--service", "crash-0"])
         .arg(&data)
         .output()
@@ -342,7 +328,7 @@ fn a_flipped_bit_mid_log_refuses_to_start_and_names_file_and_offset() {
         "error names the byte offset of the bad record (byte {at} was flipped): {err}"
     );
     // muster-wal verify agrees.
-    let v = std::process::Command::new(muster_wal())
+    let v = std::process::Command::new(common::muster_wal())
         .arg("verify")
         .arg(s.data_dir.path())
         .output()

@@ -16,6 +16,7 @@ use common::linear::{
     check, check_ops, format_witness, ConfigOp, ConfigRegister, ConfigRet, History, Limits, Model,
     Op, OpOf, Outcome, ServiceOp, ServiceRet, ServiceSet, Verdict,
 };
+use common::Rng;
 
 type COp = Op<ConfigOp, ConfigRet>;
 type SOp = Op<ServiceOp, ServiceRet>;
@@ -449,22 +450,6 @@ fn the_recorder_times_threads_and_checks_what_they_did() {
     let _ = history.invoke(9, "k", publish("pending"));
     let r = history.check(&ConfigRegister, Limits::default());
     assert_eq!(r.verdict(), Verdict::Illegal, "{r}");
-}
-
-/// splitmix64: a small deterministic generator for the random histories.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// A random history of `model` over 3 keys from a real sequential execution: operation `j`

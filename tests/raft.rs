@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::Rng;
 use serde_json::Value;
 
 /// This node's raft view (`extendInfo.raft` of `/v1/core/cluster/self`).
@@ -356,23 +357,6 @@ fn a_minority_of_five_refuses_writes_and_the_majority_keeps_writing() {
             n.addr,
             instances(n.addr, "split")
         );
-    }
-}
-
-/// A tiny deterministic generator (splitmix64): schedules are reproducible from their seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 

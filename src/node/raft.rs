@@ -545,7 +545,7 @@ impl Thread {
                 } else {
                     format!("raft id {} is not among the voters", self.settings.id)
                 };
-                fail_held(c, &Error::NotVoter(why).into(), &self.shared);
+                c.fail(&Error::NotVoter(why).into());
                 continue;
             }
             if node.leader() == 0 {
@@ -633,7 +633,7 @@ impl Thread {
             }
             let (_, c) = self.held.pop_front().expect("front");
             let why = format!("elected within {} ms", LEADER_WAIT.as_millis());
-            fail_held(c, &Error::NoLeader(why).into(), &self.shared);
+            c.fail(&Error::NoLeader(why).into());
         }
     }
 
@@ -731,7 +731,7 @@ impl Thread {
         self.deadlines.clear();
         self.reads_due.clear();
         for (_, c) in std::mem::take(&mut self.held) {
-            fail_held(c, err, &self.shared);
+            c.fail(err);
         }
         self.shared.configs.fail_pending(err);
     }
@@ -930,14 +930,16 @@ impl Thread {
     }
 }
 
-/// Fails a change that was never proposed.
-fn fail_held(c: Held, err: &ApiError, _shared: &Shared) {
-    match c {
-        Held::Naming(p) => {
-            let _ = p.reply.send(Err(err.clone()));
-        }
-        Held::Config(p) => {
-            let _ = p.reply.send(Err(err.clone()));
+impl Held {
+    /// Fails a change that was never proposed (nothing changed).
+    fn fail(self, err: &ApiError) {
+        match self {
+            Held::Naming(p) => {
+                let _ = p.reply.send(Err(err.clone()));
+            }
+            Held::Config(p) => {
+                let _ = p.reply.send(Err(err.clone()));
+            }
         }
     }
 }

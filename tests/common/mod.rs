@@ -269,6 +269,25 @@ impl Drop for Server {
 /// Splits a raw HTTP/1.1 response into (status, body), de-chunking if needed.
 /// The `ip`s of a list answer's `hosts`, sorted.
 #[allow(dead_code)]
+/// splitmix64: a small deterministic generator, so a random test replays from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// The `muster-wal` binary next to the server's (built first when missing).
 pub fn muster_wal() -> std::path::PathBuf {
     let exe = std::path::PathBuf::from(env!("CARGO_BIN_EXE_muster"));
