@@ -198,6 +198,32 @@ fn persistent_writes_and_configs_through_any_member_reach_every_member() {
             );
         }
     }
+    // Services holding both kinds: persistent instances through raft, ephemeral ones through
+    // Distro, and every member lists both well inside a verify round (2 s): a committed op
+    // does not move a service's Distro version, so no member refuses the responsible one's
+    // replica.
+    for k in 0..6u16 {
+        let svc = format!("mixed{k}");
+        assert_eq!(register(nodes[0].addr, &svc, "127.0.2.20", 1), Some(200));
+        let eph = format!("/nacos/v1/ns/instance?serviceName={svc}&ip=127.0.2.21&port=2");
+        assert_eq!(call(nodes[1].addr, "POST", &eph).map(|r| r.0), Some(200));
+    }
+    for k in 0..6u16 {
+        let want: BTreeSet<String> = ["127.0.2.20:1", "127.0.2.21:2"].map(String::from).into();
+        for n in &nodes {
+            assert!(
+                wait_until(Duration::from_millis(700), || instances(
+                    n.addr,
+                    &format!("mixed{k}")
+                )
+                .as_ref()
+                    == Some(&want)),
+                "{} lists {:?} for mixed{k}",
+                n.addr,
+                instances(n.addr, &format!("mixed{k}"))
+            );
+        }
+    }
     // A deregistration goes the same way.
     assert_eq!(
         deregister(nodes[1].addr, "db", "127.0.2.1", 9000),

@@ -257,6 +257,7 @@ impl Shard {
         let reg = self.registry.borrow();
         let batch: Vec<_> = changed
             .iter()
+            .filter(|k| !reg.flushed_by_raft_only(k))
             .filter_map(|k| reg.replica_now(k, now))
             .collect();
         drop(reg);

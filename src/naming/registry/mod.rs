@@ -225,6 +225,12 @@ pub struct Registry {
     any_replica: bool,
     /// Cluster mode (see [`Registry::set_distro`]).
     distro: bool,
+    /// Services changed only by committed (raft) ops since the last flush, with the revision
+    /// the last of them left: if the service still has that revision at the flush, nothing
+    /// else changed it, so its Distro version stays and it is not replicated.
+    raft_only: HashMap<ServiceKey, u64>,
+    /// The services the last flush published because of committed ops alone.
+    raft_only_flushed: HashSet<ServiceKey>,
 }
 
 /// [`Registry::compact`] runs once at least this many services were removed since it last did.
@@ -251,6 +257,8 @@ impl Registry {
             compact_at: None,
             any_replica: false,
             distro: false,
+            raft_only: HashMap::new(),
+            raft_only_flushed: HashSet::new(),
         }
     }
 
@@ -495,6 +503,8 @@ impl Registry {
     /// were published or removed.
     pub fn flush(&mut self, now: u64) -> Vec<ServiceKey> {
         let mut changed = Vec::new();
+        let raft_only = std::mem::take(&mut self.raft_only);
+        self.raft_only_flushed.clear();
         for key in self.deleted.drain(..) {
             if !self.services.contains_key(&key) {
                 self.view.remove(&key);
@@ -530,7 +540,9 @@ impl Registry {
             // shares the roster: no per-instance work.
             if svc.published != svc.revision {
                 svc.published = svc.revision;
-                if self.distro && !svc.replica {
+                if raft_only.get(&key) == Some(&svc.revision) {
+                    self.raft_only_flushed.insert(key.clone());
+                } else if self.distro && !svc.replica {
                     svc.version += 1;
                 }
                 let mut view = ServiceView::new(
@@ -546,6 +558,12 @@ impl Registry {
         }
         self.stats.services = self.services.len() as u64;
         changed
+    }
+
+    /// Whether the last flush published `key` only because of committed ops (no Distro
+    /// change to replicate).
+    pub fn flushed_by_raft_only(&self, key: &ServiceKey) -> bool {
+        self.raft_only_flushed.contains(key)
     }
 
     fn upsert(&mut self, key: &ServiceKey, spec: &InstanceSpec, now: u64) {

@@ -89,7 +89,28 @@ impl Registry {
     /// service before proposing; this catches a persistent register that raced the delete. An
     /// ephemeral one that raced it goes with the service, as it would on replay; its next beat
     /// is answered 20404 and the client registers again.)
+    ///
+    /// A service whose only change since the last flush is committed ops is published without
+    /// a Distro version bump and not replicated (see `Registry::raft_only`): every member
+    /// applies the same op from the log, and a bump here would make this member refuse the
+    /// responsible member's next replica.
     pub fn apply_committed(
+        &mut self,
+        key: &ServiceKey,
+        op: PersistentOp,
+        now: u64,
+    ) -> ApiResult<()> {
+        let only_raft = !self.dirty.contains(key) || self.raft_only.contains_key(key);
+        let r = self.apply_committed_op(key, op, now);
+        if only_raft {
+            if let Some(svc) = self.services.get(key) {
+                self.raft_only.insert(key.clone(), svc.revision);
+            }
+        }
+        r
+    }
+
+    fn apply_committed_op(
         &mut self,
         key: &ServiceKey,
         op: PersistentOp,
@@ -140,6 +161,7 @@ impl Registry {
     /// Applies a service's recovered persistent state (startup, before the server is ready):
     /// settings, then clusters, then every instance, as the committed ops that made them would.
     pub fn restore(&mut self, key: &ServiceKey, r: Restore, now: u64) {
+        let only_raft = !self.dirty.contains(key) || self.raft_only.contains_key(key);
         if let Some(settings) = r.settings {
             // Neither op can be refused.
             let _ = self.apply_committed(key, PersistentOp::CreateService { settings }, now);
@@ -181,6 +203,11 @@ impl Registry {
         svc.durable = true;
         for spec in one_by_one {
             self.upsert(key, spec, now);
+        }
+        if only_raft {
+            if let Some(svc) = self.services.get(key) {
+                self.raft_only.insert(key.clone(), svc.revision);
+            }
         }
     }
 

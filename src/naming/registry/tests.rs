@@ -1322,3 +1322,53 @@ fn a_responsible_member_merges_a_stale_replica_without_resurrecting_a_deregistra
     assert_eq!(a.reg.flush(now), Vec::<ServiceKey>::new());
     assert_eq!(listed_ips(&a), ["10.0.0.1"]);
 }
+
+/// In a cluster every member applies the same committed ops from the log, so a service changed
+/// only by them keeps its Distro version and is not replicated: a bump would make a member
+/// that is not responsible refuse the responsible member's next replica. A local ephemeral
+/// change in the same flush still bumps it.
+#[test]
+fn committed_ops_alone_do_not_move_the_distro_version() {
+    let mut f = member();
+    let now = f.clock.now_ms();
+    f.reg
+        .apply_committed(
+            &f.key,
+            PersistentOp::Register {
+                instance: persistent("10.0.0.9", 3306),
+            },
+            now,
+        )
+        .unwrap();
+    f.reg.flush(now);
+    assert!(f.reg.flushed_by_raft_only(&f.key));
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().version, 0);
+    assert_eq!(f.view.get(f.key.as_ref()).unwrap().instances.len(), 1);
+    // A replica from the responsible member with version 1 is still taken.
+    f.reg.apply_replica(replica(&f, 1, &["10.0.0.1"]), now);
+    f.reg.flush(now);
+    let v = f.view.get(f.key.as_ref()).unwrap();
+    assert_eq!(
+        v.instances.len(),
+        2,
+        "the persistent instance and the replica's"
+    );
+    // An ephemeral write here and a committed op in the same flush: a local change, bumped.
+    let mut g = member();
+    g.reg
+        .apply_committed(
+            &g.key,
+            PersistentOp::Register {
+                instance: persistent("10.0.0.9", 3306),
+            },
+            now,
+        )
+        .unwrap();
+    assert!(g
+        .reg
+        .apply(&g.key, Write::Register(spec("10.0.0.2", 80)), now)
+        .is_ok());
+    g.reg.flush(now);
+    assert!(!g.reg.flushed_by_raft_only(&g.key));
+    assert_eq!(g.view.get(g.key.as_ref()).unwrap().version, 1);
+}
