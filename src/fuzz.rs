@@ -46,6 +46,7 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("listening", listening),
     ("config_import", config_import),
     ("peer", peer),
+    ("raft_frame", raft_frame),
 ];
 
 /// Reads fuzz-chosen numbers off the front of an input; past the end it yields zeros.
@@ -505,4 +506,23 @@ pub fn peer(data: &[u8]) {
     } else {
         let _ = crate::node::distro::decode_for_fuzz(rest);
     }
+}
+
+/// Bytes from a peer as `RAFT` frame bodies (`node/transport.rs`): batches of protobuf raft
+/// messages and checksummed snapshot chunks. The input is a sequence of frames, each a length
+/// (u16 LE) then that many bytes (the last frame takes what is left if the input is shorter),
+/// fed in order to one `Receiver`, so chunk assembly across frames is fuzzed too.
+pub fn raft_frame(data: &[u8]) {
+    let mut inp = Input { rest: data };
+    let mut frames = Vec::new();
+    while !inp.rest.is_empty() && frames.len() < 64 {
+        let len = usize::from(inp.u16());
+        frames.push(inp.take(len));
+    }
+    let delivered = crate::node::transport::decode_for_fuzz(&frames);
+    assert!(
+        delivered <= frames.len() * crate::node::transport::MAX_BATCH,
+        "{delivered} messages from {} frames",
+        frames.len()
+    );
 }

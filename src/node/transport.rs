@@ -579,10 +579,52 @@ fn serve(
     }
 }
 
-/// Fuzz entry: decodes `bytes` as one raft frame body. True when it decoded.
+/// Fuzz entry: feeds `frames` in order to one [`Receiver`], as one peer connection's `RAFT`
+/// frame bodies arrive (so snapshot chunks assemble across frames). Returns how many messages
+/// reached raft.
+///
+/// Checks besides not panicking: an accepted batch holds at most [`MAX_BATCH`] messages and
+/// re-encodes (`encode_batch`, what a sender writes) to a batch that decodes to the same
+/// messages; a frame yields at most one snapshot, whose image is no larger than the chunk
+/// bytes fed so far; and the receiver holds at most one assembly per sender id seen.
 #[doc(hidden)]
-pub fn decode_for_fuzz(bytes: &[u8]) -> bool {
-    removal(bytes).is_some() || Receiver::default().accept(bytes).is_ok()
+pub fn decode_for_fuzz(frames: &[&[u8]]) -> usize {
+    let r = Receiver::default();
+    let mut delivered = 0;
+    let mut fed = 0usize;
+    let mut senders = std::collections::HashSet::new();
+    for body in frames {
+        fed += body.len();
+        if removal(body).is_some() {
+            delivered += 1;
+            continue;
+        }
+        if body.first() == Some(&SNAP_CHUNK) && body.len() >= CHUNK_HEADER {
+            senders.insert(u64::from_le_bytes(body[1..9].try_into().expect("8")));
+        }
+        let Ok(msgs) = r.accept(body) else {
+            continue;
+        };
+        if body.first() == Some(&BATCH) {
+            assert!(msgs.len() <= MAX_BATCH, "a batch of {}", msgs.len());
+            let again = decode_batch(&encode_batch(&msgs)[1..]).expect("a re-encoded batch");
+            assert_eq!(again, msgs, "a batch changed through encode and decode");
+        } else {
+            assert!(msgs.len() <= 1, "{} messages from one chunk", msgs.len());
+            for m in &msgs {
+                let image = m.get_snapshot().get_data().len();
+                assert!(image <= fed, "a snapshot of {image} bytes from {fed} fed");
+            }
+        }
+        delivered += msgs.len();
+    }
+    let held = r.assemblies.lock().unwrap_or_else(|e| e.into_inner()).len();
+    assert!(
+        held <= senders.len(),
+        "{held} assemblies for {} senders",
+        senders.len()
+    );
+    delivered
 }
 
 #[cfg(test)]
