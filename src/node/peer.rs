@@ -899,6 +899,86 @@ mod tests {
         assert!(a.is_err());
     }
 
+    /// A `RAFT` frame reaches the raft handler only on a connection that finished the
+    /// handshake with the cluster secret: sent from a member's address in place of the hello
+    /// it is not answered and never served, and a dialer with the wrong secret gets no
+    /// connection to send it on.
+    #[test]
+    fn raft_frames_are_served_only_after_the_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let http = |ip: &str| SocketAddr::new(ip.parse().unwrap(), port + 1000);
+        let acceptor = http("127.0.0.1");
+        let members = Members::new(acceptor, &[acceptor, http("127.0.0.2")]);
+        let settings = PeerSettings {
+            listen: listener.local_addr().unwrap(),
+            secret: secret("right"),
+            ping: Duration::from_millis(200),
+        };
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handlers = Arc::new(Handlers::default());
+        let count = served.clone();
+        let _ = handlers.raft.set(Arc::new(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
+            b"ok".to_vec()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let acceptor_thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for _ in 0..3 {
+                    let (mut s, src) = listener.accept().unwrap();
+                    serve_inbound(&mut s, src.ip(), &members, &settings, &stop, &handlers);
+                }
+            })
+        };
+        // A request number, then an empty raft batch.
+        let mut frame = 7u64.to_le_bytes().to_vec();
+        frame.extend_from_slice(&[1, 0, 0, 0, 0]);
+
+        // From a member's address, a raft frame instead of the hello: closed, not served.
+        let sock = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .unwrap();
+        sock.bind(&SocketAddr::new("127.0.0.2".parse().unwrap(), 0).into())
+            .unwrap();
+        sock.connect(&peer_addr(acceptor).into()).unwrap();
+        let mut s: TcpStream = sock.into();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        write_frame(&mut s, RAFT, &frame).unwrap();
+        assert!(read_frame(&mut s).is_err(), "answered without a handshake");
+
+        // The wrong secret: no connection to send on.
+        let wrong = dial(
+            http("127.0.0.2"),
+            acceptor,
+            &secret("wrong"),
+            Duration::from_secs(2),
+        );
+        assert!(wrong.is_err());
+        assert_eq!(served.load(Ordering::SeqCst), 0);
+
+        // The right secret: the same frame is served.
+        let mut s = dial(
+            http("127.0.0.2"),
+            acceptor,
+            &secret("right"),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        write_frame(&mut s, RAFT, &frame).unwrap();
+        let (kind, body) = read_frame(&mut s).unwrap();
+        assert_eq!(kind, RESPONSE);
+        assert_eq!(&body[8..], b"ok");
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+        stop.store(true, Ordering::SeqCst);
+        drop(s);
+        acceptor_thread.join().unwrap();
+    }
+
     #[test]
     fn frames_reject_bad_lengths() {
         let mut buf = Vec::new();
