@@ -580,13 +580,14 @@ fn serve(
 }
 
 /// Fuzz entry: feeds `frames` in order to one [`Receiver`], as one peer connection's `RAFT`
-/// frame bodies arrive (so snapshot chunks assemble across frames). Returns how many messages
-/// reached raft.
+/// frame bodies arrive (so snapshot chunks assemble across frames); a removal notice is taken
+/// out first, as [`handler`] does. Returns how many messages (and notices) reached raft.
 ///
 /// Checks besides not panicking: an accepted batch holds at most [`MAX_BATCH`] messages and
 /// re-encodes (`encode_batch`, what a sender writes) to as many bytes, and a second round
-/// trip gives the same messages; a frame yields at most one snapshot, whose image is no larger than the chunk
-/// bytes fed so far; and the receiver holds at most one assembly per sender id seen.
+/// trip gives the same messages; a frame yields at most one snapshot, whose image is no
+/// larger than the chunk bytes fed so far; and the receiver holds at most one assembly per
+/// sender id seen.
 #[doc(hidden)]
 pub fn decode_for_fuzz(frames: &[&[u8]]) -> usize {
     let r = Receiver::default();
