@@ -48,6 +48,10 @@ pub const MAX_BATCH_BYTES: usize = 4 << 20;
 pub const CHUNK: usize = 1 << 20;
 /// Largest snapshot a member accepts, in bytes.
 pub const MAX_SNAPSHOT: u64 = 16 << 30;
+/// Most snapshots being received at once (one per sending member).
+pub const MAX_ASSEMBLIES: usize = 8;
+/// A snapshot not finished this long after its first chunk is dropped.
+const ASSEMBLY_TTL: Duration = Duration::from_secs(600);
 /// How long a batch or a chunk may take to be answered.
 const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -399,6 +403,7 @@ fn malformed(why: impl Into<String>) -> FrameError {
 
 /// A snapshot being received from one member.
 struct Assembly {
+    started: Instant,
     index: u64,
     total: u64,
     whole: u32,
@@ -454,6 +459,15 @@ impl Receiver {
         if offset == 0 {
             let meta = Message::parse_from_bytes(meta)
                 .map_err(|e| malformed(format!("snapshot metadata: {e}")))?;
+            // A sender that stopped mid-stream leaves its assembly behind: drop stale ones,
+            // and hold at most MAX_ASSEMBLIES at once (the sender id is the frame's word, so a
+            // member could otherwise open any number).
+            all.retain(|_, a| a.started.elapsed() < ASSEMBLY_TTL);
+            if !all.contains_key(&from) && all.len() >= MAX_ASSEMBLIES {
+                return Err(malformed(format!(
+                    "{MAX_ASSEMBLIES} snapshots are being received already"
+                )));
+            }
             all.insert(
                 from,
                 Assembly {
@@ -461,7 +475,8 @@ impl Receiver {
                     total,
                     whole,
                     meta,
-                    data: Vec::with_capacity(total.min(256 << 20) as usize),
+                    data: Vec::with_capacity(total.min(4 * CHUNK as u64) as usize),
+                    started: Instant::now(),
                 },
             );
         }
@@ -500,14 +515,15 @@ impl Receiver {
     }
 }
 
-fn decode_batch(mut b: &[u8]) -> Result<Vec<Message>, FrameError> {
+fn decode_batch(b: &[u8]) -> Result<Vec<Message>, FrameError> {
+    let mut at = 0;
     let mut take = |n: usize| -> Result<&[u8], FrameError> {
-        if b.len() < n {
-            return Err(malformed("raft batch cut short"));
-        }
-        let (h, t) = b.split_at(n);
-        b = t;
-        Ok(h)
+        let end = at + n;
+        let part = b
+            .get(at..end)
+            .ok_or_else(|| malformed("raft batch cut short"))?;
+        at = end;
+        Ok(part)
     };
     let count = u32::from_le_bytes(take(4)?.try_into().expect("4")) as usize;
     if count > MAX_BATCH {
@@ -519,6 +535,12 @@ fn decode_batch(mut b: &[u8]) -> Result<Vec<Message>, FrameError> {
         let m = Message::parse_from_bytes(take(len)?)
             .map_err(|e| malformed(format!("raft message: {e}")))?;
         out.push(m);
+    }
+    if at != b.len() {
+        return Err(malformed(format!(
+            "{} bytes after the batch's {count} messages",
+            b.len() - at
+        )));
     }
     Ok(out)
 }
@@ -706,6 +728,31 @@ mod tests {
         let got = Receiver::default().accept(&body).unwrap();
         assert_eq!(got, vec![a, b]);
         assert!(Receiver::default().accept(&body[..body.len() - 1]).is_err());
+        let mut long = body.clone();
+        long.push(0);
+        assert!(
+            Receiver::default().accept(&long).is_err(),
+            "bytes after the counted messages"
+        );
+    }
+
+    /// At most MAX_ASSEMBLIES senders stream snapshots at once; a further one is refused until
+    /// one finishes.
+    #[test]
+    fn snapshot_assemblies_are_capped() {
+        let r = Receiver::default();
+        let data = vec![7u8; 100];
+        for from in 0..MAX_ASSEMBLIES as u64 + 1 {
+            let mut m = snapshot_msg(data.clone());
+            m.from = 100 + from;
+            let first = chunks(&m, 10).remove(0);
+            let got = r.accept(&first);
+            if from < MAX_ASSEMBLIES as u64 {
+                assert!(got.unwrap().is_empty());
+            } else {
+                assert!(got.is_err(), "the ninth sender is refused");
+            }
+        }
     }
 
     /// A snapshot arrives whole only after its last chunk, byte for byte; a damaged chunk, a
