@@ -400,12 +400,16 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
     loop {
         let wait = settings.tick.saturating_sub(last_tick.elapsed());
         // Naming and config proposals share the Ready (one fdatasync for both).
-        let got = flume::Selector::new()
+        let mut selector = flume::Selector::new()
             .recv(&proposals, |r| r.map(|p| batch.push(p)))
             .recv(&shared.configs.rx, |r| r.map(|p| config_batch.push(p)))
-            .recv(&reads, |r| r.map(|p| read_batch.push(p)))
-            .recv(&inbound, |r| r.map(|p| messages.push(p)))
-            .wait_timeout(wait);
+            .recv(&reads, |r| r.map(|p| read_batch.push(p)));
+        // Standalone has no transport, so nothing ever sends on `inbound`: a disconnected
+        // receiver is always ready, and selecting on it would spin this thread at 100% CPU.
+        if !inbound.is_disconnected() {
+            selector = selector.recv(&inbound, |r| r.map(|p| messages.push(p)));
+        }
+        let got = selector.wait_timeout(wait);
         match got {
             Ok(Ok(())) => {
                 // Take whatever else is queued, up to a Ready's worth each.
