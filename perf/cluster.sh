@@ -4,6 +4,7 @@
 #
 #   bash perf/cluster.sh                    # ROUNDS=3 DURATION=10s CONNS=32
 #   ROUNDS=5 SCENARIOS="register beat" bash perf/cluster.sh
+#   SCENARIOS=persistent-register CONNS=64 bash perf/cluster.sh
 #
 # The load (muster-bench, one thread) is spread over every node's HTTP address (`--url` with
 # the member list: connection i goes to node i mod 3), as clients configured with the whole
@@ -13,6 +14,18 @@
 # around the whole run with no warm-up, so it covers every request sent); for Muster 3-node
 # also the replication lag p50/p99 from the first node's /metrics. Nothing is pinned: all
 # servers and the bench share the machine's CPUs, as a 3-node cluster on one host does.
+#
+# persistent-register (issue 15) registers ephemeral=false instances: on Muster each goes through
+# the raft group (every member fdatasyncs its log once per Ready) and is answered by the member
+# that took it once the entry is committed and applied there, so its p50/p99 is the commit
+# latency. r-nacos 0.8.8 applies a persistent instance on the node responsible for the service,
+# answers `ok`, and hands the raft write (no fsync) to a background task, so its latency is not a
+# commit latency. After this scenario the CPU window stays open until no node's raft applied index
+# moves for 0.5 s (30 s at most), so work queued behind the answers (r-nacos's raft backlog) is
+# counted; the last column shows each node's raft applied index then, and the seconds that took.
+# The pool is PINSTANCES (default 1,000,000) instances over 1,000 services, larger than a run
+# sends, so every request registers a new instance (a re-register of an unchanged persistent
+# instance is no raft write on r-nacos).
 # Raw reports go to perf/out/cluster-<timestamp>/; the summary table is printed and written
 # to that directory as summary.md.
 set -euo pipefail
@@ -21,6 +34,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
 SCENARIOS=${SCENARIOS:-register beat list}
+PINSTANCES=${PINSTANCES:-1000000}
 OUT=${OUT_DIR:-perf/out/cluster-$(date +%Y%m%d-%H%M%S)}
 SECRET=perf-cluster-secret-0123456789abcdefgh
 mkdir -p "$OUT"
@@ -41,8 +55,42 @@ stop() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/
 trap 'stop; rm -rf "$TMP"' EXIT
 ready() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; return 1; }
 cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
+settle() { # server -> waits until no node's raft applied index moved in 0.5 s (30 s at most); prints the seconds
+  local s0=$SECONDS prev now
+  prev=$(raft_applied $1)
+  for _ in $(seq 60); do sleep 0.5; now=$(raft_applied $1); [ "$now" = "$prev" ] && break; prev=$now; done
+  echo $((SECONDS - s0))
+}
+raft_applied() { # server -> each node's raft applied index, n1/n2/n3
+  local out=() u
+  for u in ${URL//,/ }; do case $1 in
+    muster-*) out+=("$(curl -s "$u/nacos/v1/core/cluster/nodes" | python3 -c 'import json,sys; print(max(int(n["extendInfo"]["raft"].get("appliedIndex", 0)) for n in json.load(sys.stdin)["data"]))' 2>/dev/null || echo '?')") ;;
+    rnacos-*) out+=("$(curl -s "$u/nacos/v1/raft/metrics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_applied"])' 2>/dev/null || echo '?')") ;;
+  esac; done
+  local IFS=/; echo "${out[*]}"
+}
 
-start() { # server -> sets PIDS and URL
+rnacos_formed() { # true once node 1 leads voters 1,2,3 and nodes 2 and 3 follow (10 s at most)
+  for _ in $(seq 50); do
+    local n=0 u
+    for u in ${URL//,/ }; do
+      curl -s "$u/nacos/v1/raft/metrics" | python3 -c 'import json,sys; m=json.load(sys.stdin); sys.exit(0 if m["state"] in ("Leader","Follower") and sorted(m["membership_config"]["members"])==[1,2,3] else 1)' 2>/dev/null && n=$((n + 1))
+    done
+    [ $n = 3 ] && return 0; sleep 0.2
+  done; return 1
+}
+
+muster_formed() { # true once every member sees three voters and a leader (10 s at most)
+  for _ in $(seq 50); do
+    local n=0 u
+    for u in ${URL//,/ }; do
+      curl -s "$u/nacos/v1/core/cluster/nodes" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; r=[n["extendInfo"]["raft"] for n in d]; sys.exit(0 if sum(x["voter"] for x in r)==3 and any(x.get("leader") for x in r) else 1)' 2>/dev/null && n=$((n + 1))
+    done
+    [ $n = 3 ] && return 0; sleep 0.2
+  done; return 1
+}
+
+start() { # server [try] -> sets PIDS and URL
   rm -rf "$TMP"/*; case $1 in
   muster-1)
     mkdir -p "$TMP/d"; $BIN/muster --listen 127.0.0.1:8848 --data-dir "$TMP/d" --shards 1 >"$TMP/log" 2>&1 & PIDS=($!)
@@ -52,7 +100,8 @@ start() { # server -> sets PIDS and URL
       MUSTER_CLUSTER_SECRET=$SECRET $BIN/muster --listen 127.0.0.$i:8848 --data-dir "$TMP/d$i" --shards 1 \
         --members 127.0.0.1:8848,127.0.0.2:8848,127.0.0.3:8848 >"$TMP/log$i" 2>&1 & PIDS+=($!); done
     for i in 1 2 3; do ready http://127.0.0.$i:8848/nacos/v1/console/health/readiness; done
-    URL=http://127.0.0.1:8848,http://127.0.0.2:8848,http://127.0.0.3:8848 ;;
+    URL=http://127.0.0.1:8848,http://127.0.0.2:8848,http://127.0.0.3:8848
+    muster_formed || { echo "Muster raft group did not form" >&2; return 1; } ;;
   rnacos-1)
     mkdir -p "$TMP/r"; (cd "$TMP/r" && RUST_LOG=warn RNACOS_HTTP_PORT=18848 RNACOS_HTTP_CONSOLE_PORT=0 exec "$RNACOS" >log 2>&1) & PIDS=($!)
     URL=http://127.0.0.1:18848; ready "$URL/nacos/v1/ns/instance/list?serviceName=ready" ;;
@@ -63,16 +112,24 @@ start() { # server -> sets PIDS and URL
         RNACOS_RAFT_NODE_ID=$i RNACOS_RAFT_NODE_ADDR=127.0.0.1:$g RNACOS_CONFIG_DB_DIR=db $join "$RNACOS" >log 2>&1) &
       PIDS+=($!); sleep 1; done
     for i in 1 2 3; do ready "http://127.0.0.1:$((18838 + i * 10))/nacos/v1/ns/instance/list?serviceName=ready"; done
-    sleep 2; URL=http://127.0.0.1:18848,http://127.0.0.1:18858,http://127.0.0.1:18868 ;;
+    URL=http://127.0.0.1:18848,http://127.0.0.1:18858,http://127.0.0.1:18868
+    # Under load the joins sometimes never land (nodes 2 and 3 stay NonVoter and node 1 is a
+    # one-voter group): wait for all three voters, or start over (3 tries).
+    if ! rnacos_formed; then
+      [ "${2:-1}" -ge 3 ] && { echo "r-nacos raft group did not form" >&2; return 1; }
+      echo "r-nacos raft group did not form; restarting it" >&2; stop; start rnacos-3 $((${2:-1} + 1)); return
+    fi
+    sleep 2 ;;
   esac
 }
 
-printf '| round | scenario | server | req/s | p50 µs | p99 µs | server CPU µs/req | Muster replication lag p50 / p99 ms |\n|---|---|---|---|---|---|---|---|\n' | tee "$OUT/summary.md"
+printf '| round | scenario | server | req/s | p50 µs | p99 µs | server CPU µs/req | Muster replication lag p50 / p99 ms; persistent: raft applied index per node, settle s |\n|---|---|---|---|---|---|---|---|\n' | tee "$OUT/summary.md"
 for r in $(seq "$ROUNDS"); do
   for sc in $SCENARIOS; do
     for server in muster-1 muster-3 rnacos-1 rnacos-3; do
       start $server
       args=(-u "$URL" -c "$CONNS" -d "$DURATION" -w 0s --json --no-progress --prefix "b$r")
+      [ "$sc" = persistent-register ] && args+=(--instances "$PINSTANCES" --services 1000)
       if [ "$sc" = list ] || [ "$sc" = beat ]; then
         # setup (registrations) before the CPU window
         $BIN/muster-bench $sc "${args[@]}" -d 1s >/dev/null 2>&1 || true
@@ -81,9 +138,11 @@ for r in $(seq "$ROUNDS"); do
       t0=$(cpu_ticks)
       echo "$BIN/muster-bench $sc ${args[*]}" > "$OUT/$sc-$server-r$r.cmd"
       $BIN/muster-bench $sc "${args[@]}" >"$OUT/$sc-$server-r$r.json" 2>"$OUT/$sc-$server-r$r.err" || true
-      t1=$(cpu_ticks)
       lag="-"
-      if [ $server = muster-3 ]; then
+      [ "$sc" = persistent-register ] && waited=$(settle $server)
+      t1=$(cpu_ticks)
+      [ "$sc" = persistent-register ] && lag="$(raft_applied $server), ${waited} s"
+      if [ $server = muster-3 ] && [ "$sc" != persistent-register ]; then
         lag=$(curl -s ${URL%%,*}/metrics | awk -F'[ ]' '/^muster_distro_replication_lag_seconds\{/ {split($1,a,"quantile=\""); q=substr(a[2],1,length(a[2])-2); if (q=="0.5") p50=($2>p50?$2:p50); if (q=="0.99") p99=($2>p99?$2:p99)} END {printf "%.2f / %.2f", p50*1000, p99*1000}')
       fi
       python3 - "$OUT/$sc-$server-r$r.json" $((t1 - t0)) "$r" "$sc" "$server" "$lag" <<'PY' | tee -a "$OUT/summary.md"
