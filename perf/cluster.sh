@@ -20,14 +20,17 @@
 # that took it once the entry is committed and applied there, so its p50/p99 is the commit
 # latency. r-nacos 0.8.8 applies a persistent instance on the node responsible for the service,
 # answers `ok`, and hands the raft write (no fsync) to a background task, so its latency is not a
-# commit latency. After this scenario the CPU window stays open until no node's raft applied index
-# moves for 0.5 s (30 s at most), so work queued behind the answers (r-nacos's raft backlog) is
-# counted; the last column shows each node's raft applied index then, and the seconds that took.
+# commit latency. After this scenario the CPU window stays open until some node's raft applied
+# index reaches the number of answered writes (30 s at most), so the raft work queued behind
+# r-nacos's answers is counted; the last column shows each node's raft applied index then, and the
+# seconds that took. (Both servers also probe the persistent instances, which nothing answers on
+# 127.x:8080; r-nacos writes the health flips through raft, so its index passes the write count.)
 # The pool is PINSTANCES (default 1,000,000) instances over 1,000 services, larger than a run
 # sends, so every request registers a new instance (a re-register of an unchanged persistent
 # instance is no raft write on r-nacos).
 # Raw reports go to perf/out/cluster-<timestamp>/; the summary table is printed and written
-# to that directory as summary.md.
+# to that directory as summary.md, and load.txt notes per run the load average and the CPU ticks
+# the rest of the machine (the bench and anything else running) used, to spot disturbed runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -55,17 +58,20 @@ stop() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/
 trap 'stop; rm -rf "$TMP"' EXIT
 ready() { for _ in $(seq 200); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done; echo "not ready: $1" >&2; return 1; }
 cpu_ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
-settle() { # server -> waits until no node's raft applied index moved in 0.5 s (30 s at most); prints the seconds
-  local s0=$SECONDS prev now
-  prev=$(raft_applied $1)
-  for _ in $(seq 60); do sleep 0.5; now=$(raft_applied $1); [ "$now" = "$prev" ] && break; prev=$now; done
+machine_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+settle() { # server answered -> waits until some node's raft applied index reaches the number of answered
+  # writes (30 s at most; r-nacos commits behind its answers); prints the seconds
+  local s0=$SECONDS top
+  while [ $((SECONDS - s0)) -lt 30 ]; do
+    top=$(raft_applied $1 | tr / '\n' | grep -E '^[0-9]+$' | sort -n | tail -1)
+    [ "${top:-0}" -ge "$2" ] && break; sleep 0.2; done
   echo $((SECONDS - s0))
 }
 raft_applied() { # server -> each node's raft applied index, n1/n2/n3
   local out=() u
   for u in ${URL//,/ }; do case $1 in
-    muster-*) out+=("$(curl -s "$u/nacos/v1/core/cluster/nodes" | python3 -c 'import json,sys; print(max(int(n["extendInfo"]["raft"].get("appliedIndex", 0)) for n in json.load(sys.stdin)["data"]))' 2>/dev/null || echo '?')") ;;
-    rnacos-*) out+=("$(curl -s "$u/nacos/v1/raft/metrics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_applied"])' 2>/dev/null || echo '?')") ;;
+    muster-*) out+=("$(curl -s -m 2 "$u/nacos/v1/core/cluster/nodes" | python3 -c 'import json,sys; print(max(int(n["extendInfo"]["raft"].get("appliedIndex", 0)) for n in json.load(sys.stdin)["data"]))' 2>/dev/null || echo '?')") ;;
+    rnacos-*) out+=("$(curl -s -m 2 "$u/nacos/v1/raft/metrics" | python3 -c 'import json,sys; print(json.load(sys.stdin)["last_applied"])' 2>/dev/null || echo '?')") ;;
   esac; done
   local IFS=/; echo "${out[*]}"
 }
@@ -74,7 +80,7 @@ rnacos_formed() { # true once node 1 leads voters 1,2,3 and nodes 2 and 3 follow
   for _ in $(seq 50); do
     local n=0 u
     for u in ${URL//,/ }; do
-      curl -s "$u/nacos/v1/raft/metrics" | python3 -c 'import json,sys; m=json.load(sys.stdin); sys.exit(0 if m["state"] in ("Leader","Follower") and sorted(m["membership_config"]["members"])==[1,2,3] else 1)' 2>/dev/null && n=$((n + 1))
+      curl -s -m 2 "$u/nacos/v1/raft/metrics" | python3 -c 'import json,sys; m=json.load(sys.stdin); sys.exit(0 if m["state"] in ("Leader","Follower") and sorted(m["membership_config"]["members"])==[1,2,3] else 1)' 2>/dev/null && n=$((n + 1))
     done
     [ $n = 3 ] && return 0; sleep 0.2
   done; return 1
@@ -84,7 +90,7 @@ muster_formed() { # true once every member sees three voters and a leader (10 s 
   for _ in $(seq 50); do
     local n=0 u
     for u in ${URL//,/ }; do
-      curl -s "$u/nacos/v1/core/cluster/nodes" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; r=[n["extendInfo"]["raft"] for n in d]; sys.exit(0 if sum(x["voter"] for x in r)==3 and any(x.get("leader") for x in r) else 1)' 2>/dev/null && n=$((n + 1))
+      curl -s -m 2 "$u/nacos/v1/core/cluster/nodes" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; r=[n["extendInfo"]["raft"] for n in d]; sys.exit(0 if sum(x["voter"] for x in r)==3 and any(x.get("leader") for x in r) else 1)' 2>/dev/null && n=$((n + 1))
     done
     [ $n = 3 ] && return 0; sleep 0.2
   done; return 1
@@ -135,12 +141,16 @@ for r in $(seq "$ROUNDS"); do
         $BIN/muster-bench $sc "${args[@]}" -d 1s >/dev/null 2>&1 || true
         sleep 1
       fi
+      m0=$(machine_ticks); w0=$(date +%s.%N)
       t0=$(cpu_ticks)
       echo "$BIN/muster-bench $sc ${args[*]}" > "$OUT/$sc-$server-r$r.cmd"
       $BIN/muster-bench $sc "${args[@]}" >"$OUT/$sc-$server-r$r.json" 2>"$OUT/$sc-$server-r$r.err" || true
       lag="-"
-      [ "$sc" = persistent-register ] && waited=$(settle $server)
+      [ "$sc" = persistent-register ] && waited=$(settle $server "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("ok") or 0)' "$OUT/$sc-$server-r$r.json" 2>/dev/null || echo 0)")
       t1=$(cpu_ticks)
+      m1=$(machine_ticks); w1=$(date +%s.%N)
+      # disturbance check: CPU the rest of the machine (the bench and anything else) used
+      echo "round $r $sc $server: loadavg $(cut -d' ' -f1-3 /proc/loadavg); servers $((t1 - t0)) ticks, rest of the machine $((m1 - m0 - t1 + t0)) ticks over $(echo "$w1 - $w0" | bc) s" >> "$OUT/load.txt"
       [ "$sc" = persistent-register ] && lag="$(raft_applied $server), ${waited} s"
       if [ $server = muster-3 ] && [ "$sc" != persistent-register ]; then
         lag=$(curl -s ${URL%%,*}/metrics | awk -F'[ ]' '/^muster_distro_replication_lag_seconds\{/ {split($1,a,"quantile=\""); q=substr(a[2],1,length(a[2])-2); if (q=="0.5") p50=($2>p50?$2:p50); if (q=="0.99") p99=($2>p99?$2:p99)} END {printf "%.2f / %.2f", p50*1000, p99*1000}')
