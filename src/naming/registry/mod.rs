@@ -340,8 +340,11 @@ impl Registry {
 
     fn apply_now(&mut self, key: &ServiceKey, write: Write, now: u64) -> ApiResult<Outcome> {
         // A write reaches the owner shard of the member responsible for the service (Distro
-        // forwards it there): a replica held here is this member's from now on.
-        self.adopt(key, now);
+        // forwards it there): a replica held here is this member's from now on. Not a write
+        // of a persistent instance: any member takes those, since they go through raft.
+        if !write.names_persistent_instance() {
+            self.adopt(key, now);
+        }
         match write {
             Write::Register(spec) => {
                 self.room_for(key)?;
@@ -373,19 +376,24 @@ impl Registry {
                 durability,
             } => {
                 let ik = self.instance_key(&ip, port, &cluster, durability.is_ephemeral());
-                let Some(svc) = self.services.get_mut(key) else {
-                    return Ok(Outcome::Applied(Reply::Ok));
-                };
-                if durability == Durability::Persistent {
-                    // Nothing to remove: answer ok without writing a log entry.
-                    if svc.instances.get(&ik).is_none() {
-                        return Ok(Outcome::Applied(Reply::Ok));
-                    }
+                let persistent = durability == Durability::Persistent;
+                let svc = self.services.get_mut(key);
+                // Nothing to remove here: standalone that is the applied state, so answer ok
+                // without a log entry. In a cluster this member's copy may not have applied a
+                // register another member already acknowledged: the deregister goes through the
+                // log all the same (removing an absent instance changes nothing), or an `ok`
+                // here could come before that register in the log's order (found by
+                // tests/raft.rs's linearizability check).
+                let present = svc.as_ref().is_some_and(|s| s.instances.get(&ik).is_some());
+                if persistent && (present || self.distro) {
                     return Ok(Outcome::Propose {
                         ops: vec![PersistentOp::Deregister { ip, port, cluster }],
                         reply: Reply::Ok,
                     });
                 }
+                let Some(svc) = svc.filter(|_| !persistent) else {
+                    return Ok(Outcome::Applied(Reply::Ok));
+                };
                 if svc.instances.remove(&ik).is_some() {
                     if self.distro {
                         let version = svc.version + 1;

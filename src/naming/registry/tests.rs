@@ -1372,3 +1372,25 @@ fn committed_ops_alone_do_not_move_the_distro_version() {
     assert!(!g.reg.flushed_by_raft_only(&g.key));
     assert_eq!(g.view.get(g.key.as_ref()).unwrap().version, 1);
 }
+
+/// In a cluster this member's copy may lag the log: a persistent deregister of an instance it
+/// does not hold (yet) is still proposed, so its `ok` takes its place in the log's order.
+/// Standalone the copy is the applied state, and nothing is logged.
+#[test]
+fn a_persistent_deregister_of_an_unknown_instance_is_logged_in_a_cluster() {
+    let deregister = || Write::Deregister {
+        ip: "10.0.0.9".into(),
+        port: 3306,
+        cluster: "DEFAULT".into(),
+        durability: Durability::Persistent,
+    };
+    let mut solo = Fixture::new(Lifecycle::default());
+    assert!(matches!(
+        solo.plan(deregister()),
+        Ok(Outcome::Applied(Reply::Ok))
+    ));
+    let mut m = member();
+    assert!(matches!(m.plan(deregister()), Ok(Outcome::Propose { .. })));
+    m.apply(Write::Register(spec("10.0.0.1", 80))).unwrap();
+    assert!(matches!(m.plan(deregister()), Ok(Outcome::Propose { .. })));
+}
