@@ -122,7 +122,9 @@ impl Node {
             .spawn()
             .expect("spawn muster");
         self.child = Some(child);
-        let ready = wait_until(Duration::from_secs(20), || {
+        // Bounded, and generous: a member that finds no peer waits 5 s for one before it
+        // starts empty, and a loaded CI machine runs two of these clusters at once.
+        let ready = wait_until(Duration::from_secs(40), || {
             get(self.addr, "/nacos/v1/console/health/readiness").is_some_and(|(s, _)| s == 200)
         });
         assert!(ready, "node {} not ready:\n{}", self.addr, self.log_text());
