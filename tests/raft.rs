@@ -586,17 +586,23 @@ fn a_standalone_data_dir_becomes_the_first_member_of_a_cluster() {
     }
     assert!(wait_until(Duration::from_secs(5), || raft_of(first.addr)
         .is_some_and(|r| r["role"] == "LEADER")));
-    let (200, body) = get(first.addr, "/nacos/v1/core/cluster/nodes").unwrap() else {
-        panic!()
-    };
-    let v: Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        v["data"]
-            .as_array()
-            .unwrap()
+    // The membership is published once a raft tick (100 ms): wait for the third voter.
+    let all_voters = || {
+        let Some((200, body)) = get(first.addr, "/nacos/v1/core/cluster/nodes") else {
+            return None;
+        };
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let all = v["data"]
+            .as_array()?
             .iter()
-            .all(|m| m["extendInfo"]["raft"]["voter"] == true),
-        "{v}"
+            .all(|m| m["extendInfo"]["raft"]["voter"] == true);
+        Some((all, v))
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), || all_voters()
+            .is_some_and(|(all, _)| all)),
+        "{:?}",
+        all_voters()
     );
     // Writes now need two of three.
     assert_eq!(register(others[1].addr, "new", "127.0.2.8", 9), Some(200));

@@ -203,7 +203,8 @@ impl RaftView {
         }
     }
 
-    fn publish(&self, node: &Node) {
+    /// Stores the driver's status; the voters too when `voters` (they allocate: once a tick).
+    fn publish(&self, node: &Node, voters: bool) {
         let st = node.status();
         self.id.store(st.id, Ordering::Relaxed);
         self.role.store(
@@ -219,6 +220,9 @@ impl RaftView {
         self.leader.store(st.leader, Ordering::Relaxed);
         self.committed.store(st.committed, Ordering::Relaxed);
         self.applied.store(st.applied, Ordering::Relaxed);
+        if !voters {
+            return;
+        }
         let voters = node.conf_state().voters;
         let mut v = self.voters.lock().unwrap_or_else(|e| e.into_inner());
         if *v != voters {
@@ -387,7 +391,7 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    shared.raft.publish(&node);
+    shared.raft.publish(&node, true);
     shared.recovered.store(true, Ordering::SeqCst);
     shared.ready.store(true, Ordering::SeqCst);
     tracing::info!(id = settings.id, "persistent state is ready");
@@ -430,7 +434,10 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
                 }
             }
         }
-        if last_tick.elapsed() >= settings.tick {
+        // Once per tick, not per wake-up: the membership is moved towards the list and the
+        // voters published (both allocate and read the member list).
+        let ticked = last_tick.elapsed() >= settings.tick;
+        if ticked {
             node.tick();
             last_tick = Instant::now();
         }
@@ -468,14 +475,16 @@ fn run(rec: Recovery, shared: Arc<Shared>, inputs: Inputs, settings: RaftSetting
             node.read_index(t.context(id));
             t.wait(id, Waiter::Read(r.reply), COMMIT_WAIT);
         }
-        t.reconcile(&mut node);
+        if ticked {
+            t.reconcile(&mut node);
+        }
         let step = t
             .on_ready(&mut node)
             .and_then(|()| t.maybe_snapshot(&mut node));
         match step {
             Ok(()) => {
                 t.expire(&node);
-                shared.raft.publish(&node);
+                shared.raft.publish(&node, ticked);
             }
             Err(e) => {
                 if e.is_disk_failure() {
